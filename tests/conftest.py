@@ -1,0 +1,39 @@
+"""Shared fixtures: a seeded rng, small geometries, a tiny U-Net model folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A seeded random generator (same numbers every run)."""
+    return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def small_geometry():
+    """A 256x256, 150 µm pixel detector 0.12 m from the sample (rings across the frame)."""
+    from xrd_bluesky_mask.geometry import make_geometry
+
+    return make_geometry((256, 256), pixel_size_m=150e-6, distance_m=0.12)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A model folder holding a small, untrained dlsia U-Net (depth 2, 4 base channels)."""
+    import torch
+
+    from xrd_bluesky_mask.masking.network import NetworkConfig, build_network
+    from xrd_bluesky_mask.models import ModelCard, save_model
+
+    torch.manual_seed(0)
+    cfg = NetworkConfig(depth=2, base_channels=4)
+    net = build_network(cfg)
+    folder = tmp_path_factory.mktemp("tiny_model")
+    return save_model(net, ModelCard(model_id="tiny-untrained", architecture=cfg), folder)

@@ -1,0 +1,70 @@
+"""Frame checks: clear errors for bad input, static mask, scale-free network input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xrd_bluesky_mask.errors import FrameError, GeometryError
+from xrd_bluesky_mask.masking.preprocess import (
+    NonFiniteWarning,
+    network_input,
+    prepare_frame,
+)
+
+from .frames import ring_frame
+
+
+def test_wrong_dimensions(small_geometry):
+    with pytest.raises(FrameError, match="expected one 2D frame"):
+        prepare_frame(np.ones((2, 256, 256)), small_geometry)
+    with pytest.raises(FrameError, match="expected one 2D frame"):
+        prepare_frame(np.ones(256), small_geometry)
+    f, _ = prepare_frame(np.ones((1, 256, 256)), small_geometry)  # a leading 1 is dropped
+    assert f.shape == (256, 256)
+
+
+def test_shape_mismatch_with_poni(small_geometry):
+    with pytest.raises(GeometryError, match=r"does not match the detector shape \(256, 256\)"):
+        prepare_frame(np.ones((256, 200)), small_geometry)
+
+
+def test_empty_and_all_zero(small_geometry):
+    with pytest.raises(FrameError, match="all zero|zero"):
+        prepare_frame(np.zeros((256, 256)), small_geometry)
+    frame = -np.ones((256, 256))
+    with pytest.raises(FrameError, match="zero"):
+        prepare_frame(frame, small_geometry)
+
+
+def test_nan_inf_and_negative_become_static(small_geometry):
+    frame = np.full((256, 256), 10.0)
+    frame[0, 0], frame[1, 1], frame[2, 2] = np.nan, np.inf, -2
+    with pytest.warns(NonFiniteWarning, match="2 pixels"):
+        f, static = prepare_frame(frame, small_geometry)
+    assert static[0, 0] and static[1, 1] and static[2, 2] and static.sum() == 3
+    assert f[static].max() == 0 and f.dtype == np.float32
+
+
+def test_integer_dtypes_accepted(small_geometry):
+    f, static = prepare_frame(np.full((256, 256), 7, dtype=np.int32), small_geometry)
+    assert f.dtype == np.float32 and not static.any()
+
+
+def test_network_input_is_scale_free(small_geometry, rng):
+    """Frames whose flux differs 100x give nearly the same ring-excess channel."""
+    spots = [(60, 60, 2.0, 8.0)]
+    lo, elo = ring_frame(small_geometry, rng, level=20, ring_peak=200, spots=[(60, 60, 2, 200)])
+    hi, ehi = ring_frame(small_geometry, rng, level=2000, ring_peak=20000,
+                         spots=[(60, 60, 2, 20000)])
+    del spots
+    xs = []
+    for f in (lo, hi):
+        f32, st = prepare_frame(f, small_geometry)
+        xs.append(network_input(f32, st, small_geometry))
+    assert xs[0].shape == (2, 256, 256) and xs[0].dtype == np.float32
+    # channel 0 differs only by noise: the level normalisation removes the 100x
+    assert abs(np.median(xs[0][0]) - np.median(xs[1][0])) < 0.05
+    # the spot stands out in the ring-excess channel at both fluxes
+    assert xs[0][1][60, 60] > 1.0 and xs[1][1][60, 60] > 1.0
+    assert abs(np.median(xs[0][1])) < 0.1 and abs(np.median(xs[1][1])) < 0.1

@@ -1,0 +1,48 @@
+"""The one-line public entry point."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .geometry import as_geometry
+from .masking import Masker, get_masker
+
+
+@functools.lru_cache(maxsize=2)
+def _default_masker(name: str) -> Masker:
+    return get_masker(name)
+
+
+def predict_mask(
+    image: np.ndarray, poni: str | Path | Any, *, masker: str | Masker | None = None
+) -> np.ndarray:
+    """Mask single-crystal spots in one powder-diffraction frame.
+
+    Parameters
+    ----------
+    image
+        ``(rows, cols)`` detector frame, counts (any real dtype).
+    poni
+        pyFAI ``.poni`` path, PONI text, a `~xrd_bluesky_mask.geometry.Geometry` or a pyFAI
+        ``AzimuthalIntegrator`` for this detector.
+    masker
+        None (the packaged U-Net), ``"unet"``, ``"classical"`` or a `Masker` instance.
+
+    Returns
+    -------
+    numpy.ndarray
+        bool, same shape as ``image``; True = exclude the pixel (a spot, or a static pixel:
+        detector mask, negative/dummy value, NaN/inf).
+    """
+    arr = np.asarray(image)
+    shape = arr.shape[-2:] if arr.ndim >= 2 else arr.shape
+    geometry = as_geometry(poni, tuple(shape) if len(shape) == 2 else None)
+    if masker is None or isinstance(masker, str):
+        m = _default_masker(masker or "unet")
+    else:
+        m = get_masker(masker)
+    return m.predict(arr, geometry).mask

@@ -1,0 +1,277 @@
+"""Detector geometry: PONI text <-> a cached pyFAI integrator and per-pixel arrays.
+
+One `Geometry` object per (PONI, frame shape) pair lives in a small cache, so every frame of a
+scan reuses the same pyFAI integrator (and its engines) and the same per-pixel arrays.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import GeometryError
+
+if TYPE_CHECKING:
+    from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+
+PoniLike = "str | Path | Geometry | AzimuthalIntegrator"
+
+
+@dataclass(eq=False)
+class Geometry:
+    """A detector geometry ready for integration and ring statistics.
+
+    Attributes
+    ----------
+    integrator
+        pyFAI ``AzimuthalIntegrator``; keep one per geometry so engines are reused.
+    poni_text
+        The PONI file text (pyFAI format) that rebuilds this geometry.
+    shape
+        Frame shape ``(rows, cols)`` in pixels this geometry is used with.
+    source
+        Where the PONI came from (a path, or ``"<memory>"``).
+    """
+
+    integrator: AzimuthalIntegrator
+    poni_text: str
+    shape: tuple[int, int]
+    source: str = "<memory>"
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def pixel_size_m(self) -> tuple[float, float]:
+        """Pixel size ``(pixel1, pixel2)`` in metres (rows, cols)."""
+        det = self.integrator.detector
+        return float(det.pixel1), float(det.pixel2)
+
+    @property
+    def distance_m(self) -> float:
+        """Sample-to-PONI distance in metres."""
+        return float(self.integrator.dist)
+
+    @property
+    def wavelength_m(self) -> float:
+        """X-ray wavelength in metres (raises if the PONI has none)."""
+        wl = self.integrator.wavelength
+        if not wl:
+            raise GeometryError(
+                f"the PONI from {self.source} has no wavelength; q and d-spacings need one. "
+                "Add a 'Wavelength: <metres>' line to the PONI file."
+            )
+        return float(wl)
+
+    def tth_deg(self) -> np.ndarray:
+        """Scattering angle 2θ of every pixel centre, degrees, float32 ``(rows, cols)``."""
+        if "tth" not in self._cache:
+            tth = self.integrator.center_array(self.shape, unit="2th_rad")
+            self._cache["tth"] = np.degrees(tth).astype(np.float32)
+        return self._cache["tth"]
+
+    def chi_deg(self) -> np.ndarray:
+        """Azimuth χ of every pixel centre, degrees in (-180, 180], float32 ``(rows, cols)``."""
+        if "chi" not in self._cache:
+            chi = self.integrator.center_array(self.shape, unit="chi_rad")
+            self._cache["chi"] = np.degrees(chi).astype(np.float32)
+        return self._cache["chi"]
+
+    def tth_per_pixel_deg(self) -> float:
+        """2θ step of one pixel at the beam centre, degrees (sets ring-bin widths)."""
+        return math.degrees(math.atan(min(self.pixel_size_m) / self.distance_m))
+
+    def detector_mask(self) -> np.ndarray:
+        """The detector's own mask (gaps, dead modules) as bool ``(rows, cols)``, True = exclude."""
+        if "detmask" not in self._cache:
+            m = self.integrator.detector.mask
+            if m is None or tuple(np.shape(m)) != self.shape:
+                m = np.zeros(self.shape, dtype=bool)
+            self._cache["detmask"] = np.asarray(m, dtype=bool)
+        return self._cache["detmask"]
+
+    def check_frame(self, frame_shape: tuple[int, ...]) -> None:
+        """Raise `GeometryError` unless ``frame_shape`` equals this geometry's detector shape."""
+        if tuple(frame_shape) != self.shape:
+            raise GeometryError(
+                f"frame shape {tuple(frame_shape)} does not match the detector shape {self.shape} "
+                f"of the PONI from {self.source}. Use the PONI calibrated for this detector, "
+                "or check that the frame was not binned, cropped or transposed."
+            )
+
+
+def parse_poni_text(text: str) -> dict[str, Any]:
+    """Parse PONI text (``key: value`` lines, ``#`` comments) into pyFAI's config dict."""
+    config: dict[str, Any] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or ":" not in line:
+            continue
+        key, value = line.split(":", 1)
+        config[key.strip().lower()] = value.strip()
+    if "detector_config" in config:
+        try:
+            config["detector_config"] = json.loads(config["detector_config"])
+        except json.JSONDecodeError as exc:
+            raise GeometryError(f"Detector_config in the PONI is not valid JSON: {exc}") from exc
+    return config
+
+
+def integrator_from_poni_text(text: str, source: str = "<memory>") -> AzimuthalIntegrator:
+    """Build a pyFAI ``AzimuthalIntegrator`` from PONI text, with a clear error if it fails."""
+    from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+    from pyFAI.io.ponifile import PoniFile
+
+    config = parse_poni_text(text)
+    required = {"distance", "poni1", "poni2"}
+    missing = sorted(required - set(config))
+    if missing:
+        raise GeometryError(
+            f"the PONI from {source} lacks {', '.join(missing)}; it does not look like a pyFAI "
+            "PONI file. Calibrate the detector with pyFAI-calib2 and pass the .poni it writes."
+        )
+    try:
+        poni = PoniFile(config)
+        ai = AzimuthalIntegrator()
+        ai._init_from_poni(poni)
+    except Exception as exc:  # pyFAI raises many kinds here
+        raise GeometryError(f"pyFAI could not build a geometry from {source}: {exc}") from exc
+    if not ai.dist or ai.dist <= 0:
+        raise GeometryError(f"the PONI from {source} has a non-positive distance ({ai.dist} m)")
+    return ai
+
+
+def poni_text_of(ai: AzimuthalIntegrator) -> str:
+    """Serialise a pyFAI integrator to PONI text (pyFAI's own writer)."""
+    from pyFAI.io.ponifile import PoniFile
+
+    buf = io.StringIO()
+    PoniFile(ai).write(buf)
+    return buf.getvalue()
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_geometry(text: str, shape: tuple[int, int] | None, source: str) -> Geometry:
+    ai = integrator_from_poni_text(text, source)
+    det_shape = ai.detector.max_shape
+    if shape is None:
+        if det_shape is None:
+            raise GeometryError(
+                f"the PONI from {source} names no detector shape; pass the frame shape too."
+            )
+        shape = (int(det_shape[0]), int(det_shape[1]))
+    if det_shape is None:
+        ai.detector.max_shape = shape
+    return Geometry(ai, text, shape, source)
+
+
+def as_geometry(poni: Any, shape: tuple[int, int] | None = None) -> Geometry:
+    """Turn a PONI path, PONI text, `Geometry` or pyFAI integrator into a cached `Geometry`.
+
+    Parameters
+    ----------
+    poni
+        ``.poni`` file path, PONI text, a `Geometry`, or a pyFAI ``AzimuthalIntegrator``.
+    shape
+        Frame shape ``(rows, cols)`` in pixels; needed when the PONI names no detector shape.
+        When the PONI does name one, a different ``shape`` raises `GeometryError`.
+    """
+    if isinstance(poni, Geometry):
+        if shape is not None:
+            poni.check_frame(shape)
+        return poni
+    if hasattr(poni, "twoThetaArray") and hasattr(poni, "detector"):
+        return _finish(_cached_geometry(poni_text_of(poni), None if shape is None else
+                                        tuple(shape), "<integrator>"), shape)
+    if isinstance(poni, Path) or (isinstance(poni, str) and "\n" not in poni):
+        path = Path(poni)
+        if not path.is_file():
+            raise GeometryError(
+                f"PONI file {str(path)!r} not found. Pass the .poni written by pyFAI-calib2 "
+                "for this detector (`--poni FILE`)."
+            )
+        text = path.read_text(errors="replace")
+        source = str(path)
+    elif isinstance(poni, str):
+        text, source = poni, "<memory>"
+    else:
+        raise GeometryError(
+            f"cannot use {type(poni).__name__} as a geometry; pass a .poni path, PONI text, "
+            "a Geometry or a pyFAI AzimuthalIntegrator."
+        )
+    return _finish(_cached_geometry(text, None if shape is None else tuple(shape), source), shape)
+
+
+def _finish(geo: Geometry, shape: tuple[int, int] | None) -> Geometry:
+    if shape is not None:
+        geo.check_frame(tuple(shape))
+    det_shape = geo.integrator.detector.max_shape
+    if det_shape is not None and tuple(det_shape) != geo.shape:
+        geo.check_frame(tuple(det_shape))
+    return geo
+
+
+def make_geometry(
+    shape: tuple[int, int] = (2880, 2880),
+    *,
+    pixel_size_m: float = 150e-6,
+    distance_m: float = 0.5,
+    wavelength_m: float = 0.1839e-10,
+    center_px: tuple[float, float] | None = None,
+    rot1_rad: float = 0.0,
+    rot2_rad: float = 0.0,
+) -> Geometry:
+    """Build a flat-detector geometry from plain numbers (used by the simulator and tests).
+
+    Parameters
+    ----------
+    shape
+        Detector shape ``(rows, cols)`` in pixels.
+    pixel_size_m
+        Square pixel size, metres (150 µm for a Varex 4343CT).
+    distance_m
+        Sample-detector distance, metres.
+    wavelength_m
+        Wavelength, metres (0.1839 Å ≈ 67.4 keV by default).
+    center_px
+        Beam centre ``(row, col)`` in pixels; the detector centre by default.
+    rot1_rad, rot2_rad
+        Detector tilts, radians (pyFAI convention).
+    """
+    from pyFAI.detectors import Detector
+    from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+
+    if center_px is None:
+        center_px = (shape[0] / 2.0, shape[1] / 2.0)
+    det = Detector(pixel1=pixel_size_m, pixel2=pixel_size_m, max_shape=tuple(shape))
+    ai = AzimuthalIntegrator(
+        dist=distance_m,
+        poni1=center_px[0] * pixel_size_m,
+        poni2=center_px[1] * pixel_size_m,
+        rot1=rot1_rad,
+        rot2=rot2_rad,
+        rot3=0.0,
+        detector=det,
+        wavelength=wavelength_m,
+    )
+    return as_geometry(poni_text_of(ai), tuple(shape))
+
+
+def geometry_summary(geo: Geometry) -> Mapping[str, Any]:
+    """A JSON-able summary (units in the keys) for metadata and model cards."""
+    ai = geo.integrator
+    return {
+        "shape_px": list(geo.shape),
+        "pixel_size_m": list(geo.pixel_size_m),
+        "distance_m": float(ai.dist),
+        "poni1_m": float(ai.poni1),
+        "poni2_m": float(ai.poni2),
+        "rot_rad": [float(ai.rot1), float(ai.rot2), float(ai.rot3)],
+        "wavelength_m": float(ai.wavelength) if ai.wavelength else None,
+    }

@@ -1,0 +1,74 @@
+"""The dlsia U-Net: building it from a config, and choosing the device it runs on."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+
+class NetworkConfig(BaseModel):
+    """Hyper-parameters of dlsia's TUNet (the paper's network is depth 4, 8 base, growth 2)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    in_channels: int = Field(2, ge=1, description="input channels (see preprocess.CHANNELS)")
+    out_channels: int = Field(2, ge=2, description="classes: 0 = not a spot, 1 = spot")
+    depth: int = Field(4, ge=2, le=6, description="levels of the U (max-pool steps + 1)")
+    base_channels: int = Field(8, ge=1, description="feature maps at full resolution")
+    growth_rate: float = Field(2, gt=0, description="feature-map growth per level")
+    hidden_rate: float = Field(1, gt=0, description="hidden-layer width factor")
+
+    @property
+    def size_multiple(self) -> int:
+        """Input height/width must be a multiple of this many pixels (2**(depth-1))."""
+        return 2 ** (self.depth - 1)
+
+
+def build_network(config: NetworkConfig | None = None) -> torch.nn.Module:
+    """A fresh dlsia TUNet for ``config`` (logits out, no final activation)."""
+    try:
+        from dlsia.core.networks.tunet import TUNet
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ModelError(
+            f"dlsia is not importable ({exc}). Install it without its heavy extras: "
+            "`pip install --no-deps dlsia==0.3.4 qlty==1.5.0` (see README, Install)."
+        ) from exc
+    cfg = config or NetworkConfig()
+    return TUNet(
+        image_shape=(256, 256),
+        in_channels=cfg.in_channels,
+        out_channels=cfg.out_channels,
+        depth=cfg.depth,
+        base_channels=cfg.base_channels,
+        growth_rate=cfg.growth_rate,
+        hidden_rate=cfg.hidden_rate,
+    )
+
+
+def select_device(preferred: str | None = None) -> torch.device:
+    """The device to run on: ``preferred`` if given, else CUDA when a probe allocation works.
+
+    The probe allocates a small tensor before trusting the GPU (a visible but unusable GPU
+    falls back to the CPU with a log line).
+    """
+    import torch
+
+    if preferred:
+        return torch.device(preferred)
+    if torch.cuda.is_available():
+        try:
+            torch.zeros(8, device="cuda").sum().item()
+            log.info("using GPU %s", torch.cuda.get_device_name(0))
+            return torch.device("cuda")
+        except Exception as exc:  # a broken driver or a full GPU
+            log.warning("CUDA is visible but unusable (%s); using the CPU", exc)
+    return torch.device("cpu")

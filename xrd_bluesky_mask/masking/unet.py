@@ -1,0 +1,140 @@
+"""`UNetMasker`: the dlsia U-Net run over a frame's scale-free input channels.
+
+normalise (``preprocess.network_input``) ▸ tiles (qlty windows, or halo tiles) ▸ network
+(CPU or GPU, batched) ▸ stitch ▸ softmax ▸ threshold. Optional test-time augmentation
+averages the probability over the 8 rotations/flips of the frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..geometry import Geometry
+from .base import MaskResult
+from .preprocess import network_input, prepare_frame
+from .tiling import HaloPredictor, QuiltPredictor
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..models.store import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+def _dihedral(x: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
+    """The k-th of the 8 rotations/flips of the last two axes (or its inverse)."""
+    import torch
+
+    rot, flip = k % 4, k >= 4
+    if not inverse:
+        x = torch.flip(x, dims=(-1,)) if flip else x
+        return torch.rot90(x, rot, dims=(-2, -1))
+    x = torch.rot90(x, -rot, dims=(-2, -1))
+    return torch.flip(x, dims=(-1,)) if flip else x
+
+
+class UNetMasker:
+    """Spot masks from a trained dlsia U-Net.
+
+    Parameters
+    ----------
+    model
+        A model folder (``model_card.json`` + weights), a `LoadedModel`, or None for the
+        packaged default model.
+    threshold
+        Spot-probability cut in (0, 1); None uses the one chosen at training (model card).
+    inference
+        ``"halo"`` (whole frame in large tiles with context; fast) or ``"quilt"`` (the
+        paper's 256x256 qlty windows; the reference path).
+    tta
+        Average over the 8 rotations/flips (8x slower, slightly smoother probabilities).
+    device
+        torch device string; None picks CUDA when usable, else the CPU.
+    window, step, border, batch_size
+        qlty window size, step and ignored border (px) and windows per batch (quilt only).
+    """
+
+    name = "unet"
+
+    def __init__(
+        self,
+        model: str | Path | LoadedModel | None = None,
+        *,
+        threshold: float | None = None,
+        inference: str = "halo",
+        tta: bool = False,
+        device: str | None = None,
+        window: int = 256,
+        step: int = 192,
+        border: int = 32,
+        batch_size: int = 16,
+    ) -> None:
+        from ..models.store import LoadedModel, load_model
+
+        self.model = model if isinstance(model, LoadedModel) else load_model(model, device)
+        if threshold is not None and not 0 < threshold < 1:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        self.threshold = float(threshold if threshold is not None else self.model.card.threshold)
+        if inference == "quilt":
+            self.predictor: Any = QuiltPredictor(window, step, border, batch_size)
+        elif inference == "halo":
+            self.predictor = HaloPredictor(multiple=self.model.card.architecture.size_multiple)
+        else:
+            raise ValueError(f"inference must be 'halo' or 'quilt', got {inference!r}")
+        self.inference, self.tta = inference, tta
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network runs."""
+        return next(self.model.net.parameters()).device
+
+    def settings(self) -> dict[str, Any]:
+        """Provenance: model id and checksum, threshold, inference strategy."""
+        card = self.model.card
+        return {
+            "masker": self.name,
+            "model_id": card.model_id,
+            "model_sha256": card.sha256,
+            "threshold": self.threshold,
+            "tta": self.tta,
+            "device": str(self.device),
+            **{f"tiling_{k}": v for k, v in self.predictor.settings().items()},
+        }
+
+    def probability(self, x: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+        """Spot probability float32 ``(rows, cols)`` for network input ``x`` ``(C, rows, cols)``."""
+        import torch
+
+        timings = {"tile": 0.0, "network": 0.0, "stitch": 0.0}
+        net = self.model.net
+        xt = torch.from_numpy(np.ascontiguousarray(x))[None].to(self.device)
+        prob = None
+        with torch.inference_mode():
+            for k in range(8 if self.tta else 1):
+                logits = self.predictor(_dihedral(xt, k), net)
+                for key, val in self.predictor.timings.items():
+                    timings[key] += val
+                p = torch.softmax(_dihedral(logits, k, inverse=True), dim=1)[0, 1]
+                prob = p if prob is None else prob + p
+        prob = prob / (8 if self.tta else 1)
+        return prob.float().cpu().numpy(), timings
+
+    def predict(
+        self, frame: np.ndarray, geometry: Geometry, *, extra_static: np.ndarray | None = None
+    ) -> MaskResult:
+        """Mask one frame (``(rows, cols)`` counts) with its geometry."""
+        t0 = time.perf_counter()
+        f32, static = prepare_frame(frame, geometry, extra_static=extra_static)
+        x = network_input(f32, static, geometry, max_per_bin=256)
+        t1 = time.perf_counter()
+        prob, timings = self.probability(x)
+        t2 = time.perf_counter()
+        spots = (prob >= self.threshold) & ~static
+        timings = {"normalise": t1 - t0, **timings, "threshold": time.perf_counter() - t2}
+        return MaskResult(spots=spots, static=static, probability=prob, timings=timings)
