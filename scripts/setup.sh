@@ -15,12 +15,17 @@ if [ ! -f "$venv/.complete" ]; then
     echo "setup: building $venv (first run with these pins: about 3 minutes, 6 GB)"
     rm -rf "$venv"
     "$py" -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --upgrade pip
-    "$venv/bin/python" -m pip install -q -r requirements/runtime.txt -r requirements/test.txt
-    "$venv/bin/python" -m pip install -q --no-deps -r requirements/nodeps.txt
+    pipq() { "$venv/bin/python" -m pip install -q --disable-pip-version-check "$@" 2>&1 \
+        | grep -v "^WARNING: Location" || true; }
+    pipq --upgrade pip
+    pipq -r requirements/runtime.txt -r requirements/test.txt
+    pipq --no-deps -r requirements/nodeps.txt
+    "$venv/bin/python" -c "import torch, dlsia.core.networks.tunet, qlty.qlty2D, pyFAI, tiled"
     touch "$venv/.complete"
 else
     echo "setup: reusing $venv"
 fi
-"$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$root"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
+    --no-build-isolation -e "$root" 2>&1 | grep -vE "^WARNING: Location|BuildBackendWarning|^ *$|!!|\*\*\*|Please|By 20|See https|corresp|with strategy" \
+    || true
 ln -sfn "$venv" "$root/.venv"

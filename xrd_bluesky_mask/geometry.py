@@ -148,12 +148,21 @@ def integrator_from_poni_text(text: str, source: str = "<memory>") -> AzimuthalI
 
 
 def poni_text_of(ai: AzimuthalIntegrator) -> str:
-    """Serialise a pyFAI integrator to PONI text (pyFAI's own writer)."""
+    """Serialise a pyFAI integrator to PONI text (pyFAI's own writer, comment lines dropped).
+
+    pyFAI stamps the current time in a comment; without it, equal geometries give equal text
+    and share one cached `Geometry` (and its pyFAI engines).
+    """
     from pyFAI.io.ponifile import PoniFile
 
     buf = io.StringIO()
     PoniFile(ai).write(buf)
-    return buf.getvalue()
+    return _strip_comments(buf.getvalue())
+
+
+def _strip_comments(text: str) -> str:
+    lines = [ln.rstrip() for ln in text.splitlines()]
+    return "\n".join(ln for ln in lines if ln and not ln.lstrip().startswith("#")) + "\n"
 
 
 @functools.lru_cache(maxsize=16)
@@ -205,7 +214,8 @@ def as_geometry(poni: Any, shape: tuple[int, int] | None = None) -> Geometry:
             f"cannot use {type(poni).__name__} as a geometry; pass a .poni path, PONI text, "
             "a Geometry or a pyFAI AzimuthalIntegrator."
         )
-    return _finish(_cached_geometry(text, None if shape is None else tuple(shape), source), shape)
+    key = _strip_comments(text)
+    return _finish(_cached_geometry(key, None if shape is None else tuple(shape), source), shape)
 
 
 def _finish(geo: Geometry, shape: tuple[int, int] | None) -> Geometry:
