@@ -367,14 +367,15 @@ def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
 
 
 def write_mask_tiff(path: PathLike, mask: np.ndarray) -> Path:
-    """Write a mask as an uncompressed uint8 TIFF (1 = excluded pixel, 0 = kept).
+    """Write a mask as an uncompressed uint8 TIFF (non-zero = excluded pixel, 0 = kept).
 
     Parameters
     ----------
     path
         Destination ``.tif`` file.
     mask
-        2D array ``(rows, cols)``; every non-zero value becomes 1.
+        2D array ``(rows, cols)``: bool (written as 0/1) or uint8 codes kept as they are
+        (e.g. 1 = spot, 2 = static, as `xrd-mask predict` writes).
 
     Returns
     -------
@@ -386,12 +387,15 @@ def write_mask_tiff(path: PathLike, mask: np.ndarray) -> Path:
     m = np.asarray(mask)
     if m.ndim != 2:
         raise FrameError(f"a mask must be a 2D array (rows, cols), got shape {m.shape}")
-    data = np.ascontiguousarray(m != 0, dtype=np.uint8)
+    if m.dtype == np.uint8:
+        data = np.ascontiguousarray(m)
+    else:
+        data = np.ascontiguousarray(m != 0, dtype=np.uint8)
 
     def write(tmp: Path) -> None:
         tifffile.imwrite(
             tmp, data, photometric="minisblack", metadata=None,
-            description="xrd_bluesky_mask mask: 1 = excluded pixel, 0 = kept",
+            description="xrd_bluesky_mask mask: non-zero = excluded pixel, 0 = kept",
         )
 
     return atomic_write(path, write)
