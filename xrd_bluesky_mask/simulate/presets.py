@@ -1,0 +1,241 @@
+"""Scene presets mirroring the paper's datasets, and broadly randomised scenes for training.
+
+Presets (Varex 4343CT-like: 2880×2880 px of 150 µm at 0.5 m, λ = 0.1839 Å):
+
+``perfect``
+    Perfect CeO2 rings only: no spots, no preferred orientation, no texture.
+``rings_spots``
+    Smooth rings of a layered oxide (NMC) and Al with single-crystal spots.
+``spots_po``
+    Ni rings with strong preferred orientation (centro-symmetric bands) and spots.
+``spots_texture``
+    Grainy, textured Cu + graphite rings (multiplicative χ modulation, arcs) and spots.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .phases import known_phases
+from .scene import (
+    SPOT_KINDS,
+    Background,
+    Beamstop,
+    Detector,
+    Noise,
+    PhaseSpec,
+    PreferredOrientation,
+    SceneConfig,
+    Spots,
+    Texture,
+)
+
+_DETECTOR = Detector(saturation=65535.0, dead_fraction=2e-5, hot_fraction=5e-6,
+                     beamstop=Beamstop(enabled=True, radius_px=40.0, arm_width_px=12.0,
+                                       arm_angle_deg=90.0))
+_SPOTS = Spots(count=80)
+
+
+def _perfect() -> SceneConfig:
+    return SceneConfig(name="perfect", phases=(PhaseSpec(name="CeO2"),), detector=_DETECTOR)
+
+
+def _rings_spots() -> SceneConfig:
+    return SceneConfig(name="rings_spots",
+                       phases=(PhaseSpec(name="NMC"), PhaseSpec(name="Al", weight=0.5)),
+                       spots=_SPOTS, detector=_DETECTOR)
+
+
+def _spots_po() -> SceneConfig:
+    return SceneConfig(name="spots_po", phases=(PhaseSpec(name="Ni"),),
+                       po=PreferredOrientation(enabled=True, strength=10.0, base=0.5,
+                                               width_deg=15.0, ring_jitter=0.3),
+                       spots=_SPOTS, detector=_DETECTOR)
+
+
+def _spots_texture() -> SceneConfig:
+    return SceneConfig(name="spots_texture",
+                       phases=(PhaseSpec(name="Cu"), PhaseSpec(name="graphite", weight=0.4)),
+                       texture=Texture(enabled=True, amplitude=0.8, correlation_deg=0.4,
+                                       arcs_per_ring=1.5, arc_strength=2.0, arc_width_deg=8.0),
+                       spots=_SPOTS, detector=_DETECTOR)
+
+
+PRESETS: dict[str, Callable[[], SceneConfig]] = {
+    "rings_spots": _rings_spots,
+    "spots_po": _spots_po,
+    "spots_texture": _spots_texture,
+    "perfect": _perfect,
+}
+
+#: Styles of `random_scene`: the presets plus spot-free hard negatives.
+STYLES: dict[str, float] = {
+    "rings_spots": 0.30,
+    "spots_po": 0.22,
+    "spots_texture": 0.23,
+    "negative_po": 0.10,
+    "negative_texture": 0.10,
+    "perfect": 0.05,
+}
+
+
+def preset(name: str, **overrides: Any) -> SceneConfig:
+    """A preset scene, optionally modified.
+
+    Parameters
+    ----------
+    name
+        ``"rings_spots"``, ``"spots_po"``, ``"spots_texture"`` or ``"perfect"``.
+    **overrides
+        `SceneConfig` fields; nested parts accept dicts that merge, e.g.
+        ``preset("spots_po", shape=(512, 512), flux=100, po={"strength": 30})``. ``shape``
+        keeps the detector area (`SceneConfig.with_shape`).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (the message lists the known ones) or invalid overrides.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown scene preset {name!r}; known presets: {', '.join(PRESETS)}")
+    cfg = PRESETS[name]()
+    return cfg.updated(**overrides) if overrides else cfg
+
+
+def _lu(rng: np.random.Generator, lo: float, hi: float) -> float:
+    """Log-uniform draw in ``[lo, hi]``."""
+    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+
+
+def random_scene(rng: np.random.Generator, *, shape: tuple[int, int] = (2880, 2880),
+                 preset: str | None = None) -> SceneConfig:
+    """A broadly randomised scene for training data.
+
+    Parameters
+    ----------
+    rng
+        Random generator (the scene is a deterministic function of its state).
+    shape
+        Frame ``(rows, cols)``, px. Pixel sizes stay physical (75-200 µm), so a small shape
+        behaves like a crop of a large detector; the distance is drawn so that the far corner
+        sits at 2θ = 8-40° (distance clipped to 0.08-3 m).
+    preset
+        Style: a preset name, ``"negative_po"`` or ``"negative_texture"`` (strong PO or
+        grainy rings with no spots: hard negatives); ``None`` draws one from `STYLES`.
+
+    Returns
+    -------
+    SceneConfig
+        With ``name`` set to the style. Randomised: geometry (pixel size, distance,
+        wavelength 20-110 keV, beam centre incl. off-centre, tilt ≤ 4°), phases (1-3),
+        ring widths, flux (10-1e5 counts, log-uniform), background, polarisation, PO,
+        texture, spot count/styles/brightness, gain, read noise, saturation, module gaps,
+        beamstop, dead and hot pixels.
+    """
+    if preset is None:
+        names = list(STYLES)
+        p = np.array([STYLES[n] for n in names])
+        style = names[int(rng.choice(len(names), p=p / p.sum()))]
+    elif preset in STYLES:
+        style = preset
+    else:
+        raise ValueError(f"unknown scene style {preset!r}; known styles: {', '.join(STYLES)}")
+    h, w = int(shape[0]), int(shape[1])
+    pix_um = float(rng.uniform(75.0, 200.0))
+    energy_kev = float(rng.uniform(20.0, 110.0))
+    if rng.random() < 0.65:
+        frac = (0.5 + float(rng.normal(0, 0.03)), 0.5 + float(rng.normal(0, 0.03)))
+    else:
+        frac = (float(rng.uniform(0.05, 0.95)), float(rng.uniform(0.05, 0.95)))
+    cy, cx = frac[0] * h, frac[1] * w
+    r_max_m = max(math.hypot(y - cy, x - cx) for y in (0, h) for x in (0, w)) * pix_um * 1e-6
+    dist = float(np.clip(r_max_m / math.tan(math.radians(rng.uniform(8.0, 40.0))), 0.08, 3.0))
+    tilt = np.clip(rng.normal(0.0, 1.5, 2), -4.0, 4.0)
+
+    names = list(known_phases())
+    n_ph = int(rng.choice([1, 2, 3], p=[0.5, 0.35, 0.15]))
+    picked = rng.choice(len(names), n_ph, replace=False)
+    phases = tuple(PhaseSpec(name=names[int(i)], weight=1.0 if j == 0 else _lu(rng, 0.1, 1.0),
+                             fwhm_scale=float(rng.uniform(0.7, 1.6)))
+                   for j, i in enumerate(picked))
+    flux = _lu(rng, 10.0, 1e5)
+
+    bg = Background(constant=float(rng.uniform(0.0, 0.1)), radial=float(rng.uniform(0.0, 0.3)),
+                    radial_scale_deg=float(rng.uniform(3.0, 20.0)),
+                    air=float(rng.uniform(0.0, 0.5)), air_scale_deg=float(rng.uniform(0.5, 4.0)),
+                    hump=float(rng.uniform(0.02, 0.3)) if rng.random() < 0.3 else 0.0,
+                    hump_center_deg=float(rng.uniform(3.0, 15.0)),
+                    hump_width_deg=float(rng.uniform(1.0, 5.0)))
+
+    strong_po = style in ("spots_po", "negative_po")
+    if strong_po or rng.random() < 0.15:
+        po = PreferredOrientation(
+            enabled=True,
+            strength=_lu(rng, 2.0, 50.0) if strong_po else _lu(rng, 1.3, 3.0),
+            base=float(rng.uniform(0.2, 1.0)), width_deg=_lu(rng, 3.0, 60.0),
+            ring_jitter=float(rng.uniform(0.0, 0.6)))
+    else:
+        po = PreferredOrientation()
+    grainy = style in ("spots_texture", "negative_texture")
+    if grainy or rng.random() < 0.2:
+        tex = Texture(enabled=True,
+                      amplitude=float(rng.uniform(0.3, 1.5)) if grainy
+                      else float(rng.uniform(0.05, 0.3)),
+                      correlation_deg=_lu(rng, 0.05, 10.0),
+                      arcs_per_ring=float(rng.uniform(0.0, 3.0)) if grainy else 0.0,
+                      arc_strength=float(rng.uniform(0.5, 5.0)),
+                      arc_width_deg=float(rng.uniform(2.0, 20.0)))
+    else:
+        tex = Texture()
+
+    if style.startswith("negative") or style == "perfect":
+        spots = Spots(count=0)
+    else:
+        mpx = h * w / 1e6
+        count = max(int(round(_lu(rng, 2.0, 40.0) * mpx)), int(rng.integers(1, 6)))
+        kw = rng.dirichlet(np.ones(len(SPOT_KINDS)))
+        spots = Spots(count=count, on_ring_fraction=float(rng.uniform(0.3, 0.9)),
+                      size_px=(float(rng.uniform(1.0, 2.5)), float(rng.uniform(4.0, 15.0))),
+                      kinds={k: float(x) for k, x in zip(SPOT_KINDS, kw, strict=True)},
+                      rel_brightness=(float(rng.uniform(0.2, 0.5)), _lu(rng, 10.0, 1000.0)),
+                      saturated_fraction=float(rng.uniform(0.0, 0.15)))
+
+    peak_mod = po.strength if po.enabled else 1.0
+    saturation = float(rng.choice([65535.0, 1048575.0, 4194303.0]))
+    saturation = max(saturation, 4.0 * flux * peak_mod)
+    mm = 1000.0 / pix_um  # px per mm
+    in_frame = 0 <= cy < h and 0 <= cx < w
+    beamstop = Beamstop(enabled=bool(in_frame and rng.random() < 0.7),
+                        radius_px=float(rng.uniform(1.5, 5.0)) * mm,
+                        arm_width_px=float(rng.uniform(0.5, 2.0)) * mm,
+                        arm_angle_deg=float(rng.uniform(0.0, 360.0)),
+                        transmission=float(rng.uniform(0.0, 0.05)))
+    module = None
+    gap = (17, 7)
+    if rng.random() < 0.3:
+        module = (int(rng.integers(max(h // 8, 16), max(h // 2, 17))),
+                  int(rng.integers(max(w // 8, 16), max(w // 2, 17))))
+        gmax = max(3, min(21, min(h, w) // 40))
+        gap = (int(rng.integers(2, gmax + 1)), int(rng.integers(2, gmax + 1)))
+    detector = Detector(
+        saturation=saturation, module_px=module, gap_px=gap,
+        gap_value=float(rng.choice([-1.0, 0.0])),
+        dead_fraction=_lu(rng, 1e-6, 1e-4) if rng.random() < 0.5 else 0.0,
+        dead_value=float(rng.choice([0.0, -1.0])),
+        hot_fraction=_lu(rng, 1e-7, 2e-5) if rng.random() < 0.5 else 0.0,
+        beamstop=beamstop)
+
+    return SceneConfig(
+        name=style, shape=(h, w), pixel_size_um=pix_um, distance_m=dist,
+        wavelength_angstrom=12.398419843 / energy_kev, beam_center_frac=frac,
+        rot1_deg=float(tilt[0]), rot2_deg=float(tilt[1]), phases=phases,
+        ring_fwhm_deg=_lu(rng, 0.02, 0.15), ring_eta=float(rng.uniform(0.0, 0.7)),
+        flux=flux, background=bg,
+        polarization=float(rng.uniform(0.9, 0.99)) if rng.random() < 0.5 else None,
+        po=po, texture=tex, spots=spots,
+        noise=Noise(gain=_lu(rng, 0.5, 4.0), read_noise=float(rng.uniform(0.0, 10.0))),
+        detector=detector)
