@@ -1,4 +1,4 @@
-"""`xrd-mask`: demo | predict | train. The parser lives here; the work in the modules named."""
+"""`xrd-mask`: demo | predict | train | evaluate. The parser is here, the work elsewhere."""
 
 from __future__ import annotations
 
@@ -89,12 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--epochs", type=int, default=20)
     t.add_argument("--batch-size", type=int, default=50)
-    t.add_argument("--lr", type=float, default=1e-2)
+    t.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (paper: 1e-2)")
+    t.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"])
     t.add_argument("--spot-weight", type=float, default=4.0, help="CE weight of the spot class")
     t.add_argument("--max-minutes", type=float, default=None, help="stop after this wall time")
     t.add_argument("--model-id", default="xrdmask-unet")
     t.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
     t.add_argument("--device", default=None)
+    e = sub.add_parser("evaluate", help="score maskers on held-out simulated frames")
+    e.add_argument("--size", type=int, default=2880, help="frame size, px (default 2880)")
+    e.add_argument("--frames-per-set", type=int, default=4,
+                   help="frames in each held-out set (presets, transfer); default 4")
+    e.add_argument("--out", type=Path, default=Path("evaluation"), help="output folder")
+    _add_masker(e)
+    _add_integration(e)
     return parser
 
 
@@ -114,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "predict":
             return _predict(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
         if args.command == "train":
             from .training.run import train_from_args
 
@@ -123,6 +133,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"xrd-mask: error: {exc}", file=sys.stderr)
         return 2
     return 1
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate, write_report
+    from .masking import get_masker
+
+    unet = masker_from_args(argparse.Namespace(**{**vars(args), "masker": "unet"}))
+    classical = get_masker("classical", n_sigma=args.n_sigma)
+    report = evaluate({"unet": unet, "classical": classical, "none": None}, size=args.size,
+                      frames_per_set=args.frames_per_set, settings=integration_from_args(args))
+    print(report.markdown())
+    out = write_report(report, args.out, {"unet": unet.settings(),
+                                          "classical": classical.settings(),
+                                          "size_px": args.size})
+    print(f"\nwrote {out / 'evaluation.md'} and {out / 'evaluation.json'}")
+    return 0
 
 
 def _predict(args: argparse.Namespace) -> int:

@@ -56,9 +56,8 @@ class QuiltPredictor:
     def __call__(self, x: torch.Tensor, net: torch.nn.Module) -> torch.Tensor:
         """Logits ``(1, classes, rows, cols)`` for input ``x`` ``(1, C, rows, cols)``."""
         import torch
-        from qlty.qlty2D import NCYXQuilt
-
         import torch.nn.functional as F
+        from qlty.qlty2D import NCYXQuilt
 
         rows, cols = x.shape[-2:]
         b = self.border

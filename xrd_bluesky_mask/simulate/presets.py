@@ -111,8 +111,13 @@ def _lu(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
+#: Phases left out of training scenes, so evaluation can test transfer to unseen phases.
+HELD_OUT_PHASES: tuple[str, ...] = ("Fe", "LaB6")
+
+
 def random_scene(rng: np.random.Generator, *, shape: tuple[int, int] = (2880, 2880),
-                 preset: str | None = None) -> SceneConfig:
+                 preset: str | None = None,
+                 phase_pool: tuple[str, ...] | None = None) -> SceneConfig:
     """A broadly randomised scene for training data.
 
     Parameters
@@ -126,6 +131,9 @@ def random_scene(rng: np.random.Generator, *, shape: tuple[int, int] = (2880, 28
     preset
         Style: a preset name, ``"negative_po"`` or ``"negative_texture"`` (strong PO or
         grainy rings with no spots: hard negatives); ``None`` draws one from `STYLES`.
+    phase_pool
+        Phases to draw from; None = every known phase. Training uses the known phases minus
+        `HELD_OUT_PHASES`, evaluation's transfer set only those.
 
     Returns
     -------
@@ -156,8 +164,11 @@ def random_scene(rng: np.random.Generator, *, shape: tuple[int, int] = (2880, 28
     dist = float(np.clip(r_max_m / math.tan(math.radians(rng.uniform(8.0, 40.0))), 0.08, 3.0))
     tilt = np.clip(rng.normal(0.0, 1.5, 2), -4.0, 4.0)
 
-    names = list(known_phases())
-    n_ph = int(rng.choice([1, 2, 3], p=[0.5, 0.35, 0.15]))
+    names = list(phase_pool) if phase_pool else list(known_phases())
+    unknown = sorted(set(names) - set(known_phases()))
+    if unknown:
+        raise ValueError(f"unknown phases {unknown}; known: {', '.join(known_phases())}")
+    n_ph = min(int(rng.choice([1, 2, 3], p=[0.5, 0.35, 0.15])), len(names))
     picked = rng.choice(len(names), n_ph, replace=False)
     phases = tuple(PhaseSpec(name=names[int(i)], weight=1.0 if j == 0 else _lu(rng, 0.1, 1.0),
                              fwhm_scale=float(rng.uniform(0.7, 1.6)))

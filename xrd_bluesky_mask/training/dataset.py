@@ -24,7 +24,8 @@ class TileSet:
     x
         float32 ``(N, C, window, window)`` network input.
     y
-        int64 ``(N, window, window)``: 0 = not a spot, 1 = spot, -1 = ignore.
+        int8 ``(N, window, window)``: 0 = not a spot, 1 = spot, -1 = ignore (int8 keeps
+        large tile sets small; the loss takes ``y.long()`` per batch).
     """
 
     x: torch.Tensor
@@ -88,4 +89,4 @@ def tiles_from_pair(
     n_keep = int(np.ceil(negative_keep * len(negative)))
     negative = torch.from_numpy(rng.permutation(negative)[:n_keep])
     keep = torch.cat([positive, negative])
-    return TileSet(xt[keep].float().contiguous(), yt[keep].contiguous())
+    return TileSet(xt[keep].float().contiguous(), yt[keep].to(torch.int8).contiguous())

@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -37,6 +37,9 @@ class TrainConfig(BaseModel):
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(50, ge=1)
     lr: float = Field(1e-2, gt=0, description="Adam learning rate")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="constant (the paper) or cosine decay to lr/100 over `epochs`"
+    )
     class_weights: tuple[float, float] = Field((1.0, 4.0), description="CE weight per class")
     val_fraction: float = Field(0.2, gt=0, lt=1)
     target_tnr: float = Field(0.998, gt=0.5, lt=1, description="threshold chosen for this TNR")
@@ -68,7 +71,10 @@ def predict_tiles(net: torch.nn.Module, x: torch.Tensor, device, batch: int = 32
     """Spot probability ``(N, w, w)`` for tiles ``(N, C, w, w)``."""
     net.eval()
     out = [
-        torch.softmax(net(x[i : i + batch].to(device)).float(), dim=1)[:, 1].cpu()
+        torch.softmax(
+            net(x[i : i + batch].to(device).contiguous(memory_format=torch.channels_last)).float(),
+            dim=1,
+        )[:, 1].cpu()
         for i in range(0, len(x), batch)
     ]
     return torch.cat(out)
@@ -108,9 +114,11 @@ def train(
     torch.manual_seed(cfg.seed)
     device = select_device(cfg.device)
     train_set, val_set = tiles.split(cfg.val_fraction, cfg.seed)
-    net = build_network(cfg.architecture).to(device)
+    net = build_network(cfg.architecture)
     if init_state is not None:
         net.load_state_dict(init_state)
+    # channels-last runs oneDNN's faster convolutions on CPU (about 1.5x here)
+    net = net.to(device, memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     weight = torch.tensor(cfg.class_weights, dtype=torch.float32, device=device)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weight, ignore_index=IGNORE)
@@ -130,6 +138,10 @@ def train(
     bar = tqdm(range(start_epoch, cfg.epochs), desc="training", unit="epoch",
                disable=not progress, initial=start_epoch, total=cfg.epochs)
     for epoch in bar:
+        if cfg.lr_schedule == "cosine":
+            frac = epoch / max(cfg.epochs - 1, 1)
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * frac)))
         net.train()
         perm = torch.randperm(len(train_set), generator=gen)
         losses = []
@@ -142,7 +154,8 @@ def train(
             if cfg.augment:
                 xb, yb = _augment(xb, yb, gen)
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(net(xb.to(device)), yb.to(device))
+            xb = xb.to(device).contiguous(memory_format=torch.channels_last)
+            loss = loss_fn(net(xb), yb.to(device).long())
             loss.backward()
             opt.step()
             losses.append(loss.item())
@@ -154,6 +167,7 @@ def train(
             "val_recall": point["recall"],
             "val_tnr": point["tnr"],
             "threshold": point["threshold"],
+            "lr": opt.param_groups[0]["lr"],
             "seconds": time.monotonic() - t0,
             "tiles_per_s": len(perm) / max(time.monotonic() - t0, 1e-9),
         }

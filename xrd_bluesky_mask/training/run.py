@@ -7,6 +7,7 @@ import logging
 import shlex
 from pathlib import Path
 
+from .dataset import TileSet
 from .loop import TrainConfig, TrainResult, train
 from .simulated import simulated_tiles
 
@@ -22,11 +23,12 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
     logging.getLogger("xrd_bluesky_mask").addHandler(handler)
     logging.getLogger("xrd_bluesky_mask").setLevel(logging.INFO)
     command = "xrd-mask " + shlex.join(argv if argv is not None else sys.argv[1:])
-    tiles = simulated_tiles(args.frames, shape=(args.size, args.size), seed=args.seed)
+    tiles = _cached_tiles(out, args.frames, args.size, args.seed)
     logging.getLogger(__name__).info("%d tiles, %.4f mean spot fraction", len(tiles),
                                      float(tiles.spot_fraction.mean()))
     cfg = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        lr_schedule=args.lr_schedule,
         class_weights=(1.0, args.spot_weight), max_minutes=args.max_minutes, device=args.device,
     )
     result = train(
@@ -42,3 +44,17 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
     print(f"best model: {result.model_dir} (val recall {val['val_recall']:.4f} at TNR "
           f"{val['val_tnr']:.4f}, threshold {result.card.threshold:.3f})")
     return result
+
+
+def _cached_tiles(out: Path, frames: int, size: int, seed: int) -> TileSet:
+    """Simulated tiles, kept in ``out/tiles-<frames>-<size>-<seed>.pt`` so a resumed run
+    does not simulate again (the simulation is deterministic, so this only saves time)."""
+    import torch
+
+    cache = out / f"tiles-{frames}-{size}-{seed}.pt"
+    if cache.exists():
+        data = torch.load(cache, weights_only=True)
+        return TileSet(data["x"], data["y"])
+    tiles = simulated_tiles(frames, shape=(size, size), seed=seed)
+    torch.save({"x": tiles.x, "y": tiles.y}, cache)
+    return tiles

@@ -21,6 +21,9 @@ def simulated_tiles(
 ) -> TileSet:
     """Simulate ``n_frames`` random scenes (frame ``seed + i``) and cut them into tiles.
 
+    Scenes never use the phases in `~xrd_bluesky_mask.simulate.presets.HELD_OUT_PHASES`,
+    which evaluation keeps for its transfer test.
+
     Parameters
     ----------
     n_frames
@@ -32,13 +35,16 @@ def simulated_tiles(
     presets
         Cycle through these scene presets as the base of each random scene; None = any.
     """
-    from ..simulate import random_scene, simulate_frame
+    from ..simulate import known_phases, random_scene, simulate_frame
+    from ..simulate.presets import HELD_OUT_PHASES
+
+    pool = tuple(p for p in known_phases() if p not in HELD_OUT_PHASES)
 
     sets = []
     for i in tqdm(range(n_frames), desc="simulating", unit="frame", disable=not progress):
         rng = np.random.default_rng(seed + i)
         preset = presets[i % len(presets)] if presets else None
-        cfg = random_scene(rng, shape=shape, preset=preset)
+        cfg = random_scene(rng, shape=shape, preset=preset, phase_pool=pool)
         sim = simulate_frame(cfg, seed=seed + i)
         # the network sees the frame as it will at inference (only what prepare_frame can
         # tell is invalid is zeroed); the simulator's static pixels carry no label

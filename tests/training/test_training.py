@@ -1,0 +1,83 @@
+"""Tiles, the training loop (checkpoint + resume), the operating point."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from xrd_bluesky_mask.masking.network import NetworkConfig
+from xrd_bluesky_mask.models import load_model
+from xrd_bluesky_mask.training import TileSet, TrainConfig, operating_point, tiles_from_pair, train
+from xrd_bluesky_mask.training.dataset import IGNORE
+
+TINY = NetworkConfig(depth=2, base_channels=4)
+
+
+def test_tiles_keep_every_spot_tile_sorted_and_ignore_static(rng):
+    x = rng.normal(size=(2, 512, 512)).astype(np.float32)
+    labels = np.zeros((512, 512), bool)
+    labels[10:20, 10:20] = True  # tile (0, 0): 100 px
+    labels[300:302, 400:402] = True  # tile (1, 1): 4 px
+    static = np.zeros((512, 512), bool)
+    static[0:5, :] = True
+    ts = tiles_from_pair(x, labels, static, window=256, step=256, negative_keep=0.5, rng=rng)
+    frac = ts.spot_fraction
+    assert len(ts) == 3  # 2 spot tiles + half of the 2 spot-free tiles
+    assert frac[0] > frac[1] > 0 and frac[2] == 0
+    assert (ts.y[0, 0:5] == IGNORE).all() and ts.y.dtype == torch.int8
+    np.testing.assert_array_equal(ts.x[0].numpy(), x[:, :256, :256])
+
+
+def test_operating_point_hits_the_target_tnr():
+    g = torch.Generator().manual_seed(0)
+    y = (torch.rand(100_000, generator=g) < 0.01).long()
+    prob = torch.where(y == 1, 0.6 + 0.4 * torch.rand(100_000, generator=g),
+                       0.7 * torch.rand(100_000, generator=g))
+    pt = operating_point(prob, y, 0.998)
+    assert abs(pt["tnr"] - 0.998) < 5e-4
+    assert 0.69 < pt["threshold"] < 0.7 and pt["recall"] > 0.2
+
+
+def _toy_tiles(n=24, size=64, seed=0):
+    """Bright 3x3 blobs on noise: a task a tiny U-Net learns in a few epochs."""
+    g = np.random.default_rng(seed)
+    x = g.normal(0, 0.3, size=(n, 2, size, size)).astype(np.float32)
+    y = np.zeros((n, size, size), np.int8)
+    for i in range(n):
+        for _ in range(4):
+            r, c = g.integers(3, size - 3, 2)
+            x[i, :, r - 1 : r + 2, c - 1 : c + 2] += 2.0
+            y[i, r - 1 : r + 2, c - 1 : c + 2] = 1
+    return TileSet(torch.from_numpy(x), torch.from_numpy(y))
+
+
+def test_train_learns_checkpoints_and_resumes(tmp_path):
+    tiles = _toy_tiles()
+    cfg = TrainConfig(epochs=6, batch_size=8, lr=1e-2, architecture=TINY, target_tnr=0.99)
+    res = train(tiles, tmp_path, cfg, model_id="toy", progress=False)
+    assert [h["epoch"] for h in res.history] == [1, 2, 3, 4, 5, 6]
+    assert max(h["val_recall"] for h in res.history) > 0.8
+    assert (tmp_path / "checkpoint.pt").exists() and (tmp_path / "history.json").exists()
+    loaded = load_model(res.model_dir, device="cpu")
+    assert loaded.card.model_id == "toy" and loaded.card.training["epochs_trained"] >= 1
+    assert 0 < loaded.card.threshold < 1
+    # resuming with more epochs continues from epoch 7, keeping the history
+    more = train(tiles, tmp_path, cfg.model_copy(update={"epochs": 8}), model_id="toy",
+                 progress=False)
+    assert [h["epoch"] for h in more.history] == list(range(1, 9))
+    assert json.loads((tmp_path / "history.json").read_text())[-1]["epoch"] == 8
+
+
+def test_checkpoint_loads_with_weights_only(tmp_path):
+    train(_toy_tiles(8), tmp_path, TrainConfig(epochs=1, batch_size=4, architecture=TINY),
+          progress=False)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert set(state) == {"model", "optim", "history"}
+
+
+def test_train_config_rejects_unknown_keys():
+    with pytest.raises(ValueError):
+        TrainConfig(epoch=3)
