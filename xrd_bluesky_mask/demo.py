@@ -57,7 +57,8 @@ def run_demo(
         raw = integrate(sim.image, geo, mask=static, settings=settings)
         truth = integrate(sim.spot_free, geo, mask=static, settings=settings)
         row = {"frame": i, "scene": preset, "size_px": size, "simulate_s": t_sim}
-        for name, r in ((masker.name, res), ("classical", cls)):
+        pairs = [(masker.name, res)] + ([("classical", cls)] if masker.name != "classical" else [])
+        for name, r in pairs:
             m = pixel_metrics(r.mask.spots, sim.labels, ~static)
             row[name] = {
                 "masked_pct": 100 * r.mask.spot_fraction,
@@ -90,7 +91,7 @@ def _print_table(rows: list[dict], name: str) -> None:
     print(head)
     print("-" * len(head))
     for r in rows:
-        for key in (name, "classical"):
+        for key in dict.fromkeys((name, "classical")):
             m = r[key]
             print(f"{r['frame']:5d} {r['scene']:14} {key:10} {m['masked_pct']:9.3f} "
                   f"{_fmt(m['recall'], '7.3f'):>7} {_fmt(m['tnr'], '8.5f'):>8} "

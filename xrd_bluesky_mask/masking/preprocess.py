@@ -103,19 +103,31 @@ def network_input(
     standard deviations, compressed with ``asinh(z / 2) / 3``: spots are local positive
     excursions whatever the flux or geometry, preferred orientation a smooth modulation along χ.
     """
+    import torch
+
     valid = ~static
     if stats is None:
         stats = ring_stats(frame32, valid, geometry, max_per_bin=max_per_bin)
-    sample = frame32[valid][:: max(1, int(valid.sum()) // 65536)]
+    step = max(1, frame32.size // 65536)
+    flat, ok = frame32.ravel()[::step], valid.ravel()[::step]
+    sample = flat[ok]
     level = float(np.median(sample)) if sample.size else 1.0
     if level <= 0:
         positive = sample[sample > 0]
         level = float(np.median(positive)) if positive.size else 1.0
-    out = np.empty((2, *frame32.shape), dtype=np.float32)
-    np.log1p(frame32 / level, out=out[0])
+    # elementwise work in torch: 5-10x faster than numpy's log1p/arcsinh on 8 Mpx
+    f = torch.from_numpy(frame32).reshape(-1)
+    out = torch.empty((2, frame32.size), dtype=torch.float32)
+    torch.log1p(f / level, out=out[0])
     out[0] *= 0.5
-    z = stats.excess(frame32)
-    np.arcsinh(z * 0.5, out=out[1])
-    out[1] /= 3.0
-    out[:, static] = 0.0
-    return out
+    idx = stats.bins.index_tensor
+    med = torch.from_numpy(np.nan_to_num(stats.median, nan=0.0))
+    sig = torch.from_numpy(np.nan_to_num(stats.sigma, nan=1.0))
+    z = (f - med[idx]) / sig[idx]
+    # asinh(z/2)/3 as log(a + sqrt(a² + 1)) with the sign restored: torch.asinh is slow on CPU
+    a = z.abs_().mul_(0.5)
+    torch.log(a + torch.sqrt(a * a + 1.0), out=out[1])
+    out[1] *= (f >= med[idx]).float().mul_(2.0 / 3.0).sub_(1.0 / 3.0)
+    out.masked_fill_(torch.from_numpy(static).reshape(1, -1), 0.0)
+    return out.reshape(2, *frame32.shape).numpy()
+

@@ -7,6 +7,7 @@ pixel at the beam centre times ``bin_px``). The pixel-to-bin sort is done once p
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numba
@@ -42,6 +43,13 @@ class RingBins:
     def n_bins(self) -> int:
         """Number of 2θ bins."""
         return len(self.offsets) - 1
+
+    @functools.cached_property
+    def index_tensor(self):
+        """`index` as an int64 torch tensor, for torch gathers (made once per geometry)."""
+        import torch
+
+        return torch.from_numpy(self.index.astype(np.int64))
 
 
 def ring_bins(geometry: Geometry, bin_px: float = 2.0, max_per_bin: int | None = None) -> RingBins:

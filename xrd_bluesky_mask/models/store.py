@@ -124,5 +124,7 @@ def load_model(source: str | Path | None = None, device: str | None = None) -> L
         net.load_state_dict(load_file(weights))
     except (RuntimeError, KeyError) as exc:
         raise ModelError(f"weights {weights} do not fit {card.architecture}: {exc}") from exc
-    net.to(dev).eval()
+    import torch
+
+    net.to(dev, memory_format=torch.channels_last).eval()
     return LoadedModel(net, card, folder)
