@@ -82,8 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_masker(p)
     _add_integration(p)
 
-    t = sub.add_parser("train", help="train a U-Net on simulated frames")
+    t = sub.add_parser("train", help="train a U-Net on simulated frames or image+mask files")
     t.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log, best/)")
+    t.add_argument("--images", nargs="+", type=Path, default=None,
+                   help="train on these frames instead of simulated ones (needs --masks, --poni)")
+    t.add_argument("--masks", nargs="+", type=Path, default=None,
+                   help="label masks for --images (0 = no spot, 1 = spot, other = ignore)")
+    t.add_argument("--poni", type=Path, default=None, help="PONI of the --images detector")
+    t.add_argument("--init", type=Path, default=None,
+                   help="fine-tune from this model folder instead of a fresh network")
     t.add_argument("--frames", type=int, default=32, help="simulated frames (default 32)")
     t.add_argument("--size", type=int, default=1024, help="simulated frame size, px")
     t.add_argument("--seed", type=int, default=0)

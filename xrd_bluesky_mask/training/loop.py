@@ -87,6 +87,7 @@ def train(
     *,
     model_id: str = "xrdmask-unet",
     init_state: dict[str, torch.Tensor] | None = None,
+    parent: str | None = None,
     card_extra: dict[str, Any] | None = None,
     resume: bool = True,
     progress: bool = True,
@@ -103,6 +104,8 @@ def train(
         Settings; the paper's recipe by default.
     init_state
         Start from these weights (fine-tuning) instead of a fresh network.
+    parent
+        Model id of the model ``init_state`` came from (recorded in the card).
     card_extra
         Merged into the card's ``training`` section (command line, simulator settings...).
     resume
@@ -178,6 +181,7 @@ def train(
             best = rec["val_recall"]
             card = ModelCard(
                 model_id=model_id,
+                parent=parent,
                 architecture=cfg.architecture,
                 threshold=min(max(rec["threshold"], 1e-4), 1 - 1e-4),
                 training={

@@ -23,22 +23,39 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
     logging.getLogger("xrd_bluesky_mask").addHandler(handler)
     logging.getLogger("xrd_bluesky_mask").setLevel(logging.INFO)
     command = "xrd-mask " + shlex.join(argv if argv is not None else sys.argv[1:])
-    tiles = _cached_tiles(out, args.frames, args.size, args.seed)
+    data: dict
+    if args.images:
+        from ..errors import FrameError
+        from .files import tiles_from_files
+
+        if not args.masks or args.poni is None:
+            raise FrameError("training on --images needs --masks (one per image) and --poni")
+        tiles = tiles_from_files(args.images, args.masks, args.poni, seed=args.seed)
+        data = {"source": "files", "images": [str(p) for p in args.images],
+                "masks": [str(p) for p in args.masks], "poni": str(args.poni)}
+    else:
+        tiles = _cached_tiles(out, args.frames, args.size, args.seed)
+        data = {"source": "simulator", "frames": args.frames, "shape_px": [args.size, args.size],
+                "seed": args.seed, "scenes": "simulate.random_scene, all styles, phases "
+                "except simulate.presets.HELD_OUT_PHASES"}
+    init_state, parent = None, None
+    if args.init is not None:
+        from ..models.store import load_model
+
+        base = load_model(args.init, device="cpu")
+        init_state, parent = base.net.state_dict(), base.card.model_id
     logging.getLogger(__name__).info("%d tiles, %.4f mean spot fraction", len(tiles),
                                      float(tiles.spot_fraction.mean()))
     cfg = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         lr_schedule=args.lr_schedule,
         class_weights=(1.0, args.spot_weight), max_minutes=args.max_minutes, device=args.device,
+        **({"architecture": base.card.architecture} if args.init is not None else {}),
     )
     result = train(
         tiles, out, cfg, model_id=args.model_id, resume=not args.no_resume,
-        card_extra={
-            "command": command,
-            "data": {"source": "simulator", "frames": args.frames,
-                     "shape_px": [args.size, args.size], "seed": args.seed,
-                     "scenes": "simulate.random_scene (all presets)"},
-        },
+        init_state=init_state, parent=parent,
+        card_extra={"command": command, "data": data},
     )
     val = result.card.metrics["val"]
     print(f"best model: {result.model_dir} (val recall {val['val_recall']:.4f} at TNR "
