@@ -68,3 +68,20 @@ def test_halo_equals_whole_frame_for_a_convolutional_net():
     agree = (whole.argmax(1) == halo.argmax(1)).float().mean().item()
     assert agree > 0.999
     np.testing.assert_allclose(halo.numpy(), whole.numpy(), atol=1e-3)
+
+
+def test_batchnorm_folding_keeps_outputs():
+    from xrd_bluesky_mask.masking.network import NetworkConfig, build_network, fold_batchnorm
+
+    torch.manual_seed(3)
+    net = build_network(NetworkConfig(depth=3, base_channels=4))
+    net.train()
+    with torch.no_grad():
+        net(torch.randn(8, 2, 64, 64) * 3 + 1)  # non-trivial running statistics
+    net.eval()
+    folded = fold_batchnorm(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # original intact
+    x = torch.randn(2, 2, 96, 80)
+    with torch.inference_mode():
+        np.testing.assert_allclose(folded(x).numpy(), net(x).numpy(), atol=1e-4)

@@ -72,3 +72,27 @@ def select_device(preferred: str | None = None) -> torch.device:
         except Exception as exc:  # a broken driver or a full GPU
             log.warning("CUDA is visible but unusable (%s); using the CPU", exc)
     return torch.device("cpu")
+
+
+def fold_batchnorm(net: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``net`` (eval mode) with each Conv2d→BatchNorm2d pair fused into one Conv2d.
+
+    Same outputs (to float rounding) as the eval-mode network; one pass less over every
+    feature map, which matters on CPU where inference is memory-bound.
+    """
+    import copy
+
+    import torch
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(net).eval()
+    for seq in folded.modules():
+        if not isinstance(seq, torch.nn.Sequential):
+            continue
+        names = list(seq._modules)
+        for a, b in zip(names, names[1:], strict=False):
+            conv, bn = seq._modules[a], seq._modules[b]
+            if isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d):
+                seq._modules[a] = fuse_conv_bn_eval(conv, bn)
+                seq._modules[b] = torch.nn.Identity()
+    return folded

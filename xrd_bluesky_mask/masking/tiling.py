@@ -94,7 +94,7 @@ class HaloPredictor:
     frame; ``tile=None`` runs the frame in one piece (fastest, most memory).
     """
 
-    def __init__(self, tile: int | None = 1024, halo: int = 64, multiple: int = 8) -> None:
+    def __init__(self, tile: int | None = 768, halo: int = 64, multiple: int = 8) -> None:
         self.tile, self.halo, self.multiple = tile, halo, multiple
         self.timings: dict[str, float] = {}
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..geometry import Geometry
 from .base import MaskResult
+from .network import fold_batchnorm
 from .preprocess import network_input, prepare_frame
 from .tiling import HaloPredictor, QuiltPredictor
 
@@ -78,6 +79,7 @@ class UNetMasker:
         from ..models.store import LoadedModel, load_model
 
         self.model = model if isinstance(model, LoadedModel) else load_model(model, device)
+        self._net = fold_batchnorm(self.model.net)
         if threshold is not None and not 0 < threshold < 1:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         self.threshold = float(threshold if threshold is not None else self.model.card.threshold)
@@ -112,7 +114,7 @@ class UNetMasker:
         import torch
 
         timings = {"tile": 0.0, "network": 0.0, "stitch": 0.0}
-        net = self.model.net
+        net = self._net
         xt = torch.from_numpy(np.ascontiguousarray(x))[None].to(self.device)
         prob = None
         with torch.inference_mode():
