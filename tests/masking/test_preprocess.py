@@ -62,9 +62,24 @@ def test_network_input_is_scale_free(small_geometry, rng):
     for f in (lo, hi):
         f32, st = prepare_frame(f, small_geometry)
         xs.append(network_input(f32, st, small_geometry))
-    assert xs[0].shape == (2, 256, 256) and xs[0].dtype == np.float32
+    assert xs[0].shape == (4, 256, 256) and xs[0].dtype == np.float32
     # channel 0 differs only by noise: the level normalisation removes the 100x
     assert abs(np.median(xs[0][0]) - np.median(xs[1][0])) < 0.05
     # the spot stands out in the ring-excess channel at both fluxes
     assert xs[0][1][60, 60] > 1.0 and xs[1][1][60, 60] > 1.0
     assert abs(np.median(xs[0][1])) < 0.1 and abs(np.median(xs[1][1])) < 0.1
+
+
+def test_sector_channels_separate_po_bands_from_spots(small_geometry, rng):
+    """A PO band is bright over a stretch of χ on both sides of the ring; a spot is not."""
+    frame, _ = ring_frame(small_geometry, rng, po_strength=20.0, ring_peak=1000.0,
+                          po_chi=30.0, spots=[(230, 30, 1.5, 30000.0)])
+    f32, st = prepare_frame(frame, small_geometry)
+    x = network_input(f32, st, small_geometry)
+    tth, chi = small_geometry.tth_deg(), small_geometry.chi_deg()
+    d = np.abs(((chi - 30.0) + 90.0) % 180.0 - 90.0)
+    band = (np.abs(tth - 8.0) < 0.03) & (d < 3.0)
+    assert band.sum() > 5
+    assert np.median(x[2][band]) > 0.5 and np.median(x[3][band]) > 0.5
+    # the spot is bright in the ring channel only: its sector and the opposite one are quiet
+    assert x[1][230, 30] > 1.0 and abs(x[2][230, 30]) < 0.3 and abs(x[3][230, 30]) < 0.3

@@ -61,7 +61,7 @@ def test_halo_equals_whole_frame_for_a_convolutional_net():
 
     torch.manual_seed(1)
     net = build_network(NetworkConfig(depth=3, base_channels=4)).eval()
-    x = torch.randn(1, 2, 200, 264)
+    x = torch.randn(1, 4, 200, 264)
     with torch.inference_mode():
         whole = HaloPredictor(tile=None, multiple=4)(x, net)
         halo = HaloPredictor(tile=96, halo=64, multiple=4)(x, net)
@@ -77,11 +77,11 @@ def test_batchnorm_folding_keeps_outputs():
     net = build_network(NetworkConfig(depth=3, base_channels=4))
     net.train()
     with torch.no_grad():
-        net(torch.randn(8, 2, 64, 64) * 3 + 1)  # non-trivial running statistics
+        net(torch.randn(8, 4, 64, 64) * 3 + 1)  # non-trivial running statistics
     net.eval()
     folded = fold_batchnorm(net)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # original intact
-    x = torch.randn(2, 2, 96, 80)
+    x = torch.randn(2, 4, 96, 80)
     with torch.inference_mode():
         np.testing.assert_allclose(folded(x).numpy(), net(x).numpy(), atol=1e-4)

@@ -17,7 +17,7 @@ def test_roundtrip_is_bit_identical(tiny_model_dir, tmp_path):
     assert m.card.model_id == "tiny-untrained" and len(m.card.sha256) == 64
     out = save_model(m.net, m.card.model_copy(update={"model_id": "copy"}), tmp_path / "copy")
     m2 = load_model(out, device="cpu")
-    x = torch.randn(1, 2, 64, 64)
+    x = torch.randn(1, 4, 64, 64)
     with torch.inference_mode():
         assert torch.equal(m.net(x), m2.net(x))
     assert m2.card.sha256 == m.card.sha256

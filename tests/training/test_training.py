@@ -44,7 +44,7 @@ def test_operating_point_hits_the_target_tnr():
 def _toy_tiles(n=24, size=64, seed=0):
     """Bright 3x3 blobs on noise: a task a tiny U-Net learns in a few epochs."""
     g = np.random.default_rng(seed)
-    x = g.normal(0, 0.3, size=(n, 2, size, size)).astype(np.float32)
+    x = g.normal(0, 0.3, size=(n, 4, size, size)).astype(np.float32)
     y = np.zeros((n, size, size), np.int8)
     for i in range(n):
         for _ in range(4):

@@ -20,7 +20,7 @@ class NetworkConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    in_channels: int = Field(2, ge=1, description="input channels (see preprocess.CHANNELS)")
+    in_channels: int = Field(4, ge=1, description="input channels (see preprocess.CHANNELS)")
     out_channels: int = Field(2, ge=2, description="classes: 0 = not a spot, 1 = spot")
     depth: int = Field(4, ge=2, le=6, description="levels of the U (max-pool steps + 1)")
     base_channels: int = Field(8, ge=1, description="feature maps at full resolution")

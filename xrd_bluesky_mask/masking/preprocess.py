@@ -14,13 +14,15 @@ import numpy as np
 
 from ..errors import FrameError
 from ..geometry import Geometry
-from .rings import RingStats, ring_stats
+from .rings import RingStats, cell_medians, ring_stats, sector_bins
 
 log = logging.getLogger(__name__)
 
 #: Input channels, in order; stored in model cards so a model and its input stay matched.
-CHANNELS = ("log_frame", "ring_excess")
-NORMALISATION_VERSION = 1
+CHANNELS = ("log_frame", "ring_excess", "sector_excess", "opposite_sector_excess")
+NORMALISATION_VERSION = 2
+#: Arc length of the χ sectors of the sector channels, px.
+SECTOR_ARC_PX = 64.0
 
 
 class NonFiniteWarning(UserWarning):
@@ -87,6 +89,16 @@ def prepare_frame(
     return f, static
 
 
+def _compress(z, out) -> None:
+    """``asinh(z / 2) / 3`` into ``out`` (torch), computed as log(a + sqrt(a² + 1)) with the
+    sign restored: torch.asinh is several times slower on CPU."""
+    import torch
+
+    a = z.abs().mul_(0.5)
+    torch.log(a + torch.sqrt(a * a + 1.0), out=out)
+    out *= torch.where(z >= 0, 1.0 / 3.0, -1.0 / 3.0)
+
+
 def network_input(
     frame32: np.ndarray,
     static: np.ndarray,
@@ -95,13 +107,22 @@ def network_input(
     stats: RingStats | None = None,
     max_per_bin: int | None = 256,
 ) -> np.ndarray:
-    """The U-Net's input, float32 ``(2, rows, cols)``; static pixels are 0 in both channels.
+    """The U-Net's input, float32 ``(4, rows, cols)``; static pixels are 0 in every channel.
 
-    Channel 0 (``log_frame``) is ``log1p(frame / level)`` with ``level`` the frame's median
-    valid pixel, so frames whose flux differs by orders of magnitude look alike. Channel 1
-    (``ring_excess``) is the pixel's excess over the median of its 2θ ring in robust
-    standard deviations, compressed with ``asinh(z / 2) / 3``: spots are local positive
-    excursions whatever the flux or geometry, preferred orientation a smooth modulation along χ.
+    ``log_frame``
+        ``log1p(frame / level) / 2`` with ``level`` the frame's median valid pixel, so frames
+        whose flux differs by orders of magnitude look alike.
+    ``ring_excess``
+        The pixel's excess over the median of its 2θ ring in robust standard deviations z,
+        compressed as ``asinh(z / 2) / 3``: spots are local positive excursions whatever the
+        flux or geometry.
+    ``sector_excess``
+        The same for the median of the pixel's (ring, χ sector) cell, sectors about 64 px of
+        arc long: high where the ring is bright over a stretch of χ (preferred orientation,
+        arcs), near 0 for a spot, which covers a small part of its cell.
+    ``opposite_sector_excess``
+        ``sector_excess`` of the cell at χ + 180° on the same ring: preferred orientation is
+        centro-symmetric, a single-crystal spot is not. 0 where that cell is off the detector.
     """
     import torch
 
@@ -117,17 +138,20 @@ def network_input(
         level = float(np.median(positive)) if positive.size else 1.0
     # elementwise work in torch: 5-10x faster than numpy's log1p/arcsinh on 8 Mpx
     f = torch.from_numpy(frame32).reshape(-1)
-    out = torch.empty((2, frame32.size), dtype=torch.float32)
+    out = torch.empty((4, frame32.size), dtype=torch.float32)
     torch.log1p(f / level, out=out[0])
     out[0] *= 0.5
+    med = np.nan_to_num(stats.median, nan=0.0)
+    sig = np.nan_to_num(stats.sigma, nan=1.0)
     idx = stats.bins.index_tensor
-    med = torch.from_numpy(np.nan_to_num(stats.median, nan=0.0))
-    sig = torch.from_numpy(np.nan_to_num(stats.sigma, nan=1.0))
-    z = (f - med[idx]) / sig[idx]
-    # asinh(z/2)/3 as log(a + sqrt(a² + 1)) with the sign restored: torch.asinh is slow on CPU
-    a = z.abs_().mul_(0.5)
-    torch.log(a + torch.sqrt(a * a + 1.0), out=out[1])
-    out[1] *= (f >= med[idx]).float().mul_(2.0 / 3.0).sub_(1.0 / 3.0)
+    _compress((f - torch.from_numpy(med)[idx]) / torch.from_numpy(sig)[idx], out[1])
+    cells = sector_bins(geometry, stats.bins.bin_width_deg / geometry.tth_per_pixel_deg(),
+                        SECTOR_ARC_PX)
+    ring = cells.ring_of_cell
+    cz = (cell_medians(frame32, valid, cells) - med[ring]) / sig[ring]
+    cz = np.nan_to_num(cz, nan=0.0).astype(np.float32)
+    cidx = cells.index_tensor
+    for k, per_cell in ((2, cz), (3, cz[cells.opposite])):
+        _compress(torch.from_numpy(per_cell)[cidx], out[k])
     out.masked_fill_(torch.from_numpy(static).reshape(1, -1), 0.0)
-    return out.reshape(2, *frame32.shape).numpy()
-
+    return out.reshape(4, *frame32.shape).numpy()
