@@ -150,8 +150,11 @@ def network_input(
     ring = cells.ring_of_cell
     cz = (cell_medians(frame32, valid, cells) - med[ring]) / sig[ring]
     cz = np.nan_to_num(cz, nan=0.0).astype(np.float32)
+    czt = torch.from_numpy(cz)
+    compressed = torch.empty_like(czt)
+    _compress(czt, compressed)  # per cell, then gathered: the same values, 100x fewer ops
     cidx = cells.index_tensor
-    for k, per_cell in ((2, cz), (3, cz[cells.opposite])):
-        _compress(torch.from_numpy(per_cell)[cidx], out[k])
+    torch.index_select(compressed, 0, cidx, out=out[2])
+    torch.index_select(compressed, 0, cells.opposite_index_tensor, out=out[3])
     out.masked_fill_(torch.from_numpy(static).reshape(1, -1), 0.0)
     return out.reshape(4, *frame32.shape).numpy()

@@ -99,6 +99,13 @@ class SectorBins(RingBins):
     ring_of_cell: np.ndarray = None  # type: ignore[assignment]
     opposite: np.ndarray = None  # type: ignore[assignment]
 
+    @functools.cached_property
+    def opposite_index_tensor(self):
+        """For every pixel, the cell at χ + 180° on its ring (int64 torch, made once)."""
+        import torch
+
+        return torch.from_numpy(self.opposite[self.index])
+
 
 def sector_bins(
     geometry: Geometry, bin_px: float = 2.0, arc_px: float = 64.0, max_per_bin: int = 32
