@@ -24,3 +24,15 @@ class InputFileError(XRDMaskError, OSError):
 
 class ModelError(XRDMaskError, RuntimeError):
     """A model checkpoint or model card that cannot be loaded or fails its checksum."""
+
+
+class FrameUnavailable(XRDMaskError, TimeoutError):
+    """A frame that did not become readable (e.g. in Tiled) within the allowed time."""
+
+
+class TiledConnectionError(XRDMaskError, ConnectionError):
+    """A Tiled server that cannot be reached or refuses the request."""
+
+
+class TiledAuthError(TiledConnectionError, PermissionError):
+    """A Tiled server that refused the API key (HTTP 401) or needs one that was not given."""

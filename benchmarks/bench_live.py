@@ -1,0 +1,137 @@
+"""Live masking during a Bluesky scan: RunEngine overhead and end-to-end pipeline throughput.
+
+An embedded Tiled server, a RunEngine with TiledWriter (``batch_size=1``) and the simulated XRD
+detector (frames rendered before timing, so the scan measures acquisition and documents, not the
+simulator; ``--exposure`` adds a per-frame exposure). Each repeat runs ``count([det],
+num=frames)`` three times: TiledWriter alone; TiledWriter + `XRDMaskCallback` with its default
+``quiet_s`` (the worker waits for gaps between documents); and with ``quiet_s=0`` (the worker
+processes at once). The callback's work is waited for before the next scan. Prints a Markdown
+table: the RunEngine's scan time (ratio to TiledWriter alone; target <= 1.05), the pipeline's
+frames per second end to end (Tiled read + mask + integrate + Tiled write, from the scan's start
+to the last result written) and the median milliseconds per stage. Run:
+
+    .venv/bin/python benchmarks/bench_live.py [--frames 5] [--size 2880] [--masker classical]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+STAGES = ["read", "mask", "integrate", "write", "latency"]
+
+
+def cpu() -> str:
+    """CPU model and core count."""
+    name = platform.processor() or "cpu"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            name = next(line.split(":", 1)[1].strip() for line in fh if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    return f"{name}, {os.cpu_count()} cores"
+
+
+def med(xs: list[float]) -> float:
+    """Median, NaN for no values."""
+    return statistics.median(xs) if xs else float("nan")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse arguments, run the scans, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=5, help="frames per scan")
+    parser.add_argument("--size", type=int, default=2880, help="frame side, pixels")
+    parser.add_argument("--masker", default="classical", choices=["classical", "unet"])
+    parser.add_argument("--repeats", type=int, default=3, help="scan triplets (median shown)")
+    parser.add_argument("--exposure", type=float, default=0.0, help="seconds per frame")
+    parser.add_argument("--server", default="thread", choices=["thread", "process"],
+                        help="embedded Tiled server in this process, or a child process")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    from bluesky import RunEngine
+    from bluesky.plans import count
+    from bluesky_tiled_plugins import TiledWriter
+
+    from xrd_bluesky_mask.bluesky.callback import XRDMaskCallback
+    from xrd_bluesky_mask.bluesky.devices import make_detector
+    from xrd_bluesky_mask.geometry import as_geometry
+    from xrd_bluesky_mask.masking import get_masker
+    from xrd_bluesky_mask.pipeline import process_frame
+    from xrd_bluesky_mask.tiled.server import start_local_server
+
+    base = Path(tempfile.mkdtemp(prefix="bench_live_"))
+    raw = base / "raw"
+    shape = (args.size, args.size)
+    t0 = time.perf_counter()
+    RE = RunEngine(call_returns_result=True)
+    det = make_detector(raw, shape=shape, presets=("rings_spots", "spots_po"),
+                        n_unique=min(args.frames, 2), exposure_s=args.exposure, run_engine=RE)
+    det.generator.prerender(min(args.frames, 2))
+    masker = get_masker(args.masker)
+    geometry = as_geometry(det.generator.poni_text, shape)
+    process_frame(det.generator.frame(0), geometry, masker)  # warm: numba, pyFAI engine
+    print(f"setup (render frames, warm masker and pyFAI): {time.perf_counter() - t0:.1f} s")
+
+    variants = {"TiledWriter only": None, "+ XRDMaskCallback (default quiet_s=0.5)": {},
+                "+ XRDMaskCallback (quiet_s=0)": {"quiet_s": 0.0}}
+    scan: dict[str, list[float]] = {v: [] for v in variants}
+    fps: dict[str, list[float]] = {v: [] for v in variants}
+    stages: dict[str, dict[str, list[float]]] = {v: {s: [] for s in STAGES} for v in variants}
+    with start_local_server(base / "tiled", readable_storage=[raw], mode=args.server) as server:
+        client = server.client()
+        RE.subscribe(TiledWriter(client, batch_size=1))
+        RE(count([det], num=1))  # warm the writer and the server
+        for _ in range(args.repeats):
+            for name, kwargs in variants.items():
+                cb = None if kwargs is None else XRDMaskCallback(client, masker=masker,
+                                                                 **kwargs)
+                token = RE.subscribe(cb) if cb else None
+                t0 = time.perf_counter()
+                result = RE(count([det], num=args.frames), **det.start_metadata())
+                scan[name].append(time.perf_counter() - t0)
+                if cb is None:
+                    continue
+                RE.unsubscribe(token)
+                cb.wait()
+                fps[name].append(args.frames / (time.perf_counter() - t0))
+                cb.close()
+                record = cb.records[result.run_start_uids[0]]
+                if record.errors or record.status != "complete":
+                    print(f"warning: run status {record.status}, errors {record.errors}")
+                for frame in record.frames.values():
+                    for s in STAGES:
+                        if s in frame.timings:
+                            stages[name][s].append(frame.timings[s])
+    RE.loop.call_soon_threadsafe(RE.loop.stop)
+
+    names = list(variants)
+    base_scan = med(scan[names[0]])
+    print(f"\n{args.frames} frames of {args.size}x{args.size} float32 per scan, exposure "
+          f"{args.exposure:g} s, masker {args.masker}, Tiled server in a {args.server}, "
+          f"{args.repeats} repeats, {cpu()}\n")
+    print("| measure | " + " | ".join(names) + " |")
+    print("| --- |" + " --- |" * len(names))
+    print("| RunEngine scan time (s), median (all) | " + " | ".join(
+        f"{med(scan[n]):.2f} ({', '.join(f'{x:.2f}' for x in scan[n])})" for n in names) + " |")
+    print("| ratio to TiledWriter only, medians (target <= 1.05) | " + " | ".join(
+        f"{med(scan[n]) / base_scan:.3f}" for n in names) + " |")
+    print("| ratio to TiledWriter only, fastest scans | " + " | ".join(
+        f"{min(scan[n]) / min(scan[names[0]]):.3f}" for n in names) + " |")
+    print("| pipeline end to end, scan start to last result (frames/s) | " + " | ".join(
+        f"{med(fps[n]):.2f}" if fps[n] else "-" for n in names) + " |")
+    for s in STAGES:
+        label = "latency, frame announced to result written" if s == "latency" else s
+        print(f"| {label} (median ms per frame) | " + " | ".join(
+            f"{1000 * med(stages[n][s]):.0f}" if stages[n][s] else "-" for n in names) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""XRDMaskCallback with hand-made documents, an in-memory FrameSource and ResultSink."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from event_model import compose_run
+
+from xrd_bluesky_mask.bluesky.callback import XRDMaskCallback, find_image_field, find_poni
+from xrd_bluesky_mask.geometry import as_geometry
+from xrd_bluesky_mask.masking import get_masker
+from xrd_bluesky_mask.simulate import simulate_frame
+from xrd_bluesky_mask.tiled.frames import InMemoryFrameSource
+from xrd_bluesky_mask.tiled.sink import InMemoryResultSink
+
+SHAPE = (64, 64)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    sim = simulate_frame("rings_spots", seed=3, shape=SHAPE)
+    return sim.image, sim.geometry.poni_text
+
+
+class Exploding:
+    """A masker whose predict always raises."""
+
+    name = "exploding"
+
+    def predict(self, frame, geometry):
+        raise RuntimeError("kaboom")
+
+    def settings(self):
+        return {"masker": self.name}
+
+
+def _callback(masker="classical", **kw):
+    src, sink = InMemoryFrameSource(timeout=2.0), InMemoryResultSink()
+    return XRDMaskCallback(source=src, sink=sink, masker=masker, **kw), src, sink
+
+
+def _feed_stream_run(cb, src, frames, poni=None, config_poni=None, n_per_datum=1):
+    """Documents like ophyd-async's: stream_resource + stream_datum per frame, empty events."""
+    run = compose_run(metadata={"num_points": len(frames), **({"xrd_mask_poni": poni}
+                                                              if poni else {})})
+    cb("start", run.start_doc)
+    conf = {"det": {"data": {"det-poni": config_poni}, "timestamps": {"det-poni": 0.0},
+                    "data_keys": {"det-poni": {"dtype": "string", "shape": [], "source": "s"}}}}
+    desc = run.compose_descriptor(
+        name="primary",
+        data_keys={"det": {"shape": [1, *SHAPE], "dtype": "array", "dtype_numpy": "<f4",
+                           "external": "STREAM:", "source": "file"},
+                   "det-sum": {"shape": [], "dtype": "number", "source": "x",
+                               "external": "STREAM:"}},
+        configuration=conf if config_poni else {},
+    )
+    cb("descriptor", desc.descriptor_doc)
+    res = run.compose_stream_resource(mimetype="application/x-hdf5", uri="file://localhost/x.h5",
+                                      data_key="det", parameters={})
+    cb("stream_resource", res.stream_resource_doc)
+    uid = run.start_doc["uid"]
+    for start in range(0, len(frames), n_per_datum):
+        stop = min(start + n_per_datum, len(frames))
+        for i in range(start, stop):
+            src.put(uid, "primary", "det", i, frames[i][None])
+        cb("stream_datum", res.compose_stream_datum(
+            indices={"start": start, "stop": stop},
+            seq_nums={"start": start + 1, "stop": stop + 1}, descriptor=desc.descriptor_doc))
+        for i in range(start, stop):
+            cb("event", desc.compose_event(data={}, timestamps={}, seq_num=i + 1))
+    cb("stop", run.compose_stop())
+    return uid
+
+
+def test_importing_the_callback_does_not_import_torch():
+    code = ("import sys, xrd_bluesky_mask.bluesky.callback\n"
+            "print(sorted(m for m in ('torch', 'tiled', 'pyFAI') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_find_image_field_and_poni():
+    keys = {"x": {"shape": []}, "small": {"shape": [4, 4]}, "det": {"shape": [1, 64, 80]},
+            "vec": {"shape": [100]}}
+    assert find_image_field(keys) == "det"
+    assert find_image_field(keys, "small") == "small"
+    assert find_image_field(keys, "nope") is None
+    assert find_image_field({"x": {"shape": []}}) is None
+    desc = {"configuration": {"det": {"data": {"det-poni": "Distance: 1\n"}}}}
+    assert find_poni({"xrd_mask_poni": "Distance: 2\n"}, desc) == ("Distance: 2\n",
+                                                                   "start:xrd_mask_poni")
+    assert find_poni({}, desc) == ("Distance: 1\n", "configuration:det.det-poni")
+    assert find_poni({"xrd_mask_poni": "a"}, desc, "given") == ("given", "callback")
+    assert find_poni({}, {}) == (None, "")
+
+
+def test_stream_datum_run_masks_every_frame(scene):
+    image, poni = scene
+    frames = [image, image * 2, image * 0.5]
+    cb, src, sink = _callback()
+    uid = _feed_stream_run(cb, src, frames, config_poni=poni, n_per_datum=2)
+    assert cb.wait(60)
+    cb.close()
+    md = sink.metadata[uid]
+    assert md["status"] == "complete" and md["frames_done"] == [0, 1, 2]
+    assert md["field"] == "det" and md["stream"] == "primary" and md["frames_expected"] == 3
+    assert md["masker"]["masker"] == "classical" and md["poni"] == poni
+    for i, frame in enumerate(frames):
+        expected = get_masker("classical").predict(frame, as_geometry(poni, SHAPE))
+        np.testing.assert_array_equal(sink.masks[uid][i] == 1, expected.spots)
+        np.testing.assert_array_equal(sink.masks[uid][i] == 2, expected.static)
+    assert cb.records[uid].spec.geometry_source == "configuration:det.det-poni"
+
+
+def test_inline_events_and_a_bad_frame(scene):
+    image, poni = scene
+    cb, src, sink = _callback()
+    run = compose_run(metadata={"xrd_mask_poni": poni})
+    uid = run.start_doc["uid"]
+    cb("start", run.start_doc)
+    desc = run.compose_descriptor(name="primary", data_keys={
+        "img": {"shape": list(SHAPE), "dtype": "array", "source": "sim"}})
+    cb("descriptor", desc.descriptor_doc)
+    for i, frame in enumerate([image, np.zeros(SHAPE, np.float32), image]):
+        src.put(uid, "primary", "img", i, frame)
+        cb("event", desc.compose_event(data={"img": frame}, timestamps={"img": 0.0},
+                                       seq_num=i + 1))
+    cb("stop", run.compose_stop())
+    assert cb.wait(60)
+    cb.close()
+    md = sink.metadata[uid]
+    assert md["status"] == "complete_with_errors"
+    assert md["frames_done"] == [0, 2]
+    assert list(md["errors"]) == ["1"] and "FrameError" in md["errors"]["1"]
+
+
+def test_masker_errors_never_reach_the_caller(scene):
+    image, poni = scene
+    cb, src, sink = _callback(masker=Exploding())
+    uid = _feed_stream_run(cb, src, [image, image], poni=poni)  # must not raise
+    assert cb.wait(30)
+    cb.close()
+    md = sink.metadata[uid]
+    assert md["status"] == "complete_with_errors"
+    assert set(md["errors"]) == {"0", "1"} and "kaboom" in md["errors"]["0"]
+
+
+def test_missing_geometry_marks_the_run_failed(scene):
+    image, _ = scene
+    cb, src, sink = _callback()
+    uid = _feed_stream_run(cb, src, [image])
+    assert cb.wait(30)
+    cb.close()
+    md = sink.metadata[uid]
+    assert md["status"] == "failed" and "no detector geometry" in md["errors"]["run"]
+
+
+def test_garbage_documents_are_logged_not_raised(caplog):
+    cb, _, _ = _callback()
+    cb("descriptor", {"uid": "d", "run_start": "unknown"})  # run never started: ignored
+    cb("start", {"uid": "r", "time": 0})
+    cb("descriptor", {"uid": "d2", "run_start": "r", "name": "primary"})  # no data_keys
+    cb("event", {"descriptor": "d2"})
+    cb("stop", {"run_start": "r"})
+    cb("bogus", {})
+    assert cb.wait(10)
+    cb.close()
+    assert any("error handling descriptor" in r.message for r in caplog.records)
+
+
+def test_worker_waits_while_documents_keep_coming(scene):
+    """quiet_s: no frame is processed while the RunEngine keeps emitting documents."""
+    import time
+
+    image, poni = scene
+    cb, src, sink = _callback(quiet_s=0.3)
+    uid = _feed_stream_run(cb, src, [image], poni=poni)
+    busy_until = time.monotonic() + 0.8
+    while time.monotonic() < busy_until:  # e.g. a baseline stream, another run
+        cb("event", {"descriptor": "elsewhere"})
+        time.sleep(0.05)
+    assert not cb.records[uid].frames
+    assert cb.wait(30)
+    cb.close()
+    assert sink.metadata[uid]["frames_done"] == [0]

@@ -1,0 +1,124 @@
+"""End to end: RunEngine + simulated detector + TiledWriter + XRDMaskCallback + Tiled server."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from bluesky.plans import count
+from bluesky_tiled_plugins import TiledWriter
+
+from xrd_bluesky_mask.api import predict_mask
+from xrd_bluesky_mask.bluesky.callback import XRDMaskCallback
+from xrd_bluesky_mask.geometry import as_geometry
+from xrd_bluesky_mask.integration import integrate
+from xrd_bluesky_mask.masking import get_masker
+from xrd_bluesky_mask.tiled.frames import as_frame
+from xrd_bluesky_mask.tiled.results import find_results, load_masks, load_patterns
+
+
+class Exploding:
+    """A masker whose predict always raises."""
+
+    name = "exploding"
+
+    def predict(self, frame, geometry):
+        raise RuntimeError("kaboom")
+
+    def settings(self):
+        return {"masker": self.name}
+
+
+def _scan(RE, client, det, masker, num):
+    """Run ``count([det], num)`` with TiledWriter, then our callback subscribed after it."""
+    tw = TiledWriter(client, batch_size=1)
+    cb = XRDMaskCallback(client, masker=masker, frame_timeout=20)
+    tokens = [RE.subscribe(tw), RE.subscribe(cb)]
+    try:
+        result = RE(count([det], num=num), **det.start_metadata())
+    finally:
+        for token in tokens:
+            RE.unsubscribe(token)
+    assert cb.wait(120), "the callback did not finish"
+    cb.close()
+    return result, cb
+
+
+def test_count_masks_every_frame_and_survives_a_bad_one(run_engine, tiled_server, make_det):
+    masker = get_masker("classical")
+    det = make_det(presets=("rings_spots", "spots_po"), seed=5, bad_frames={2: "zero"})
+    result, cb = _scan(run_engine, tiled_server.client(), det, masker, num=4)
+    assert result.exit_status == "success"
+    uid = result.run_start_uids[0]
+
+    fresh = tiled_server.client()  # a new client finds the results by source uid
+    node = find_results(fresh, uid)
+    md = node.metadata
+    assert md["status"] == "complete_with_errors", md["errors"]
+    assert md["frames_done"] == [0, 1, 3]
+    assert list(md["errors"]) == ["2"] and "FrameError" in md["errors"]["2"]
+    assert md["field"] == "det" and md["stream"] == "primary" and md["frames_expected"] == 4
+    assert md["masker"] == masker.settings()
+    assert md["poni"] == det.generator.poni_text
+
+    raw = fresh[uid]["primary"]["det"]
+    assert raw.dtype == np.float32 and raw.shape == (4, 1, 96, 96)
+    masks = load_masks(fresh, uid)
+    patterns = load_patterns(fresh, uid)
+    assert masks.dtype == np.uint8 and masks.shape == (4, 96, 96)
+    assert list(patterns["frame"].values) == [0, 1, 3]
+    geometry = as_geometry(md["poni"], (96, 96))
+    for i in (0, 1, 3):
+        frame = as_frame(raw[i])
+        expected = predict_mask(frame, md["poni"], masker=masker)
+        np.testing.assert_array_equal(masks[i] != 0, expected)
+        want = integrate(frame, geometry, mask=expected)
+        np.testing.assert_allclose(patterns.sel(frame=i).values, want.values.astype(np.float32),
+                                   rtol=1e-6, equal_nan=True)
+        np.testing.assert_allclose(patterns["two_theta"].values, want["two_theta"].values)
+    assert not masks[2].any()
+    timings = cb.records[uid].frames[0].timings
+    assert {"read", "mask", "integrate", "write", "latency"} <= set(timings)
+
+    run = fresh[uid]  # a BlueskyRun reaches its results too
+    assert find_results(run).metadata["source_uid"] == uid
+
+
+def test_a_failing_masker_never_aborts_the_plan(run_engine, tiled_server, make_det):
+    det = make_det(presets="perfect", seed=1)
+    result, _ = _scan(run_engine, tiled_server.client(), det, Exploding(), num=2)
+    assert result.exit_status == "success"
+    md = find_results(tiled_server.client(), result.run_start_uids[0]).metadata
+    assert md["status"] == "complete_with_errors"
+    assert set(md["errors"]) == {"0", "1"} and "kaboom" in md["errors"]["1"]
+
+
+def test_uint32_frames_keep_their_dtype(run_engine, tiled_server, make_det):
+    det = make_det(presets="rings_spots", dtype="uint32", shape=(64, 64))
+    result, _ = _scan(run_engine, tiled_server.client(), det, "classical", num=1)
+    uid = result.run_start_uids[0]
+    client = tiled_server.client()
+    assert client[uid]["primary"]["det"].dtype == np.uint32
+    assert find_results(client, uid).metadata["status"] == "complete"
+
+
+def test_live_demo_against_a_running_server(tiled_server, live_base, capsys):
+    from xrd_bluesky_mask.live import run_live_demo
+
+    summary = run_live_demo(frames=2, size=64, masker="classical", tiled_uri=tiled_server.uri,
+                            api_key=tiled_server.api_key, out_dir=live_base, progress=False)
+    assert summary["status"] == "complete" and summary["exit_status"] == "success"
+    assert [f["index"] for f in summary["frames"]] == [0, 1]
+    assert summary["png"] and summary["png"].endswith(".png")
+    out = capsys.readouterr().out
+    assert summary["run_uid"] in out and "from tiled.client import from_uri" in out
+    assert find_results(tiled_server.client(), summary["run_uid"])["mask"].shape[0] == 2
+
+
+def test_make_detector_needs_a_run_engine(tmp_path, monkeypatch):
+    import bluesky.run_engine as bre
+
+    from xrd_bluesky_mask.bluesky.devices import make_detector
+
+    monkeypatch.setattr(bre, "_bluesky_event_loop", None)
+    with pytest.raises(RuntimeError, match="Create the RunEngine"):
+        make_detector(tmp_path, shape=(32, 32))

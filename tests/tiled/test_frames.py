@@ -1,0 +1,61 @@
+"""FrameSource implementations: waiting for frames, timing out clearly."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from xrd_bluesky_mask.errors import FrameUnavailable
+from xrd_bluesky_mask.tiled.frames import FrameSource, InMemoryFrameSource, TiledFrameSource
+from xrd_bluesky_mask.tiled.sink import InMemoryResultSink, ResultSink, TiledResultSink
+
+
+def test_implementations_satisfy_the_protocols(tiled_client):
+    assert isinstance(TiledFrameSource(tiled_client), FrameSource)
+    assert isinstance(InMemoryFrameSource(), FrameSource)
+    assert isinstance(TiledResultSink(tiled_client, root="derived/protocol"), ResultSink)
+    assert isinstance(InMemoryResultSink(), ResultSink)
+
+
+def test_in_memory_source_waits_then_times_out():
+    src = InMemoryFrameSource(timeout=0.2)
+    threading.Timer(0.05, src.put, args=("u", "primary", "det", 0, np.ones((1, 4, 5)))).start()
+    assert src.read("u", "primary", "det", 0).shape == (4, 5)
+    with pytest.raises(FrameUnavailable, match="frame 1 of u/primary/det"):
+        src.read("u", "primary", "det", 1)
+
+
+def _growing_run(client, n: int):
+    """A fake run ``<uid>/primary/det`` holding ``n`` frames of shape (1, 6, 7)."""
+    uid = str(uuid.uuid4())
+    stream = client.create_container(uid).create_container("primary")
+    frames = np.arange(n * 42, dtype=np.float32).reshape(n, 1, 6, 7)
+    arr = stream.write_array(frames[:1], key="det")
+    for i in range(1, n):
+        arr.patch(frames[i : i + 1], offset=(i,), extend=True)
+    return uid, arr, frames
+
+
+def test_tiled_source_waits_for_a_frame_being_written(tiled_client):
+    uid, arr, frames = _growing_run(tiled_client, 2)
+    src = TiledFrameSource(tiled_client, timeout=10, poll=0.01)
+    np.testing.assert_array_equal(src.read(uid, "primary", "det", 1), frames[1, 0])
+    late = np.full((1, 1, 6, 7), 7.0, dtype=np.float32)
+    threading.Timer(0.3, arr.patch, args=(late,), kwargs={"offset": (2,), "extend": True}).start()
+    t0 = time.perf_counter()
+    np.testing.assert_array_equal(src.read(uid, "primary", "det", 2), late[0, 0])
+    assert 0.2 < time.perf_counter() - t0 < 5
+
+
+def test_tiled_source_gives_up_with_a_clear_error(tiled_client):
+    uid, _, _ = _growing_run(tiled_client, 1)
+    src = TiledFrameSource(tiled_client, timeout=0.3, poll=0.01)
+    with pytest.raises(FrameUnavailable, match="batch_size=1") as info:
+        src.read(uid, "primary", "det", 5)
+    assert isinstance(info.value, TimeoutError)
+    with pytest.raises(FrameUnavailable, match="KeyError"):
+        src.read("no-such-run", "primary", "det", 0)

@@ -1,0 +1,278 @@
+"""`XRDMaskCallback`: mask every detector frame of a Bluesky run while it runs.
+
+Subscribe it to the RunEngine **after** TiledWriter (``batch_size=1``), so that a frame is in
+Tiled when its document reaches the callback::
+
+    tw = TiledWriter(client, batch_size=1)
+    RE.subscribe(tw)
+    cb = XRDMaskCallback(client, masker="classical")
+    RE.subscribe(cb)
+    RE(count([det], num=10), **det.start_metadata())
+    cb.wait()
+    find_results(client, RE_result.run_start_uids[0])
+
+On the RunEngine's thread the callback only records what to do (run uid, stream, field, frame
+index); a `Worker` reads the frame from Tiled, masks and integrates it and writes the results to
+``derived/xrd_mask/<run uid>``. It never raises into the RunEngine: errors are logged and
+recorded on the derived node.
+
+Documents are routed per run by a small router of our own rather than `event_model.RunRouter`:
+RunRouter's Filler copies every event page, which for images carried inline in events means a
+full copy of each frame on the RunEngine's thread.
+
+This module imports no torch (nor tiled, pyFAI or xarray) at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from event_model import DocumentRouter
+
+from .worker import CloseRun, FrameItem, OpenRun, RunSpec, Worker
+
+__all__ = ["XRDMaskCallback", "find_image_field", "find_poni"]
+
+log = logging.getLogger(__name__)
+
+#: Start-document key holding the PONI text.
+PONI_KEY = "xrd_mask_poni"
+
+
+def find_image_field(data_keys: dict[str, Any], field: str | None = None) -> str | None:
+    """The image data key of a descriptor: ``field`` if present, else the largest 2D/3D key.
+
+    A 3D key qualifies when its leading axis is 1 (ophyd-async's frames-per-event axis).
+    """
+    if field is not None:
+        return field if field in data_keys else None
+    best, best_size = None, 0
+    for key, dk in data_keys.items():
+        shape = [int(n) for n in (dk.get("shape") or []) if n is not None]
+        if len(shape) == 3 and shape[0] == 1:
+            shape = shape[1:]
+        if len(shape) != 2 or min(shape) < 2:
+            continue
+        size = shape[0] * shape[1]
+        if size > best_size:
+            best, best_size = key, size
+    return best
+
+
+def find_poni(start: dict[str, Any], descriptor: dict[str, Any],
+              given: str | None = None) -> tuple[str | None, str]:
+    """PONI text and where it came from: ``given`` > start metadata > device configuration."""
+    if given:
+        return given, "callback"
+    if isinstance(start.get(PONI_KEY), str):
+        return start[PONI_KEY], f"start:{PONI_KEY}"
+    for device, conf in (descriptor.get("configuration") or {}).items():
+        for key, value in (conf.get("data") or {}).items():
+            if key.endswith("poni") and isinstance(value, str) and "Distance" in value:
+                return value, f"configuration:{device}.{key}"
+    return None, ""
+
+
+def _text_of(poni: Any) -> str | None:
+    """PONI text from text, a path, or a Geometry."""
+    if poni is None:
+        return None
+    if hasattr(poni, "poni_text"):
+        return poni.poni_text
+    text = str(poni)
+    if "\n" in text:
+        return text
+    from pathlib import Path
+
+    return Path(text).read_text()
+
+
+class _RunMasker(DocumentRouter):
+    """Turns one run's documents into work items (one instance per run)."""
+
+    def __init__(self, owner: XRDMaskCallback, start: dict[str, Any]) -> None:
+        super().__init__()
+        self.owner, self.start_doc = owner, start
+        self.uid: str = start["uid"]
+        self.spec: RunSpec | None = None
+        self.descriptors: dict[str, bool] = {}  # descriptor uid -> is the image stream
+        self.resources: dict[str, str] = {}  # stream_resource uid -> data_key
+        self.rows = 0  # frames announced so far by stream_datum
+
+    def descriptor(self, doc: dict[str, Any]) -> None:
+        owner = self.owner
+        if owner.stream is not None and doc.get("name") != owner.stream:
+            self.descriptors[doc["uid"]] = False
+            return
+        if self.spec is not None:  # a later descriptor of the same stream
+            self.descriptors[doc["uid"]] = (doc.get("name") == self.spec.stream
+                                            and self.spec.field in doc["data_keys"])
+            return
+        field = find_image_field(doc["data_keys"], owner.field)
+        if field is None:
+            self.descriptors[doc["uid"]] = False
+            if owner.field is not None:
+                log.warning("xrd-mask: run %s stream %r has no data key %r (keys: %s)",
+                            self.uid, doc.get("name"), owner.field, sorted(doc["data_keys"]))
+            return
+        shape = [int(n) for n in doc["data_keys"][field].get("shape") or []][-2:]
+        poni, where = find_poni(self.start_doc, doc, owner.poni)
+        num = self.start_doc.get("num_points")
+        self.spec = RunSpec(self.uid, doc.get("name", "primary"), field, poni,
+                            (shape[0], shape[1]) if len(shape) == 2 else None,
+                            int(num) if isinstance(num, int) else None, where)
+        self.descriptors[doc["uid"]] = True
+        owner.worker.submit(OpenRun(self.spec))
+
+    def event_page(self, doc: dict[str, Any]) -> None:
+        spec = self.spec
+        if spec is None or not self.descriptors.get(doc["descriptor"]):
+            return
+        if spec.field not in doc.get("data", {}):
+            return  # external STREAM: data comes as stream_datum
+        for seq in doc["seq_num"]:
+            self.owner.worker.submit(FrameItem(self.uid, spec.stream, spec.field, int(seq) - 1))
+
+    def stream_resource(self, doc: dict[str, Any]) -> None:
+        self.resources[doc["uid"]] = doc.get("data_key", "")
+
+    def stream_datum(self, doc: dict[str, Any]) -> None:
+        spec = self.spec
+        if spec is None or not self.descriptors.get(doc["descriptor"]):
+            return
+        if self.resources.get(doc["stream_resource"]) != spec.field:
+            return
+        n = int(doc["indices"]["stop"]) - int(doc["indices"]["start"])
+        for k in range(n):
+            self.owner.worker.submit(FrameItem(self.uid, spec.stream, spec.field, self.rows + k))
+        self.rows += n
+
+    def stop(self, doc: dict[str, Any]) -> None:
+        if self.spec is not None:
+            self.owner.worker.submit(CloseRun(self.uid, str(doc.get("exit_status", ""))))
+
+
+class XRDMaskCallback:
+    """Mask and integrate the frames of every run, live, into Tiled derived nodes.
+
+    Parameters
+    ----------
+    client
+        Tiled container holding the runs (what TiledWriter writes to); also where the results go
+        (``root``, from the server's root). Not needed when ``source`` and ``sink`` are given.
+    masker
+        ``"unet"`` (None: the packaged U-Net), ``"classical"``, a plugin name or a `Masker`.
+    field
+        Image data key; None: the largest 2D (or 1×2D) key of the stream's descriptor.
+    stream
+        Stream holding the frames; None: the first stream with an image.
+    poni
+        Geometry (PONI text or path, or a Geometry) overriding what the run carries (start
+        metadata ``xrd_mask_poni``, or a device configuration key ending in ``poni``).
+    integration
+        `IntegrationSettings` for the 1D patterns; None for the defaults.
+    root
+        Results root path, default ``derived/xrd_mask``.
+    source, sink
+        A `FrameSource` and `ResultSink` replacing the Tiled ones (tests, other stores).
+    frame_timeout
+        Seconds to wait for a frame to become readable in Tiled before recording it failed.
+    niceness
+        Nice increment of the worker threads (Linux), so the RunEngine keeps priority.
+    quiet_s
+        The worker's Tiled reads, computation and writes wait until no document has arrived
+        for this many seconds, so they fill the gaps between the RunEngine's bursts (exposures
+        and moves longer than ``quiet_s``) instead of competing with TiledWriter for the
+        server, the cores and the GIL. A scan emitting documents back to back (gaps of
+        0.05-0.25 s measured for 2880 x 2880 frames on 2 cores) is processed right after it;
+        0 processes at once, which slowed such scans by 25-140 % in `benchmarks/bench_live.py`.
+    """
+
+    def __init__(self, client: Any = None, *, masker: Any = None, field: str | None = None,
+                 stream: str | None = "primary", poni: Any = None, integration: Any = None,
+                 root: str = "derived/xrd_mask", source: Any = None, sink: Any = None,
+                 frame_timeout: float = 30.0, niceness: int = 5,
+                 quiet_s: float = 0.5) -> None:
+        if client is None and (source is None or sink is None):
+            raise ValueError(
+                "XRDMaskCallback needs a Tiled client (the container TiledWriter writes runs "
+                "to), or both source= (a FrameSource) and sink= (a ResultSink)."
+            )
+        if source is None:
+            from ..tiled.frames import TiledFrameSource
+
+            source = TiledFrameSource(client, timeout=frame_timeout)
+        if sink is None:
+            from ..tiled.sink import TiledResultSink
+
+            sink = TiledResultSink(client, root=root)
+        self.field, self.stream, self.poni = field, stream, _text_of(poni)
+        self.worker = Worker(source, sink, masker=masker, integration=integration,
+                             niceness=niceness, quiet_s=quiet_s).start()
+        self._runs: dict[str, _RunMasker] = {}
+        self._by_descriptor: dict[str, str] = {}
+        self._by_resource: dict[str, str] = {}
+
+    @property
+    def records(self) -> dict:
+        """run uid → `RunRecord` (frames, errors, status, timings)."""
+        return self.worker.records
+
+    def __call__(self, name: str, doc: dict[str, Any]) -> None:
+        """Take one document (``RE.subscribe(cb)``); never raises."""
+        self.worker.poke()
+        try:
+            self._route(name, doc)
+        except Exception as exc:
+            uid = self._run_of(name, doc)
+            log.exception("xrd-mask: error handling %s document of run %s", name, uid)
+            if uid:
+                self.worker.note_run_error(uid, f"{name} document: {type(exc).__name__}: {exc}")
+
+    def _run_of(self, name: str, doc: dict[str, Any]) -> str | None:
+        try:
+            if name == "start":
+                return doc["uid"]
+            if name in ("stop", "descriptor", "stream_resource"):
+                return doc["run_start"]
+            if name in ("event", "event_page"):
+                return self._by_descriptor.get(doc["descriptor"])
+            if name == "stream_datum":
+                return self._by_resource.get(doc["stream_resource"])
+        except (KeyError, TypeError):
+            pass
+        return None
+
+    def _route(self, name: str, doc: dict[str, Any]) -> None:
+        if name == "start":
+            self._runs[doc["uid"]] = _RunMasker(self, doc)
+            return
+        uid = self._run_of(name, doc)
+        run = self._runs.get(uid) if uid else None
+        if run is None:
+            return
+        if name == "descriptor":
+            self._by_descriptor[doc["uid"]] = uid
+        elif name == "stream_resource":
+            self._by_resource[doc["uid"]] = uid
+        run(name, doc)
+        if name == "stop":
+            self._runs.pop(uid, None)
+            for table in (self._by_descriptor, self._by_resource):
+                for key in [k for k, v in table.items() if v == uid]:
+                    del table[key]
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every frame seen so far is processed; False if ``timeout`` s passed."""
+        return self.worker.wait(timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Finish queued work (up to ``timeout`` s), then stop the worker threads."""
+        return self.worker.close(timeout)
+
+    def __enter__(self) -> XRDMaskCallback:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,427 @@
+"""The background worker: read frames, mask and integrate them, write the results.
+
+Three daemon threads form a pipeline so that Tiled reads, computation and Tiled writes overlap:
+
+``submit`` → (unbounded queue) → **read** (`FrameSource.read`, waits until the frame is
+readable) → (``prefetch`` frames) → **compute** (`process_frame`: mask + integrate) →
+(``prefetch`` results) → **write** (`ResultSink`).
+
+`Worker.submit` never blocks and never drops work: items are a few bytes naming data that
+already lives in Tiled.
+
+Yielding to the scan: the Tiled server, the CPU cores and (in-process) the GIL are shared with
+the RunEngine and TiledWriter. With ``quiet_s > 0`` every stage waits, before its next item,
+until no document has been seen (`Worker.poke`) for ``quiet_s`` seconds: the worker works in
+the gaps between the RunEngine's bursts of documents (detector exposures, moves) and catches
+up after the stop document. A scan that emits documents back to back is then processed after
+it, not during it; ``quiet_s=0`` processes at once, at the price of slowing such scans.
+
+Items of a run keep their order through the pipeline, so a run's `CloseRun` is written after
+its last frame. A failing frame is recorded (index → error) and the
+others go on; run-level failures (no geometry, masker or sink unusable) make the run ``failed``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CloseRun", "FrameItem", "FrameRecord", "OpenRun", "RunRecord", "RunSpec", "Worker"]
+
+log = logging.getLogger(__name__)
+_STOP = object()
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What the callback learned about a run from its start and descriptor documents.
+
+    Attributes
+    ----------
+    uid
+        Start-document uid of the source run.
+    stream, field
+        Where the frames are (e.g. ``"primary"``, ``"det"``).
+    poni
+        PONI text of the geometry, or None when none was found.
+    shape
+        Frame ``(rows, cols)`` in pixels (from the descriptor).
+    frames_expected
+        ``num_points`` of the start document, or None.
+    geometry_source
+        Where the PONI came from: ``"callback"``, ``"start:xrd_mask_poni"`` or
+        ``"configuration:DEVICE.KEY"``.
+    """
+
+    uid: str
+    stream: str
+    field: str
+    poni: str | None
+    shape: tuple[int, int] | None
+    frames_expected: int | None = None
+    geometry_source: str = ""
+
+
+@dataclass(frozen=True)
+class OpenRun:
+    """Start the results of a run."""
+
+    spec: RunSpec
+
+
+@dataclass(frozen=True)
+class FrameItem:
+    """Process frame ``index`` (0-based row in Tiled) of a run."""
+
+    run_uid: str
+    stream: str
+    field: str
+    index: int
+    t_submitted: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True)
+class CloseRun:
+    """The run's stop document arrived: finish its results after its frames."""
+
+    run_uid: str
+    exit_status: str = "success"
+
+
+@dataclass
+class FrameRecord:
+    """One processed frame: fractions (of all pixels) and seconds per stage."""
+
+    index: int
+    spot_fraction: float = 0.0
+    static_fraction: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class RunRecord:
+    """What the worker did with one run (kept in `Worker.records`)."""
+
+    spec: RunSpec | None = None
+    frames: dict[int, FrameRecord] = field(default_factory=dict)
+    run_errors: list[str] = field(default_factory=list)
+    status: str = "queued"
+    exit_status: str | None = None
+    t_open: float | None = None
+    t_close: float | None = None
+
+    @property
+    def errors(self) -> dict[int, str]:
+        """Failed frames: index → message."""
+        return {i: r.error for i, r in sorted(self.frames.items()) if r.error}
+
+    @property
+    def done(self) -> list[int]:
+        """Indices of the frames processed and written."""
+        return sorted(i for i, r in self.frames.items() if r.error is None)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Worker:
+    """Drains work items in background threads (see the module docstring).
+
+    Parameters
+    ----------
+    source
+        A `FrameSource` (e.g. `TiledFrameSource`).
+    sink
+        A `ResultSink` (e.g. `TiledResultSink`).
+    masker
+        Masker name (``"unet"``, ``"classical"``, a plugin), instance, or None for the U-Net;
+        built on first use in the compute thread.
+    integration
+        `IntegrationSettings` (one per worker, so pyFAI's engine is reused), or None.
+    prefetch
+        Frames read ahead of the computation, and results waiting to be written.
+    niceness
+        Added to the worker threads' nice value on Linux (lower CPU priority than the
+        RunEngine); 0 leaves it.
+    quiet_s
+        Seconds without documents before a stage takes its next item (see "Yielding to the
+        scan" above); 0 disables.
+    """
+
+    def __init__(self, source: Any, sink: Any, *, masker: Any = None,
+                 integration: Any = None, prefetch: int = 2, niceness: int = 5,
+                 quiet_s: float = 0.0) -> None:
+        self.source, self.sink = source, sink
+        self.quiet_s = float(quiet_s)
+        self._last_doc = 0.0
+        self._masker_spec, self._masker = masker, None
+        self._masker_error: str | None = None
+        self.integration = integration
+        self.niceness = niceness
+        self.records: dict[str, RunRecord] = {}
+        self._geometry: dict[str, Any] = {}
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._to_compute: queue.Queue = queue.Queue(maxsize=max(prefetch, 1))
+        self._to_write: queue.Queue = queue.Queue(maxsize=max(prefetch, 1))
+        self._pending = 0
+        self._cond = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+
+    # -- public -------------------------------------------------------------------------
+    def start(self) -> Worker:
+        """Start the threads (idempotent)."""
+        if not self._threads:
+            for name, target in (("read", self._read_loop), ("compute", self._compute_loop),
+                                 ("write", self._write_loop)):
+                t = threading.Thread(target=self._run_stage, args=(target,),
+                                     name=f"xrd-mask-{name}", daemon=True)
+                t.start()
+                self._threads.append(t)
+        return self
+
+    def submit(self, item: OpenRun | FrameItem | CloseRun) -> None:
+        """Queue an item; never blocks. Items after `close` are ignored (logged)."""
+        if self._closed:
+            log.warning("xrd-mask worker is closed; ignoring %s", item)
+            return
+        if isinstance(item, OpenRun):
+            self.records.setdefault(item.spec.uid, RunRecord()).spec = item.spec
+        with self._cond:
+            self._pending += 1
+        self._inbox.put(item)
+
+    def poke(self) -> None:
+        """Note that the RunEngine just emitted a document (called by the callback)."""
+        self._last_doc = time.monotonic()
+
+    def _yield(self) -> None:
+        """Wait until no document has been seen for ``quiet_s`` seconds."""
+        while self.quiet_s > 0:
+            idle = time.monotonic() - self._last_doc
+            if idle >= self.quiet_s or self._closed:
+                return
+            time.sleep(self.quiet_s - idle)
+
+    def note_run_error(self, run_uid: str, message: str) -> None:
+        """Record a run-level error (e.g. from the callback) shown on the derived node."""
+        self.records.setdefault(run_uid, RunRecord()).run_errors.append(message)
+
+    @property
+    def pending(self) -> int:
+        """Items submitted and not yet fully processed."""
+        with self._cond:
+            return self._pending
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every submitted item is processed; False if ``timeout`` s passed first."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._pending == 0, timeout=timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Finish the queued work (up to ``timeout`` s), then stop and join the threads."""
+        finished = self.wait(timeout)
+        self._closed = True
+        if self._threads:
+            self._inbox.put(_STOP)
+            for t in self._threads:
+                t.join(timeout=5.0 if finished else 0.5)
+            self._threads = []
+        return finished
+
+    def masker(self) -> Any:
+        """The masker instance (built on first call)."""
+        if self._masker is None and self._masker_error is None:
+            from ..masking import get_masker
+
+            try:
+                self._masker = get_masker(self._masker_spec)
+            except Exception as exc:
+                self._masker_error = f"masker {self._masker_spec!r} unusable: {_describe(exc)}"
+                log.error("xrd-mask: %s", self._masker_error)
+        if self._masker is None:
+            raise RuntimeError(self._masker_error)
+        return self._masker
+
+    # -- stages -------------------------------------------------------------------------
+    def _run_stage(self, loop: Any) -> None:
+        if self.niceness and hasattr(os, "setpriority"):
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.niceness
+                               + os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            except OSError:
+                pass
+        loop()
+
+    def _done(self, n: int = 1) -> None:
+        with self._cond:
+            self._pending -= n
+            self._cond.notify_all()
+
+    def _read_loop(self) -> None:
+        while True:
+            item = self._inbox.get()
+            if item is _STOP:
+                self._to_compute.put(_STOP)
+                return
+            payload: Any = None
+            if isinstance(item, FrameItem):
+                record = self.records.get(item.run_uid)
+                if record is not None and record.run_errors:
+                    payload = RuntimeError(record.run_errors[0])
+                else:
+                    self._yield()
+                    t0 = time.perf_counter()
+                    try:
+                        payload = (self.source.read(item.run_uid, item.stream, item.field,
+                                                    item.index), time.perf_counter() - t0)
+                    except Exception as exc:
+                        log.warning("xrd-mask: frame %d of %s not read: %s", item.index,
+                                    item.run_uid, _describe(exc))
+                        payload = exc
+            self._to_compute.put((item, payload))
+
+    def _compute_loop(self) -> None:
+        while True:
+            got = self._to_compute.get()
+            if got is _STOP:
+                self._to_write.put(_STOP)
+                return
+            item, payload = got
+            self._yield()
+            try:
+                if isinstance(item, OpenRun):
+                    payload = self._open(item.spec)
+                elif isinstance(item, FrameItem) and not isinstance(payload, BaseException):
+                    payload = self._compute(item, *payload)
+            except Exception as exc:
+                payload = exc
+            self._to_write.put((item, payload))
+
+    def _open(self, spec: RunSpec) -> dict[str, Any]:
+        from ..geometry import as_geometry
+        from ..integration import IntegrationSettings
+        from ..tiled.results import provenance
+
+        record = self.records.setdefault(spec.uid, RunRecord(spec=spec))
+        record.t_open = time.perf_counter()
+        try:
+            settings = self.masker().settings()
+        except Exception as exc:
+            settings = {"masker": str(self._masker_spec), "error": str(exc)}
+            record.run_errors.append(str(exc))
+        if spec.poni is None:
+            record.run_errors.append(
+                f"no detector geometry for run {spec.uid}: the start document has no "
+                "'xrd_mask_poni', no device configuration holds a PONI, and the callback was "
+                "given none. Pass poni=... to XRDMaskCallback or add md={'xrd_mask_poni': ...}."
+            )
+        else:
+            try:
+                self._geometry[spec.uid] = as_geometry(spec.poni, spec.shape)
+            except Exception as exc:
+                record.run_errors.append(f"geometry unusable: {_describe(exc)}")
+        integration = self.integration or IntegrationSettings()
+        return provenance(spec.uid, stream=spec.stream, field=spec.field,
+                          masker_settings=settings, poni=spec.poni or "",
+                          integration=integration.model_dump(mode="json"),
+                          frames_expected=spec.frames_expected, frame_shape=spec.shape)
+
+    def _compute(self, item: FrameItem, frame: np.ndarray, read_s: float) -> tuple:
+        from ..pipeline import process_frame
+        from ..tiled.results import mask_codes
+
+        geometry = self._geometry.get(item.run_uid)
+        if geometry is None:
+            raise RuntimeError(f"no usable geometry for run {item.run_uid}")
+        result = process_frame(frame, geometry, self.masker(), settings=self.integration)
+        codes = mask_codes(result.mask.spots, result.mask.static)
+        timings = {"read": read_s, "mask": result.timings["mask_total"],
+                   "integrate": result.timings["integrate"]}
+        return codes, result.pattern, timings
+
+    def _write_loop(self) -> None:
+        while True:
+            got = self._to_write.get()
+            if got is _STOP:
+                return
+            item, payload = got
+            self._yield()
+            try:
+                self._write(item, payload)
+            except Exception:  # never let the writer thread die
+                log.exception("xrd-mask: unexpected error handling %s", item)
+            finally:
+                self._done()
+
+    def _write(self, item: Any, payload: Any) -> None:
+        if isinstance(item, OpenRun):
+            record = self.records[item.spec.uid]
+            record.status = "running"
+            if isinstance(payload, BaseException):
+                record.run_errors.append(_describe(payload))
+                return
+            try:
+                self.sink.open_run(item.spec.uid, payload)
+            except Exception as exc:
+                log.error("xrd-mask: results of run %s cannot be written: %s", item.spec.uid,
+                          _describe(exc))
+                record.run_errors.insert(0, f"results not written: {_describe(exc)}")
+        elif isinstance(item, FrameItem):
+            self._write_frame(item, payload)
+        elif isinstance(item, CloseRun):
+            self._close(item)
+
+    def _write_frame(self, item: FrameItem, payload: Any) -> None:
+        record = self.records.setdefault(item.run_uid, RunRecord())
+        rec = FrameRecord(item.index)
+        record.frames[item.index] = rec
+        if isinstance(payload, BaseException):
+            rec.error = _describe(payload)
+            log.warning("xrd-mask: frame %d of run %s failed: %s", item.index, item.run_uid,
+                        rec.error)
+            return
+        codes, pattern, timings = payload
+        rec.spot_fraction = float(np.count_nonzero(codes == 1)) / codes.size
+        rec.static_fraction = float(np.count_nonzero(codes == 2)) / codes.size
+        t0 = time.perf_counter()
+        try:
+            self.sink.write(item.run_uid, item.index, codes, pattern)
+        except Exception as exc:
+            rec.error = f"result not written: {_describe(exc)}"
+            log.warning("xrd-mask: frame %d of run %s: %s", item.index, item.run_uid, rec.error)
+        t1 = time.perf_counter()
+        rec.timings = {**timings, "write": t1 - t0, "latency": t1 - item.t_submitted}
+
+    def _close(self, item: CloseRun) -> None:
+        record = self.records.setdefault(item.run_uid, RunRecord())
+        record.exit_status, record.t_close = item.exit_status, time.perf_counter()
+        errors: dict[Any, str] = dict(record.errors)
+        if record.run_errors:
+            status = "failed"
+            errors["run"] = "; ".join(record.run_errors)
+        else:
+            status = "complete_with_errors" if errors else "complete"
+        record.status = status
+        self._geometry.pop(item.run_uid, None)
+        if hasattr(self.source, "forget"):
+            self.source.forget(item.run_uid)
+        if record.run_errors and record.run_errors[0].startswith("results not written"):
+            return  # the sink never opened this run
+        try:
+            self.sink.close_run(item.run_uid, status, errors)
+        except Exception as exc:
+            log.error("xrd-mask: could not finish results of run %s: %s", item.run_uid,
+                      _describe(exc))
+            record.run_errors.append(f"close failed: {_describe(exc)}")
+        log.info("xrd-mask: run %s %s (%d frames done, %d failed)", item.run_uid, status,
+                 len(record.done), len(record.errors))

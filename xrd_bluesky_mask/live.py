@@ -1,0 +1,259 @@
+"""The live demo: a Bluesky scan of simulated frames, masked while it runs, results in Tiled.
+
+`run_live_demo` starts the embedded Tiled server (or uses ``tiled_uri``), a RunEngine with
+TiledWriter (``batch_size=1``) and `XRDMaskCallback`, runs ``count([det], num=frames)`` on the
+simulated detector, waits for the masks, then prints where the results live, one line per
+frame, a Tiled client snippet, and writes a PNG of one frame. This module prints: it is the
+user-facing end of ``xrd-mask demo --live``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["run_live_demo"]
+
+log = logging.getLogger(__name__)
+
+
+def _choose_masker(masker: Any) -> Any:
+    from .masking import get_masker
+
+    if masker is not None:
+        return get_masker(masker)
+    try:
+        return get_masker("unet")
+    except Exception as exc:  # no packaged model yet, torch missing, ...
+        print(f"note: the U-Net is unavailable ({type(exc).__name__}: {exc}); "
+              "using the classical ring-outlier masker.")
+        return get_masker("classical")
+
+
+def _snippet(uri: str, api_key: str | None, uid: str, root: str) -> str:
+    key = f', api_key="{api_key}"' if api_key else ""
+    return (
+        "from tiled.client import from_uri\n"
+        "from tiled.queries import Key\n"
+        f'c = from_uri("{uri}"{key})\n'
+        f'node = c["{root}/{uid}"]   # or: c.search_deep(Key("source_uid") == "{uid}")\n'
+        'print(node.metadata["status"], node.metadata["frames_done"])\n'
+        'masks = node["mask"][:]             # uint8 (frame, y, x): 0 keep, 1 spot, 2 static\n'
+        'patterns = node["pattern"].read()   # xarray.Dataset: intensity (frame, radial), '
+        "two_theta (deg), q (1/Å)\n"
+        f'raw = c["{uid}"]["primary"]        # the raw run (BlueskyRun)'
+    )
+
+
+def _write_png(client: Any, uid: str, field: str, node: Any, record: Any, masker: Any,
+               poni: str, out_dir: Path) -> Path | None:
+    from .geometry import as_geometry
+    from .integration import integrate
+    from .masking import get_masker
+    from .pipeline import process_frame
+    from .plotting import save_overlay
+    from .tiled.frames import as_frame
+    from .tiled.results import load_patterns
+
+    done = record.done
+    if not done:
+        return None
+    i = max(done, key=lambda k: record.frames[k].spot_fraction)
+    frame = as_frame(client[uid]["primary"][field][i])
+    codes = np.asarray(node["mask"][i])
+    geometry = as_geometry(poni, frame.shape)
+    static = codes == 2
+    patterns = {"raw": integrate(frame, geometry, mask=static)}
+    stored = load_patterns(client, uid).sel(frame=i)
+    patterns[f"{masker.name} masked"] = stored
+    if masker.name != "classical":
+        patterns["classical masked"] = process_frame(frame, geometry,
+                                                     get_masker("classical")).pattern
+    return save_overlay(out_dir / f"live_{uid[:8]}_frame{i:03d}.png", frame, codes == 1,
+                        static=static, patterns=patterns,
+                        title=f"run {uid[:8]}, frame {i}: {masker.name} spots in red, "
+                              "read back from Tiled")
+
+
+def run_live_demo(
+    *,
+    frames: int = 5,
+    size: int = 2880,
+    masker: Any = None,
+    tiled_uri: str | None = None,
+    api_key: str | None = None,
+    keep: bool = False,
+    out_dir: str | Path = Path("xrd-mask-live"),
+    progress: bool = True,
+    seed: int = 0,
+    timeout: float = 600.0,
+) -> dict[str, Any]:
+    """Run a live Bluesky scan of simulated frames with masking into Tiled, and report.
+
+    Parameters
+    ----------
+    frames
+        Number of frames in the ``count`` plan.
+    size
+        Frame size, pixels per side (2880 = Varex 4343CT).
+    masker
+        ``"unet"``, ``"classical"``, a `Masker`, or None: the packaged U-Net when available,
+        else the classical filter.
+    tiled_uri, api_key
+        Use this Tiled server (it must be able to read ``out_dir/raw``) instead of starting the
+        embedded one; ``api_key`` defaults to ``TILED_API_KEY``.
+    keep
+        Leave the embedded server running after the scan and block until Ctrl-C.
+    out_dir
+        Detector HDF5 files (``raw/``), the embedded server's catalog (``tiled/``), the PNG
+        and ``live_summary.json``.
+    progress
+        Show tqdm progress bars.
+    seed
+        Seed of the simulated frames.
+    timeout
+        Seconds to wait for the masking to finish after the scan.
+
+    Returns
+    -------
+    dict
+        ``run_uid``, ``tiled_uri``, ``results_path``, ``status``, ``masker`` (settings),
+        ``scan_s``, ``processing_s`` (scan start to last result), ``frames`` (per frame:
+        ``index``, ``spot_fraction``, ``static_fraction``, ``seconds``, ``latency_s``,
+        ``error``), ``errors``, ``png``, ``out_dir``.
+
+    Raises
+    ------
+    TiledConnectionError, TiledAuthError
+        ``tiled_uri`` unreachable, or the key refused.
+    """
+    from bluesky import RunEngine
+    from bluesky.plans import count
+    from bluesky_tiled_plugins import TiledWriter
+    from tqdm.auto import tqdm
+
+    from .bluesky.callback import XRDMaskCallback
+    from .bluesky.devices import make_detector
+    from .tiled.results import find_results
+    from .tiled.server import connect, start_local_server
+
+    out = Path(out_dir).resolve()
+    raw_dir = out / "raw"
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    chosen = _choose_masker(masker)
+    server = None
+    if tiled_uri:
+        client = connect(tiled_uri, api_key)
+        uri, key = tiled_uri.split("?", 1)[0], api_key
+        print(f"using the Tiled server at {uri}; it must be able to read {raw_dir}")
+    else:
+        server = start_local_server(out / "tiled", readable_storage=[raw_dir])
+        client, uri, key = server.client(), server.uri, server.api_key
+        print(f"embedded Tiled server at {uri} (catalog in {server.directory})")
+    cb = RE = None
+    try:
+        RE = RunEngine(call_returns_result=True)
+        det = make_detector(raw_dir, shape=(size, size), seed=seed, name="det", run_engine=RE)
+        tw = TiledWriter(client, batch_size=1)
+        cb = XRDMaskCallback(client, masker=chosen)
+        bar = tqdm(total=frames, desc="scan", unit="frame", disable=not progress)
+
+        def _tick(name: str, doc: dict) -> None:
+            if name == "event":
+                bar.update(1)
+
+        RE.subscribe(tw)
+        RE.subscribe(cb)  # after TiledWriter: frames are in Tiled when the callback sees them
+        RE.subscribe(_tick)
+        t0 = time.perf_counter()
+        result = RE(count([det], num=frames), **det.start_metadata())
+        scan_s = time.perf_counter() - t0
+        bar.close()
+        uid = result.run_start_uids[0]
+        record = cb.records.get(uid)
+        with tqdm(total=frames, desc="masking", unit="frame", disable=not progress) as mbar:
+            deadline = time.monotonic() + timeout
+            finished = False
+            while not finished:
+                finished = cb.wait(0.2) or time.monotonic() > deadline
+                mbar.update((len(record.frames) if record else 0) - mbar.n)
+        processing_s = time.perf_counter() - t0
+        cb.close(timeout=5)
+        summary = _report(client, uid, uri, key, chosen, det.generator.poni_text, out,
+                          record, scan_s, processing_s, find_results)
+        summary["exit_status"] = result.exit_status
+        (out / "live_summary.json").write_text(json.dumps(summary, indent=1, default=str))
+        if keep and server is not None:
+            print(f"\nTiled server running at {uri} (browser: {server.web_ui_link}); "
+                  "Ctrl-C to stop.")
+            try:
+                while True:
+                    time.sleep(1.0)
+            except KeyboardInterrupt:
+                print("stopping the Tiled server")
+        return summary
+    finally:
+        if cb is not None:
+            cb.close(timeout=5)
+        if RE is not None:
+            _stop_run_engine(RE)
+        if server is not None:
+            server.close()
+
+
+def _stop_run_engine(RE: Any) -> None:
+    """Halt the RunEngine if needed and stop its event-loop thread."""
+    if RE.state not in ("idle", "panicked"):
+        try:
+            RE.halt()
+        except Exception as exc:
+            log.debug("RunEngine halt: %s", exc)
+    RE.loop.call_soon_threadsafe(RE.loop.stop)
+    thread = getattr(RE, "_th", None)
+    if thread is not None:
+        thread.join(timeout=5)
+
+
+def _report(client: Any, uid: str, uri: str, key: str | None, masker: Any, poni: str,
+            out: Path, record: Any, scan_s: float, processing_s: float,
+            find_results: Any) -> dict[str, Any]:
+    from .tiled.results import DEFAULT_ROOT
+
+    node = find_results(client, uid)
+    node.refresh()
+    md = node.metadata
+    path = f"{DEFAULT_ROOT}/{uid}"
+    rows = []
+    print(f"\nrun {uid}: scan {scan_s:.1f} s, results complete after {processing_s:.1f} s")
+    print(f"results: {uri}/metadata/{path}  status: {md.get('status')}")
+    print(f"{'frame':>5}  {'spots %':>8}  {'static %':>8}  {'seconds':>7}  {'latency s':>9}")
+    for i in sorted(record.frames if record else []):
+        f = record.frames[i]
+        seconds = sum(f.timings.get(k, 0.0) for k in ("mask", "integrate"))
+        rows.append({"index": i, "spot_fraction": f.spot_fraction,
+                     "static_fraction": f.static_fraction, "seconds": seconds,
+                     "latency_s": f.timings.get("latency"), "error": f.error})
+        if f.error:
+            print(f"{i:>5}  failed: {f.error}")
+        else:
+            print(f"{i:>5}  {100 * f.spot_fraction:>8.3f}  {100 * f.static_fraction:>8.3f}  "
+                  f"{seconds:>7.2f}  {f.timings.get('latency', float('nan')):>9.2f}")
+    print("\nquery them with a plain Tiled client:\n")
+    print(_snippet(uri, key, uid, DEFAULT_ROOT))
+    field = (record.spec.field if record and record.spec else "det")
+    png = None
+    try:
+        png = _write_png(client, uid, field, node, record, masker, poni, out)
+    except Exception as exc:
+        log.warning("could not draw the overlay PNG: %s", exc)
+    if png:
+        print(f"\nPNG: {png}")
+    return {"run_uid": uid, "tiled_uri": uri, "results_path": path,
+            "status": md.get("status"), "masker": masker.settings(), "scan_s": scan_s,
+            "processing_s": processing_s, "frames": rows, "errors": dict(md.get("errors", {})),
+            "png": str(png) if png else None, "out_dir": str(out)}

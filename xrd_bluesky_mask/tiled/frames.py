@@ -1,0 +1,239 @@
+"""Where the worker reads frames: the `FrameSource` protocol, from Tiled or from memory.
+
+A work item names a frame that TiledWriter is about to make readable: ``(run uid, stream,
+field, index)``. `TiledFrameSource.read` waits for it with bounded retries and back-off
+(refreshing the cached array client, retrying the IndexError/KeyError Tiled raises while the
+frame is not there yet) and raises `FrameUnavailable` after ``timeout`` seconds.
+
+When the array is an external HDF5 file that this machine can open (the embedded server, or a
+shared file system), the frame's bytes are read from that file directly (SWMR): Tiled says
+*where* the frames are (the array's data source, looked up once the first frame is registered)
+and the server is spared the heaviest request of the pipeline (a 2880 x 2880 float32 frame is
+33 MB). Later frames of the run are read from that file without asking the server again (the
+callback only names frames whose StreamDatum TiledWriter has already handled); a frame the
+file does not hold (e.g. one in a second file) goes through the Tiled lookup again. Otherwise,
+or if the file read fails, the frame comes through Tiled's HTTP API.
+
+It also retries HTTP 422 "Can not reshape": with tiled 0.2.20, an ophyd-async array registered
+as ``(N, 1, rows, cols)`` is unreadable while the detector's HDF5 file already holds frame N+1
+and TiledWriter has not registered it yet (tiled trims a file that grew only when the ranks are
+equal). The next registration makes it readable again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import unquote, urlsplit
+
+import numpy as np
+
+from ..errors import FrameUnavailable
+
+__all__ = ["FrameSource", "InMemoryFrameSource", "TiledFrameSource", "as_frame"]
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    """Reads one detector frame of a run."""
+
+    def read(self, run_uid: str, stream: str, field: str, index: int) -> np.ndarray:
+        """Frame ``index`` (0-based) of ``field`` in ``stream`` of run ``run_uid``, 2D."""
+        ...
+
+
+def as_frame(data: np.ndarray) -> np.ndarray:
+    """Drop leading length-1 axes (ophyd-async stores ``(1, rows, cols)`` per event)."""
+    a = np.asarray(data)
+    while a.ndim > 2 and a.shape[0] == 1:
+        a = a[0]
+    return a
+
+
+def _transient(exc: Exception) -> bool:
+    """A Tiled read error that goes away once TiledWriter registers the next frame."""
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    return status == 422 and "reshape" in str(exc)
+
+
+@dataclass(frozen=True)
+class _LocalHDF5:
+    path: str
+    dataset: str
+
+
+def _local_hdf5(arr: Any) -> _LocalHDF5 | None:
+    """The local HDF5 file behind an external Tiled array (one file only), or None."""
+    try:
+        (source,) = arr.data_sources()
+    except Exception:  # not one data source, or not exposed
+        return None
+    if source.mimetype != "application/x-hdf5" or len(source.assets) != 1:
+        return None
+    uri = urlsplit(source.assets[0].data_uri)
+    path = unquote(uri.path)
+    dataset = (source.parameters or {}).get("dataset")
+    if uri.scheme != "file" or uri.netloc not in ("", "localhost") or not dataset:
+        return None
+    return _LocalHDF5(path, dataset) if os.path.isfile(path) else None
+
+
+def _read_hdf5(local: _LocalHDF5, index: int) -> np.ndarray | None:
+    """Frame ``index`` of the file, or None if the file does not hold it yet."""
+    import h5py
+
+    with h5py.File(local.path, "r", swmr=True, libver="latest") as fh:
+        dset = fh[local.dataset]
+        dset.refresh()
+        if index >= dset.shape[0]:
+            return None
+        return np.asarray(dset[index])
+
+
+class TiledFrameSource:
+    """Frames read through a Tiled client, waiting until TiledWriter has made them readable.
+
+    Parameters
+    ----------
+    runs
+        The Tiled container that holds the runs (what TiledWriter was given).
+    timeout
+        Seconds to wait for one frame before `FrameUnavailable`.
+    poll
+        First wait between attempts, seconds; doubles up to ``max_poll``.
+    max_poll
+        Longest wait between attempts, seconds.
+    direct
+        Read registered frames straight from their HDF5 file when this machine can open it.
+    """
+
+    def __init__(self, runs: Any, *, timeout: float = 30.0, poll: float = 0.02,
+                 max_poll: float = 0.5, direct: bool = True) -> None:
+        self.runs, self.timeout, self.poll, self.max_poll = runs, timeout, poll, max_poll
+        self.direct = direct
+        self._arrays: dict[tuple[str, str, str], Any] = {}
+        self._files: dict[tuple[str, str, str], _LocalHDF5 | None] = {}
+        self._lock = threading.Lock()
+
+    def _fetch(self, key: tuple[str, str, str], arr: Any, index: int) -> np.ndarray:
+        """Frame ``index`` of a registered array: from its local file if possible, else HTTP."""
+        if self.direct:
+            if key not in self._files:
+                self._files[key] = _local_hdf5(arr)
+            local = self._files[key]
+            if local is not None:
+                try:
+                    frame = _read_hdf5(local, index)
+                    if frame is not None:
+                        return as_frame(frame)
+                except Exception as exc:
+                    log.warning("reading %s directly failed (%s); reading through Tiled",
+                                local.path, exc)
+                    self._files[key] = None
+        return as_frame(arr[index])
+
+    def _array(self, run_uid: str, stream: str, field: str) -> Any:
+        key = (run_uid, stream, field)
+        with self._lock:
+            arr = self._arrays.get(key)
+        if arr is None:
+            arr = self.runs[f"{run_uid}/{stream}/{field}"]  # KeyError until created
+            if self.direct:
+                arr = arr.include_data_sources()  # later refreshes bring them along
+            with self._lock:
+                self._arrays[key] = arr
+        return arr
+
+    def forget(self, run_uid: str) -> None:
+        """Drop the cached array clients of a finished run."""
+        with self._lock:
+            for key in [k for k in self._arrays if k[0] == run_uid]:
+                del self._arrays[key]
+                self._files.pop(key, None)
+
+    def read(self, run_uid: str, stream: str, field: str, index: int) -> np.ndarray:
+        """Frame ``index`` of ``run_uid/stream/field`` as a 2D array.
+
+        Raises
+        ------
+        FrameUnavailable
+            The frame did not become readable within ``timeout`` seconds.
+        """
+        key = (run_uid, stream, field)
+        local = self._files.get(key) if self.direct else None
+        if local is not None:  # this run's file is known: skip the round trip to the server
+            try:
+                frame = _read_hdf5(local, index)
+                if frame is not None:
+                    return as_frame(frame)
+            except Exception as exc:
+                log.warning("reading %s directly failed (%s); reading through Tiled",
+                            local.path, exc)
+        deadline = time.monotonic() + self.timeout
+        wait, attempts, last = self.poll, 0, "no attempt"
+        while True:
+            attempts += 1
+            try:
+                arr = self._array(run_uid, stream, field)
+                if index >= arr.shape[0]:
+                    arr.refresh()
+                    self._files.pop((run_uid, stream, field), None)  # files may have changed
+                    if index >= arr.shape[0]:
+                        raise IndexError(f"{arr.shape[0]} frames so far")
+                return self._fetch((run_uid, stream, field), arr, index)
+            except (IndexError, KeyError) as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:
+                if not _transient(exc):
+                    raise
+                last = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                self.forget(run_uid)
+            now = time.monotonic()
+            if now >= deadline:
+                raise FrameUnavailable(
+                    f"frame {index} of {run_uid}/{stream}/{field} was not readable in Tiled "
+                    f"after {self.timeout:g} s ({attempts} attempts; last: {last}). Check that "
+                    "TiledWriter runs with batch_size=1 and is subscribed before this callback, "
+                    "and that the server can read the detector's files (readable_storage)."
+                )
+            time.sleep(min(wait, deadline - now))
+            wait = min(wait * 2, self.max_poll)
+
+
+class InMemoryFrameSource:
+    """Frames kept in memory, for tests and offline use: `put` then `read`.
+
+    Parameters
+    ----------
+    timeout
+        Seconds `read` waits for a frame not yet `put` before `FrameUnavailable`.
+    """
+
+    def __init__(self, timeout: float = 5.0) -> None:
+        self.timeout = timeout
+        self._frames: dict[tuple[str, str, str, int], np.ndarray] = {}
+        self._cond = threading.Condition()
+
+    def put(self, run_uid: str, stream: str, field: str, index: int, frame: np.ndarray) -> None:
+        """Store one frame (2D, or with leading length-1 axes)."""
+        with self._cond:
+            self._frames[(run_uid, stream, field, int(index))] = np.asarray(frame)
+            self._cond.notify_all()
+
+    def read(self, run_uid: str, stream: str, field: str, index: int) -> np.ndarray:
+        """The stored frame, waiting up to ``timeout`` seconds for it."""
+        key = (run_uid, stream, field, int(index))
+        with self._cond:
+            if not self._cond.wait_for(lambda: key in self._frames, timeout=self.timeout):
+                raise FrameUnavailable(
+                    f"frame {index} of {run_uid}/{stream}/{field} was never put into this "
+                    f"InMemoryFrameSource (waited {self.timeout:g} s)."
+                )
+            return as_frame(self._frames[key])
