@@ -60,11 +60,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log INFO messages")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="simulate frames, mask them, integrate, write PNG + numbers")
-    d.add_argument("--frames", type=int, default=4, help="frames to simulate (default 4)")
+    d = sub.add_parser(
+        "demo",
+        help="a Bluesky scan of simulated frames masked live, results in Tiled (embedded server)",
+        description="Starts a local Tiled server (or uses --tiled), runs count([det], N) on a "
+        "simulated XRD detector with TiledWriter and the masking callback, then prints where "
+        "the results live and how to query them, and writes a PNG. --offline instead scores "
+        "the U-Net and the classical filter against the simulator's ground truth.",
+    )
+    d.add_argument("--frames", type=int, default=5, help="frames to scan (default 5)")
     d.add_argument("--size", type=int, default=2880, help="frame size, px (default 2880)")
     d.add_argument("--seed", type=int, default=0, help="simulation seed (default 0)")
     d.add_argument("--out", type=Path, default=Path("xrd-mask-demo"), help="output folder")
+    d.add_argument("--tiled", default=None, metavar="URI",
+                   help="use this Tiled server instead of the embedded one (API key from "
+                   "--api-key or TILED_API_KEY)")
+    d.add_argument("--api-key", default=None, help="Tiled API key (default: TILED_API_KEY)")
+    d.add_argument("--keep", action="store_true",
+                   help="leave the embedded server running and print its URL (Ctrl-C to stop)")
+    d.add_argument("--offline", action="store_true",
+                   help="no Tiled/Bluesky: simulate, mask, score against the ground truth")
     _add_masker(d)
     _add_integration(d)
 
@@ -122,11 +137,18 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "demo":
-            from .demo import run_demo
+            if args.offline:
+                from .demo import run_demo
 
-            run_demo(args.out, frames=args.frames, size=args.size, seed=args.seed,
-                     masker=masker_from_args(args), settings=integration_from_args(args))
-            return 0
+                run_demo(args.out, frames=args.frames, size=args.size, seed=args.seed,
+                         masker=masker_from_args(args), settings=integration_from_args(args))
+                return 0
+            from .live import run_live_demo
+
+            summary = run_live_demo(frames=args.frames, size=args.size, seed=args.seed,
+                                    masker=masker_from_args(args), tiled_uri=args.tiled,
+                                    api_key=args.api_key, keep=args.keep, out_dir=args.out)
+            return 0 if summary.get("exit_status") == "success" else 1
         if args.command == "predict":
             return _predict(args)
         if args.command == "evaluate":
