@@ -322,3 +322,22 @@ def test_random_scenes_render():
         assert not (f.labels & f.static_mask).any()
         if style.startswith("negative"):
             assert not f.labels.any()
+
+
+def test_bright_heavy_tailed_spot_labels_are_round_and_bounded():
+    """Tails end inside the render box: a saturating heavy-tailed spot gets a round label no
+    wider than twice the maximum radius, never the box's square outline."""
+    import numpy as np
+
+    from xrd_bluesky_mask.simulate.spots import MAX_RADIUS_PX
+
+    cfg = preset("rings_spots", shape=(512, 512), spots={
+        "count": 1, "kinds": {"lorentzian": 1.0}, "size_px": (10.0, 12.0),
+        "rel_brightness": (500.0, 1000.0), "saturated_fraction": 1.0, "on_ring_fraction": 0.0})
+    sim = simulate_frame(cfg, seed=4)
+    ys, xs = np.nonzero(sim.spot_ids == 1)
+    assert ys.size > 50
+    h, w = np.ptp(ys) + 1, np.ptp(xs) + 1
+    assert max(h, w) <= 2 * MAX_RADIUS_PX + 6
+    # a square would fill its bounding box; a disc fills about pi/4 of it
+    assert ys.size / (h * w) < 0.9

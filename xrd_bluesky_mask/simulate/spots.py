@@ -15,7 +15,7 @@ import numpy as np
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 _PIXEL_VAR = 1.0 / 12.0
-MAX_RADIUS_PX = 160.0
+MAX_RADIUS_PX = 48.0
 
 
 def _gauss_reach(sigma: float, ratio: float) -> float:
@@ -178,7 +178,8 @@ def draw_shape(kind: str, size_px: float, rng: np.random.Generator,
 
 def render_in_box(shape: SpotShape, row: float, col: float, half: int,
                   frame_shape: tuple[int, int]) -> tuple[slice, slice, np.ndarray] | None:
-    """Evaluate ``shape`` centred at ``(row, col)`` px in a box of half-size ``half`` px.
+    """Evaluate ``shape`` centred at ``(row, col)`` px in a box of half-size ``half`` px,
+    tapered smoothly to zero at ``half`` px from the centre (PSF tails end there).
 
     Returns the row/col slices of the frame and the profile patch (float32), clipped to the
     frame; ``None`` when the box lies outside the frame.
@@ -191,4 +192,7 @@ def render_in_box(shape: SpotShape, row: float, col: float, half: int,
         return None
     dy = (np.arange(r0, r1, dtype=np.float32) - np.float32(row))[:, None]
     dx = (np.arange(c0, c1, dtype=np.float32) - np.float32(col))[None, :]
-    return slice(r0, r1), slice(c0, c1), shape.evaluate(dy, dx)
+    # a smooth circular taper to 0 at the box edge: tails end inside the box, so no profile
+    # (and no label) ever shows the box's square outline
+    taper = np.clip(1.0 - (dy * dy + dx * dx) / np.float32(half * half), 0.0, None) ** 2
+    return slice(r0, r1), slice(c0, c1), shape.evaluate(dy, dx) * taper
