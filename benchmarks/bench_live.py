@@ -17,25 +17,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from xrd_bluesky_mask.sysinfo import machine
+
 STAGES = ["read", "mask", "integrate", "write", "latency"]
-
-
-def cpu() -> str:
-    """CPU model and core count."""
-    name = platform.processor() or "cpu"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            name = next(line.split(":", 1)[1].strip() for line in fh if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    return f"{name}, {os.cpu_count()} cores"
 
 
 def med(xs: list[float]) -> float:
@@ -116,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     base_scan = med(scan[names[0]])
     print(f"\n{args.frames} frames of {args.size}x{args.size} float32 per scan, exposure "
           f"{args.exposure:g} s, masker {args.masker}, Tiled server in a {args.server}, "
-          f"{args.repeats} repeats, {cpu()}\n")
+          f"{args.repeats} repeats, {machine()}\n")
     print("| measure | " + " | ".join(names) + " |")
     print("| --- |" + " --- |" * len(names))
     print("| RunEngine scan time (s), median (all) | " + " | ".join(

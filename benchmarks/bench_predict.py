@@ -11,29 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 
 import numpy as np
 
+from xrd_bluesky_mask.sysinfo import machine
+
 STAGES = ["normalise", "tile", "network", "stitch", "threshold", "integrate", "total"]
-
-
-def machine() -> str:
-    """CPU model, cores and torch threads."""
-    import torch
-
-    cpu = platform.processor() or "cpu"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} " \
-           f"threads), GPU: {gpu}"
 
 
 def model_folder(path: str | None) -> tuple[str, str]:

@@ -127,17 +127,24 @@ class TiledFrameSource:
         if self.direct:
             if key not in self._files:
                 self._files[key] = _local_hdf5(arr)
-            local = self._files[key]
-            if local is not None:
-                try:
-                    frame = _read_hdf5(local, index)
-                    if frame is not None:
-                        return as_frame(frame)
-                except Exception as exc:
-                    log.warning("reading %s directly failed (%s); reading through Tiled",
-                                local.path, exc)
-                    self._files[key] = None
+            frame = self._read_local(key, index)
+            if frame is not None:
+                return frame
         return as_frame(arr[index])
+
+    def _read_local(self, key: tuple[str, str, str], index: int) -> np.ndarray | None:
+        """Frame ``index`` from the run's HDF5 file read directly, or None (not known, not
+        written yet, or unreadable: then the file is forgotten and reads go through Tiled)."""
+        local = self._files.get(key)
+        if local is None:
+            return None
+        try:
+            frame = _read_hdf5(local, index)
+        except Exception as exc:
+            log.warning("reading %s directly failed (%s); reading through Tiled", local.path, exc)
+            self._files[key] = None
+            return None
+        return None if frame is None else as_frame(frame)
 
     def _array(self, run_uid: str, stream: str, field: str) -> Any:
         key = (run_uid, stream, field)
@@ -167,15 +174,10 @@ class TiledFrameSource:
             The frame did not become readable within ``timeout`` seconds.
         """
         key = (run_uid, stream, field)
-        local = self._files.get(key) if self.direct else None
-        if local is not None:  # this run's file is known: skip the round trip to the server
-            try:
-                frame = _read_hdf5(local, index)
-                if frame is not None:
-                    return as_frame(frame)
-            except Exception as exc:
-                log.warning("reading %s directly failed (%s); reading through Tiled",
-                            local.path, exc)
+        if self.direct:  # this run's file is known: skip the round trip to the server
+            frame = self._read_local(key, index)
+            if frame is not None:
+                return frame
         deadline = time.monotonic() + self.timeout
         wait, attempts, last = self.poll, 0, "no attempt"
         while True:
