@@ -57,6 +57,7 @@ def save_model(net: torch.nn.Module, card: ModelCard, folder: str | Path) -> Pat
     try:
         save_file(state, tmp)
         card = card.model_copy(update={"sha256": sha256_of(Path(tmp))})
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; model files are meant to be shared
         os.replace(tmp, weights)
     finally:
         if os.path.exists(tmp):
@@ -70,6 +71,7 @@ def _write_json(path: Path, data: dict) -> None:
     with os.fdopen(fd, "w") as fh:
         json.dump(data, fh, indent=2)
         fh.write("\n")
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
