@@ -230,6 +230,9 @@ def _report(client: Any, uid: str, uri: str, key: str | None, masker: Any, poni:
     path = f"{DEFAULT_ROOT}/{uid}"
     rows = []
     print(f"\nrun {uid}: scan {scan_s:.1f} s, results complete after {processing_s:.1f} s")
+    settings = masker.settings()
+    model = f", model {settings['model_id']}" if settings.get("model_id") else ""
+    print(f"masker: {masker.name}{model}")
     print(f"results: {uri}/metadata/{path}  status: {md.get('status')}")
     print(f"{'frame':>5}  {'spots %':>8}  {'static %':>8}  {'seconds':>7}  {'latency s':>9}")
     for i in sorted(record.frames if record else []):
