@@ -26,6 +26,6 @@ else
     echo "setup: reusing $venv"
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
-    --no-build-isolation -e "$root" 2>&1 | grep -vE "^WARNING: Location|BuildBackendWarning|^ *$|!!|\*\*\*|Please|By 20|See https|corresp|with strategy" \
+    --no-build-isolation -e "$root" 2>&1 | grep -vE "^WARNING: Location|BuildBackendWarning|^ *$|!!|\*\*\*|Please|By 20|See https|corresp|with strategy|name as your package" \
     || true
 ln -sfn "$venv" "$root/.venv"

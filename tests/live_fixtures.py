@@ -92,3 +92,15 @@ def make_det(run_engine, raw_dir):
         return make_detector(raw_dir, run_engine=run_engine, **kwargs)
 
     return make
+
+
+class Exploding:
+    """A masker whose predict always raises."""
+
+    name = "exploding"
+
+    def predict(self, frame, geometry):
+        raise RuntimeError("kaboom")
+
+    def settings(self):
+        return {"masker": self.name}

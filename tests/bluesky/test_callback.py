@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from event_model import compose_run
 
+from tests.live_fixtures import Exploding
 from xrd_bluesky_mask.bluesky.callback import XRDMaskCallback, find_image_field, find_poni
 from xrd_bluesky_mask.geometry import as_geometry
 from xrd_bluesky_mask.masking import get_masker
@@ -23,18 +24,6 @@ SHAPE = (64, 64)
 def scene():
     sim = simulate_frame("rings_spots", seed=3, shape=SHAPE)
     return sim.image, sim.geometry.poni_text
-
-
-class Exploding:
-    """A masker whose predict always raises."""
-
-    name = "exploding"
-
-    def predict(self, frame, geometry):
-        raise RuntimeError("kaboom")
-
-    def settings(self):
-        return {"masker": self.name}
 
 
 def _callback(masker="classical", **kw):

@@ -7,6 +7,7 @@ import pytest
 from bluesky.plans import count
 from bluesky_tiled_plugins import TiledWriter
 
+from tests.live_fixtures import Exploding
 from xrd_bluesky_mask.api import predict_mask
 from xrd_bluesky_mask.bluesky.callback import XRDMaskCallback
 from xrd_bluesky_mask.geometry import as_geometry
@@ -14,18 +15,6 @@ from xrd_bluesky_mask.integration import integrate
 from xrd_bluesky_mask.masking import get_masker
 from xrd_bluesky_mask.tiled.frames import as_frame
 from xrd_bluesky_mask.tiled.results import find_results, load_masks, load_patterns
-
-
-class Exploding:
-    """A masker whose predict always raises."""
-
-    name = "exploding"
-
-    def predict(self, frame, geometry):
-        raise RuntimeError("kaboom")
-
-    def settings(self):
-        return {"masker": self.name}
 
 
 def _scan(RE, client, det, masker, num):
