@@ -30,7 +30,7 @@ import xarray as xr
 from .integration import IntegrationSettings, integrate
 from .masking import Masker
 from .masking.preprocess import prepare_frame
-from .metrics import pixel_metrics, rwp
+from .metrics import pixel_metrics, rwp, spot_counts
 
 SEED_BASE = 1_000_000  #: held-out seeds start here; training uses seeds below it
 TRANSFER_STYLES = ("rings_spots", "spots_po", "spots_texture", "negative_po")
@@ -171,17 +171,12 @@ def score(sim, masker: Masker | None, truth: xr.DataArray,
     pattern = integrate(sim.image, geo, mask=spots | static, settings=settings)
     valid = ~static
     pm = pixel_metrics(spots, sim.labels, valid)
-    ids = sim.spot_ids[valid & (sim.spot_ids > 0)]
-    hits = spots[valid & (sim.spot_ids > 0)]
-    n = int(sim.spot_ids.max()) + 1
-    total = np.bincount(ids, minlength=n)
-    covered = np.bincount(ids, weights=hits.astype(float), minlength=n)
-    present = total > 0
+    found, total = spot_counts(spots, sim.spot_ids, valid)
     return {
         **{k: pm[k] for k in ("tp", "fp", "fn", "tn")},
         "masked_pct": 100.0 * float(spots[valid].mean()),
-        "spots": int(present.sum()),
-        "spots_found": int((covered[present] / total[present] >= 0.5).sum()),
+        "spots": total,
+        "spots_found": found,
         "rwp": rwp(pattern, truth),
         "po_area_error": po_area_error(pattern, truth, sim),
     }

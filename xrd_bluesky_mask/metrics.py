@@ -29,20 +29,34 @@ def pixel_metrics(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray | None 
     }
 
 
-def spot_recall(pred: np.ndarray, spot_ids: np.ndarray, min_covered: float = 0.5) -> float:
-    """Fraction of labelled spots with at least ``min_covered`` of their pixels masked.
+def spot_counts(
+    pred: np.ndarray,
+    spot_ids: np.ndarray,
+    valid: np.ndarray | None = None,
+    min_covered: float = 0.5,
+) -> tuple[int, int]:
+    """``(found, total)``: labelled spots with at least ``min_covered`` of their pixels masked.
 
-    ``spot_ids`` is int ``(rows, cols)``: 0 = no spot, k = pixels of spot k.
+    ``spot_ids`` is int ``(rows, cols)``: 0 = no spot, k = pixels of spot k. Only pixels where
+    ``valid`` is True count (a spot with no valid pixel is not counted at all).
     """
-    ids = spot_ids.ravel()
-    sel = ids > 0
-    if not sel.any():
-        return float("nan")
-    n = int(ids.max()) + 1
-    total = np.bincount(ids[sel], minlength=n)
-    hit = np.bincount(ids[sel], weights=pred.ravel()[sel].astype(np.float64), minlength=n)
+    sel = spot_ids > 0
+    if valid is not None:
+        sel &= valid
+    ids = spot_ids[sel]
+    if ids.size == 0:
+        return 0, 0
+    n = int(spot_ids.max()) + 1
+    total = np.bincount(ids, minlength=n)
+    hit = np.bincount(ids, weights=pred[sel].astype(np.float64), minlength=n)
     present = total > 0
-    return float(np.mean(hit[present] / total[present] >= min_covered))
+    return int((hit[present] / total[present] >= min_covered).sum()), int(present.sum())
+
+
+def spot_recall(pred: np.ndarray, spot_ids: np.ndarray, min_covered: float = 0.5) -> float:
+    """Fraction of labelled spots with at least ``min_covered`` of their pixels masked."""
+    found, total = spot_counts(pred, spot_ids, min_covered=min_covered)
+    return found / total if total else float("nan")
 
 
 def rwp(pattern: xr.DataArray | np.ndarray, reference: xr.DataArray | np.ndarray) -> float:
