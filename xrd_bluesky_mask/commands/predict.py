@@ -1,0 +1,60 @@
+"""``xrd-mask predict``: mask image files and write masks + 1D patterns beside them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..cli import add_integration, add_masker, integration_from_args, masker_from_args
+
+ORDER = 1
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("predict", help="mask image files and write masks + 1D patterns")
+    p.add_argument("images", nargs="+", type=Path, help="TIFF/EDF/CBF/NPY/HDF5 frames")
+    p.add_argument("--poni", required=True, type=Path, help="pyFAI PONI file of the detector")
+    p.add_argument("--out", type=Path, default=Path("."), help="output folder (default .)")
+    p.add_argument("--png", action="store_true", help="also write an overlay PNG per frame")
+    p.add_argument("--flipud", action="store_true",
+                   help="flip frames up-down before the PONI applies (e.g. Dioptas orientation)")
+    p.add_argument("--index", type=int, default=None, help="frame index in a 3D HDF5 stack")
+    p.add_argument("--dataset", default=None, help="HDF5 dataset path (default: auto)")
+    p.add_argument("--user-mask", type=Path, default=None,
+                   help="image file, non-zero = always exclude (beamstop, bad pixels)")
+    add_masker(p)
+    add_integration(p)
+    return p
+
+
+def run(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from ..files import read_frame
+    from ..predict_files import predict_files
+
+    if not args.poni.is_file():
+        from ..errors import GeometryError
+
+        raise GeometryError(f"PONI file {str(args.poni)!r} not found; pass --poni FILE")
+    user_mask = read_frame(args.user_mask) != 0 if args.user_mask else None
+    masker = masker_from_args(args)
+    outcomes = predict_files(
+        args.images, args.poni, masker, args.out, settings=integration_from_args(args),
+        png=args.png, flipud=args.flipud, index=args.index, dataset=args.dataset,
+        user_mask=user_mask,
+    )
+    print(f"{'file':40s} {'spots %':>8s} {'static %':>9s} {'s':>6s}")
+    for o in outcomes:
+        if o.error:
+            continue
+        print(f"{o.path.name:40s} {100 * o.spot_fraction:8.3f} "
+              f"{100 * o.static_fraction:9.3f} {o.seconds:6.2f}")
+    failed = [o for o in outcomes if o.error]
+    if failed:
+        print(f"\n{len(failed)} of {len(outcomes)} file(s) failed; nothing was written for them:",
+              file=sys.stderr)
+        for o in failed:
+            print(f"  {o.path}: {o.error}", file=sys.stderr)
+        return 1
+    print(f"\nwrote {sum(len(o.written) for o in outcomes)} files to {args.out}")
+    return 0

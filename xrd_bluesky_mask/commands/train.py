@@ -1,0 +1,40 @@
+"""``xrd-mask train``: train or fine-tune a U-Net on simulated frames or image+mask files."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+ORDER = 2
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    t = sub.add_parser("train", help="train a U-Net on simulated frames or image+mask files")
+    t.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log, best/)")
+    t.add_argument("--images", nargs="+", type=Path, default=None,
+                   help="train on these frames instead of simulated ones (needs --masks, --poni)")
+    t.add_argument("--masks", nargs="+", type=Path, default=None,
+                   help="label masks for --images (0 = no spot, 1 = spot, other = ignore)")
+    t.add_argument("--poni", type=Path, default=None, help="PONI of the --images detector")
+    t.add_argument("--init", type=Path, default=None,
+                   help="fine-tune from this model folder instead of a fresh network")
+    t.add_argument("--frames", type=int, default=32, help="simulated frames (default 32)")
+    t.add_argument("--size", type=int, default=1024, help="simulated frame size, px")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--epochs", type=int, default=20)
+    t.add_argument("--batch-size", type=int, default=50)
+    t.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (paper: 1e-2)")
+    t.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"])
+    t.add_argument("--spot-weight", type=float, default=4.0, help="CE weight of the spot class")
+    t.add_argument("--max-minutes", type=float, default=None, help="stop after this wall time")
+    t.add_argument("--model-id", default="xrdmask-unet")
+    t.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
+    t.add_argument("--device", default=None)
+    return t
+
+
+def run(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from ..training.run import train_from_args
+
+    train_from_args(args, argv)
+    return 0
