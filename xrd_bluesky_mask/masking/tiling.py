@@ -113,7 +113,7 @@ class HaloPredictor:
         return net(xp.contiguous(memory_format=torch.channels_last))[..., :rows, :cols]
 
     def __call__(self, x: torch.Tensor, net: torch.nn.Module) -> torch.Tensor:
-        """Logits ``(1, classes, rows, cols)`` for input ``x`` ``(1, C, rows, cols)``."""
+        """Logits ``(batch, classes, rows, cols)`` for input ``x`` ``(batch, C, rows, cols)``."""
         import torch
 
         t0 = time.perf_counter()
@@ -131,7 +131,8 @@ class HaloPredictor:
                     piece = self._run(x[..., a0:a1, b0:b1], net).float()
                     if out is None:
                         out = torch.empty(
-                            (1, piece.shape[1], rows, cols), dtype=piece.dtype, device=x.device
+                            (x.shape[0], piece.shape[1], rows, cols), dtype=piece.dtype,
+                            device=x.device,
                         )
                     out[..., r0:r1, c0:c1] = piece[..., r0 - a0 : r1 - a0, c0 - b0 : c1 - b0]
         self.timings = {"tile": 0.0, "network": time.perf_counter() - t0, "stitch": 0.0}

@@ -1,0 +1,45 @@
+"""``xrd-mask bench``: frames/s and ms/frame per stage, U-Net (fast and reference) vs classical."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+ORDER = 6
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    b = sub.add_parser(
+        "bench", help="time masking + integration of full frames (U-Net vs classical)",
+        description="Times the U-Net fast path, the U-Net reference path and the classical "
+        "filter on the same simulated frames in one process, and prints a table per stage and "
+        "end to end with the machine, ratios and the fast path's agreement with the reference.")
+    b.add_argument("--size", type=int, default=2880, help="frame size, px (default 2880)")
+    b.add_argument("--frames", type=int, default=4, help="frames timed per path (default 4)")
+    b.add_argument("--batch", type=int, default=2, help="frames per fast-path batch (default 2)")
+    b.add_argument("--paper", action="store_true",
+                   help="also time the paper's configuration (256 px qlty windows, step 128)")
+    b.add_argument("--paths", nargs="+", default=None,
+                   choices=["fast", "reference", "classical", "paper"],
+                   help="time only these paths")
+    b.add_argument("--model", default=None, help="model folder (default: the active model)")
+    b.add_argument("--device", default=None, help="torch device (default: cuda if usable)")
+    b.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    return b
+
+
+def run(args: argparse.Namespace, argv: list[str] | None) -> int:
+    import numpy as np
+
+    from ..bench import run_bench
+
+    paths = args.paths or ["fast", "reference", "classical"] + (["paper"] if args.paper else [])
+    if args.frames < 1 or args.batch < 1:
+        raise SystemExit("xrd-mask bench: --frames and --batch must be at least 1")
+    with np.errstate(all="ignore"):
+        report = run_bench(args.size, args.frames, batch=args.batch, paths=paths,
+                           model=args.model, device=args.device)
+    print(report.summary())
+    if args.json:
+        print(f"\nwrote {report.to_json(args.json)}")
+    return 0
