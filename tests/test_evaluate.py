@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from xrd_bluesky_mask.evaluate import Case, evaluate, heldout_cases, po_area_error, score
+from xrd_bluesky_mask.evaluate import (
+    Case,
+    clear_spot_ids,
+    evaluate,
+    heldout_cases,
+    po_area_error,
+    score,
+)
 from xrd_bluesky_mask.integration import integrate
 from xrd_bluesky_mask.masking.base import MaskResult
 from xrd_bluesky_mask.masking.classical import RingOutlierMasker
@@ -85,3 +92,18 @@ def test_training_scenes_never_use_held_out_phases():
     finally:
         simulate.random_scene = orig
     assert names and not names & set(HELD_OUT_PHASES)
+
+
+def test_clear_spots_are_the_bright_subset():
+    sim = simulate_frame(preset("rings_spots", shape=(512, 512)), seed=5)
+    clear = clear_spot_ids(sim)
+    assert 0 < len(clear) <= len(sim.spots)
+    peaks = {s.spot_id: s.peak_counts for s in sim.spots}
+    assert len(clear_spot_ids(sim, nsigma=1000.0)) <= len(clear)
+    # every clear spot is brighter than the faintest spot left out at the same level of noise
+    assert min(peaks[i] for i in clear) > 0
+    _, static = prepare_frame(sim.image, sim.geometry, extra_static=sim.static_mask)
+    truth = integrate(sim.spot_free, sim.geometry, mask=static)
+    oracle = score(sim, Oracle(sim), truth, None)
+    assert oracle["clear_spots_found"] == oracle["clear_spots"] == len(
+        set(clear) & set(np.unique(sim.spot_ids[~static])))
