@@ -1,0 +1,12 @@
+"""Settings: ../xrd_settings.toml (or the file $XRD_SETTINGS names), environment variables win.
+
+`xrd` collects what the next startup files build; `xrd.close()` runs at exit
+(it finishes queued masking, then stops the embedded server).
+"""
+
+from pathlib import Path
+
+from xrd_bluesky_mask.profile import Beamline, load_settings
+
+xrd = Beamline(load_settings(Path(__file__).resolve().parents[1] / "xrd_settings.toml"))
+xrd.close_at_exit()

@@ -1,0 +1,19 @@
+"""Plans: bluesky's, and retrain / set_model from xrd_bluesky_mask.bluesky.plans when present."""
+
+import importlib.util
+
+import bluesky.plan_stubs as bps  # noqa: F401
+from bluesky.plans import count, grid_scan, list_scan, rel_scan, scan  # noqa: F401
+
+xrd_plans = ["count", "scan", "rel_scan", "list_scan", "grid_scan", "bps.*"]
+xrd_plans_note = ""
+if importlib.util.find_spec("xrd_bluesky_mask.bluesky.plans") is None:
+    xrd_plans_note = ("retrain and set_model are not available: xrd_bluesky_mask.bluesky.plans "
+                      "is not installed in this version")
+else:
+    try:
+        from xrd_bluesky_mask.bluesky.plans import retrain, set_model  # noqa: F401
+
+        xrd_plans += ["retrain", "set_model"]
+    except ImportError as exc:
+        xrd_plans_note = f"retrain and set_model could not be imported: {exc}"

@@ -1,0 +1,221 @@
+"""The IPython beamline profile: its settings, its startup files run headlessly against the
+embedded server (``runpy``, in order), and ``ipython --profile-dir=profiles/profile_xrd`` itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from xrd_bluesky_mask.errors import InputFileError, XRDMaskError
+from xrd_bluesky_mask.profile import ProfileSettings, load_settings
+
+PROFILE = Path(__file__).resolve().parents[2] / "profiles" / "profile_xrd"
+STARTUP = sorted((PROFILE / "startup").glob("*.py"))
+
+
+def _settings_file(tmp_path: Path, *, shape: int = 128, extra: str = "") -> Path:
+    path = tmp_path / "xrd_settings.toml"
+    path.write_text(textwrap.dedent(f"""\
+        data_dir = "data"
+        [run_engine]
+        metadata = {{ beamline_id = "test" }}
+        [detector]
+        shape = [{shape}, {shape}]
+        [masking]
+        masker = "classical"
+        """) + extra)
+    return path
+
+
+def test_the_shipped_settings_file_is_valid_and_documents_every_key():
+    settings = load_settings(PROFILE / "xrd_settings.toml", environ={})
+    assert settings.tiled.uri == "" and settings.masking.masker == "unet"
+    text = (PROFILE / "xrd_settings.toml").read_text()
+    for section in ("tiled", "run_engine", "detector", "masking"):
+        model = ProfileSettings.model_fields[section].annotation.model_fields
+        for key in model:
+            assert f"{key} =" in text, f"[{section}] {key} is not documented"
+
+
+def test_environment_wins_over_the_file(tmp_path):
+    path = _settings_file(tmp_path)
+    env = {"XRD_TILED_URI": "http://tiled:8000/api/v1", "TILED_URI": "http://other/api/v1",
+           "TILED_API_KEY": "k3y", "XRD_MASKER": "unet", "XRD_DETECTOR_SHAPE": "64 x 96",
+           "XRD_DATA_DIR": "/srv/xrd"}
+    s = load_settings(path, environ=env)
+    assert s.tiled.uri == "http://tiled:8000/api/v1" and s.tiled.api_key == "k3y"
+    assert s.masking.masker == "unet" and s.detector.shape == (64, 96)
+    assert s.data_path == Path("/srv/xrd")
+    assert load_settings(path, environ={}).data_path == (tmp_path / "data").resolve()
+    (tmp_path / "other").mkdir()
+    other = _settings_file(tmp_path / "other", shape=32)
+    assert load_settings(None, environ={"XRD_SETTINGS": str(other)}).detector.shape == (32, 32)
+
+
+@pytest.mark.parametrize("extra, match", [
+    ("colour = 'red'\n", "colour: Extra inputs are not permitted"),
+    ("[tiled]\nurl = 'http://x'\n", "tiled.url: Extra inputs"),
+    ("[tiled]\nembedded_mode = 'fast'\n", "tiled.embedded_mode"),
+])
+def test_unknown_or_bad_keys_fail_at_load_time(tmp_path, extra, match):
+    with pytest.raises(XRDMaskError, match=match) as info:
+        load_settings(_settings_file(tmp_path, extra=extra), environ={})
+    assert "xrd_settings.toml" in str(info.value)
+
+
+def test_missing_or_broken_settings_file(tmp_path):
+    with pytest.raises(InputFileError, match="not found"):
+        load_settings(tmp_path / "nope.toml", environ={})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[tiled\n")
+    with pytest.raises(InputFileError, match="not valid TOML"):
+        load_settings(bad, environ={})
+
+
+def test_an_unreachable_server_is_an_error_not_a_silent_local_catalog(tmp_path):
+    import socket
+    import time
+
+    from xrd_bluesky_mask.errors import TiledConnectionError
+    from xrd_bluesky_mask.profile import Beamline
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}/api/v1"
+    xrd = Beamline(load_settings(_settings_file(tmp_path), environ={"XRD_TILED_URI": uri}))
+    t0 = time.perf_counter()
+    with pytest.raises(TiledConnectionError, match="no Tiled server answers"):
+        xrd.connect_tiled()
+    assert time.perf_counter() - t0 < 10 and xrd.server is None
+
+
+def test_a_masker_that_cannot_load_turns_masking_off_with_the_reason(tmp_path):
+    from bluesky import RunEngine
+
+    from xrd_bluesky_mask.live import _stop_run_engine
+    from xrd_bluesky_mask.profile import Beamline
+
+    path = _settings_file(tmp_path)
+    env = {"XRD_MASKER": "unet", "XRD_MODEL": str(tmp_path / "no_such_model")}
+    xrd = Beamline(load_settings(path, environ=env))
+    xrd.RE, xrd.tiled_writer = RunEngine(), "subscribed"  # what make_run_engine leaves
+    try:
+        assert xrd.start_masking() is None and xrd.callback is None
+        assert "masker 'unet' unusable" in xrd.masking_error
+        assert "no_such_model" in xrd.masking_error
+        assert "masking   OFF: masker 'unet' unusable" in xrd.banner()
+    finally:
+        _stop_run_engine(xrd.RE)
+
+
+def test_startup_files_headless_then_count_gives_derived_results(
+        tmp_path, monkeypatch, capsys, tiled_server, live_base):
+    """Against a running server named by the environment (the session's, which reads
+    ``live_base/raw``); the embedded fallback is what the IPython test below uses."""
+    from xrd_bluesky_mask.tiled.results import find_results, load_masks, load_patterns
+
+    monkeypatch.setenv("XRD_SETTINGS", str(_settings_file(tmp_path)))
+    monkeypatch.setenv("XRD_TILED_URI", tiled_server.uri)
+    monkeypatch.setenv("TILED_API_KEY", tiled_server.api_key)
+    monkeypatch.setenv("XRD_DATA_DIR", str(live_base))
+    for var in ("TILED_URI", "XRD_MASKER", "XRD_MODEL", "XRD_DETECTOR_SHAPE"):
+        monkeypatch.delenv(var, raising=False)
+    assert [p.name[:3] for p in STARTUP] == ["00-", "10-", "20-", "30-", "40-", "50-", "99-"]
+    from bluesky import RunEngine
+
+    subscribed: list = []
+    original = RunEngine.subscribe
+
+    def spy(self, func, name="all"):
+        subscribed.append(func)
+        return original(self, func, name)
+
+    monkeypatch.setattr(RunEngine, "subscribe", spy)
+    ns: dict = {}
+    try:
+        for path in STARTUP:
+            ns = runpy.run_path(str(path), init_globals=ns)
+        xrd, RE, det, client = ns["xrd"], ns["RE"], ns["det"], ns["tiled_client"]
+        banner = capsys.readouterr().out
+        assert xrd.server is None and f"Tiled     {tiled_server.uri} (remote)" in banner
+        assert "masking   classical" in banner
+        assert "detector  det: simulated 128 x 128" in banner
+        assert "count" in ns["xrd_plans"] and callable(ns["count"])
+        if "retrain" in ns["xrd_plans"]:
+            assert callable(ns["retrain"]) and callable(ns["set_model"])
+        else:
+            assert "retrain and set_model" in ns["xrd_plans_note"]
+        # TiledWriter first, then the masking callback (it reads what TiledWriter registered)
+        assert subscribed.index(xrd.tiled_writer) < subscribed.index(xrd.callback)
+
+        uids = RE(ns["count"]([det], 3))
+        node = xrd.results(uids[0])
+        assert node.metadata["status"] == "complete", node.metadata.get("errors")
+        assert node.metadata["frames_done"] == [0, 1, 2]
+        assert xrd.results(-1).metadata["source_uid"] == uids[0]
+        assert find_results(client, uids[0]).metadata["masker"]["masker"] == "classical"
+        masks = load_masks(client, uids[0])
+        assert masks.shape == (3, 128, 128) and masks.dtype == np.uint8
+        assert set(np.unique(masks)) <= {0, 1, 2} and (masks == 1).any()
+        patterns = load_patterns(client, uids[0])
+        assert patterns.sizes["frame"] == 3 and "two_theta" in patterns.coords
+        assert client[uids[0]].metadata["start"]["beamline_id"] == "test"
+        _check_readme_http(xrd.uri, tiled_server.api_key, uids[0])
+    finally:
+        if "xrd" in ns:
+            ns["xrd"].close()
+
+
+def _check_readme_http(base: str, api_key: str, uid: str) -> None:
+    """The HTTP examples of the README's "Querying results", against the profile's server."""
+    with httpx.Client(headers={"Authorization": f"Apikey {api_key}"}, timeout=30,
+                      trust_env=False) as http:
+        md = http.get(f"{base}/metadata/derived/xrd_mask/{uid}").json()
+        assert md["data"]["attributes"]["metadata"]["status"] == "complete"
+        hits = http.get(f"{base}/search/derived/xrd_mask",
+                        params={"filter[eq][condition][key]": "source_uid",
+                                "filter[eq][condition][value]": json.dumps(uid),
+                                "fields": ""}).json()
+        assert [d["id"] for d in hits["data"]] == [uid]
+        raw = http.get(f"{base}/array/full/derived/xrd_mask/{uid}/mask",
+                       params={"slice": "0", "format": "application/octet-stream"})
+        assert raw.status_code == 200 and len(raw.content) == 128 * 128
+        part = http.get(f"{base}/array/full/derived/xrd_mask/{uid}/pattern/intensity",
+                        params={"slice": "0,0:5", "format": "application/json"})
+        assert part.status_code == 200 and len(part.json()) == 5
+        csv = http.get(f"{base}/array/full/derived/xrd_mask/{uid}/pattern/two_theta",
+                       params={"format": "text/csv"})
+        assert csv.status_code == 200 and len(csv.text.split()) > 10
+
+
+def test_ipython_profile_dir_starts_counts_and_exits(tmp_path):
+    """``ipython --profile-dir=...`` (a copy, so IPython's history stays out of the repo)."""
+    profile = tmp_path / "profile_xrd"
+    shutil.copytree(PROFILE, profile, ignore=shutil.ignore_patterns(
+        "history.sqlite*", "log", "pid", "security", "db"))
+    code = ("uids = RE(count([det], 2)); node = xrd.results(uids[0]); "
+            "print('RESULT', node.metadata['status'], node['mask'].shape)")
+    env = {**os.environ, "XRD_SETTINGS": str(_settings_file(tmp_path, shape=96)),
+           "IPYTHONDIR": str(tmp_path / "ipython")}
+    for var in ("XRD_TILED_URI", "TILED_URI", "XRD_MASKER", "XRD_MODEL", "XRD_DATA_DIR"):
+        env.pop(var, None)
+    ipython = Path(sys.executable).with_name("ipython")
+    done = subprocess.run([str(ipython), f"--profile-dir={profile}", "--no-banner", "-c", code],
+                          capture_output=True, text=True, timeout=300, env=env,
+                          cwd=tmp_path)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    assert "xrd-bluesky-mask beamline profile" in out and "masking   classical" in out
+    assert "(embedded, catalog in" in out
+    assert "RESULT complete (2, 96, 96)" in out, out[-3000:]

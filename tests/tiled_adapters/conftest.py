@@ -1,0 +1,173 @@
+"""A folder of detector images written by the simulator, and a real Tiled server serving it
+with ``tiled serve config tiled_adapters/serve_frames.yml`` (a child process)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+SHAPE = (256, 256)
+N_FRAMES = 3
+
+
+@dataclass
+class FramesFolder:
+    """What the folder holds, for the tests to compare against."""
+
+    root: Path
+    series: np.ndarray          # scan_0001..0003.tif, float32 (N, 256, 256)
+    poni: str                   # scan.poni
+    dark: np.ndarray            # dark.edf, float32, header ExposureTime = 1.5
+    flat: np.ndarray            # flat.tif, uint16
+    cbf: np.ndarray             # nogeometry/run_001..002.cbf, int32, no PONI beside
+
+
+def _write_folder(root: Path) -> FramesFolder:
+    import tifffile
+    from fabio.cbfimage import CbfImage
+    from fabio.edfimage import EdfImage
+
+    from xrd_bluesky_mask.simulate import simulate_frame
+
+    frames = [simulate_frame("rings_spots", seed=k, shape=SHAPE) for k in range(N_FRAMES)]
+    series = np.stack([f.image.astype(np.float32) for f in frames])
+    root.mkdir(parents=True)
+    for k, image in enumerate(series):
+        tifffile.imwrite(root / f"scan_{k + 1:04d}.tif", image)
+    poni = frames[0].geometry.poni_text
+    (root / "scan.poni").write_text(poni)
+    dark = (series[0] * 0.01).astype(np.float32)
+    EdfImage(data=dark, header={"ExposureTime": "1.5", "Detector": "sim"}).write(
+        str(root / "dark.edf"))
+    flat = np.clip(series[1], 0, 65535).astype(np.uint16)
+    tifffile.imwrite(root / "flat.tif", flat)
+    (root / "notes.txt").write_text("not an image: left to Tiled's own walkers\n")
+
+    nogeo = root / "nogeometry"
+    nogeo.mkdir()
+    cbf = np.clip(series[:2], 0, None).astype(np.int32)
+    for k, image in enumerate(cbf):
+        CbfImage(data=image).write(str(nogeo / f"run_{k + 1:03d}.cbf"))
+
+    mixed = root / "mixed"
+    mixed.mkdir()
+    tifffile.imwrite(mixed / "odd_0001.tif", series[0])
+    tifffile.imwrite(mixed / "odd_0002.tif", series[1][:128, :128])
+    tifffile.imwrite(mixed / "odd_0003.tif", series[2])
+    tifffile.imwrite(mixed / "fine.tif", series[2])  # unnumbered: an image of its own
+
+    later = root / "later"  # a test changes a file here after registration
+    later.mkdir()
+    for k in (1, 2):
+        tifffile.imwrite(later / f"late_{k}.tif", series[k])
+    (later / "late.poni").write_text(poni)
+
+    broken = root / "broken"
+    broken.mkdir()
+    EdfImage(data=dark).write(str(broken / "junk_0001.edf"))
+    (broken / "junk_0002.edf").write_bytes(b"this is not an EDF file" * 20)
+    return FramesFolder(root, series, poni, dark, flat, cbf)
+
+
+@pytest.fixture(scope="session")
+def frames_folder(tmp_path_factory) -> FramesFolder:
+    """``frames/``: a TIFF series with its PONI, single EDF and TIFF images, a CBF series
+    without PONI (``nogeometry/``), a series of mixed shapes (``mixed/``), one with an
+    unreadable file (``broken/``) and one a test damages (``later/``)."""
+    return _write_folder(tmp_path_factory.mktemp("legacy") / "frames")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class FramesServer:
+    uri: str
+    api_key: str
+    client: Any
+    log: Path
+
+
+@pytest.fixture(scope="session")
+def frames_server(frames_folder: FramesFolder, tmp_path_factory):
+    """``tiled serve config tiled_adapters/serve_frames.yml`` on the folder, with the folder
+    registered by `register_frames` (under ``frames``)."""
+    import tiled_adapters
+    from xrd_bluesky_mask.tiled.server import connect, probe
+
+    catalog = tmp_path_factory.mktemp("frames_catalog")
+    (catalog / "data").mkdir()
+    key, port = secrets.token_hex(8), _free_port()
+    env = {**os.environ, "XRD_FRAMES_DIR": str(frames_folder.root),
+           "XRD_FRAMES_CATALOG": str(catalog)}
+    tiled = Path(sys.executable).with_name("tiled")
+    log = catalog / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(tiled), "serve", "config", str(tiled_adapters.CONFIG), "--api-key", key,
+             "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env)
+    uri = f"http://127.0.0.1:{port}/api/v1"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"tiled serve config exited: {log.read_text()[-3000:]}")
+            try:
+                probe(uri, timeout=1.0)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no answer in 90 s: {log.read_text()[-3000:]}") from None
+                time.sleep(0.3)
+        client = connect(uri, key)
+        yield FramesServer(uri, key, client, log)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def registered(frames_server: FramesServer, frames_folder: FramesFolder):
+    """The folder registered on the server; returns ``(container, captured warnings, logs)``."""
+    import logging
+    import warnings
+
+    import tiled_adapters
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep(level=logging.INFO)
+    logger = logging.getLogger("tiled_adapters")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            node = tiled_adapters.register_frames(frames_server.client, frames_folder.root)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    return node, list(caught), records

@@ -1,0 +1,445 @@
+"""The beamline IPython profile's logic: settings, and building RE, Tiled, detector and masking.
+
+``profiles/profile_xrd/startup/*.py`` are a few lines each; they call into this module, so the
+same session can be built (and tested) without IPython::
+
+    xrd = Beamline(load_settings("xrd_settings.toml"))
+    xrd.connect_tiled()        # Tiled client: settings/env URI and key, else the embedded server
+    RE = xrd.make_run_engine() # RunEngine with TiledWriter(batch_size=1) subscribed
+    det = xrd.make_detector()  # the simulated area detector
+    xrd.start_masking()        # XRDMaskCallback subscribed after TiledWriter
+    print(xrd.banner())
+    RE(count([det], 3))
+    xrd.close()
+
+Settings come from one TOML file (``profiles/profile_xrd/xrd_settings.toml`` documents every key;
+``$XRD_SETTINGS`` names another file), then from environment variables, which win:
+``XRD_TILED_URI`` / ``TILED_URI``, ``TILED_API_KEY``, ``XRD_MASKER``, ``XRD_MODEL``,
+``XRD_DATA_DIR``, ``XRD_DETECTOR_SHAPE`` (``"rows x cols"``). Unknown keys are errors, so a
+misspelt option fails at startup instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import InputFileError, XRDMaskError
+
+__all__ = [
+    "Beamline",
+    "DetectorSettings",
+    "MaskingSettings",
+    "ProfileSettings",
+    "RunEngineSettings",
+    "TiledSettings",
+    "load_settings",
+]
+
+log = logging.getLogger(__name__)
+
+#: Environment variable naming the settings file.
+SETTINGS_ENV = "XRD_SETTINGS"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TiledSettings(_Section):
+    """Where runs and results go."""
+
+    uri: str = Field("", description="Server URI, e.g. http://tiled:8000/api/v1; empty: the "
+                                     "embedded server")
+    api_key: str = Field("", description="API key; empty: $TILED_API_KEY")
+    runs_path: str = Field("", description="Container for the runs, e.g. 'raw'; empty: root")
+    fallback_to_embedded: bool = Field(
+        False, description="Start the embedded server when `uri` does not answer (runs then "
+                           "land in a local catalog, not the facility's)")
+    embedded_directory: str = Field("", description="Embedded server's catalog; empty: "
+                                                    "<data_dir>/tiled")
+    embedded_mode: Literal["thread", "process"] = Field(
+        "thread", description="'process' serves from a child process (no GIL contention "
+                              "with the RunEngine), 'thread' starts faster")
+
+
+class RunEngineSettings(_Section):
+    """The RunEngine."""
+
+    metadata: dict[str, Any] = Field(default_factory=dict,
+                                     description="Added to every start document (RE.md)")
+    persist_metadata: bool = Field(True, description="Keep RE.md (scan_id, ...) across "
+                                                     "sessions in <data_dir>/runengine-md")
+
+
+class DetectorSettings(_Section):
+    """The simulated area detector (see 30-detector.py for a real one)."""
+
+    kind: Literal["simulated", "none"] = "simulated"
+    name: str = "det"
+    shape: tuple[int, int] = (2880, 2880)
+    presets: list[str] = Field(default_factory=lambda: [
+        "rings_spots", "spots_po", "spots_texture", "perfect"])
+    seed: int = 0
+    dtype: Literal["float32", "uint32"] = "float32"
+    exposure_s: float = Field(0.0, ge=0)
+    n_unique: int | None = Field(None, ge=1)
+
+    @field_validator("shape", mode="before")
+    @classmethod
+    def _shape(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            parts = re.split(r"\s*[x,×]\s*", value.strip())
+            if len(parts) != 2 or not all(p.isdigit() for p in parts):
+                raise ValueError(f"shape must be 'rows x cols', e.g. '2880 x 2880', got {value!r}")
+            return tuple(int(p) for p in parts)
+        return value
+
+
+class MaskingSettings(_Section):
+    """The live masking callback."""
+
+    enabled: bool = True
+    masker: str = Field("unet", description="'unet', 'classical' or a plugin name")
+    model: str = Field("", description="Model folder for the U-Net; empty: the packaged model")
+    poni: str = Field("", description="PONI file overriding the geometry the runs carry")
+    root: str = Field("derived/xrd_mask", description="Where results go")
+    frame_timeout_s: float = Field(30.0, gt=0)
+
+
+class ProfileSettings(_Section):
+    """Everything the profile reads (one TOML file, environment variables win)."""
+
+    data_dir: str = Field("~/xrd-mask-data", description="Detector files (raw/), embedded "
+                                                         "catalog (tiled/), RE metadata")
+    tiled: TiledSettings = Field(default_factory=TiledSettings)
+    run_engine: RunEngineSettings = Field(default_factory=RunEngineSettings)
+    detector: DetectorSettings = Field(default_factory=DetectorSettings)
+    masking: MaskingSettings = Field(default_factory=MaskingSettings)
+    source: str = Field("", description="The settings file read (set by load_settings)")
+
+    def path(self, value: str) -> Path:
+        """A path from the settings: ``~`` expanded, relative to the settings file's folder."""
+        p = Path(os.path.expanduser(value))
+        if not p.is_absolute() and self.source:
+            p = Path(self.source).parent / p
+        return p.resolve()
+
+    @property
+    def data_path(self) -> Path:
+        """``data_dir`` as a path."""
+        return self.path(self.data_dir)
+
+
+_ENV = {  # variable -> (section, key)
+    "XRD_TILED_URI": ("tiled", "uri"),
+    "TILED_URI": ("tiled", "uri"),
+    "TILED_API_KEY": ("tiled", "api_key"),
+    "XRD_MASKER": ("masking", "masker"),
+    "XRD_MODEL": ("masking", "model"),
+    "XRD_DATA_DIR": (None, "data_dir"),
+    "XRD_DETECTOR_SHAPE": ("detector", "shape"),
+}
+
+
+def load_settings(path: str | Path | None = None,
+                  environ: Mapping[str, str] | None = None) -> ProfileSettings:
+    """Read the settings: ``path`` (or ``$XRD_SETTINGS``), then the environment variables.
+
+    Parameters
+    ----------
+    path
+        TOML settings file; None: ``$XRD_SETTINGS``, else defaults only.
+    environ
+        Environment (default `os.environ`).
+
+    Raises
+    ------
+    InputFileError
+        The file is missing or not valid TOML.
+    XRDMaskError
+        A key is unknown or a value invalid (the message names it).
+    """
+    env = os.environ if environ is None else environ
+    chosen = env.get(SETTINGS_ENV) or (str(path) if path is not None else "")
+    data: dict[str, Any] = {}
+    if chosen:
+        p = Path(os.path.expanduser(chosen)).resolve()
+        if not p.is_file():
+            raise InputFileError(f"settings file {str(p)!r} not found (from "
+                                 f"{'$' + SETTINGS_ENV if env.get(SETTINGS_ENV) else 'path'})")
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise InputFileError(f"settings file {str(p)!r} is not valid TOML: {exc}") from exc
+        data["source"] = str(p)
+    for var, (section, key) in _ENV.items():
+        value = env.get(var)
+        if not value:
+            continue
+        target = data if section is None else data.setdefault(section, {})
+        if var == "TILED_URI" and env.get("XRD_TILED_URI"):
+            continue
+        target[key] = value
+    try:
+        return ProfileSettings.model_validate(data)
+    except ValidationError as exc:
+        where = data.get("source") or "defaults and environment"
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in exc.errors())
+        raise XRDMaskError(f"invalid settings ({where}): {problems}") from None
+
+
+class Beamline:
+    """What the profile builds, in order, and how to shut it down (`close`, also at exit).
+
+    Attributes
+    ----------
+    settings
+        The `ProfileSettings`.
+    client, runs, uri, server
+        Tiled root client, the container runs go to, the server URI (no key), and the embedded
+        `LocalTiledServer` (None for a remote server).
+    RE, tiled_writer
+        RunEngine and its TiledWriter subscription.
+    det
+        The detector.
+    masker, callback, masking_error
+        The masker, the subscribed `XRDMaskCallback`, or why masking is off.
+    """
+
+    def __init__(self, settings: ProfileSettings) -> None:
+        self.settings = settings
+        self.client: Any = None
+        self.runs: Any = None
+        self.uri = ""
+        self.server: Any = None
+        self.RE: Any = None
+        self.tiled_writer: Any = None
+        self.det: Any = None
+        self.masker: Any = None
+        self.callback: Any = None
+        self.masking_error = ""
+        self.notes: list[str] = []
+
+    @property
+    def raw_dir(self) -> Path:
+        """Where the simulated detector writes its HDF5 files."""
+        return self.settings.data_path / "raw"
+
+    # -- Tiled ---------------------------------------------------------------------------
+    def connect_tiled(self) -> Any:
+        """Connect to ``tiled.uri`` (key from settings or ``$TILED_API_KEY``), or start the
+        embedded server when no URI is set; returns the root client.
+
+        Raises
+        ------
+        TiledConnectionError, TiledAuthError
+            The configured server does not answer (and ``fallback_to_embedded`` is off), or
+            refuses the key.
+        """
+        from .errors import TiledAuthError, TiledConnectionError
+        from .tiled.server import connect, start_local_server
+
+        t = self.settings.tiled
+        if t.uri:
+            try:
+                self.client = connect(t.uri, t.api_key or None)
+                self.uri = t.uri.split("?", 1)[0]
+            except TiledConnectionError as exc:
+                if not t.fallback_to_embedded or isinstance(exc, TiledAuthError):
+                    raise
+                self.notes.append(f"{t.uri} did not answer; using the embedded server "
+                                  "(fallback_to_embedded = true)")
+        if self.client is None:
+            directory = (self.settings.path(t.embedded_directory) if t.embedded_directory
+                         else self.settings.data_path / "tiled")
+            self.raw_dir.mkdir(parents=True, exist_ok=True)
+            self.server = start_local_server(directory, readable_storage=[self.raw_dir],
+                                             mode=t.embedded_mode)
+            self.client, self.uri = self.server.client(), self.server.uri
+        self.runs = self._container(self.client, t.runs_path)
+        return self.client
+
+    @staticmethod
+    def _container(client: Any, path: str) -> Any:
+        """The container at ``path`` under ``client``, created level by level if missing."""
+        node = client
+        for segment in [s for s in path.split("/") if s]:
+            try:
+                node = node[segment]
+            except KeyError:
+                node = node.create_container(segment)
+        return node
+
+    # -- RunEngine -----------------------------------------------------------------------
+    def make_run_engine(self) -> Any:
+        """A RunEngine with ``TiledWriter(runs, batch_size=1)`` subscribed (frames readable
+        as they are written, which the masking callback needs)."""
+        from bluesky import RunEngine
+        from bluesky_tiled_plugins import TiledWriter
+
+        if self.runs is None:
+            raise RuntimeError("connect_tiled() must run before make_run_engine()")
+        rs = self.settings.run_engine
+        self.RE = RE = RunEngine()
+        if rs.persist_metadata:
+            from bluesky.utils import PersistentDict
+
+            md_dir = self.settings.data_path / "runengine-md"
+            md_dir.mkdir(parents=True, exist_ok=True)
+            RE.md = PersistentDict(str(md_dir))
+        RE.md.update(rs.metadata)
+        self.tiled_writer = TiledWriter(self.runs, batch_size=1)
+        RE.subscribe(self.tiled_writer)
+        return RE
+
+    # -- detector ------------------------------------------------------------------------
+    def make_detector(self) -> Any:
+        """The simulated area detector (`make_detector`), writing HDF5 files to ``raw/``;
+        None for ``kind = "none"`` (set ``det`` yourself, see 30-detector.py)."""
+        from .bluesky.devices import make_detector
+
+        d = self.settings.detector
+        if d.kind == "none":
+            return None
+        if self.RE is None:
+            raise RuntimeError("make_run_engine() must run before make_detector()")
+        self.det = make_detector(
+            self.raw_dir, shape=d.shape, presets=d.presets, seed=d.seed, dtype=d.dtype,
+            n_unique=d.n_unique, exposure_s=d.exposure_s, name=d.name, run_engine=self.RE)
+        return self.det
+
+    # -- masking -------------------------------------------------------------------------
+    def make_masker(self) -> Any:
+        """The masker of the settings (the U-Net loads ``masking.model`` or the packaged
+        model; its checksum is verified)."""
+        from .masking import get_masker
+
+        m = self.settings.masking
+        kwargs: dict[str, Any] = {}
+        if m.model:
+            if m.masker != "unet":
+                raise XRDMaskError(f"masking.model is set but masking.masker is {m.masker!r}; "
+                                   "a model goes with masker = 'unet'")
+            kwargs["model"] = self.settings.path(m.model)
+        return get_masker(m.masker, **kwargs)
+
+    def start_masking(self) -> Any:
+        """Build the masker and subscribe `XRDMaskCallback` (after TiledWriter).
+
+        A masker that cannot be built (no model, torch missing) turns masking off with the
+        reason in ``masking_error`` and the banner, instead of stopping the profile.
+        """
+        from .bluesky.callback import XRDMaskCallback
+
+        m = self.settings.masking
+        if not m.enabled:
+            self.masking_error = "disabled in the settings (masking.enabled = false)"
+            return None
+        if self.RE is None or self.tiled_writer is None:
+            raise RuntimeError("make_run_engine() must run before start_masking(): the "
+                               "callback must be subscribed after TiledWriter")
+        try:
+            self.masker = self.make_masker()
+        except Exception as exc:
+            self.masking_error = f"masker {m.masker!r} unusable: {type(exc).__name__}: {exc}"
+            log.error("xrd-mask: %s", self.masking_error)
+            return None
+        poni = self.settings.path(m.poni) if m.poni else None
+        if poni is not None and not poni.is_file():
+            raise InputFileError(f"masking.poni = {m.poni!r}: {str(poni)!r} not found")
+        self.callback = XRDMaskCallback(self.runs, masker=self.masker, poni=poni,
+                                        root=m.root, frame_timeout=m.frame_timeout_s)
+        self.RE.subscribe(self.callback)
+        return self.callback
+
+    def results(self, uid: Any = -1, timeout: float = 60.0) -> Any:
+        """The derived container of run ``uid``: a uid, a BlueskyRun, or -1 for the latest run in
+        ``runs`` (-2 the one before, ...); first waits (up to ``timeout`` s) until the callback
+        has finished the frames seen so far."""
+        from .tiled.results import find_results
+
+        if self.callback is not None and not self.callback.wait(timeout):
+            log.warning("xrd-mask: masking still running after %g s; results are partial",
+                        timeout)
+        if isinstance(uid, int):
+            from tiled.queries import SpecsQuery
+
+            if uid >= 0:
+                raise ValueError(f"uid: a run uid, or -1 (latest run), -2, ...; got {uid}")
+            newest_first = self.runs.search(SpecsQuery(["BlueskyRun"])).sort(("start.time", -1))
+            if len(newest_first) < -uid:
+                raise KeyError(f"no run {uid}: {len(newest_first)} runs in {self.runs.uri}")
+            uid = newest_first.values()[-uid - 1]
+        return find_results(self.runs, uid, root=self.settings.masking.root)
+
+    # -- banner and shutdown ------------------------------------------------------------
+    def banner(self, plans: list[str] | None = None, plans_note: str = "") -> str:
+        """A few lines saying what is active."""
+        t = self.settings.tiled
+        lines = ["xrd-bluesky-mask beamline profile"]
+        if self.server is not None:
+            where = f"embedded, catalog in {self.server.directory}"
+        else:
+            where = "remote" if self.uri else "not connected"
+        runs = f", runs in '{t.runs_path}'" if t.runs_path else ""
+        lines.append(f"  Tiled     {self.uri or '-'} ({where}{runs})")
+        if self.det is not None and hasattr(self.det, "generator"):
+            g = self.det.generator
+            lines.append(f"  detector  {self.det.name}: simulated {g.shape[0]} x {g.shape[1]} "
+                         f"{g.dtype.name}, files in {self.raw_dir}")
+        elif self.det is not None:
+            lines.append(f"  detector  {getattr(self.det, 'name', self.det)}")
+        else:
+            lines.append("  detector  none (define `det` in 30-detector.py)")
+        if self.callback is not None:
+            s = self.masker.settings()
+            model = (f", model {s['model_id']} (sha256 {str(s.get('model_sha256'))[:12]})"
+                     if s.get("model_id") else "")
+            lines.append(f"  masking   {self.masker.name}{model} -> "
+                         f"{self.settings.masking.root}/<run uid>")
+        else:
+            lines.append(f"  masking   OFF: {self.masking_error or 'not started'}")
+        if plans:
+            lines.append(f"  plans     {', '.join(plans)}")
+        if plans_note:
+            lines.append(f"  note      {plans_note}")
+        lines += [f"  note      {n}" for n in self.notes]
+        if self.settings.source:
+            lines.append(f"  settings  {self.settings.source}")
+        return "\n".join(lines)
+
+    def close_at_exit(self) -> None:
+        """Run `close` when the interpreter exits, before it waits for the embedded server's
+        (non-daemon) thread: with `atexit` alone, exiting IPython would hang."""
+        import atexit
+        import threading
+
+        register = getattr(threading, "_register_atexit", None)
+        if register is not None:
+            register(self.close)
+        else:  # pragma: no cover (Python without threading._register_atexit)
+            atexit.register(self.close)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Finish queued masking (up to ``timeout`` s), stop the callback, the RunEngine's loop
+        and the embedded server. Idempotent."""
+        cb, self.callback = self.callback, None
+        if cb is not None:
+            cb.close(timeout=timeout)
+        RE, self.RE = self.RE, None
+        if RE is not None:
+            from .live import _stop_run_engine
+
+            _stop_run_engine(RE)
+        server, self.server = self.server, None
+        if server is not None:
+            server.close()
