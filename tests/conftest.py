@@ -10,6 +10,21 @@ import pytest
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_model_registry(tmp_path_factory):
+    """A fresh model registry for the whole run, so a developer's own active model (or a test
+    that activates one) never changes what the other tests load."""
+    import os
+
+    old = os.environ.get("XRD_MASK_MODELS")
+    os.environ["XRD_MASK_MODELS"] = str(tmp_path_factory.mktemp("registry"))
+    yield
+    if old is None:
+        os.environ.pop("XRD_MASK_MODELS", None)
+    else:
+        os.environ["XRD_MASK_MODELS"] = old
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     """A seeded random generator (same numbers every run)."""

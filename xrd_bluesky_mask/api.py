@@ -13,8 +13,17 @@ from .masking import Masker, get_masker
 
 
 @functools.lru_cache(maxsize=2)
+def _cached_masker(name: str, model: str | None) -> Masker:
+    return get_masker(name) if model is None else get_masker(name, model=model)
+
+
 def _default_masker(name: str) -> Masker:
-    return get_masker(name)
+    """The masker ``name``, built once per active model (so `activate` takes effect at once)."""
+    if name != "unet":
+        return _cached_masker(name, None)
+    from .models.registry import active_model_dir
+
+    return _cached_masker(name, str(active_model_dir()))
 
 
 def predict_mask(
@@ -30,7 +39,8 @@ def predict_mask(
         pyFAI ``.poni`` path, PONI text, a `~xrd_bluesky_mask.geometry.Geometry` or a pyFAI
         ``AzimuthalIntegrator`` for this detector.
     masker
-        None (the packaged U-Net), ``"unet"``, ``"classical"`` or a `Masker` instance.
+        None or ``"unet"`` (the active U-Net model: the packaged default unless another was
+        activated), ``"classical"`` or a `Masker` instance.
 
     Returns
     -------

@@ -8,7 +8,6 @@ import importlib
 import logging
 import pkgutil
 import sys
-from pathlib import Path
 from types import ModuleType
 
 
@@ -26,8 +25,9 @@ def add_masker(p: argparse.ArgumentParser, default: str = "unet") -> None:
     """The masker options (--masker, --model, --threshold, ...)."""
     g = p.add_argument_group("masker")
     g.add_argument("--masker", default=default, help=f"unet | classical | a plugin ({default})")
-    g.add_argument("--model", type=Path, default=None,
-                   help="model folder (model_card.json + weights); default: the packaged model")
+    g.add_argument("--model", default=None,
+                   help="model folder, or a registered model id or version (default: the "
+                   "active model)")
     g.add_argument("--threshold", type=float, default=None,
                    help="U-Net spot-probability cut in (0, 1); default: the model card's")
     g.add_argument("--n-sigma", type=float, default=3.0,

@@ -26,6 +26,10 @@ class ModelError(XRDMaskError, RuntimeError):
     """A model checkpoint or model card that cannot be loaded or fails its checksum."""
 
 
+class AnnotationError(XRDMaskError, ValueError):
+    """Human-checked masks that cannot be used: missing, mis-shaped, or too few labels."""
+
+
 class FrameUnavailable(XRDMaskError, TimeoutError):
     """A frame that did not become readable (e.g. in Tiled) within the allowed time."""
 

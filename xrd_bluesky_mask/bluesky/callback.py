@@ -162,7 +162,8 @@ class XRDMaskCallback:
         Tiled container holding the runs (what TiledWriter writes to); also where the results go
         (``root``, from the server's root). Not needed when ``source`` and ``sink`` are given.
     masker
-        ``"unet"`` (None: the packaged U-Net), ``"classical"``, a plugin name or a `Masker`.
+        ``"unet"`` (None: the U-Net with the registry's active model), ``"classical"``, a
+        plugin name or a `Masker`. Change it between runs with `set_model` / `set_masker`.
     field
         Image data key; None: the largest 2D (or 1×2D) key of the stream's descriptor.
     stream
@@ -262,6 +263,33 @@ class XRDMaskCallback:
             for table in (self._by_descriptor, self._by_resource):
                 for key in [k for k, v in table.items() if v == uid]:
                     del table[key]
+
+    def set_masker(self, masker: Any) -> Any:
+        """Mask with ``masker`` (name, instance, None = active U-Net) from the next run on.
+
+        The run being processed keeps its masker; an unusable masker raises here and changes
+        nothing. Thread-safe. Returns the masker instance.
+        """
+        return self.worker.set_masker(masker)
+
+    def set_model(self, model: Any = "active", *, registry: Any = None) -> Any:
+        """Mask with this U-Net model from the next run on.
+
+        ``model``: a registry version (``3``, ``"v3"``), model id, ``"active"``, or a model
+        folder path (`pathlib.Path`); ``registry``: a `ModelRegistry` or its directory (default
+        registry if None). The weights' checksum is verified first. Returns the masker.
+        """
+        from pathlib import Path
+
+        from ..masking import get_masker
+        from ..models.registry import ModelRegistry
+
+        if isinstance(model, Path):
+            folder = model
+        else:
+            reg = registry if isinstance(registry, ModelRegistry) else ModelRegistry(registry)
+            folder = reg.get(model).path
+        return self.worker.set_masker(get_masker("unet", model=folder))
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every frame seen so far is processed; False if ``timeout`` s passed."""

@@ -95,6 +95,13 @@ class CloseRun:
     exit_status: str = "success"
 
 
+@dataclass(frozen=True)
+class _UseMasker:
+    """Switch to ``masker`` (queued by `Worker.set_masker`, applied in order)."""
+
+    masker: Any
+
+
 @dataclass
 class FrameRecord:
     """One processed frame: fractions (of all pixels) and seconds per stage."""
@@ -165,6 +172,7 @@ class Worker:
         self._last_doc = 0.0
         self._masker_spec, self._masker = masker, None
         self._masker_error: str | None = None
+        self._pending_masker: Any = None  # from set_masker, for the next run
         self.integration = integration
         self.niceness = niceness
         self.records: dict[str, RunRecord] = {}
@@ -238,6 +246,17 @@ class Worker:
             self._threads = []
         return finished
 
+    def set_masker(self, masker: Any) -> Any:
+        """Use ``masker`` (a name, an instance, or None for the active U-Net model) from the
+        next run opened after this call; a run already open keeps its masker (the change travels
+        through the queue in order). Built here, so an unusable masker raises now and changes
+        nothing. Thread-safe; returns the masker instance."""
+        from ..masking import get_masker
+
+        built = get_masker(masker)
+        self.submit(_UseMasker(built))
+        return built
+
     def masker(self) -> Any:
         """The masker instance (built on first call)."""
         if self._masker is None and self._masker_error is None:
@@ -301,6 +320,8 @@ class Worker:
             try:
                 if isinstance(item, OpenRun):
                     payload = self._open(item.spec)
+                elif isinstance(item, _UseMasker):  # taken up by the next OpenRun
+                    self._pending_masker = item.masker
                 elif isinstance(item, FrameItem) and not isinstance(payload, BaseException):
                     payload = self._compute(item, *payload)
             except Exception as exc:
@@ -314,6 +335,9 @@ class Worker:
 
         record = self.records.setdefault(spec.uid, RunRecord(spec=spec))
         record.t_open = time.perf_counter()
+        if self._pending_masker is not None:
+            self._masker = self._masker_spec = self._pending_masker
+            self._pending_masker, self._masker_error = None, None
         try:
             settings = self.masker().settings()
         except Exception as exc:

@@ -47,7 +47,8 @@ class UNetMasker:
     ----------
     model
         A model folder (``model_card.json`` + weights), a `LoadedModel`, or None for the
-        packaged default model.
+        active model of the model registry (`xrd_bluesky_mask.models.registry`; the packaged
+        default unless another version was activated).
     threshold
         Spot-probability cut in (0, 1); None uses the one chosen at training (model card).
     inference
@@ -76,8 +77,15 @@ class UNetMasker:
         border: int = 32,
         batch_size: int = 16,
     ) -> None:
+        from ..models.registry import active_model_dir
         from ..models.store import LoadedModel, load_model
 
+        if model is None:
+            model = active_model_dir()
+        elif isinstance(model, str) and not Path(model).exists():
+            from ..models.registry import ModelRegistry
+
+            model = ModelRegistry().get(model).path  # a registered id or version number
         self.model = model if isinstance(model, LoadedModel) else load_model(model, device)
         self._net = fold_batchnorm(self.model.net)
         if threshold is not None and not 0 < threshold < 1:

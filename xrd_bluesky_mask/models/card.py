@@ -1,16 +1,25 @@
-"""Model cards: what a checkpoint is, how it was made, how well it does."""
+"""Model cards: what a checkpoint is, how it was made, how well it does.
+
+Schema versions (each card carries ``schema_version``; older cards are upgraded on load):
+
+1. The first card: architecture, input, threshold, weights file and sha256, parent, training,
+   metrics, created.
+2. Adds ``version`` (its number in a model registry; 0 is the packaged default),
+   ``parent_sha256`` and ``runs`` (the Bluesky runs and frame indices a model was trained and
+   evaluated on). A version-1 card reads as version 2 with those fields empty.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..masking.network import NetworkConfig
 from ..masking.preprocess import CHANNELS, NORMALISATION_VERSION
 
-CARD_SCHEMA_VERSION = 1
+CARD_SCHEMA_VERSION = 2
 
 
 class InputSpec(BaseModel):
@@ -21,6 +30,26 @@ class InputSpec(BaseModel):
     channels: list[str] = Field(default_factory=lambda: list(CHANNELS))
     normalisation_version: int = NORMALISATION_VERSION
     ring_bin_px: float = 2.0
+
+
+class RunFrames(BaseModel):
+    """Frames of one Bluesky run that a model was trained on and evaluated on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uid: str = Field(description="start-document uid of the source run")
+    train_frames: list[int] = Field(default_factory=list, description="0-based frame indices")
+    heldout_frames: list[int] = Field(
+        default_factory=list, description="annotated frames kept out of training, for metrics"
+    )
+
+
+def _upgrade_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 only adds optional fields: nothing to change but the number."""
+    return {**data, "schema_version": 2}
+
+
+_UPGRADES = {1: _upgrade_v1_to_v2}
 
 
 class ModelCard(BaseModel):
@@ -41,3 +70,27 @@ class ModelCard(BaseModel):
     training: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    version: int | None = Field(
+        None, ge=0, description="number in a model registry (0 = packaged default); None outside"
+    )
+    parent_sha256: str | None = Field(None, description="weights checksum of the parent model")
+    runs: list[RunFrames] = Field(
+        default_factory=list, description="Bluesky runs (uid + frames) trained and evaluated on"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        version = data.get("schema_version", CARD_SCHEMA_VERSION)
+        if not isinstance(version, int) or version > CARD_SCHEMA_VERSION or version < 1:
+            raise ValueError(
+                f"model card schema_version {version!r} is not one this package reads "
+                f"(1..{CARD_SCHEMA_VERSION}); a newer xrd-bluesky-mask wrote it: upgrade the "
+                "package"
+            )
+        while version < CARD_SCHEMA_VERSION:
+            data = _UPGRADES[version](data)
+            version = data["schema_version"]
+        return data

@@ -1,0 +1,424 @@
+"""Plans for the beamline session: retrain the U-Net on annotated runs, switch models.
+
+>>> RE(retrain([uid1, uid2], epochs=5, callback=cb, client=c))  # doctest: +SKIP
+>>> RE(set_model("xrdmask-r3", callback=cb))                     # doctest: +SKIP
+
+`retrain` is a Bluesky run of its own: the start document holds the training settings, the
+source runs and their train/held-out frames and the base model; the ``primary`` stream has one
+event per epoch (``loss``, ``val_recall``, ``val_tnr``, ``threshold``, ...); the ``result``
+stream one event comparing the new and the base model on the held-out frames; the stop
+document's ``reason`` names the registered model. TiledWriter stores it like any run.
+
+The heavy work (reading frames from Tiled, training, scoring) runs in a thread; the plan polls
+it with ``checkpoint`` + ``sleep`` messages, so the RunEngine stays responsive: Ctrl-C pauses
+(training holds after its current epoch until the plan resumes), ``RE.abort()`` stops it. The
+model is trained in a temporary folder and registered only at the end, inside a registry
+transaction: an aborted or failed plan leaves the registry as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bluesky.plan_stubs as bps
+from bluesky.utils import Msg, plan
+
+__all__ = ["RetrainResult", "retrain", "set_model"]
+
+log = logging.getLogger(__name__)
+
+MsgGenerator = Generator[Msg, Any, Any]
+_ACTIVATE = {"if_better": "if_better", True: "always", "always": "always", False: "never",
+             "never": "never"}
+_EPOCH_KEYS = ("epoch", "loss", "val_recall", "val_tnr", "threshold", "lr", "seconds",
+               "tiles_per_s")
+
+
+@dataclass
+class RetrainResult:
+    """What `retrain` returns (``RE(...).plan_result`` with ``call_returns_result=True``)."""
+
+    run_uid: str
+    model_id: str
+    version: int
+    activated: bool
+    better: bool
+    heldout: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _Job:
+    """A function run in a daemon thread; the plan polls it and receives its progress."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, name: str) -> None:
+        self.progress: queue.SimpleQueue = queue.SimpleQueue()
+        self.stop = threading.Event()
+        self._ack = threading.Event()
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(fn, args), daemon=True,
+                                       name=f"xrd-mask-{name}")
+        self.thread.start()
+
+    def _run(self, fn: Callable[..., Any], args: tuple) -> None:
+        try:
+            self._result = fn(self, *args)
+        except BaseException as exc:  # handed to the plan
+            self._error = exc
+
+    def publish(self, record: Any) -> None:
+        """From the thread: hand ``record`` to the plan and wait until it is emitted (so a
+        paused plan holds the work)."""
+        from ..retrain import Cancelled
+
+        self._ack.clear()
+        self.progress.put(record)
+        while not self._ack.wait(0.2):
+            if self.stop.is_set():
+                raise Cancelled("stopped while waiting for the plan")
+
+    def acknowledge(self) -> None:
+        """From the plan: the last record is emitted; the thread may go on."""
+        self._ack.set()
+
+    def result(self) -> Any:
+        """The function's return value, or its exception raised."""
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+def _wait(job: _Job, poll_s: float,
+          on_progress: Callable[[Any], MsgGenerator] | None = None) -> MsgGenerator:
+    """Poll ``job`` until it ends (emitting its progress), then return its result."""
+    while True:
+        finished = not job.thread.is_alive()
+        while True:
+            try:
+                record = job.progress.get_nowait()
+            except queue.Empty:
+                break
+            if on_progress is not None:
+                yield from on_progress(record)
+            job.acknowledge()
+        if finished:
+            return job.result()
+        yield from bps.checkpoint()
+        yield from bps.sleep(poll_s)
+
+
+class _Values:
+    """A Bluesky readable of plain numbers/strings: ``set`` them, then read them as an event."""
+
+    def __init__(self, name: str, keys: dict[str, str]) -> None:
+        self.name, self.parent, self._keys = name, None, keys
+        self._values: dict[str, Any] = {}
+
+    def set(self, values: dict[str, Any]) -> None:
+        self._values = {k: values.get(k) for k in self._keys}
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        return {k: {"source": f"xrd-mask:{self.name}", "dtype": dtype, "shape": []}
+                for k, dtype in self._keys.items()}
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        now = time.time()
+        return {k: {"value": self._values.get(k), "timestamp": now} for k in self._keys}
+
+
+def _emit(readable: _Values, values: dict[str, Any], stream: str) -> MsgGenerator:
+    """One event of ``values`` in ``stream`` (after a checkpoint: a pause re-emits it once)."""
+    readable.set(values)
+    yield from bps.checkpoint()
+    yield from bps.create(stream)
+    yield from bps.read(readable)
+    yield from bps.save()
+
+
+def _registry(registry: Any) -> Any:
+    from ..models.registry import ModelRegistry
+
+    return registry if isinstance(registry, ModelRegistry) else ModelRegistry(registry)
+
+
+def _client_of(client: Any, callback: Any) -> Any:
+    if client is not None:
+        return client
+    source = getattr(getattr(callback, "worker", None), "source", None)
+    if getattr(source, "runs", None) is not None:  # a TiledFrameSource
+        return source.runs
+    raise ValueError("retrain needs client= (the Tiled container holding the annotated runs), "
+                     "or callback= an XRDMaskCallback reading from Tiled")
+
+
+def _prepare_job(job: _Job, client: Any, uids: list[str], base_ref: Any, registry: Any,
+                 settings: Any) -> tuple:
+    from ..models.store import LoadedModel, load_model
+    from ..retrain import prepare
+
+    if isinstance(base_ref, LoadedModel):
+        base = base_ref
+    elif isinstance(base_ref, Path):
+        base = load_model(base_ref, device="cpu")
+    else:
+        base = registry.load(base_ref, device="cpu")
+    runs, spot_px = prepare(client, uids, settings)
+    return runs, spot_px, base
+
+
+def _train_job(job: _Job, runs: list, base: Any, settings: Any, workdir: Path) -> Any:
+    from ..retrain import fine_tune
+
+    return fine_tune(runs, base, settings, workdir, on_epoch=job.publish, stop=job.stop)
+
+
+def _start_metadata(uids: list[str], runs: list, spot_px: int, base: Any, settings: Any,
+                    activate: str, registry: Any, md: dict[str, Any] | None) -> dict[str, Any]:
+    from ..models.store import DEFAULT_MODEL_DIR
+
+    version = base.card.version
+    if version is None and Path(base.path) == DEFAULT_MODEL_DIR:
+        version = 0
+    return {
+        "plan_name": "retrain", "plan_type": "generator", "purpose": "xrd-mask retraining",
+        "num_points": settings.epochs,
+        "hints": {"dimensions": [(["epoch"], "primary")]},
+        "xrd_mask_retrain": {
+            "source_uids": uids,
+            "frames": {r.uid: {"train": r.train_indices, "heldout": list(r.heldout)}
+                       for r in runs},
+            "spot_px": spot_px,
+            "base_model": {"model_id": base.card.model_id, "version": version,
+                           "sha256": base.card.sha256, "path": str(base.path)},
+            "settings": settings.model_dump(mode="json"),
+            "activate": activate, "registry": str(registry.root),
+        },
+        **(md or {}),
+    }
+
+
+def _nan_to_none(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and v != v else v) for k, v in metrics.items()}
+
+
+def _commit(outcome: Any, base: Any, uids: list[str], settings: Any, mode: str, callback: Any,
+            registry: Any, model_id: str, description: str, run_uid: str,
+            poll_s: float) -> MsgGenerator:
+    """Register (and maybe activate) the new model, emit the result event, close the run; all
+    inside a registry transaction, so an abort before the stop document undoes it."""
+    from ..masking import get_masker
+
+    do_activate = mode == "always" or (mode == "if_better" and outcome.better)
+    new, old = _nan_to_none(outcome.new), _nan_to_none(outcome.base)
+    card = outcome.card
+    updates = {
+        "description": description or (f"{base.card.model_id} fine-tuned on the annotated "
+                                       f"frames of runs {', '.join(uids)}"),
+        "parent": base.card.model_id, "parent_sha256": base.card.sha256 or None,
+        "runs": [{"uid": u, "train_frames": f["train"], "heldout_frames": f["heldout"]}
+                 for u, f in outcome.frames.items()],
+        "metrics": {**card.metrics, "heldout_annotated": {
+            "new": new, "base": {**old, "model_id": base.card.model_id,
+                                 "sha256": base.card.sha256}, "better": outcome.better}},
+        "training": {**card.training, "plan": "xrd_bluesky_mask.bluesky.plans.retrain",
+                     "bluesky_run_uid": run_uid, "settings": settings.model_dump(mode="json"),
+                     "history": outcome.history},
+    }
+    masker = None
+    with registry.transaction():
+        entry = registry.register(outcome.model_dir, model_id=model_id, updates=updates)
+        if do_activate:
+            registry.activate(entry.version)
+            if callback is not None:
+                job = _Job(lambda _job, path: get_masker("unet", model=path), entry.path,
+                           name="load-model")
+                masker = yield from _wait(job, poll_s)
+        values = {"model_id": entry.model_id, "model_version": entry.version,
+                  "activated": int(do_activate), "better": int(outcome.better),
+                  "heldout_frames": outcome.new["frames"],
+                  "heldout_recall": outcome.new["recall"], "heldout_tnr": outcome.new["tnr"],
+                  "base_recall": outcome.base["recall"], "base_tnr": outcome.base["tnr"]}
+        keys = {k: ("string" if k == "model_id" else
+                    "integer" if isinstance(v, int) else "number") for k, v in values.items()}
+        yield from _emit(_Values("retrain_result", keys), values, "result")
+        verdict = ("activated" if do_activate else
+                   "not activated (activate=False)" if mode == "never" else
+                   f"not activated: held-out recall {outcome.new['recall']:.4f} / TNR "
+                   f"{outcome.new['tnr']:.5f} vs base {outcome.base['recall']:.4f} / "
+                   f"{outcome.base['tnr']:.5f}")
+        yield from bps.close_run(exit_status="success", reason=(
+            f"registered {entry.model_id} as version {entry.version}; {verdict}"))
+    result = RetrainResult(run_uid, entry.model_id, entry.version, do_activate, outcome.better,
+                           {"new": new, "base": old}, outcome.history)
+    return result, masker
+
+
+@plan
+def retrain(
+    annotated_uids: Sequence[Any] | str,
+    base_model: Any = "active",
+    *,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    settings: Any = None,
+    activate: str | bool = "if_better",
+    callback: Any = None,
+    client: Any = None,
+    registry: Any = None,
+    model_id: str = "xrdmask-r{version}",
+    description: str = "",
+    poll_s: float = 0.2,
+    md: dict[str, Any] | None = None,
+) -> MsgGenerator:
+    """Fine-tune the U-Net on annotated runs, register it, and switch to it if it is better.
+
+    Parameters
+    ----------
+    annotated_uids
+        Uids (or BlueskyRun clients) of runs with annotations
+        (`xrd_bluesky_mask.tiled.annotations`).
+    base_model
+        Model to start from: ``"active"``, a registry version or model id, or a model folder
+        (`pathlib.Path`).
+    epochs, batch_size, lr
+        Shortcuts for the same fields of ``settings``.
+    settings
+        `xrd_bluesky_mask.retrain.RetrainSettings` (held-out share, minimum spot pixels,
+        target TNR, ...); None for the defaults.
+    activate
+        ``"if_better"``: activate the new model when its held-out recall is higher and its
+        true-negative rate at most ``settings.tnr_tolerance`` below the lower of the base
+        model's and ``settings.target_tnr`` (`xrd_bluesky_mask.retrain.is_better`); True:
+        always; False: register only.
+    callback
+        An `XRDMaskCallback` to switch to the new model (from its next run) when activated.
+    client
+        Tiled container holding the runs; None: the callback's.
+    registry
+        `ModelRegistry` or its directory; None: the default registry.
+    model_id
+        Id of the new version; ``{version}`` becomes its number.
+    description
+        Card description; None: names the base model and the runs.
+    poll_s
+        Seconds between polls of the training thread.
+    md
+        Extra start-document metadata.
+
+    Returns
+    -------
+    RetrainResult
+        Also the plan's result: ``RE(...).plan_result`` with ``call_returns_result=True``.
+
+    Raises
+    ------
+    AnnotationError
+        Before any run is opened: runs without annotations, annotations not matching their
+        frames, too few annotated frames or spot pixels (all runs checked, listed together).
+    ModelError
+        Unknown or damaged base model.
+    """
+    from ..retrain import RetrainSettings
+    from ..tiled.results import run_uid_of
+
+    if activate not in _ACTIVATE:
+        raise ValueError(f"activate must be 'if_better', True or False, got {activate!r}")
+    mode = _ACTIVATE[activate]
+    uids = [run_uid_of(u) for u in ([annotated_uids] if isinstance(annotated_uids, str)
+                                    else annotated_uids)]
+    overrides = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr))
+                 if v is not None}
+    cfg = RetrainSettings.model_validate(
+        {**(settings or RetrainSettings()).model_dump(), **overrides})
+    reg = _registry(registry)
+    client = _client_of(client, callback)
+    workdir = Path(tempfile.mkdtemp(prefix="xrd-mask-retrain-"))
+    jobs: list[_Job] = []
+    try:
+        jobs.append(_Job(_prepare_job, client, uids, base_model, reg, cfg, name="retrain-data"))
+        runs, spot_px, base = yield from _wait(jobs[-1], poll_s)
+        start = _start_metadata(uids, runs, spot_px, base, cfg, mode, reg, md)
+        run_uid = yield from bps.open_run(md=start)
+        jobs.append(_Job(_train_job, runs, base, cfg, workdir, name="retrain"))
+        epoch_values = _Values("retrain", {k: "integer" if k == "epoch" else "number"
+                                           for k in _EPOCH_KEYS})
+        outcome = yield from _wait(jobs[-1], poll_s,
+                                   lambda rec: _emit(epoch_values, rec, "primary"))
+        result, masker = yield from _commit(outcome, base, uids, cfg, mode, callback, reg,
+                                            model_id, description, run_uid, poll_s)
+    finally:
+        for job in jobs:
+            job.stop.set()
+        _cleanup(jobs[-1] if jobs else None, workdir)
+    if masker is not None:
+        callback.set_masker(masker)  # the callback's next run uses the new model
+    log.info("retrain: %s version %d%s", result.model_id, result.version,
+             " (activated)" if result.activated else "")
+    return result
+
+
+@plan
+def set_model(model_id: Any = "active", *, callback: Any = None, registry: Any = None,
+              poll_s: float = 0.1) -> MsgGenerator:
+    """Activate a registered model and switch ``callback`` to it (from its next run).
+
+    Parameters
+    ----------
+    model_id
+        Registry version (``3``, ``"v3"``), model id, ``"default"`` (version 0) or
+        ``"active"`` (re-apply the active model to ``callback``).
+    callback
+        An `XRDMaskCallback`; None only changes the registry's active model.
+    registry
+        `ModelRegistry` or its directory; None: the default registry.
+    poll_s
+        Seconds between polls while the model loads (in a thread).
+
+    Returns
+    -------
+    str
+        The model id now active.
+
+    Raises
+    ------
+    ModelError
+        Unknown version, or weights failing their checksum (nothing is changed).
+    """
+    from ..masking import get_masker
+
+    reg = _registry(registry)
+    entry = reg.get(model_id)
+    masker = None
+    if callback is not None:  # load (and verify) first: a bad model changes nothing
+        job = _Job(lambda _job, path: get_masker("unet", model=path), entry.path,
+                   name="load-model")
+        masker = yield from _wait(job, poll_s)
+    else:
+        yield from bps.null()
+    reg.activate(entry.version)
+    if masker is not None:
+        callback.set_masker(masker)
+    return entry.model_id
+
+
+def _cleanup(job: _Job | None, workdir: Path) -> None:
+    """Delete the work folder once the training thread (if still running) has stopped."""
+    if job is None or not job.thread.is_alive():
+        shutil.rmtree(workdir, ignore_errors=True)
+        return
+
+    def later() -> None:
+        job.thread.join()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    threading.Thread(target=later, daemon=True, name="xrd-mask-retrain-cleanup").start()
