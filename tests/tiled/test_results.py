@@ -60,7 +60,8 @@ def test_sink_layout_out_of_order_and_beyond_expected(tiled_server):
     assert md["status"] == "complete_with_errors"
     assert md["frames_done"] == [0, 2, 4] and md["n_frames_done"] == 3
     assert md["errors"] == {"1": "FrameError: empty", "3": "boom"}
-    assert md["schema_version"] == 1 and md["source_uid"] == uid
+    assert md["schema_version"] == 2 and md["source_uid"] == uid
+    assert md["result_version"] == 1 and len(md["settings_id"]) == 16
     assert {"masker", "poni", "integration", "versions", "stream", "field"} <= set(md)
     assert "xrd_bluesky_mask" in md["versions"] and "tiled" in md["versions"]
 
@@ -110,7 +111,7 @@ def test_find_results_by_search_under_a_custom_root(tiled_server):
     node = find_results(tiled_server.client(), uid)  # not under the default root: search_deep
     assert node.metadata["source_uid"] == uid
     assert find_results(tiled_server.client(), uid, root="elsewhere/masks")["mask"].shape[0] == 1
-    with pytest.raises(KeyError, match="no xrd_mask results for run nope"):
+    with pytest.raises(KeyError, match="no xrd_mask results for nope"):
         find_results(tiled_server.client(), "nope")
 
 

@@ -1,9 +1,9 @@
-"""Derived results in Tiled: their layout, provenance, and how to find and load them.
+"""Derived results in Tiled: their layout, provenance, versions, and how to find and load them.
 
-One container per source run, at ``<root>/<source_uid>`` (default root ``derived/xrd_mask``),
+One container per source and *result version*, under ``<root>`` (default ``derived/xrd_mask``),
 spec ``XRDMask``::
 
-    derived/xrd_mask/<source_uid>          container, specs ["XRDMask"], provenance metadata
+    derived/xrd_mask/<key>                 version 1: container, specs ["XRDMask"], provenance
         mask                               uint8 (frame, y, x): 0 keep, 1 spot, 2 static;
                                            one chunk per frame
         pattern                            container, specs ["xarray_dataset"] (reads as an
@@ -12,23 +12,39 @@ spec ``XRDMask``::
             sigma                          float32 (frame, radial), counts (standard error)
             two_theta                      float64 (radial,), deg
             q                              float64 (radial,), 1/Å (when the PONI has a wavelength)
+    derived/xrd_mask/<key>_v2              version 2 of the same source (same layout), ...
 
-Arrays are preallocated to ``frames_expected`` (the start document's ``num_points``) with one
-chunk per frame, and grow past it if needed. Frames are written as they finish and may arrive
-out of order; a frame's mask is written at once and its pattern rows within about a second
-(batched). The metadata key ``frames_done`` (sorted frame indices) says which frames hold
-both; frames not done read as 0. ``status`` is ``running``, ``complete``,
-``complete_with_errors`` (``errors`` maps frame index → message) or ``failed`` (``errors["run"]``
-says why: no geometry, masker or results store unusable).
+A *source* is a Bluesky run (``<key>`` is its start uid) or a Tiled array node holding a frame
+series ``(N, H, W)`` or ``(N, 1, H, W)`` (``source_uid`` is the node's path; ``<key>`` is that path
+made key-safe plus a short hash, see `result_key`).
+
+Versions (schema 2; the layout change from schema 1): results computed with different
+*settings* (masker settings incl. model id and sha256, PONI, integration settings, stream and
+field; see `settings_id`) are kept side by side. The first lives at ``<key>`` (where schema 1 put
+the only one, so older nodes and paths keep working), later ones at ``<key>_v2``, ``<key>_v3``...
+Each carries ``result_version`` (1, 2, ...) and ``settings_id`` in its metadata; all versions of a
+source share ``source_uid``. Re-running with the same settings resumes that version instead of
+adding one. `find_results` returns the newest version unless ``version=`` is given;
+`result_versions` lists them all. A schema-1 node reads as version 1.
+
+Arrays are preallocated to ``frames_expected`` with one chunk per frame, and grow past it if
+needed. Frames are written as they finish and may arrive out of order; a frame's mask is written
+at once and its pattern rows within about a second (batched). The metadata key ``frames_done``
+(sorted frame indices) says which frames hold both; frames not done read as 0. ``status`` is
+``running``, ``complete``, ``complete_with_errors`` (``errors`` maps frame index → message) or
+``failed`` (``errors["run"]`` says why: no geometry, masker or results store unusable).
 
 Plain tiled clients read everything: ``client["derived/xrd_mask/<uid>/mask"][i]``,
-``client["derived/xrd_mask/<uid>/pattern"].read()``, or search with
-``client.search_deep(Key("source_uid") == uid)``.
+``client["derived/xrd_mask/<uid>_v2/pattern"].read()``, or every version of a run with
+``client["derived/xrd_mask"].search(Key("source_uid") == uid)`` (``search_deep`` from the root).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import json
+import re
 import sys
 import time
 from typing import Any
@@ -45,20 +61,29 @@ __all__ = [
     "load_masks",
     "load_patterns",
     "mask_codes",
+    "node_path",
     "package_versions",
     "provenance",
+    "result_key",
+    "result_versions",
     "run_uid_of",
+    "settings_id",
+    "source_id_of",
 ]
 
-#: Default path of the container that holds one derived container per source run.
+#: Default path of the container that holds one derived container per source and version.
 DEFAULT_ROOT = "derived/xrd_mask"
 #: Spec of a derived container.
 SPEC = "XRDMask"
-SCHEMA_VERSION = 1
+#: 2: result versions (``result_version``, ``settings_id``, ``source_kind``, ``source_path``).
+SCHEMA_VERSION = 2
 #: Values of the ``mask`` array.
 MASK_CODES = {0: "keep", 1: "spot", 2: "static"}
+#: Masker settings that do not change results, left out of `settings_id`.
+VOLATILE_MASKER_KEYS = frozenset({"device"})
 
 _PACKAGES = ("tiled", "bluesky", "bluesky-tiled-plugins", "event-model", "pyFAI", "numpy")
+_SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def mask_codes(spots: np.ndarray, static: np.ndarray) -> np.ndarray:
@@ -83,6 +108,42 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def _canonical(value: Any) -> Any:
+    """JSON-stable form: sorted dicts, lists for tuples, integral floats as ints."""
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _poni_lines(poni: str | None) -> list[str]:
+    """PONI text without comments, blank lines and surrounding spaces."""
+    lines = (line.strip() for line in (poni or "").splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def settings_id(metadata: dict[str, Any]) -> str:
+    """What makes two results of a source the same version (16 hex digits).
+
+    A hash of the masker settings (model id and sha256 included; ``device`` left out: the same
+    model on CPU or GPU is the same result), the PONI (comments and blank lines ignored), the
+    integration settings, stream and field, read from provenance ``metadata``. A stored
+    ``settings_id`` is returned as is.
+    """
+    if isinstance(metadata.get("settings_id"), str):
+        return metadata["settings_id"]
+    masker = {k: v for k, v in (metadata.get("masker") or {}).items()
+              if k not in VOLATILE_MASKER_KEYS}
+    identity = {"masker": masker, "poni": _poni_lines(metadata.get("poni")),
+                "integration": metadata.get("integration") or {},
+                "stream": metadata.get("stream") or "", "field": metadata.get("field") or ""}
+    text = json.dumps(_canonical(identity), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def provenance(
     source_uid: str,
     *,
@@ -93,19 +154,26 @@ def provenance(
     integration: dict[str, Any],
     frames_expected: int | None = None,
     frame_shape: tuple[int, int] | None = None,
+    source_kind: str = "bluesky_run",
+    source_path: str | None = None,
 ) -> dict[str, Any]:
     """Metadata of a derived container (JSON-able).
 
-    Keys: ``schema_version``, ``source_uid``, ``stream``, ``field``, ``masker`` (its
-    ``settings()``), ``model_id`` and ``model_sha256`` (None for model-free maskers), ``poni``
-    (PONI text), ``integration`` (`IntegrationSettings` as a dict), ``versions``,
-    ``frames_expected``, ``frame_shape_px``, ``mask_codes``, ``frames_done``,
-    ``n_frames_done``, ``status``, ``errors``, ``created`` and ``updated`` (Unix seconds).
+    Keys: ``schema_version``, ``source_uid`` (run uid, or the array node's path),
+    ``source_kind`` (``"bluesky_run"`` or ``"array_node"``), ``source_path`` (path of the frames
+    from the server root, when known), ``stream``, ``field``, ``masker`` (its ``settings()``),
+    ``model_id`` and ``model_sha256`` (None for model-free maskers), ``poni`` (PONI text),
+    ``integration`` (`IntegrationSettings` as a dict), ``settings_id`` (see `settings_id`),
+    ``versions``, ``frames_expected``, ``frame_shape_px``, ``mask_codes``, ``frames_done``,
+    ``n_frames_done``, ``status``, ``errors``, ``created`` and ``updated`` (Unix seconds). The
+    sink adds ``result_version``.
     """
     now = time.time()
-    return {
+    md = {
         "schema_version": SCHEMA_VERSION,
         "source_uid": source_uid,
+        "source_kind": source_kind,
+        "source_path": source_path,
         "stream": stream,
         "field": field,
         "masker": masker_settings,
@@ -124,21 +192,56 @@ def provenance(
         "created": now,
         "updated": now,
     }
+    md["settings_id"] = settings_id(md)
+    return md
+
+
+def result_key(source_id: str, version: int = 1) -> str:
+    """Key of a source's results under the results root.
+
+    A run uid (any key-safe id) is used as is; an array node's path becomes its key-safe form
+    plus 8 hex digits of its hash (``raw/sample_a/frames`` → ``raw.sample_a.frames-1a2b3c4d``).
+    Version ``n >= 2`` appends ``_v<n>``.
+    """
+    if _SAFE_KEY.fullmatch(source_id):
+        base = source_id
+    else:
+        slug = re.sub(r"[^A-Za-z0-9._-]+", ".", source_id).strip("._-")[:80] or "node"
+        base = f"{slug}-{hashlib.sha256(source_id.encode()).hexdigest()[:8]}"
+    return base if version <= 1 else f"{base}_v{version}"
+
+
+def source_id_of(source: Any) -> str:
+    """The id results are filed under: a run's start uid, or an array node's path.
+
+    Accepts a uid or path string, a start document, a BlueskyRun client or an array client.
+    """
+    if isinstance(source, str):
+        return source
+    if isinstance(source, dict) and "uid" in source:
+        return str(source["uid"])
+    md = getattr(source, "metadata", None)
+    try:
+        return str(md["start"]["uid"])
+    except (TypeError, KeyError):
+        pass
+    family = getattr(source, "structure_family", None)
+    if str(getattr(family, "value", family)) == "array" and node_path(source):
+        return node_path(source)
+    raise TypeError(
+        f"expected a run uid or node path (str), a BlueskyRun or an array client, got "
+        f"{type(source).__name__}"
+    )
+
+
+def node_path(node: Any) -> str:
+    """Path of a tiled client node from the server root, ``"a/b/c"`` (``""`` for the root)."""
+    return "/".join(p for p in (getattr(node, "path_parts", None) or []) if p)
 
 
 def run_uid_of(run_or_uid: Any) -> str:
     """The start uid of a BlueskyRun client (or of a start document, or a uid string)."""
-    if isinstance(run_or_uid, str):
-        return run_or_uid
-    if isinstance(run_or_uid, dict) and "uid" in run_or_uid:
-        return str(run_or_uid["uid"])
-    md = getattr(run_or_uid, "metadata", None)
-    try:
-        return str(md["start"]["uid"])
-    except (TypeError, KeyError):
-        raise TypeError(
-            f"expected a run uid (str) or a BlueskyRun client, got {type(run_or_uid).__name__}"
-        ) from None
+    return source_id_of(run_or_uid)
 
 
 def _root_client(client: Any) -> Any:
@@ -148,18 +251,55 @@ def _root_client(client: Any) -> Any:
     return from_context(client.context)
 
 
-def find_results(client: Any, source: Any = None, *, root: str = DEFAULT_ROOT) -> Any:
-    """The derived container of a source run.
+def _is_result(node: Any) -> bool:
+    return SPEC in [getattr(s, "name", s) for s in node.specs]
+
+
+def version_of(metadata: dict[str, Any]) -> int:
+    """``result_version`` of a derived container's metadata (1 for schema-1 nodes)."""
+    return int(metadata.get("result_version") or 1)
+
+
+def result_versions(client: Any, source: Any = None, *, root: str = DEFAULT_ROOT,
+                    deep: bool = True) -> list[tuple[int, Any]]:
+    """Every result version of a source, oldest first, as ``(version, container)``.
+
+    Looks among the children of ``root`` first, then (nothing there, and ``deep``) over the
+    whole server with ``search_deep``. An empty list when the source has no results.
+    """
+    from tiled.queries import Key
+
+    sid = source_id_of(client if source is None else source)
+    top = _root_client(client)
+    found: list[Any] = []
+    try:
+        parent = top[root]
+    except KeyError:
+        parent = None
+    if parent is not None:
+        found = [n for n in parent.search(Key("source_uid") == sid).values() if _is_result(n)]
+    if not found and deep:
+        found = [n for n in top.search_deep(Key("source_uid") == sid).values() if _is_result(n)]
+    found.sort(key=lambda n: (version_of(n.metadata), n.metadata.get("created") or 0))
+    return [(version_of(n.metadata), n) for n in found]
+
+
+def find_results(client: Any, source: Any = None, *, root: str = DEFAULT_ROOT,
+                 version: int | None = None) -> Any:
+    """The derived container of a source (its newest version by default).
 
     Parameters
     ----------
     client
         Any tiled client node on the server (the root, a catalog, or a BlueskyRun).
     source
-        The source run's uid or its BlueskyRun client; None when ``client`` is the BlueskyRun.
+        The source run's uid or BlueskyRun client, or an array node's path or client; None
+        when ``client`` is the BlueskyRun.
     root
-        Path of the results root from the server's root; tried first, then ``search_deep``
+        Path of the results root from the server's root; searched first, then ``search_deep``
         over the whole server.
+    version
+        ``result_version`` to return (1, 2, ...); None: the newest.
 
     Returns
     -------
@@ -169,26 +309,24 @@ def find_results(client: Any, source: Any = None, *, root: str = DEFAULT_ROOT) -
     Raises
     ------
     KeyError
-        No results for that run (the message says where it looked).
+        No results for that source, or not that version (the message says what exists).
     """
-    from tiled.queries import Key
-
-    uid = run_uid_of(client if source is None else source)
-    top = _root_client(client)
-    try:
-        node = top[f"{root}/{uid}"]
-        if node.metadata.get("source_uid") == uid:
-            return node
-    except KeyError:
-        pass
-    hits = top.search_deep(Key("source_uid") == uid, Key("schema_version") == SCHEMA_VERSION)
-    for _path, node in hits.items():
-        if SPEC in [getattr(s, "name", s) for s in node.specs]:
+    sid = source_id_of(client if source is None else source)
+    versions = result_versions(client, sid, root=root)
+    if not versions:
+        raise KeyError(
+            f"no xrd_mask results for {sid}: nothing under {root} and no node with metadata "
+            "source_uid == it. Was XRDMaskCallback subscribed during the run, or run "
+            "`xrd-mask reprocess UID`?"
+        )
+    if version is None:
+        return versions[-1][1]
+    for number, node in versions:
+        if number == version:
             return node
     raise KeyError(
-        f"no xrd_mask results for run {uid}: not at {root}/{uid} and no node with metadata "
-        "source_uid == uid. Was XRDMaskCallback subscribed during the run, or run "
-        "`xrd-mask reprocess UID`?"
+        f"results of {sid} have no version {version}; versions: "
+        f"{', '.join(str(n) for n, _ in versions)}"
     )
 
 
@@ -198,25 +336,27 @@ def frames_done(node: Any) -> list[int]:
     return sorted(int(i) for i in node.metadata.get("frames_done", []))
 
 
-def load_masks(client: Any, source: Any = None, *, root: str = DEFAULT_ROOT) -> np.ndarray:
+def load_masks(client: Any, source: Any = None, *, root: str = DEFAULT_ROOT,
+               version: int | None = None) -> np.ndarray:
     """The mask codes of every frame, uint8 ``(frames, rows, cols)``: 0 keep, 1 spot, 2 static.
 
-    Frames not processed (see ``frames_done``) read as 0.
+    Frames not processed (see ``frames_done``) read as 0. ``version``: see `find_results`.
     """
-    node = find_results(client, source, root=root)
+    node = find_results(client, source, root=root, version=version)
     return np.asarray(node["mask"].read())
 
 
 def load_patterns(client: Any, source: Any = None, *, root: str = DEFAULT_ROOT,
-                  only_done: bool = True) -> Any:
+                  only_done: bool = True, version: int | None = None) -> Any:
     """The masked 1D patterns as an `xarray.DataArray` ``(frame, radial)``, counts.
 
     Coords: ``frame`` (source frame index), ``two_theta`` (deg), ``q`` (1/Å) when stored,
     ``sigma`` (frame, radial). With ``only_done`` the frames without results are left out.
+    ``version``: see `find_results`.
     """
     import xarray as xr
 
-    node = find_results(client, source, root=root)
+    node = find_results(client, source, root=root, version=version)
     for attempt in range(5):  # a read racing a growing array sees unequal sizes
         try:
             ds = node["pattern"].read()

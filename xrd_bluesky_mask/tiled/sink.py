@@ -1,15 +1,29 @@
 """Where the worker writes results: the `ResultSink` protocol, to Tiled or to memory.
 
-`TiledResultSink` writes the layout described in `xrd_bluesky_mask.tiled.results`. Arrays are
-preallocated with one chunk per frame when the run announces how many frames it will have
-(``frames_expected``) and filled with ``write_block``; frames beyond that (or when the count is
-unknown) extend the arrays with ``patch(..., extend=True)``. Frames may arrive in any order.
+`TiledResultSink` writes the layout described in `xrd_bluesky_mask.tiled.results`. `open_run`
+picks the result *version*: the existing one whose settings (`results.settings_id`) equal the
+new metadata's is resumed (its ``frames_done`` kept); otherwise the next version is created
+beside the others (``<key>``, ``<key>_v2``, ...). Creation is create-first with HTTP 409 handled,
+so processes opening the same source at once end up in one version per settings.
+
+Arrays are preallocated with one chunk per frame when the run announces how many frames it will
+have (``frames_expected``) and filled with ``write_block``; frames beyond that (or when the count
+is unknown) extend the arrays with ``patch(..., extend=True)``. Frames may arrive in any order.
+Arrays (and the pattern's coordinates) are get-or-create, so several writers may share a version.
 
 To spare the server (which also serves TiledWriter during the scan), a frame's mask is written
 at once but its pattern rows are queued and flushed every ``progress_interval`` seconds (one
 request per array for each run of consecutive frames), followed by the progress metadata
 (``frames_done``, without keeping metadata revisions). A frame is listed in ``frames_done`` once
 its mask and pattern are both written; `close_run` flushes and writes the final state.
+
+Every request may be repeated after a failure without harm (a `RetryingSink` does that through
+a Tiled outage): queued rows stay queued until written, and progress metadata is sent as a JSON
+*merge* patch (whole lists replaced), never as index-based JSON-patch operations.
+
+Several processes writing one version (Dask): one of them, the *owner*, calls `open_run`,
+`mark_done` and `close_run` and is the only one writing metadata; the others `attach` to the
+version's path and only write arrays (`write`, `flush`).
 """
 
 from __future__ import annotations
@@ -22,11 +36,22 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .results import DEFAULT_ROOT, MASK_CODES, SPEC
+from .results import (
+    DEFAULT_ROOT,
+    MASK_CODES,
+    SPEC,
+    node_path,
+    result_key,
+    settings_id,
+    version_of,
+)
 
 __all__ = ["InMemoryResultSink", "ResultSink", "TiledResultSink"]
 
 log = logging.getLogger(__name__)
+
+#: Metadata a resumed version keeps from its earlier session (not overwritten by `open_run`).
+_KEPT_ON_RESUME = ("frames_done", "n_frames_done", "errors", "created", "result_version")
 
 
 @runtime_checkable
@@ -56,6 +81,8 @@ class _Arrays:
 class _RunState:
     node: Any
     expected: int | None
+    version: int = 1
+    owner: bool = True  # writes metadata (False: attached, arrays only)
     done: set[int] = field(default_factory=set)
     mask: _Arrays | None = None
     pattern: dict[str, _Arrays] = field(default_factory=dict)
@@ -63,9 +90,16 @@ class _RunState:
     last_progress: float = field(default_factory=time.monotonic)
 
 
+def _conflict(exc: Exception) -> bool:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None) == 409
+
+
 def _preallocate(parent: Any, key: str, shape: tuple[int, ...], dims: list[str], dtype: str,
                  specs: list[str] | None = None, metadata: dict | None = None) -> Any:
-    """An array of ``shape`` with one chunk per frame (axis 0), no data written yet."""
+    """``parent[key]``, or a new array of ``shape`` with one chunk per frame (axis 0) and no
+    data written yet (another writer may have created it first)."""
+    from tiled.client.utils import ClientError
     from tiled.structures.array import ArrayStructure, BuiltinDtype
     from tiled.structures.core import StructureFamily
     from tiled.structures.data_source import DataSource
@@ -74,8 +108,13 @@ def _preallocate(parent: Any, key: str, shape: tuple[int, ...], dims: list[str],
     structure = ArrayStructure(shape=shape, chunks=chunks, dims=dims,
                                data_type=BuiltinDtype.from_numpy_dtype(np.dtype(dtype)))
     source = DataSource(structure=structure, structure_family=StructureFamily.array)
-    return parent.new(StructureFamily.array, [source], key=key, metadata=metadata or {},
-                      specs=specs or [])
+    try:
+        return parent.new(StructureFamily.array, [source], key=key, metadata=metadata or {},
+                          specs=specs or [])
+    except ClientError as exc:
+        if not _conflict(exc):
+            raise
+        return parent[key]
 
 
 def _get_or_create(parent: Any, key: str, *, create_first: bool = False,
@@ -90,9 +129,18 @@ def _get_or_create(parent: Any, key: str, *, create_first: bool = False,
     try:
         return parent.create_container(key, **kwargs), True
     except ClientError as exc:
-        if exc.response.status_code == 409:  # exists (or created meanwhile)
+        if _conflict(exc):  # exists (or created meanwhile)
             return parent[key], False
         raise
+
+
+def _merge_metadata(node: Any, metadata: dict[str, Any], *, drop_revision: bool = False) -> None:
+    """JSON merge patch (RFC 7386): dicts merge, lists and values are replaced, None deletes.
+    Sending it twice has the effect of sending it once."""
+    from tiled.utils import patch_mimetypes
+
+    node.patch_metadata(metadata_patch=metadata, content_type=patch_mimetypes.MERGE_PATCH,
+                        drop_revision=drop_revision)
 
 
 class TiledResultSink:
@@ -132,35 +180,103 @@ class TiledResultSink:
             self._root_node = node
         return self._root_node
 
+    # -- opening ------------------------------------------------------------------------
     def open_run(self, source_uid: str, metadata: dict[str, Any]) -> None:
-        """Get or create ``<root>/<source_uid>`` and record ``metadata`` (status "running")."""
+        """Open the version of ``source_uid``'s results matching ``metadata``'s settings:
+        resume it (``frames_done`` kept) or create the next version (status "running")."""
         with self._lock, self._errors(self.uri, f"create results for run {source_uid}"):
-            node, created = _get_or_create(self._root(), source_uid, create_first=True,
-                                           metadata=metadata, specs=[SPEC])
-            state = _RunState(node, metadata.get("frames_expected"))
-            if not created:  # resumed (e.g. a restarted worker): keep what is there
+            node, created = self._open_version(source_uid, metadata)
+            state = _RunState(node, metadata.get("frames_expected"),
+                              version=version_of(node.metadata))
+            if not created:  # resumed (a restarted worker, a repeated reprocess)
                 state.done = {int(i) for i in node.metadata.get("frames_done", [])}
-                node.update_metadata({**metadata, "frames_done": sorted(state.done),
-                                      "n_frames_done": len(state.done),
-                                      "created": node.metadata.get("created")})
-                children = set(node)
-                if "mask" in children:
-                    mask = node["mask"]
-                    state.mask = _Arrays(mask, mask.shape[0])
-                if "pattern" in children:
-                    pat = node["pattern"]
-                    for key in set(pat) & {"intensity", "sigma"}:
-                        state.pattern[key] = _Arrays(pat[key], pat[key].shape[0])
+                node.update_metadata({k: v for k, v in metadata.items()
+                                      if k not in _KEPT_ON_RESUME})
+                self._load_arrays(state)
             self._runs[source_uid] = state
 
-    def _new_arrays(self, state: _RunState, index: int, codes: np.ndarray, pattern: Any) -> None:
+    def _open_version(self, source_uid: str, metadata: dict[str, Any]) -> tuple[Any, bool]:
+        """``(node, created)``: the matching version, or a new one."""
+        from tiled.client.utils import ClientError
+        from tiled.queries import Key
+
+        root = self._root()
+        wanted = settings_id(metadata)
+        md = {**metadata, "settings_id": wanted}
+        version = 1
+        for _ in range(64):
+            try:
+                node = root.create_container(result_key(source_uid, version),
+                                             metadata={**md, "result_version": version},
+                                             specs=[SPEC])
+                return node, True
+            except ClientError as exc:
+                if not _conflict(exc):
+                    raise
+            # the key is taken: by a version of this source (same settings: resume) or not
+            versions = [n for n in root.search(Key("source_uid") == source_uid).values()
+                        if SPEC in [getattr(s, "name", s) for s in n.specs]]
+            matching = [n for n in versions if settings_id(n.metadata) == wanted]
+            if matching:
+                return max(matching, key=lambda n: version_of(n.metadata)), False
+            numbers = [version_of(n.metadata) for n in versions]
+            version = max([*numbers, version]) + 1
+        raise RuntimeError(f"could not allocate a result version for {source_uid} under "
+                           f"{self.root}: 64 keys taken")
+
+    def attach(self, source_uid: str, path: str, frames_expected: int | None = None) -> None:
+        """Write arrays into an existing version at ``path`` (from the server root), opened by
+        another process's `open_run`; this sink then writes no metadata."""
+        with self._lock, self._errors(self.uri, f"open results {path}"):
+            node = self.client[path]
+            state = _RunState(node, frames_expected, version=version_of(node.metadata),
+                              owner=False)
+            self._load_arrays(state)
+            self._runs[source_uid] = state
+
+    @staticmethod
+    def _load_arrays(state: _RunState) -> None:
+        children = set(state.node)
+        if "mask" in children:
+            mask = state.node["mask"]
+            state.mask = _Arrays(mask, mask.shape[0])
+        if "pattern" in children:
+            pat = state.node["pattern"]
+            for key in set(pat) & {"intensity", "sigma"}:
+                state.pattern[key] = _Arrays(pat[key], pat[key].shape[0])
+
+    def result_path(self, source_uid: str) -> str:
+        """Path from the server root of the version opened for ``source_uid``."""
+        return node_path(self._state(source_uid).node)
+
+    def result_version(self, source_uid: str) -> int:
+        """``result_version`` of the version opened for ``source_uid``."""
+        return self._state(source_uid).version
+
+    def done(self, source_uid: str) -> set[int]:
+        """Frames of ``source_uid`` with results written (from earlier sessions too)."""
+        return set(self._state(source_uid).done)
+
+    def _state(self, source_uid: str) -> _RunState:
+        state = self._runs.get(source_uid)
+        if state is None:
+            raise RuntimeError(f"results of {source_uid!r} used before open_run/attach")
+        return state
+
+    # -- writing ------------------------------------------------------------------------
+    def _ensure_arrays(self, state: _RunState, index: int, codes: np.ndarray,
+                       pattern: Any) -> None:
         n = max(state.expected or 0, index + 1)
         rows, cols = codes.shape
-        mask = _preallocate(state.node, "mask", (n, rows, cols), ["frame", "y", "x"], "uint8",
-                            metadata={"mask_codes": {str(k): v for k, v in MASK_CODES.items()},
-                                      "attrs": {"flag_values": [0, 1, 2],
-                                                "flag_meanings": "keep spot static"}})
-        state.mask = _Arrays(mask, n)
+        if state.mask is None:
+            mask = _preallocate(
+                state.node, "mask", (n, rows, cols), ["frame", "y", "x"], "uint8",
+                metadata={"mask_codes": {str(k): v for k, v in MASK_CODES.items()},
+                          "attrs": {"flag_values": [0, 1, 2],
+                                    "flag_meanings": "keep spot static"}})
+            state.mask = _Arrays(mask, mask.shape[0])
+        if len(state.pattern) == 2:
+            return
         attrs = {k: v for k, v in pattern.attrs.items()
                  if k not in ("masked_pixels", "masked_fraction")}
         pat, _ = _get_or_create(state.node, "pattern", create_first=True,
@@ -171,15 +287,24 @@ class TiledResultSink:
             arr = _preallocate(pat, key, (n, bins), ["frame", "radial"], "float32",
                                specs=["xarray_data_var"],
                                metadata={"attrs": {"units": "counts", "long_name": long_name}})
-            state.pattern[key] = _Arrays(arr, n)
+            state.pattern[key] = _Arrays(arr, arr.shape[0])
         for name in ("two_theta", "q"):
             if name in pattern.coords:
-                coord = pattern.coords[name]
-                pat.write_array(np.asarray(coord.values, dtype=np.float64), key=name,
-                                dims=["radial"], specs=["xarray_coord"],
-                                metadata={"attrs": {"units": coord.attrs.get("units", ""),
-                                                    "long_name": coord.attrs.get("long_name",
-                                                                                 name)}})
+                self._write_coord(pat, name, pattern.coords[name])
+
+    @staticmethod
+    def _write_coord(pat: Any, name: str, coord: Any) -> None:
+        from tiled.client.utils import ClientError
+
+        try:
+            pat.write_array(np.asarray(coord.values, dtype=np.float64), key=name,
+                            dims=["radial"], specs=["xarray_coord"],
+                            metadata={"attrs": {"units": coord.attrs.get("units", ""),
+                                                "long_name": coord.attrs.get("long_name",
+                                                                             name)}})
+        except ClientError as exc:
+            if not _conflict(exc):  # another writer wrote the same coordinate
+                raise
 
     @staticmethod
     def _put(arrays: _Arrays, index: int, rows: np.ndarray) -> None:
@@ -202,8 +327,7 @@ class TiledResultSink:
         sigma = (np.asarray(pattern.coords["sigma"].values, dtype=np.float32)
                  if "sigma" in pattern.coords else np.full_like(intensity, np.nan))
         with self._lock, self._errors(self.uri, f"write frame {index} of run {source_uid}"):
-            if state.mask is None:
-                self._new_arrays(state, index, codes, pattern)
+            self._ensure_arrays(state, index, codes, pattern)
             assert state.mask is not None
             bins = state.pattern["intensity"].client.shape[1]
             if intensity.shape[0] != bins:
@@ -216,11 +340,24 @@ class TiledResultSink:
             if time.monotonic() - state.last_progress >= self.progress_interval:
                 self._flush(state)
 
+    def flush(self, source_uid: str) -> None:
+        """Write the queued pattern rows of ``source_uid`` now (and progress, if the owner)."""
+        with self._lock, self._errors(self.uri, f"flush results of {source_uid}"):
+            self._flush(self._state(source_uid))
+
+    def mark_done(self, source_uid: str, indices: Any) -> None:
+        """Record frames whose results another process wrote (the owner of a shared version);
+        progress metadata follows every ``progress_interval`` s."""
+        with self._lock, self._errors(self.uri, f"record progress of {source_uid}"):
+            state = self._state(source_uid)
+            state.done.update(int(i) for i in indices)
+            if time.monotonic() - state.last_progress >= self.progress_interval:
+                self._flush(state)
+
     def _flush(self, state: _RunState) -> None:
         """Write queued pattern rows (one request per array per run of consecutive frames),
-        then the progress metadata."""
-        pending, state.pending = state.pending, {}
-        order = sorted(pending)
+        then the progress metadata. Rows leave the queue only once written."""
+        order = sorted(state.pending)
         groups: list[list[int]] = []
         for i in order:
             if groups and i == groups[-1][-1] + 1:
@@ -229,11 +366,14 @@ class TiledResultSink:
                 groups.append([i])
         for group in groups:
             for k, key in enumerate(("intensity", "sigma")):
-                rows = np.stack([pending[i][k] for i in group])
+                rows = np.stack([state.pending[i][k] for i in group])
                 self._put(state.pattern[key], group[0], rows)
-        state.done.update(order)
+            for i in group:
+                del state.pending[i]
+            state.done.update(group)
         state.last_progress = time.monotonic()
-        state.node.update_metadata(self._progress(state), drop_revision=True)
+        if state.owner:
+            _merge_metadata(state.node, self._progress(state), drop_revision=True)
 
     @staticmethod
     def _progress(state: _RunState) -> dict[str, Any]:
@@ -241,18 +381,20 @@ class TiledResultSink:
                 "updated": time.time()}
 
     def close_run(self, source_uid: str, status: str, errors: dict[int, str]) -> None:
-        """Flush, then write the final ``status``, ``errors`` (index → message) and
-        ``frames_done``."""
-        with self._lock:
-            state = self._runs.pop(source_uid, None)
-        if state is None:
-            raise RuntimeError(f"close_run({source_uid!r}) without open_run")
+        """Flush, then write the final ``status``, ``errors`` (index → message; replaces the
+        errors of earlier sessions) and ``frames_done``. An attached sink only flushes."""
+        state = self._state(source_uid)
         with self._errors(self.uri, f"finish results of run {source_uid}"):
-            if state.pending:
+            with self._lock:
                 self._flush(state)
-            md = {**self._progress(state), "status": status,
-                  "errors": {str(k): str(v) for k, v in sorted(errors.items())}}
-            state.node.update_metadata(md)
+            if state.owner:
+                old = state.node.metadata.get("errors") or {}
+                new = {str(k): str(v) for k, v in errors.items()}
+                md = {**self._progress(state), "status": status,
+                      "errors": {**{k: None for k in old if k not in new}, **new}}
+                _merge_metadata(state.node, md)
+        with self._lock:
+            self._runs.pop(source_uid, None)
 
 
 class InMemoryResultSink:

@@ -1,0 +1,82 @@
+"""Reprocessing on a real Dask `LocalCluster` (2 workers) gives what the local path gives."""
+
+from __future__ import annotations
+
+import uuid
+
+import distributed
+import numpy as np
+import pytest
+
+from tests.reprocess.test_reprocess import _series
+from xrd_bluesky_mask.reprocess import reprocess
+from xrd_bluesky_mask.tiled.results import find_results
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    """Two in-process workers of one thread each (``processes=False``: worker processes would
+    spend ~20 s importing pyFAI/numba and compiling on this 2-core machine)."""
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                       dashboard_address=None)
+    client = distributed.Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+def test_dask_results_equal_the_local_path(stored_run, tiled_server, dask_client):
+    uid, _, _ = stored_run
+    client = tiled_server.client()
+    node_path, _, _ = _series(client, "series", 3)
+    tag = uuid.uuid4().hex[:8]
+    local = reprocess(client, [uid, node_path], masker="classical",
+                      root=f"derived/local_{tag}", progress=False)
+    with distributed.get_task_stream(dask_client) as stream:
+        fanned = reprocess(client, [uid, node_path], masker="classical",
+                           root=f"derived/dask_{tag}", dask=dask_client, progress=False)
+    assert fanned.mode == "dask, 2 workers" and fanned.ok and local.ok
+    assert [r.processed for r in fanned.runs] == [r.processed for r in local.runs] == [4, 3]
+    tasks = [t for t in stream.data if t["key"].startswith("process_chunk")]
+    assert len(tasks) == 7  # one frame per task here: 7 frames over 2 workers
+    for source in (uid, node_path):
+        a = find_results(client, source, root=f"derived/local_{tag}")
+        b = find_results(client, source, root=f"derived/dask_{tag}")
+        assert b.metadata["status"] == "complete"
+        assert b.metadata["frames_done"] == a.metadata["frames_done"]
+        assert b.metadata["settings_id"] == a.metadata["settings_id"]
+        np.testing.assert_array_equal(b["mask"].read(), a["mask"].read())
+        pa, pb = a["pattern"].read(), b["pattern"].read()
+        np.testing.assert_array_equal(pb["intensity"].values, pa["intensity"].values)
+        np.testing.assert_array_equal(pb["sigma"].values, pa["sigma"].values)
+        np.testing.assert_array_equal(pb["two_theta"].values, pa["two_theta"].values)
+    again = reprocess(client, uid, masker="classical", root=f"derived/dask_{tag}",
+                      dask=dask_client, progress=False)
+    assert again.runs[0].status == "up_to_date"
+
+
+def test_a_task_reads_and_writes_itself_and_returns_only_numbers(tiled_server):
+    """What travels back to the driver: a few numbers per frame, never frame data."""
+    from xrd_bluesky_mask.integration import IntegrationSettings
+    from xrd_bluesky_mask.masking import get_masker
+    from xrd_bluesky_mask.reprocess.cluster import ChunkTask, process_chunk
+    from xrd_bluesky_mask.reprocess.sources import resolve_sources
+    from xrd_bluesky_mask.tiled.results import provenance
+    from xrd_bluesky_mask.tiled.sink import TiledResultSink
+
+    client = tiled_server.client()
+    path, _, _ = _series(client, "series", 2)
+    (src,) = resolve_sources(client, path)
+    masker, settings = get_masker("classical"), IntegrationSettings()
+    owner = TiledResultSink(client, root="derived/task")
+    owner.open_run(src.source_id, provenance(
+        src.source_id, stream="", field="", masker_settings=masker.settings(), poni=src.poni,
+        integration=settings.model_dump(mode="json"), frames_expected=2, frame_shape=src.shape))
+    task = ChunkTask(str(client.context.api_uri), client.context.api_key, src, "derived/task",
+                     owner.result_path(src.source_id), settings)
+    records = process_chunk(task, [1], masker)
+    assert [r["index"] for r in records] == [1] and records[0]["error"] is None
+    assert all(isinstance(v, int | float | type(None)) for r in records for v in r.values())
+    node = client[owner.result_path(src.source_id)]
+    assert node["mask"][1].any() and not node["mask"][0].any()
+    assert node.metadata["frames_done"] == []  # metadata is the driver's job

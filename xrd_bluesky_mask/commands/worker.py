@@ -1,0 +1,69 @@
+"""``xrd-mask worker``: the masking callback as a service fed by Bluesky's 0MQ proxy or Kafka."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from ..cli import add_integration, add_masker, integration_from_args
+from .reprocess import add_tiled, connect_from_args, masker_from_options
+
+ORDER = 6
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "worker", help="mask runs published over 0MQ or Kafka (a service beside the session)",
+        description="Subscribe to the documents a RunEngine publishes and mask every run's "
+                    "frames, reading them from Tiled (TiledWriter with batch_size=1 must be "
+                    "subscribed before the publisher) and writing results to Tiled. Stop "
+                    "with Ctrl-C or SIGTERM: queued frames are finished first.")
+    src = p.add_argument_group("documents").add_mutually_exclusive_group(required=True)
+    src.add_argument("--zmq", metavar="HOST:PORT",
+                     help="output address of a bluesky-0MQ-proxy (its --out-address)")
+    src.add_argument("--kafka", metavar="BOOTSTRAP",
+                     help="Kafka bootstrap servers, e.g. kafka1:9092 (needs bluesky-kafka)")
+    p.add_argument("--topic", action="append", default=[], metavar="T",
+                   help="Kafka topic of the documents (repeatable; with --kafka)")
+    p.add_argument("--group-id", default="xrd-mask", help="Kafka consumer group (xrd-mask)")
+    p.add_argument("--prefix", default="", help="0MQ publisher prefix to listen to (all)")
+    add_tiled(p)
+    p.add_argument("--poni", default=None,
+                   help="PONI file overriding the geometry each run carries")
+    p.add_argument("--quiet-s", type=float, default=0.0,
+                   help="wait until no document came for this many seconds before working "
+                        "(0: at once; use ~0.5 on the RunEngine's own machine)")
+    p.add_argument("--retry-for", type=float, default=600.0,
+                   help="seconds to keep retrying a read or write while Tiled is unreachable")
+    add_masker(p)
+    add_integration(p)
+    return p
+
+
+def run(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from ..bluesky.remote import kafka_dispatcher, make_callback, serve, zmq_dispatcher
+
+    if args.kafka:
+        dispatcher = kafka_dispatcher(args.kafka, args.topic, group_id=args.group_id)
+        where = f"Kafka {args.kafka} topics {', '.join(args.topic)}"
+    else:
+        dispatcher = zmq_dispatcher(args.zmq, prefix=args.prefix.encode())
+        where = f"0MQ proxy {args.zmq}"
+    if args.poni is not None:
+        from ..reprocess.sources import poni_text_from
+
+        args.poni = poni_text_from(args.poni)  # GeometryError if missing
+    client, runs = connect_from_args(args)
+    masker = masker_from_options(args)
+    callback = make_callback(client, runs=runs, masker=masker, poni=args.poni,
+                             integration=integration_from_args(args), root=args.root,
+                             quiet_s=args.quiet_s, retry_for=args.retry_for)
+    if not args.verbose:
+        logging.getLogger("xrd_bluesky_mask").setLevel(logging.INFO)
+        logging.getLogger("xrd_bluesky_mask.integration").setLevel(logging.WARNING)
+
+    def ready() -> None:
+        print(f"xrd-mask worker: listening to {where}; results to {args.tiled} under "
+              f"{args.root}", flush=True)
+
+    return serve(dispatcher, callback, on_ready=ready)

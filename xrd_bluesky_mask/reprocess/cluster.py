@@ -1,0 +1,238 @@
+"""Reprocessing on Dask distributed: frames fanned out to workers, the driver holds no frame data.
+
+The driver opens each source's result version (metadata only) and submits chunks of frame
+indices. A task connects to Tiled itself (one client per worker process), reads its frames,
+masks and integrates them with the live pipeline's `Worker`, writes masks and pattern rows
+into the shared version (`TiledResultSink.attach`: arrays only) and returns a few numbers per
+frame. The driver is the only one writing the version's metadata: it records finished frames
+(`mark_done`, so an interrupted call resumes from there) and the final status.
+
+Chunks of all sources are submitted at once, so runs and frames spread over the workers
+together. Missing ``distributed``: `MissingExtra` names what to install.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ..bluesky.remote import MissingExtra
+from ..errors import XRDMaskError
+from .plan import Job, JobSink
+from .sources import SeriesFrameSource, Source
+
+__all__ = ["ChunkTask", "MissingExtra", "dask_client", "process_chunk", "run_dask"]
+
+_clients: dict[tuple[str, str | None], Any] = {}
+_clients_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """What a Dask task needs besides its frame indices (small, picklable)."""
+
+    uri: str
+    api_key: str | None
+    source: Source
+    root: str
+    result_path: str
+    integration: Any
+
+
+def _tiled(uri: str, api_key: str | None) -> Any:
+    """One Tiled client per worker process and server (clients are thread-safe)."""
+    from tiled.client import from_uri
+
+    with _clients_lock:
+        client = _clients.get((uri, api_key))
+        if client is None:
+            client = _clients[(uri, api_key)] = from_uri(uri, api_key=api_key)
+        return client
+
+
+class _AttachedSink:
+    """The task's `ResultSink`: writes arrays into the version the driver opened."""
+
+    def __init__(self, sink: Any, path: str, expected: int) -> None:
+        self.sink, self.path, self.expected = sink, path, expected
+
+    def open_run(self, source_uid: str, metadata: dict[str, Any]) -> None:
+        self.sink.attach(source_uid, self.path, self.expected)
+
+    def write(self, source_uid: str, index: int, mask_codes: Any, pattern: Any) -> None:
+        self.sink.write(source_uid, index, mask_codes, pattern)
+
+    def close_run(self, source_uid: str, status: str, errors: dict[int, str]) -> None:
+        self.sink.close_run(source_uid, status, errors)  # attached: flushes rows only
+
+
+def process_chunk(task: ChunkTask, indices: list[int], masker: Any) -> list[dict[str, Any]]:
+    """Run on a Dask worker: frames ``indices`` of ``task.source``, read from Tiled and written
+    back. Returns per frame ``index``, ``error`` (None when written), ``spot_fraction``,
+    ``static_fraction`` and ``seconds``; a run-level error comes as index ``"run"``."""
+    from ..bluesky.worker import CloseRun, FrameItem, OpenRun, RunSpec, Worker
+    from ..tiled.sink import TiledResultSink
+
+    client = _tiled(task.uri, task.api_key)
+    src = task.source
+    sink = _AttachedSink(TiledResultSink(client, root=task.root, progress_interval=1e9),
+                         task.result_path, src.n_frames)
+    worker = Worker(SeriesFrameSource(client, [src]), sink, masker=masker,
+                    integration=task.integration, niceness=0).start()
+    worker.submit(OpenRun(RunSpec(src.source_id, src.stream, src.field, src.poni, src.shape,
+                                  src.n_frames, src.geometry_source)))
+    for index in indices:
+        worker.submit(FrameItem(src.source_id, src.stream, src.field, int(index)))
+    worker.submit(CloseRun(src.source_id, "reprocess"))
+    worker.close()
+    record = worker.records[src.source_id]
+    out: list[dict[str, Any]] = [
+        {"index": i, "error": r.error, "spot_fraction": r.spot_fraction,
+         "static_fraction": r.static_fraction,
+         "seconds": sum(r.timings.get(k, 0.0) for k in ("read", "mask", "integrate", "write"))}
+        for i, r in sorted(record.frames.items())]
+    if record.run_errors:
+        out.append({"index": "run", "error": "; ".join(record.run_errors)})
+    return out
+
+
+def dask_client(dask: Any = None, workers: int | None = None) -> tuple[Any, Any]:
+    """``(client, closer)``: a `distributed.Client` for ``dask`` (a scheduler address or a
+    Client, used as is) or a new `LocalCluster` of ``workers`` processes (1 thread each)."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise MissingExtra(
+            "Dask reprocessing needs `distributed`: pip install 'xrd-bluesky-mask[dask]' "
+            "(or pip install 'dask[distributed]')."
+        ) from None
+    if dask is not None and not isinstance(dask, str):
+        return dask, lambda: None
+    _quiet_dask_logs()
+    if dask:
+        try:
+            client = Client(dask, timeout="10s")
+        except OSError as exc:
+            raise XRDMaskError(f"no Dask scheduler answers at {dask} ({exc}). Start one "
+                               "(`dask scheduler`, then `dask worker ADDRESS`) or use "
+                               "--workers N for a local cluster.") from None
+        return client, client.close
+    if workers is None or workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                           dashboard_address=None)
+    client = Client(cluster)
+
+    def close() -> None:
+        client.close()
+        cluster.close()
+
+    return client, close
+
+
+def _quiet_dask_logs() -> None:
+    """Dask's INFO lines (scheduler, nanny, workers) only when our own logging is at INFO."""
+    import logging
+
+    import dask
+
+    if not logging.getLogger().isEnabledFor(logging.INFO):
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+        dask.config.set({"logging.distributed": "warning"})  # inherited by worker processes
+
+
+def _chunks(todo: list[int], size: int) -> list[list[int]]:
+    return [todo[i:i + size] for i in range(0, len(todo), size)]
+
+
+def run_dask(jobs: list[Job], root_client: Any, *, masker: Any, integration: Any, root: str,
+             client: Any, progress: bool = True, chunk_size: int | None = None) -> None:
+    """Process every job's ``todo`` frames on the Dask cluster behind ``client``; results and
+    final state go into ``job.summary``."""
+    import dask
+
+    # Tiled's ArrayClient reads through dask.compute(). With workers in this process
+    # (LocalCluster(processes=False)) that compute would go to the cluster whose threads are
+    # all busy waiting for it: a deadlock. Reads run in the calling thread instead.
+    with dask.config.set(scheduler="synchronous"):
+        _run_dask(jobs, root_client, masker=masker, integration=integration, root=root,
+                  client=client, progress=progress, chunk_size=chunk_size)
+
+
+def _run_dask(jobs: list[Job], root_client: Any, *, masker: Any, integration: Any, root: str,
+              client: Any, progress: bool, chunk_size: int | None) -> None:
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    from ..tiled.retry import RetryingSink
+    from ..tiled.sink import TiledResultSink
+
+    work = [job for job in jobs if not job.up_to_date]
+    sink = JobSink(RetryingSink(TiledResultSink(root_client, root=root), give_up_after=60.0),
+                   work)
+    uri, api_key = str(root_client.context.api_uri), root_client.context.api_key
+    threads = max(1, sum(client.nthreads().values()))
+    masker_future = client.scatter(masker, broadcast=True)
+    futures: dict[Any, Job] = {}
+    remaining: dict[str, int] = {}
+    started: dict[str, float] = {}
+    bars: dict[str, Any] = {}
+    for position, job in enumerate(work, start=1):
+        sid = job.source.source_id
+        started[sid] = time.perf_counter()
+        sink.open_run(sid, job.metadata)
+        task = ChunkTask(uri, api_key, job.source, root, job.summary.result_path or "",
+                         integration)
+        size = chunk_size or max(1, min(16, math.ceil(len(job.todo) / (2 * threads))))
+        chunks = _chunks(job.todo, size)
+        remaining[sid] = len(chunks)
+        bars[sid] = tqdm(total=len(job.todo), desc=job.source.label, unit="frame",
+                         leave=False, disable=not progress, position=position)
+        for chunk in chunks:
+            futures[client.submit(process_chunk, task, chunk, masker_future, pure=False)] = job
+        if not chunks:
+            _finish(job, sink)
+    n_todo = sum(len(j.todo) for j in work)
+    total = tqdm(total=n_todo, desc="reprocess (dask)", unit="frame",
+                 disable=not progress or n_todo == 0, position=0)
+    try:
+        for future in as_completed(list(futures)):
+            job = futures[future]
+            sid = job.source.source_id
+            try:
+                records = future.result()
+            except Exception as exc:  # the task itself died: its frames stay to do
+                records = [{"index": "run", "error": f"Dask task failed: "
+                                                     f"{type(exc).__name__}: {exc}"}]
+            ok = [r["index"] for r in records if r["index"] != "run" and r["error"] is None]
+            for r in records:
+                if r["error"] is not None:
+                    job.errors[r["index"]] = r["error"]
+            sink.mark_done(sid, ok)
+            job.summary.processed += len(ok)
+            n = sum(1 for r in records if r["index"] != "run")
+            bars[sid].update(n)
+            total.update(n)
+            remaining[sid] -= 1
+            if remaining[sid] == 0:
+                bars[sid].close()
+                job.summary.seconds = time.perf_counter() - started[sid]
+                _finish(job, sink)
+    finally:
+        total.close()
+        for bar in bars.values():
+            bar.close()
+
+
+def _finish(job: Job, sink: JobSink) -> None:
+    """Write the final status of a job's version from the frames its tasks reported."""
+    errors = dict(job.errors)
+    if "run" in errors:
+        status = "failed"
+    else:
+        status = "complete_with_errors" if errors else "complete"
+    sink.close_run(job.source.source_id, status, errors)
+    job.summary.errors = errors

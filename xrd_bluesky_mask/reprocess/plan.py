@@ -1,0 +1,116 @@
+"""Which frames each source still needs with these settings (resumable, idempotent).
+
+For every source the provenance of the new results is built first; its `settings_id` selects
+the existing result version with the same settings, whose ``frames_done`` are skipped. No such
+version: every frame is to do, and `TiledResultSink.open_run` will create the next version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import GeometryError
+from .sources import Source
+from .summary import RunSummary
+
+__all__ = ["Job", "JobSink", "plan_jobs"]
+
+
+@dataclass
+class Job:
+    """One source's work: ``todo`` frame indices, and its `RunSummary` filled as it runs."""
+
+    source: Source
+    metadata: dict[str, Any]
+    done: set[int]
+    todo: list[int]
+    status_before: str | None
+    summary: RunSummary
+    errors: dict[Any, str] = field(default_factory=dict)
+
+    @property
+    def up_to_date(self) -> bool:
+        """Nothing to compute and the stored version already says ``complete``."""
+        return not self.todo and self.status_before == "complete"
+
+    @property
+    def extra_metadata(self) -> dict[str, Any]:
+        """Provenance keys the live worker does not know: what kind of source, and where."""
+        return {"source_kind": self.source.kind, "source_path": self.source.array_path}
+
+
+def plan_jobs(root_client: Any, sources: list[Source], *, masker_settings: dict[str, Any],
+              integration: dict[str, Any], root: str) -> list[Job]:
+    """A `Job` per source, with the frames done by an earlier call with equal settings skipped.
+
+    Raises
+    ------
+    GeometryError
+        A source's PONI does not fit its frames (all such sources listed together).
+    """
+    from ..geometry import as_geometry
+    from ..tiled.results import node_path, provenance, result_versions, settings_id
+
+    problems: list[str] = []
+    jobs: list[Job] = []
+    for src in sources:
+        try:
+            as_geometry(src.poni, src.shape)
+        except GeometryError as exc:
+            problems.append(f"{src.source_id} (PONI from {src.geometry_source}): {exc}")
+            continue
+        md = provenance(src.source_id, stream=src.stream, field=src.field,
+                        masker_settings=masker_settings, poni=src.poni or "",
+                        integration=integration, frames_expected=src.n_frames,
+                        frame_shape=src.shape, source_kind=src.kind,
+                        source_path=src.array_path)
+        wanted = md["settings_id"]
+        match = [(v, n) for v, n in result_versions(root_client, src.source_id, root=root,
+                                                 deep=False)
+                 if settings_id(n.metadata) == wanted]
+        done: set[int] = set()
+        status = version = path = None
+        if match:
+            version, node = match[-1]
+            done = {int(i) for i in node.metadata.get("frames_done", [])}
+            status, path = node.metadata.get("status"), node_path(node)
+        todo = [i for i in range(src.n_frames) if i not in done]
+        summary = RunSummary(src.source_id, src.kind, src.label, src.n_frames,
+                             result_path=path, version=version,
+                             skipped=len(done & set(range(src.n_frames))))
+        jobs.append(Job(src, md, done, todo, status, summary))
+    if problems:
+        raise GeometryError("geometry unusable for " + "; ".join(problems))
+    return jobs
+
+
+class JobSink:
+    """A `ResultSink` in front of the Tiled one: adds each job's source provenance and notes
+    which result version it was filed under (in the job's summary)."""
+
+    def __init__(self, sink: Any, jobs: list[Job]) -> None:
+        self.sink = sink
+        self.jobs = {job.source.source_id: job for job in jobs}
+
+    def open_run(self, source_uid: str, metadata: dict[str, Any]) -> None:
+        """Open the matching version (or the next one), recording which in the summary."""
+        job = self.jobs[source_uid]
+        self.sink.open_run(source_uid, {**metadata, **job.extra_metadata})
+        summary = job.summary
+        summary.new_version = summary.version is None
+        summary.version = self.sink.result_version(source_uid)
+        summary.result_path = self.sink.result_path(source_uid)
+
+    def write(self, source_uid: str, index: int, mask_codes: Any, pattern: Any) -> None:
+        """Pass one frame's results on."""
+        self.sink.write(source_uid, index, mask_codes, pattern)
+
+    def mark_done(self, source_uid: str, indices: Any) -> None:
+        """Pass on frames written by other processes."""
+        self.sink.mark_done(source_uid, indices)
+
+    def close_run(self, source_uid: str, status: str, errors: dict[int, str]) -> None:
+        """Finish the version; the final status goes into the summary."""
+        self.sink.close_run(source_uid, status, errors)
+        self.jobs[source_uid].summary.status = status
