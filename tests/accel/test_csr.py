@@ -22,6 +22,7 @@ def test_matches_pyfai_with_a_new_mask_each_frame(sim, settings):
     ref = Integrator(sim.geometry, settings)
     fast = TorchIntegrator(sim.geometry, settings)
     rng = np.random.default_rng(0)
+    assert (sim.image < 0).any()  # read noise: negative pixels are integrated too
     for mask in (sim.labels == 1, rng.random(sim.image.shape) < 0.2, None):
         a = ref.integrate(sim.image, mask)
         b = fast.integrate(sim.image, mask)

@@ -37,13 +37,36 @@ def test_empty_and_all_zero(small_geometry):
         prepare_frame(frame, small_geometry)
 
 
-def test_nan_inf_and_negative_become_static(small_geometry):
+def test_nan_inf_and_flag_values_become_static(small_geometry):
     frame = np.full((256, 256), 10.0)
-    frame[0, 0], frame[1, 1], frame[2, 2] = np.nan, np.inf, -2
+    frame[0, 0], frame[1, 1], frame[2, 2], frame[3, 3] = np.nan, np.inf, -2, -1
+    frame[4, 4], frame[5, 5] = -2.0**100, -3.7  # a dummy sentinel; read noise (kept)
     with pytest.warns(NonFiniteWarning, match="2 pixels"):
         f, static = prepare_frame(frame, small_geometry)
-    assert static[0, 0] and static[1, 1] and static[2, 2] and static.sum() == 3
+    assert static[0, 0] and static[1, 1] and static[2, 2] and static[3, 3] and static[4, 4]
+    assert static.sum() == 5 and not static[5, 5] and f[5, 5] == np.float32(-3.7)
     assert f[static].max() == 0 and f.dtype == np.float32
+
+
+def test_negative_counts_of_signed_integer_frames_are_flags(small_geometry):
+    frame = np.full((256, 256), 7, dtype=np.int32)
+    frame[:3, :4] = -1
+    frame[10, 10] = -5
+    _, static = prepare_frame(frame, small_geometry)
+    assert static[:3, :4].all() and static[10, 10] and static.sum() == 13
+
+
+def test_read_noise_negatives_keep_weak_rings_unbiased(small_geometry, rng):
+    """Level 3 counts under read noise 8: dropping negatives would push the mean to ~7."""
+    from xrd_bluesky_mask.integration import integrate
+
+    frame = (3.0 + 8.0 * rng.standard_normal((256, 256))).astype(np.float32)
+    f, static = prepare_frame(frame, small_geometry)
+    assert static.sum() < 5 and (f < 0).mean() > 0.3
+    pattern = integrate(f, small_geometry, mask=static)
+    assert abs(float(np.nanmedian(pattern.values)) - 3.0) < 0.5
+    x = network_input(f, static, small_geometry)
+    assert np.all(x[:, f < 0] == 0)  # the network's input is unchanged: no information there
 
 
 def test_integer_dtypes_accepted(small_geometry):

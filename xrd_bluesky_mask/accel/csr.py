@@ -4,7 +4,7 @@ pyFAI's ``("bbox", "csr", "cython")`` engine is a sparse matrix ``C`` (bins x pi
 pixel-splitting coefficients. For a frame ``I``, a valid-pixel indicator ``v`` and the per-pixel
 normalisation ``n`` (solid angle x polarisation) pyFAI's integrate1d computes per bin::
 
-    signal = C @ (v I)        variance = C² @ (v max(I, 0))      norm = C @ (v n)
+    signal = C @ (v I)        variance = C² @ (v max(I, 1))      norm = C @ (v n)
     intensity = signal / norm            sigma = sqrt(variance) / norm
 
 `TorchIntegrator` takes ``C`` from pyFAI once per geometry and settings and evaluates these on
@@ -106,7 +106,8 @@ class TorchIntegrator:
         fv = torch.where(valid, f, 0.0)
         cols = torch.cat([fv, valid * self._norm]).T.contiguous()  # (pixels, 2b)
         both = self._c @ cols
-        var = self._c2 @ fv.clamp(min=0.0).T.contiguous()
+        # pyFAI's Poisson variance floors each pixel at 1 count (checked against pyFAI)
+        var = self._c2 @ torch.where(valid, f.clamp(min=1.0), 0.0).T.contiguous()
         return both[:, :b], var, both[:, b:]
 
     def integrate_batch(self, frames: Any, masks: Any) -> list:

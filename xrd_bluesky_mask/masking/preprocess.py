@@ -47,7 +47,10 @@ def prepare_frame(
     -------
     frame32, static
         float32 counts with static pixels set to 0, and the bool static mask: detector mask,
-        negative/dummy values, NaN/inf (with a `NonFiniteWarning`) and ``extra_static``.
+        flag values (`flagged_pixels`), NaN/inf (with a `NonFiniteWarning`) and
+        ``extra_static``. Other negative values are kept: in dark-subtracted frames of
+        integrating detectors they are read noise, and dropping them would bias weak rings
+        upwards.
     """
     a = np.asarray(frame)
     if a.ndim == 3 and a.shape[0] == 1:
@@ -72,8 +75,7 @@ def prepare_frame(
             NonFiniteWarning,
             stacklevel=2,
         )
-    with np.errstate(invalid="ignore"):
-        static |= ~(f >= 0)
+    static |= flagged_pixels(a, f)
     if extra_static is not None:
         if extra_static.shape != f.shape:
             raise FrameError(
@@ -87,6 +89,25 @@ def prepare_frame(
             "was open and the detector read out (dark or empty frame)."
         )
     return f, static
+
+
+#: Values that mark a pixel invalid in a floating-point frame (Dectris gaps and bad pixels).
+FLAG_VALUES = (-1.0, -2.0)
+#: Floating-point values at or below this are dummies (e.g. pyFAI-style sentinels).
+DUMMY_BELOW = -1e6
+
+
+def flagged_pixels(raw: np.ndarray, f32: np.ndarray) -> np.ndarray:
+    """Pixels whose value is a detector flag, not a measurement.
+
+    Signed integer frames (photon counters): every negative value (-1 gaps, -2 bad pixels).
+    Floating-point frames: exactly -1 or -2, or below -1e6. Other negative floats are real
+    (read noise after dark subtraction) and stay valid for integration.
+    """
+    if np.issubdtype(raw.dtype, np.signedinteger):
+        return f32 < 0
+    with np.errstate(invalid="ignore"):
+        return np.isin(f32, FLAG_VALUES) | (f32 <= DUMMY_BELOW)
 
 
 def _compress(z, out) -> None:
@@ -107,7 +128,8 @@ def network_input(
     stats: RingStats | None = None,
     max_per_bin: int | None = 256,
 ) -> np.ndarray:
-    """The U-Net's input, float32 ``(4, rows, cols)``; static pixels are 0 in every channel.
+    """The U-Net's input, float32 ``(4, rows, cols)``; static and negative pixels are 0 in every
+    channel and left out of the ring statistics.
 
     ``log_frame``
         ``log1p(frame / level) / 2`` with ``level`` the frame's median valid pixel, so frames
@@ -126,6 +148,7 @@ def network_input(
     """
     import torch
 
+    static = static | (frame32 < 0)  # read-noise negatives: zero input, as in training
     valid = ~static
     if stats is None:
         stats = ring_stats(frame32, valid, geometry, max_per_bin=max_per_bin)
