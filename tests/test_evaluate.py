@@ -107,3 +107,15 @@ def test_clear_spots_are_the_bright_subset():
     oracle = score(sim, Oracle(sim), truth, None)
     assert oracle["clear_spots_found"] == oracle["clear_spots"] == len(
         set(clear) & set(np.unique(sim.spot_ids[~static])))
+
+
+def test_oracle_masker_scores_the_labels():
+    from xrd_bluesky_mask.evaluate import ORACLE
+
+    sim = simulate_frame(preset("rings_spots", shape=(384, 384)), seed=8)
+    _, static = prepare_frame(sim.image, sim.geometry, extra_static=sim.static_mask)
+    truth = integrate(sim.spot_free, sim.geometry, mask=static)
+    by_name = score(sim, ORACLE, truth, None)
+    by_class = score(sim, Oracle(sim), truth, None)
+    assert by_name["fn"] == by_name["fp"] == 0 and by_name["tp"] > 0
+    assert by_name["rwp"] == by_class["rwp"]

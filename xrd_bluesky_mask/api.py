@@ -46,7 +46,7 @@ def predict_mask(
     -------
     numpy.ndarray
         bool, same shape as ``image``; True = exclude the pixel (a spot, or a static pixel:
-        detector mask, negative/dummy value, NaN/inf).
+        detector mask, flag value such as -1/-2 or a dummy, NaN/inf).
     """
     arr = np.asarray(image)
     shape = arr.shape[-2:] if arr.ndim >= 2 else arr.shape

@@ -13,7 +13,8 @@ Two held-out sets, simulated at full size with seeds no training run uses:
 Per frame and masker: pixel recall, true-negative rate (TNR), precision, false-positive pixels,
 spot-level recall (a spot is found when ≥ 50 % of its pixels are masked), the masked fraction,
 Rwp of the masked pattern against the pattern of the spot-free image, and, on PO frames, the
-median relative error of the PO rings' peak areas. ``none`` (static mask only) is the floor.
+median relative error of the PO rings' peak areas. ``none`` (static mask only) is the floor;
+``ORACLE`` (the ground-truth labels as the mask) is the ceiling: its Rwp is the frame's noise.
 """
 
 from __future__ import annotations
@@ -161,6 +162,9 @@ class Report:
         return "\n".join(lines)
 
 
+#: Pass as a masker to score the ground-truth labels themselves (the best any masker can do).
+ORACLE = "oracle"
+
 #: A spot is "clear" when its peak excess is at least this many noise σ of its background.
 CLEAR_SPOT_SIGMA = 10.0
 
@@ -182,13 +186,13 @@ def clear_spot_ids(sim, nsigma: float = CLEAR_SPOT_SIGMA) -> np.ndarray:
     return np.asarray(ids, dtype=np.int32)
 
 
-def score(sim, masker: Masker | None, truth: xr.DataArray,
+def score(sim, masker: Masker | str | None, truth: xr.DataArray,
           settings: IntegrationSettings | None) -> dict[str, Any]:
-    """Metrics of one masker (None = static mask only) on one simulated frame."""
+    """Metrics of one masker (None = static mask only, `ORACLE` = the labels) on one frame."""
     geo = sim.geometry
-    if masker is None:
+    if masker is None or masker == ORACLE:
         _, static = prepare_frame(sim.image, geo, extra_static=sim.static_mask)
-        spots = np.zeros_like(static)
+        spots = sim.labels & ~static if masker == ORACLE else np.zeros_like(static)
     else:
         res = masker.predict(sim.image, geo, extra_static=sim.static_mask)
         spots, static = res.spots, res.static
@@ -211,14 +215,15 @@ def score(sim, masker: Masker | None, truth: xr.DataArray,
 
 
 def evaluate(
-    maskers: Mapping[str, Masker | None],
+    maskers: Mapping[str, Masker | str | None],
     *,
     size: int = 2880,
     frames_per_set: int = 4,
     settings: IntegrationSettings | None = None,
     progress: bool = True,
 ) -> Report:
-    """Score each masker (None = no mask) on the held-out frames, ``size`` x ``size`` px."""
+    """Score each masker (None = no mask, `ORACLE` = the labels) on the held-out frames,
+    ``size`` x ``size`` px."""
     from tqdm.auto import tqdm
 
     report = Report()

@@ -1,7 +1,7 @@
 """`xrd-mask predict`: mask detector image files and write masks and masked 1D patterns.
 
 For every input ``NAME.ext`` it writes ``NAME_mask.tif`` (uint8: 0 = keep, 1 = spot,
-2 = static: gaps, detector mask, negative/dummy, NaN), ``NAME.xy`` (text) and ``NAME.nc``
+2 = static: gaps, detector mask, flag/dummy values, NaN), ``NAME.xy`` (text) and ``NAME.nc``
 (netCDF, xarray), and ``NAME_overlay.png`` on request. A file that fails writes nothing;
 failures are collected and reported together at the end.
 """

@@ -22,12 +22,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, argv: list[str] | None) -> int:
-    from ..evaluate import evaluate, write_report
+    from ..evaluate import ORACLE, evaluate, write_report
     from ..masking import get_masker
 
     unet = masker_from_args(argparse.Namespace(**{**vars(args), "masker": "unet"}))
     classical = get_masker("classical", n_sigma=args.n_sigma)
-    report = evaluate({"unet": unet, "classical": classical, "none": None}, size=args.size,
+    maskers = {"unet": unet, "classical": classical, "none": None, "ground truth": ORACLE}
+    report = evaluate(maskers, size=args.size,
                       frames_per_set=args.frames_per_set, settings=integration_from_args(args))
     print(report.markdown())
     out = write_report(report, args.out, {"unet": unet.settings(),

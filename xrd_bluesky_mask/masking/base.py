@@ -24,7 +24,7 @@ class MaskResult:
         bool ``(rows, cols)``: True where a single-crystal spot (or outlier) was found.
     static
         bool ``(rows, cols)``: True where the pixel is invalid whatever the frame shows
-        (detector gaps and mask, negative/dummy values, NaN/inf). Reported apart from spots.
+        (detector gaps and mask, flag/dummy values, NaN/inf). Reported apart from spots.
     probability
         float32 ``(rows, cols)`` spot probability in [0, 1], or None for model-free maskers.
     timings
