@@ -125,18 +125,25 @@ def _time_path(name: str, run_batch: Callable[[list[np.ndarray]], list[Any]],
     return PathResult(name, ms, len(rows) / wall, _peak_rss_mib(), gpu, batch), outputs
 
 
-def run_bench(size: int = 2880, frames: int = 4, *, batch: int = 2, paths: Sequence[str] = (
-        "fast", "reference", "classical"), model: str | None = None, device: str | None = None,
-        preset: str = "rings_spots", progress: bool = True) -> BenchReport:
-    """Time the ``paths`` on ``frames`` simulated ``size`` x ``size`` frames (plus warm-ups)."""
+def run_bench(size: int = 2880, frames: int = 4, *, batch: int | None = None,
+              paths: Sequence[str] = ("fast", "reference", "classical"),
+              model: str | None = None, device: str | None = None,
+              preset: str = "rings_spots", progress: bool = True) -> BenchReport:
+    """Time the ``paths`` on ``frames`` simulated ``size`` x ``size`` frames (plus warm-ups).
+
+    ``batch``: frames per fast-path batch; None = 4 on a GPU, 1 on the CPU."""
+    import torch
     from tqdm.auto import tqdm
 
-    from .accel import FastPipeline
+    from .accel import FastPipeline, TorchIntegrator
     from .masking.classical import RingOutlierMasker
     from .masking.unet import UNetMasker
     from .pipeline import process_frame
     from .simulate import simulate_frame
 
+    if batch is None:
+        cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+        batch = 4 if cuda else 1
     unknown = set(paths) - set(PATHS)
     if unknown:
         raise ValueError(f"unknown bench paths {sorted(unknown)}; choose from {PATHS}")
@@ -155,9 +162,13 @@ def run_bench(size: int = 2880, frames: int = 4, *, batch: int = 2, paths: Seque
     runners: dict[str, tuple[str, Callable, int]] = {}
     if "fast" in paths:
         fast = FastPipeline(unet, geometry)
-        runners["fast"] = (f"U-Net fast path (whole frame, batch {batch}, {unet.device.type}"
-                           f"{', ' + str(fast.amp).removeprefix('torch.') if fast.amp else ''})",
-                           fast.process, batch)
+        pieces = "whole frames" if fast.predictor.tile is None else \
+            f"{fast.predictor.tile} px tiles"
+        where = "integration on device" if isinstance(fast.integrator, TorchIntegrator) else \
+            "pyFAI"
+        amp = f", {str(fast.amp).removeprefix('torch.')}" if fast.amp else ""
+        runners["fast"] = (f"U-Net fast path ({pieces}, batch {batch}, {unet.device.type}{amp}, "
+                           f"{where})", fast.process, batch)
     if "reference" in paths:
         runners["reference"] = (f"U-Net reference path (halo tiles, {unet.device.type})",
                                 one_by_one(unet), 1)

@@ -21,10 +21,10 @@ def unet():
     return UNetMasker()
 
 
-@pytest.mark.parametrize("tile", [None, 192])
-def test_fast_path_agrees_with_reference(sims, unet, tile):
+@pytest.mark.parametrize(("tile", "on_device"), [(None, True), (192, False), ("auto", "auto")])
+def test_fast_path_agrees_with_reference(sims, unet, tile, on_device):
     geometry = sims[0].geometry
-    fast = FastPipeline(unet, geometry, tile=tile)
+    fast = FastPipeline(unet, geometry, tile=tile, integrate_on_device=on_device)
     try:
         out = fast.process([s.image for s in sims])
     finally:

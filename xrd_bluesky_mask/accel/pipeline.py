@@ -5,7 +5,8 @@ numba releases the GIL) ▸ stacked in pinned memory ▸ copied to the device �
 over whole frames (channels-last, batch norm folded, bf16 autocast on a GPU) ▸ threshold on the
 logit difference (no softmax) ▸ masked integration with `TorchIntegrator` on the device ▸ masks
 and patterns copied back. Same masks as `UNetMasker.predict` (tested ≥ 99.99 % of pixels) and the
-same patterns as pyFAI (tested to 1e-5 relative).
+same patterns as pyFAI (tested to 1e-5 relative). On a CPU it runs the network in tiles and
+integrates with pyFAI, which measured faster there; the batch still shares preparation threads.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..geometry import Geometry, as_geometry
-from ..integration import IntegrationSettings
+from ..integration import IntegrationSettings, Integrator
 from ..masking.base import MaskResult
 from ..masking.preprocess import network_input, prepare_frame
 from ..masking.tiling import HaloPredictor
@@ -39,11 +40,15 @@ class FastPipeline:
     settings
         Integration settings (a CSR method).
     tile
-        None = each frame in one network pass (fastest where memory allows); an int = pieces of
-        that many px with a ``halo`` of context (same mask, less memory).
+        None = each frame in one network pass; an int = pieces of that many px with a ``halo``
+        of context (same mask, less memory). ``"auto"``: whole frames on a GPU, 768 px pieces
+        on the CPU (cache-friendly: 1.8 s against 3.2 s per 2880² frame on 2 cores).
     amp
         Autocast dtype on the device: ``"bf16"``, ``"fp16"`` or None (fp32). Default: bf16 on
         CUDA, fp32 on the CPU (this CPU class has no bf16 arithmetic: 6x slower there).
+    integrate_on_device
+        Integrate with `TorchIntegrator` on the device (``"auto"``: on a GPU) or with pyFAI on
+        the CPU (faster there: 0.16 s against 0.38 s per 2880² frame on 2 cores).
     compile
         Wrap the network in `torch.compile` (pays off on GPUs; nothing measured on CPU).
     workers
@@ -51,9 +56,9 @@ class FastPipeline:
     """
 
     def __init__(self, masker: Any = None, geometry: Any = None, settings: IntegrationSettings
-                 | None = None, *, tile: int | None = None, halo: int = 64,
+                 | None = None, *, tile: int | None | str = "auto", halo: int = 64,
                  amp: str | None = "auto", compile: bool = False,
-                 workers: int | None = None) -> None:
+                 integrate_on_device: bool | str = "auto", workers: int | None = None) -> None:
         import torch
 
         from ..masking.unet import UNetMasker
@@ -65,8 +70,13 @@ class FastPipeline:
             raise ValueError("FastPipeline needs the detector geometry (a PONI file or text)")
         self.geometry: Geometry = as_geometry(geometry)
         self.device = self.masker.device
-        self.integrator = TorchIntegrator(self.geometry, settings, device=self.device)
         cuda = self.device.type == "cuda"
+        if integrate_on_device == "auto":
+            integrate_on_device = cuda
+        self.integrator: Any = (TorchIntegrator(self.geometry, settings, device=self.device)
+                                if integrate_on_device else Integrator(self.geometry, settings))
+        if tile == "auto":
+            tile = None if cuda else 768
         if amp == "auto":
             amp = "bf16" if cuda and torch.cuda.is_bf16_supported() else None
         self.amp = {"bf16": torch.bfloat16, "fp16": torch.float16, None: None}[amp]
@@ -81,7 +91,8 @@ class FastPipeline:
     def settings(self) -> dict[str, Any]:
         """Provenance of the fast path (the masker's, plus how it ran)."""
         return {**self.masker.settings(), "path": "fast", "amp": str(self.amp),
-                "tiling_tile": self.predictor.tile, "tiling_halo": self.predictor.halo}
+                "tiling_tile": self.predictor.tile, "tiling_halo": self.predictor.halo,
+                "integrate_on_device": isinstance(self.integrator, TorchIntegrator)}
 
     def _prepare(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         f32, static = prepare_frame(frame, self.geometry)
@@ -119,7 +130,13 @@ class FastPipeline:
             if cuda:
                 torch.cuda.synchronize()
             t2 = time.perf_counter()
-            patterns = self.integrator.integrate_batch(f, spots | st)
+            excluded = spots | st
+            if isinstance(self.integrator, TorchIntegrator):
+                patterns = self.integrator.integrate_batch(f, excluded)
+            else:
+                ex = excluded.cpu().numpy()
+                patterns = [self.integrator.integrate(p[0], ex[i])
+                            for i, p in enumerate(prepared)]
             t3 = time.perf_counter()
             spots_np = spots.cpu().numpy()
         t4 = time.perf_counter()
