@@ -143,10 +143,15 @@ def test_remove_refuses_the_active_and_packaged_models(registry, tiny_model_dir,
 
 
 def test_cards_of_schema_1_load_and_newer_ones_are_refused(tmp_path, tiny_model_dir):
-    old = json.loads((DEFAULT_MODEL_DIR / "model_card.json").read_text())
-    assert old["schema_version"] == 1
-    card = read_card(DEFAULT_MODEL_DIR)
+    v1 = shutil.copytree(tiny_model_dir, tmp_path / "v1")
+    old = json.loads((v1 / "model_card.json").read_text())
+    old["schema_version"] = 1  # a card written before the registry existed
+    for key in ("version", "parent_sha256", "runs"):
+        old.pop(key, None)
+    (v1 / "model_card.json").write_text(json.dumps(old))
+    card = read_card(v1)
     assert card.schema_version == CARD_SCHEMA_VERSION == 2 and card.runs == []
+    assert read_card(DEFAULT_MODEL_DIR).schema_version == CARD_SCHEMA_VERSION
     newer = shutil.copytree(tiny_model_dir, tmp_path / "newer")
     data = json.loads((newer / "model_card.json").read_text())
     data["schema_version"] = 99
