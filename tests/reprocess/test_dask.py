@@ -15,10 +15,11 @@ from xrd_bluesky_mask.tiled.results import find_results
 
 @pytest.fixture(scope="module")
 def dask_client():
-    """Two in-process workers of one thread each (``processes=False``: worker processes would
-    spend ~20 s importing pyFAI/numba and compiling on this 2-core machine)."""
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                       dashboard_address=None)
+    """Two worker processes of one thread each, as `xrd-mask reprocess --workers 2` starts them.
+    Workers in this process (``processes=False``) start faster but share it with the in-process
+    Tiled server, and once in a few runs the server's zarr reads stalled behind them."""
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None, host="127.0.0.1")
     client = distributed.Client(cluster)
     yield client
     client.close()

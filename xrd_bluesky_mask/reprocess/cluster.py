@@ -123,7 +123,7 @@ def dask_client(dask: Any = None, workers: int | None = None) -> tuple[Any, Any]
     if workers is None or workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None)
+                           dashboard_address=None, host="127.0.0.1")
     client = Client(cluster)
 
     def close() -> None:
