@@ -119,8 +119,6 @@ def _time_path(name: str, run_batch: Callable[[list[np.ndarray]], list[Any]],
         rows += [r.timings for r in res]
     wall = time.perf_counter() - t0
     ms = {s: 1000 * statistics.median(r.get(s, 0.0) for r in rows) for s in STAGES}
-    if "normalise" not in rows[0]:
-        ms["normalise"] = 0.0
     gpu = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
     return PathResult(name, ms, len(rows) / wall, _peak_rss_mib(), gpu, batch), outputs
 

@@ -186,9 +186,18 @@ def clear_spot_ids(sim, nsigma: float = CLEAR_SPOT_SIGMA) -> np.ndarray:
     return np.asarray(ids, dtype=np.int32)
 
 
+def clear_spot_image(sim) -> np.ndarray:
+    """``sim.spot_ids`` with every spot that is not clear (`clear_spot_ids`) set to 0."""
+    return np.where(np.isin(sim.spot_ids, clear_spot_ids(sim)), sim.spot_ids, 0)
+
+
 def score(sim, masker: Masker | str | None, truth: xr.DataArray,
-          settings: IntegrationSettings | None) -> dict[str, Any]:
-    """Metrics of one masker (None = static mask only, `ORACLE` = the labels) on one frame."""
+          settings: IntegrationSettings | None, *,
+          clear_ids: np.ndarray | None = None) -> dict[str, Any]:
+    """Metrics of one masker (None = static mask only, `ORACLE` = the labels) on one frame.
+
+    ``clear_ids``: the frame's spot-id image restricted to `clear_spot_ids` (computed when None;
+    pass it to score several maskers on one frame without recomputing it)."""
     geo = sim.geometry
     if masker is None or masker == ORACLE:
         _, static = prepare_frame(sim.image, geo, extra_static=sim.static_mask)
@@ -200,7 +209,8 @@ def score(sim, masker: Masker | str | None, truth: xr.DataArray,
     valid = ~static
     pm = pixel_metrics(spots, sim.labels, valid)
     found, total = spot_counts(spots, sim.spot_ids, valid)
-    clear_ids = np.where(np.isin(sim.spot_ids, clear_spot_ids(sim)), sim.spot_ids, 0)
+    if clear_ids is None:
+        clear_ids = clear_spot_image(sim)
     found_clear, total_clear = spot_counts(spots, clear_ids, valid)
     return {
         **{k: pm[k] for k in ("tp", "fp", "fn", "tn")},
@@ -232,8 +242,10 @@ def evaluate(
         sim = simulate_case(case, size)
         _, static = prepare_frame(sim.image, sim.geometry, extra_static=sim.static_mask)
         truth = integrate(sim.spot_free, sim.geometry, mask=static, settings=settings)
+        clear = clear_spot_image(sim)
         row = {"set": case.set_name, "style": case.style, "seed": case.seed, "size_px": size,
-               "maskers": {name: score(sim, m, truth, settings) for name, m in maskers.items()}}
+               "maskers": {name: score(sim, m, truth, settings, clear_ids=clear)
+                           for name, m in maskers.items()}}
         report.rows.append(row)
     return report
 

@@ -34,6 +34,7 @@ def test_matches_pyfai_with_a_new_mask_each_frame(sim, settings):
             assert np.nanmax(np.abs(a.sigma.values - b.sigma.values)) < 1e-5 * np.nanmax(
                 a.sigma.values)
         assert b.attrs["masked_pixels"] >= (0 if mask is None else int(mask.sum()))
+        assert b.attrs["masked_pixels"] == a.attrs["masked_pixels"]
 
 
 def test_batch_equals_frame_by_frame(sim):

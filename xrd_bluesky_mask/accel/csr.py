@@ -90,8 +90,9 @@ class TorchIntegrator:
                 return eng.engine
         raise RuntimeError("pyFAI built no CSR engine for this geometry")
 
-    def sums(self, frames: Any, masks: Any) -> tuple[Any, Any, Any]:
-        """Per-bin signal, variance and normalisation, each ``(bins, batch)`` on the device.
+    def sums(self, frames: Any, masks: Any) -> tuple[Any, Any, Any, Any]:
+        """Per-bin signal, variance and normalisation, each ``(bins, batch)`` on the device, and
+        the pixels left out per frame (mask, detector mask, non-finite), as pyFAI's path counts.
 
         ``frames`` float32 ``(batch, rows, cols)`` and ``masks`` bool (True = exclude), torch
         tensors on the device (or arrays, copied there).
@@ -108,24 +109,20 @@ class TorchIntegrator:
         both = self._c @ cols
         # pyFAI's Poisson variance floors each pixel at 1 count (checked against pyFAI)
         var = self._c2 @ torch.where(valid, f.clamp(min=1.0), 0.0).T.contiguous()
-        return both[:, :b], var, both[:, b:]
+        return both[:, :b], var, both[:, b:], (~valid).sum(dim=1)
 
     def integrate_batch(self, frames: Any, masks: Any) -> list:
         """1D patterns (`xarray.DataArray`, as `Integrator.integrate` returns) of a batch."""
-        import torch
-
-        signal, var, norm = self.sums(frames, masks)
-        with torch.no_grad():
-            inten = (signal / norm).T.double().cpu().numpy()
-            sigma = (var.sqrt() / norm).T.double().cpu().numpy()
-            count = norm.T.double().cpu().numpy()
-        m = torch.as_tensor(masks)
+        signal, var, norm, masked = self.sums(frames, masks)
+        inten = (signal / norm).T.double().cpu().numpy()
+        sigma = (var.sqrt() / norm).T.double().cpu().numpy()
+        count = norm.T.double().cpu().numpy()
+        size = int(np.prod(self.geometry.shape))
         out = []
-        for i in range(inten.shape[0]):
+        for i, n_masked in enumerate(masked.tolist()):
             res = _Result(self.radial, inten[i],
                           sigma[i] if self.reference.settings.error_model else None, count[i])
-            n_masked = int(m[i].sum()) if m.numel() else 0
-            out.append(self.reference._to_dataarray(res, n_masked, int(m[i].numel())))
+            out.append(self.reference._to_dataarray(res, n_masked, size))
         return out
 
     def integrate(self, frame: Any, mask: Any) -> Any:

@@ -22,7 +22,6 @@ import numpy as np
 from ..geometry import Geometry, as_geometry
 from ..integration import IntegrationSettings, Integrator
 from ..masking.base import MaskResult
-from ..masking.preprocess import network_input, prepare_frame
 from ..masking.tiling import HaloPredictor
 from ..pipeline import FrameResult
 from .csr import TorchIntegrator
@@ -95,8 +94,7 @@ class FastPipeline:
                 "integrate_on_device": isinstance(self.integrator, TorchIntegrator)}
 
     def _prepare(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        f32, static = prepare_frame(frame, self.geometry)
-        return f32, static, network_input(f32, static, self.geometry, max_per_bin=256)
+        return self.masker.inputs(frame, self.geometry)
 
     def process(self, frames: Sequence[np.ndarray]) -> list[FrameResult]:
         """Mask and integrate ``frames`` (each ``(rows, cols)`` counts) as one batch."""
@@ -111,14 +109,12 @@ class FastPipeline:
         prepared = list(self._pool.map(self._prepare, frames)) if n > 1 else [
             self._prepare(frames[0])]
         cuda = self.device.type == "cuda"
-        x = torch.from_numpy(np.stack([p[2] for p in prepared]))
-        f = torch.from_numpy(np.stack([p[0] for p in prepared]))
-        st = torch.from_numpy(np.stack([p[1] for p in prepared]))
+        on_device = isinstance(self.integrator, TorchIntegrator)
+        keys = (2, 1, 0) if on_device else (2, 1)  # the frames only where integration runs
+        x, st, *f = (torch.from_numpy(np.stack([p[k] for p in prepared])) for k in keys)
         if cuda:
-            x, f, st = x.pin_memory(), f.pin_memory(), st.pin_memory()
-        x = x.to(self.device, non_blocking=True)
-        f = f.to(self.device, non_blocking=True)
-        st = st.to(self.device, non_blocking=True)
+            x, st, *f = (t.pin_memory() for t in (x, st, *f))
+        x, st, *f = (t.to(self.device, non_blocking=True) for t in (x, st, *f))
         t1 = time.perf_counter()
         with torch.inference_mode():
             if self.amp is not None:
@@ -131,8 +127,8 @@ class FastPipeline:
                 torch.cuda.synchronize()
             t2 = time.perf_counter()
             excluded = spots | st
-            if isinstance(self.integrator, TorchIntegrator):
-                patterns = self.integrator.integrate_batch(f, excluded)
+            if on_device:
+                patterns = self.integrator.integrate_batch(f[0], excluded)
             else:
                 ex = excluded.cpu().numpy()
                 patterns = [self.integrator.integrate(p[0], ex[i])

@@ -135,13 +135,21 @@ class UNetMasker:
         prob = prob / (8 if self.tta else 1)
         return prob.float().cpu().numpy(), timings
 
+    @staticmethod
+    def inputs(
+        frame: np.ndarray, geometry: Geometry, *, extra_static: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(frame32, static, x)``: the checked float32 frame, its static mask and the network
+        input ``(C, rows, cols)`` that `predict` gives the network."""
+        f32, static = prepare_frame(frame, geometry, extra_static=extra_static)
+        return f32, static, network_input(f32, static, geometry)
+
     def predict(
         self, frame: np.ndarray, geometry: Geometry, *, extra_static: np.ndarray | None = None
     ) -> MaskResult:
         """Mask one frame (``(rows, cols)`` counts) with its geometry."""
         t0 = time.perf_counter()
-        f32, static = prepare_frame(frame, geometry, extra_static=extra_static)
-        x = network_input(f32, static, geometry, max_per_bin=256)
+        _, static, x = self.inputs(frame, geometry, extra_static=extra_static)
         t1 = time.perf_counter()
         prob, timings = self.probability(x)
         t2 = time.perf_counter()

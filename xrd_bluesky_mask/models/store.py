@@ -62,8 +62,15 @@ def save_model(net: torch.nn.Module, card: ModelCard, folder: str | Path) -> Pat
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    _write_json(folder / CARD_FILE, card.model_dump(mode="json"))
+    write_card(folder, card)
     return folder
+
+
+def write_card(folder: str | Path, card: ModelCard) -> Path:
+    """Write ``card`` as ``folder/model_card.json`` (atomically); the weights are not touched."""
+    path = Path(folder) / CARD_FILE
+    _write_json(path, card.model_dump(mode="json"))
+    return path
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -151,5 +158,5 @@ def publish_model(
     card = card.model_copy(update={"metrics": {**card.metrics, **(metrics or {})},
                                    "sha256": sha256_of(out / card.weights_file),
                                    **card_updates})
-    _write_json(out / CARD_FILE, card.model_dump(mode="json"))
+    write_card(out, card)
     return out

@@ -32,7 +32,6 @@ def calibrate_threshold(model: str | Path, *, frames: int = 8, size: int = 1024,
     """
     import torch
 
-    from ..masking.preprocess import network_input, prepare_frame
     from ..masking.unet import UNetMasker
     from ..simulate import known_phases, random_scene, simulate_frame
     from ..simulate.presets import HELD_OUT_PHASES
@@ -43,8 +42,8 @@ def calibrate_threshold(model: str | Path, *, frames: int = 8, size: int = 1024,
     for i in tqdm(range(frames), desc="calibrating", unit="frame", disable=not progress):
         rng = np.random.default_rng(seed + i)
         sim = simulate_frame(random_scene(rng, shape=(size, size), phase_pool=pool), seed=seed + i)
-        f32, static = prepare_frame(sim.image, sim.geometry)
-        prob, _ = masker.probability(network_input(f32, static, sim.geometry))
+        _, static, x = masker.inputs(sim.image, sim.geometry)
+        prob, _ = masker.probability(x)
         y = np.where(static | sim.static_mask, -1, sim.labels).astype(np.int8)
         probs.append(torch.from_numpy(prob.ravel()))
         labels.append(torch.from_numpy(y.ravel()))
@@ -54,12 +53,9 @@ def calibrate_threshold(model: str | Path, *, frames: int = 8, size: int = 1024,
 
 def write_threshold(model: str | Path, calibration: dict[str, Any]) -> Path:
     """Store a calibration's threshold in the model card (weights and checksum unchanged)."""
-    from ..models.store import CARD_FILE, _write_json, read_card
+    from ..models.store import read_card, write_card
 
-    folder = Path(model)
-    card = read_card(folder)
+    card = read_card(model)
     metrics = {**card.metrics, "calibration": calibration}
-    card = card.model_copy(update={"threshold": float(calibration["threshold"]),
-                                   "metrics": metrics})
-    _write_json(folder / CARD_FILE, card.model_dump(mode="json"))
-    return folder / CARD_FILE
+    return write_card(model, card.model_copy(update={
+        "threshold": float(calibration["threshold"]), "metrics": metrics}))
