@@ -1,9 +1,11 @@
 """Throughput of masking + masked integration on full detector frames, side by side.
 
 One run times, on the same simulated frames and in the same process: the U-Net on the fast path
-(`FastPipeline`: whole frames, batched, integration as a sparse product on the device), the
-U-Net on the reference path (`UNetMasker` + pyFAI, frame by frame), the classical per-ring
-filter, and optionally the paper's configuration (256 px qlty windows at step 128). Each path
+(`FastPipeline`: batched; on a GPU whole frames and integration as a sparse product on the
+device; on a CPU halo tiles through the fused oneDNN plan and pyFAI), the U-Net on the
+reference path (`UNetMasker` running the dlsia module itself + pyFAI, frame by frame), the
+classical per-ring filter, and optionally the paper's configuration (256 px qlty windows at
+step 128, the dlsia module). Each path
 gets one warm-up batch that is not counted. It reports per-stage and end-to-end ms/frame,
 frames/s, peak memory, the machine, the ratios, and how many mask pixels the fast path shares
 with the reference path.
@@ -166,15 +168,16 @@ def run_bench(size: int = 2880, frames: int = 4, *, batch: int | None = None,
             "pyFAI"
         amp = f", {str(fast.amp).removeprefix('torch.')}" if fast.amp else ""
         runners["fast"] = (f"U-Net fast path ({pieces}, batch {batch}, {unet.device.type}{amp}, "
-                           f"{where})", fast.process, batch)
+                           f"{unet.engine} network, {where})", fast.process, batch)
     if "reference" in paths:
-        runners["reference"] = (f"U-Net reference path (halo tiles, {unet.device.type})",
-                                one_by_one(unet), 1)
+        module = UNetMasker(model, device=device, engine="module")
+        runners["reference"] = (f"U-Net reference path (dlsia module, halo tiles, "
+                                f"{unet.device.type})", one_by_one(module), 1)
     if "classical" in paths:
         runners["classical"] = ("classical per-ring filter", one_by_one(RingOutlierMasker()), 1)
     if "paper" in paths:
         paper = UNetMasker(model, inference="quilt", window=256, step=128, border=32,
-                           batch_size=32, device=device)
+                           batch_size=32, device=device, engine="module")
         runners["paper"] = ("U-Net paper configuration (qlty 256/128)", one_by_one(paper), 1)
     outputs = {}
     for key, (name, fn, b) in tqdm(runners.items(), desc="timing paths", disable=not progress):

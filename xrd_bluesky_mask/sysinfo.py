@@ -21,4 +21,8 @@ def machine() -> str:
     if torch is not None:
         gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
         text += f", torch {torch.__version__} ({torch.get_num_threads()} threads), GPU: {gpu}"
+    from . import malloc
+
+    if malloc._done is not None:
+        text += f", glibc malloc {'tuned' if malloc._done else 'defaults'}"
     return text

@@ -60,3 +60,27 @@ def test_fine_tune_from_files(labelled_files, tiny_model_dir, tmp_path):
     card = read_card(out / "best")
     assert card.parent == "tiny-untrained" and card.architecture.depth == 2
     assert card.training["data"]["source"] == "files"
+
+
+def test_distil_a_lighter_network_from_files(labelled_files, tiny_model_dir, tmp_path):
+    img, msk, poni, _ = labelled_files
+    out = tmp_path / "light"
+    rc = main(["train", "--out", str(out), "--images", str(img), str(img), "--masks",
+               str(msk), str(msk), "--poni", str(poni), "--teacher", str(tiny_model_dir),
+               "--distill-weight", "2",
+               "--depth", "3", "--base-channels", "2", "--epochs", "1", "--batch-size", "2",
+               "--model-id", "light-test"])
+    assert rc == 0
+    card = read_card(out / "best")
+    assert (card.architecture.depth, card.architecture.base_channels) == (3, 2)
+    assert card.training["data"]["teacher"]["model_id"] == "tiny-untrained"
+    assert card.training["config"]["distill_weight"] == 2.0 and card.parent is None
+
+
+def test_fine_tuning_keeps_the_architecture(labelled_files, tiny_model_dir, tmp_path, capsys):
+    img, msk, poni, _ = labelled_files
+    rc = main(["train", "--out", str(tmp_path / "x"), "--images", str(img), "--masks", str(msk),
+               "--poni", str(poni), "--init", str(tiny_model_dir), "--base-channels", "16",
+               "--epochs", "1"])
+    assert rc != 0 and "fine-tuning keeps it" in capsys.readouterr().err
+    assert not (tmp_path / "x" / "best").exists()

@@ -81,3 +81,36 @@ def test_checkpoint_loads_with_weights_only(tmp_path):
 def test_train_config_rejects_unknown_keys():
     with pytest.raises(ValueError):
         TrainConfig(epoch=3)
+
+
+def test_distillation_loss_is_bce_on_labelled_pixels():
+    from xrd_bluesky_mask.training.loop import _distill_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 2, 8, 8, generator=g)
+    soft = torch.rand(2, 8, 8, generator=g)
+    y = torch.zeros(2, 8, 8, dtype=torch.long)
+    y[0, :4] = IGNORE
+    keep = y != IGNORE
+    margin = logits[:, 1] - logits[:, 0]
+    p = torch.sigmoid(margin[keep])
+    manual = -(soft[keep] * torch.log(p) + (1 - soft[keep]) * torch.log(1 - p)).mean()
+    assert abs(float(_distill_loss(logits, soft, y)) - float(manual)) < 1e-5
+
+
+def test_student_learns_the_teachers_answer(tmp_path):
+    tiles = _toy_tiles()
+    cfg = TrainConfig(epochs=6, batch_size=8, lr=1e-2, architecture=TINY, target_tnr=0.99)
+    teacher = load_model(train(tiles, tmp_path / "teacher", cfg, progress=False).model_dir,
+                         device="cpu").net.eval()
+    student_cfg = cfg.model_copy(update={
+        "architecture": NetworkConfig(depth=2, base_channels=2), "distill_weight": 5.0})
+    from xrd_bluesky_mask.training.loop import predict_tiles
+
+    target = predict_tiles(teacher, tiles.x, "cpu")
+    gaps = {}
+    for name, t in (("alone", None), ("distilled", teacher)):
+        res = train(tiles, tmp_path / name, student_cfg, teacher=t, progress=False)
+        student = load_model(res.model_dir, device="cpu").net
+        gaps[name] = float((predict_tiles(student, tiles.x, "cpu") - target).abs().mean())
+    assert gaps["distilled"] < 0.8 * gaps["alone"], gaps

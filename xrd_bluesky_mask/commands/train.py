@@ -18,6 +18,16 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     t.add_argument("--poni", type=Path, default=None, help="PONI of the --images detector")
     t.add_argument("--init", type=Path, default=None,
                    help="fine-tune from this model folder instead of a fresh network")
+    t.add_argument("--teacher", type=Path, default=None,
+                   help="distil this trained model folder: its spot probability joins the "
+                   "labels in the loss (to train a lighter network)")
+    t.add_argument("--distill-weight", type=float, default=1.0,
+                   help="weight of the teacher term (default 1)")
+    t.add_argument("--depth", type=int, default=None, help="U-Net levels (default 4)")
+    t.add_argument("--base-channels", type=int, default=None,
+                   help="feature maps at full resolution (default 8)")
+    t.add_argument("--growth-rate", type=float, default=None,
+                   help="feature-map growth per level (default 2)")
     t.add_argument("--frames", type=int, default=32, help="simulated frames (default 32)")
     t.add_argument("--size", type=int, default=1024, help="simulated frame size, px")
     t.add_argument("--seed", type=int, default=0)

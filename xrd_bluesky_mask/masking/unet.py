@@ -2,7 +2,8 @@
 
 normalise (``preprocess.network_input``) ▸ tiles (qlty windows, or halo tiles) ▸ network
 (CPU or GPU, batched) ▸ stitch ▸ softmax ▸ threshold. Optional test-time augmentation
-averages the probability over the 8 rotations/flips of the frame.
+averages the probability over the 8 rotations/flips of the frame. On a CPU the network runs
+as a fused oneDNN plan of the same weights (`fused.FusedTUNet`, about 1.5x faster).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 
 from ..geometry import Geometry
 from .base import MaskResult
+from .fused import fuse_tunet
 from .network import fold_batchnorm
 from .preprocess import network_input, prepare_frame
 from .tiling import HaloPredictor, QuiltPredictor
@@ -60,6 +62,9 @@ class UNetMasker:
         torch device string; None picks CUDA when usable, else the CPU.
     window, step, border, batch_size
         qlty window size, step and ignored border (px) and windows per batch (quilt only).
+    engine
+        How the network runs: ``"fused"`` (the `FusedTUNet` plan: CPU only), ``"module"``
+        (the dlsia module as it is) or ``"auto"`` (fused where it applies, else the module).
     """
 
     name = "unet"
@@ -76,6 +81,7 @@ class UNetMasker:
         step: int = 192,
         border: int = 32,
         batch_size: int = 16,
+        engine: str = "auto",
     ) -> None:
         from ..models.registry import active_model_dir
         from ..models.store import LoadedModel, load_model
@@ -87,7 +93,19 @@ class UNetMasker:
 
             model = ModelRegistry().get(model).path  # a registered id or version number
         self.model = model if isinstance(model, LoadedModel) else load_model(model, device)
-        self._net = fold_batchnorm(self.model.net)
+        if engine not in ("auto", "fused", "module"):
+            raise ValueError(f"engine must be 'auto', 'fused' or 'module', got {engine!r}")
+        self.module = fold_batchnorm(self.model.net)
+        plan = fuse_tunet(self.module) if engine != "module" else None
+        if engine == "fused" and plan is None:
+            raise ValueError("the fused engine needs a dlsia TUNet on the CPU with oneDNN "
+                             "(use engine='module' or 'auto')")
+        if plan is not None:
+            from ..malloc import retain_freed_memory
+
+            retain_freed_memory()
+        self._net: Any = plan if plan is not None else self.module
+        self.engine = "fused" if plan is not None else "module"
         if threshold is not None and not 0 < threshold < 1:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         self.threshold = float(threshold if threshold is not None else self.model.card.threshold)
@@ -114,6 +132,7 @@ class UNetMasker:
             "threshold": self.threshold,
             "tta": self.tta,
             "device": str(self.device),
+            "engine": self.engine,
             **{f"tiling_{k}": v for k, v in self.predictor.settings().items()},
         }
 

@@ -1,5 +1,9 @@
 """The training loop: class-weighted cross-entropy, Adam, dihedral augmentation, checkpoints.
 
+With a ``teacher`` (a trained, usually larger network) the loss adds a distillation term: the
+binary cross-entropy between the student's spot logit and the teacher's spot probability on
+every labelled pixel, so a lighter network learns the teacher's answer, not only the labels.
+
 `train` is a plain function the CLI, plans and notebooks all call. It checkpoints every epoch
 (``checkpoint.pt``: tensors and JSON only, loaded with ``weights_only=True``) and resumes from
 it, keeps the best epoch (validation recall at the target true-negative rate) as a model folder
@@ -47,6 +51,8 @@ class TrainConfig(BaseModel):
     seed: int = 0
     max_minutes: float | None = Field(None, gt=0, description="stop after this much wall time")
     architecture: NetworkConfig = Field(default_factory=NetworkConfig)
+    distill_weight: float = Field(
+        1.0, ge=0, description="weight of the teacher term (used only with a teacher)")
     device: str | None = None
 
 
@@ -59,17 +65,28 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
+def _augment(gen: torch.Generator, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """One random rotation/flip of the last two axes, the same for every tensor."""
     k = int(torch.randint(0, 8, (1,), generator=gen))
     if k >= 4:
-        x, y = torch.flip(x, dims=(-1,)), torch.flip(y, dims=(-1,))
-    return torch.rot90(x, k % 4, dims=(-2, -1)), torch.rot90(y, k % 4, dims=(-2, -1))
+        tensors = tuple(torch.flip(t, dims=(-1,)) for t in tensors)
+    return tuple(torch.rot90(t, k % 4, dims=(-2, -1)) for t in tensors)
+
+
+def _distill_loss(logits: torch.Tensor, soft: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the spot logit (class 1 minus class 0) against the teacher's
+    spot probability ``soft``, over pixels that carry a label."""
+    keep = y != IGNORE
+    margin = (logits[:, 1] - logits[:, 0])[keep]
+    return torch.nn.functional.binary_cross_entropy_with_logits(margin, soft[keep].float())
 
 
 @torch.inference_mode()
 def predict_tiles(net: torch.nn.Module, x: torch.Tensor, device, batch: int = 32) -> torch.Tensor:
     """Spot probability ``(N, w, w)`` for tiles ``(N, C, w, w)``."""
     net.eval()
+    if len(x) == 0:
+        return torch.empty((0, *x.shape[2:]))
     out = [
         torch.softmax(
             net(x[i : i + batch].to(device).contiguous(memory_format=torch.channels_last)).float(),
@@ -89,6 +106,7 @@ def train(
     init_state: dict[str, torch.Tensor] | None = None,
     parent: str | None = None,
     card_extra: dict[str, Any] | None = None,
+    teacher: torch.nn.Module | None = None,
     resume: bool = True,
     progress: bool = True,
 ) -> TrainResult:
@@ -108,6 +126,10 @@ def train(
         Model id of the model ``init_state`` came from (recorded in the card).
     card_extra
         Merged into the card's ``training`` section (command line, simulator settings...).
+    teacher
+        A trained network (any architecture with the same input) to distil: its spot
+        probability on each training tile joins the labels in the loss, weighted by
+        ``config.distill_weight``.
     resume
         Continue from ``out_dir/checkpoint.pt`` when it exists.
     """
@@ -117,6 +139,10 @@ def train(
     torch.manual_seed(cfg.seed)
     device = select_device(cfg.device)
     train_set, val_set = tiles.split(cfg.val_fraction, cfg.seed)
+    soft = None
+    if teacher is not None:
+        log.info("teacher probabilities for %d training tiles", len(train_set))
+        soft = predict_tiles(teacher.to(device), train_set.x, device).to(torch.float16)
     net = build_network(cfg.architecture)
     if init_state is not None:
         net.load_state_dict(init_state)
@@ -153,12 +179,17 @@ def train(
             idx = perm[i : i + cfg.batch_size]
             if len(idx) < 2:
                 continue
-            xb, yb = train_set.x[idx], train_set.y[idx]
+            batch = [train_set.x[idx], train_set.y[idx]] + ([soft[idx]] if soft is not None
+                                                            else [])
             if cfg.augment:
-                xb, yb = _augment(xb, yb, gen)
+                batch = list(_augment(gen, *batch))
             opt.zero_grad(set_to_none=True)
-            xb = xb.to(device).contiguous(memory_format=torch.channels_last)
-            loss = loss_fn(net(xb), yb.to(device).long())
+            xb = batch[0].to(device).contiguous(memory_format=torch.channels_last)
+            yb = batch[1].to(device).long()
+            logits = net(xb)
+            loss = loss_fn(logits, yb)
+            if soft is not None:
+                loss = loss + cfg.distill_weight * _distill_loss(logits, batch[2].to(device), yb)
             loss.backward()
             opt.step()
             losses.append(loss.item())

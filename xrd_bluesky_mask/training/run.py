@@ -38,23 +38,40 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
         data = {"source": "simulator", "frames": args.frames, "shape_px": [args.size, args.size],
                 "seed": args.seed, "scenes": "simulate.random_scene, all styles, phases "
                 "except simulate.presets.HELD_OUT_PHASES"}
+    from ..masking.network import NetworkConfig
+    from ..models.store import load_model
+
+    shape = {k: v for k in ("depth", "base_channels", "growth_rate")
+             if (v := getattr(args, k, None)) is not None}
+    architecture = NetworkConfig(**shape)
     init_state, parent = None, None
     if args.init is not None:
-        from ..models.store import load_model
-
         base = load_model(args.init, device="cpu")
         init_state, parent = base.net.state_dict(), base.card.model_id
+        if shape and base.card.architecture != architecture:
+            from ..errors import ModelError
+
+            raise ModelError(f"--init {args.init} has architecture "
+                             f"{base.card.architecture.model_dump()}; fine-tuning keeps it, so "
+                             "leave out --depth/--base-channels/--growth-rate (or drop --init)")
+        architecture = base.card.architecture
+    teacher = None
+    if getattr(args, "teacher", None) is not None:
+        loaded = load_model(args.teacher, device="cpu")
+        teacher = loaded.net.eval()
+        data["teacher"] = {"model_id": loaded.card.model_id, "sha256": loaded.card.sha256,
+                           "distill_weight": args.distill_weight}
     logging.getLogger(__name__).info("%d tiles, %.4f mean spot fraction", len(tiles),
                                      float(tiles.spot_fraction.mean()))
     cfg = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         lr_schedule=args.lr_schedule,
         class_weights=(1.0, args.spot_weight), max_minutes=args.max_minutes, device=args.device,
-        **({"architecture": base.card.architecture} if args.init is not None else {}),
+        architecture=architecture, distill_weight=getattr(args, "distill_weight", 1.0),
     )
     result = train(
         tiles, out, cfg, model_id=args.model_id, resume=not args.no_resume,
-        init_state=init_state, parent=parent,
+        init_state=init_state, parent=parent, teacher=teacher,
         card_extra={"command": command, "data": data},
     )
     val = result.card.metrics["val"]
