@@ -188,13 +188,16 @@ class XRDMaskCallback:
         server, the cores and the GIL. A scan emitting documents back to back (gaps of
         0.05-0.25 s measured for 2880 x 2880 frames on 2 cores) is processed right after it;
         0 processes at once, which slowed such scans by 25-140 % in `benchmarks/bench_live.py`.
+    batch
+        Frames of a run masked together when several are waiting (see `Worker`); ``"auto"``:
+        4 with the U-Net on a GPU, else 1.
     """
 
     def __init__(self, client: Any = None, *, masker: Any = None, field: str | None = None,
                  stream: str | None = "primary", poni: Any = None, integration: Any = None,
                  root: str = "derived/xrd_mask", source: Any = None, sink: Any = None,
                  frame_timeout: float = 30.0, niceness: int = 5,
-                 quiet_s: float = 0.5) -> None:
+                 quiet_s: float = 0.5, batch: int | str = "auto") -> None:
         if client is None and (source is None or sink is None):
             raise ValueError(
                 "XRDMaskCallback needs a Tiled client (the container TiledWriter writes runs "
@@ -210,7 +213,7 @@ class XRDMaskCallback:
             sink = TiledResultSink(client, root=root)
         self.field, self.stream, self.poni = field, stream, _text_of(poni)
         self.worker = Worker(source, sink, masker=masker, integration=integration,
-                             niceness=niceness, quiet_s=quiet_s).start()
+                             niceness=niceness, quiet_s=quiet_s, batch=batch).start()
         self._runs: dict[str, _RunMasker] = {}
         self._by_descriptor: dict[str, str] = {}
         self._by_resource: dict[str, str] = {}

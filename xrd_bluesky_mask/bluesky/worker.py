@@ -6,6 +6,10 @@ Three daemon threads form a pipeline so that Tiled reads, computation and Tiled 
 readable) → (``prefetch`` frames) → **compute** (`process_frame`: mask + integrate) →
 (``prefetch`` results) → **write** (`ResultSink`).
 
+With ``batch > 1`` the compute stage takes the frames of one run that are already waiting
+(up to ``batch``, never waiting for more) and masks them together with the U-Net's
+`~xrd_bluesky_mask.accel.FastPipeline`: on a GPU one network pass and one copy per batch.
+
 `Worker.submit` never blocks and never drops work: items are a few bytes naming data that
 already lives in Tiled.
 
@@ -162,11 +166,18 @@ class Worker:
     quiet_s
         Seconds without documents before a stage takes its next item (see "Yielding to the
         scan" above); 0 disables.
+    batch
+        Most frames masked together (U-Net only, through `FastPipeline`); 1 = one by one.
+        ``"auto"``: 4 when the U-Net runs on a GPU, 1 on a CPU (where batches gain nothing).
     """
 
     def __init__(self, source: Any, sink: Any, *, masker: Any = None,
                  integration: Any = None, prefetch: int = 2, niceness: int = 5,
-                 quiet_s: float = 0.0) -> None:
+                 quiet_s: float = 0.0, batch: int | str = "auto") -> None:
+        if batch != "auto" and (not isinstance(batch, int) or batch < 1):
+            raise ValueError(f"batch must be 'auto' or an int >= 1, got {batch!r}")
+        self.batch = batch
+        self._fast: dict[str, Any] = {}  # run uid -> FastPipeline
         self.source, self.sink = source, sink
         self.quiet_s = float(quiet_s)
         self._last_doc = 0.0
@@ -178,7 +189,8 @@ class Worker:
         self.records: dict[str, RunRecord] = {}
         self._geometry: dict[str, Any] = {}
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self._to_compute: queue.Queue = queue.Queue(maxsize=max(prefetch, 1))
+        depth = max(prefetch, batch if isinstance(batch, int) else 4, 1)
+        self._to_compute: queue.Queue = queue.Queue(maxsize=depth)
         self._to_write: queue.Queue = queue.Queue(maxsize=max(prefetch, 1))
         self._pending = 0
         self._cond = threading.Condition()
@@ -309,14 +321,49 @@ class Worker:
                         payload = exc
             self._to_compute.put((item, payload))
 
+    def _batch_size(self) -> int:
+        """Frames per compute step for the current masker (see ``batch``)."""
+        from ..masking.unet import UNetMasker
+
+        try:
+            masker = self.masker()
+        except Exception:
+            return 1
+        if not isinstance(masker, UNetMasker):
+            return 1
+        if self.batch == "auto":
+            return 4 if masker.device.type == "cuda" else 1
+        return int(self.batch)
+
+    @staticmethod
+    def _computable(got: Any, run_uid: str) -> bool:
+        return (got is not _STOP and isinstance(got[0], FrameItem) and got[0].run_uid == run_uid
+                and not isinstance(got[1], BaseException))
+
     def _compute_loop(self) -> None:
+        carry = None
         while True:
-            got = self._to_compute.get()
+            got, carry = (carry, None) if carry is not None else (self._to_compute.get(), None)
             if got is _STOP:
                 self._to_write.put(_STOP)
                 return
             item, payload = got
             self._yield()
+            if self._computable(got, item.run_uid if isinstance(item, FrameItem) else ""):
+                group, size = [got], self._batch_size()
+                while len(group) < size:
+                    try:
+                        nxt = self._to_compute.get_nowait()
+                    except queue.Empty:
+                        break
+                    if not self._computable(nxt, item.run_uid):
+                        carry = nxt
+                        break
+                    group.append(nxt)
+                if len(group) > 1:
+                    for one, result in zip(group, self._compute_batch(group), strict=True):
+                        self._to_write.put((one[0], result))
+                    continue
             try:
                 if isinstance(item, OpenRun):
                     payload = self._open(item.spec)
@@ -372,6 +419,36 @@ class Worker:
         timings = {"read": read_s, "mask": result.timings["mask_total"],
                    "integrate": result.timings["integrate"]}
         return codes, result.pattern, timings
+
+    def _compute_batch(self, group: list[tuple[FrameItem, tuple]]) -> list[Any]:
+        """Results of frames of one run masked together; one by one if the batch fails."""
+        from ..accel import FastPipeline
+        from ..tiled.results import mask_codes
+
+        run_uid = group[0][0].run_uid
+        try:
+            geometry = self._geometry.get(run_uid)
+            if geometry is None:
+                raise RuntimeError(f"no usable geometry for run {run_uid}")
+            fast = self._fast.get(run_uid)
+            if fast is None:
+                fast = self._fast[run_uid] = FastPipeline(self.masker(), geometry,
+                                                          self.integration)
+            results = fast.process([payload[0] for _, payload in group])
+        except Exception as exc:
+            log.warning("xrd-mask: batch of %d frames of run %s failed (%s); one by one",
+                        len(group), run_uid, _describe(exc))
+            out: list[Any] = []
+            for item, payload in group:
+                try:
+                    out.append(self._compute(item, *payload))
+                except Exception as one_exc:
+                    out.append(one_exc)
+            return out
+        return [(mask_codes(r.mask.spots, r.mask.static), r.pattern,
+                 {"read": payload[1], "mask": r.timings["normalise"] + r.timings["network"],
+                  "integrate": r.timings["integrate"], "batch": len(group)})
+                for r, (_, payload) in zip(results, group, strict=True)]
 
     def _write_loop(self) -> None:
         while True:
@@ -437,6 +514,9 @@ class Worker:
             status = "complete_with_errors" if errors else "complete"
         record.status = status
         self._geometry.pop(item.run_uid, None)
+        fast = self._fast.pop(item.run_uid, None)
+        if fast is not None:
+            fast.close()
         if hasattr(self.source, "forget"):
             self.source.forget(item.run_uid)
         if record.run_errors and record.run_errors[0].startswith("results not written"):

@@ -1,0 +1,78 @@
+"""The worker masks frames that are waiting together (FastPipeline) with the results of one by
+one, and a batch holding a bad frame falls back to one by one."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from xrd_bluesky_mask.bluesky.worker import CloseRun, FrameItem, OpenRun, RunSpec, Worker
+from xrd_bluesky_mask.masking.unet import UNetMasker
+from xrd_bluesky_mask.simulate import simulate_frame
+from xrd_bluesky_mask.tiled.frames import InMemoryFrameSource
+from xrd_bluesky_mask.tiled.sink import InMemoryResultSink
+
+SHAPE = (128, 128)
+
+
+class SlowToOpen(UNetMasker):
+    """Takes its time opening a run, so the reader queues frames meanwhile."""
+
+    def settings(self):
+        time.sleep(0.5)
+        return super().settings()
+
+
+@pytest.fixture(scope="module")
+def run_frames():
+    sim = simulate_frame("rings_spots", seed=5, shape=SHAPE)
+    img = sim.image.astype(np.float32)
+    frames = [img, np.zeros(SHAPE, np.float32), img * 2, img * 0.5, img * 3, img * 1.5]
+    return frames, sim.geometry.poni_text
+
+
+def _run(frames, poni, masker, batch):
+    src, sink = InMemoryFrameSource(timeout=2.0), InMemoryResultSink()
+    worker = Worker(src, sink, masker=masker, batch=batch, niceness=0, prefetch=2)
+    spec = RunSpec(uid=f"run-{batch}", stream="primary", field="det", poni=poni, shape=SHAPE,
+                   frames_expected=len(frames))
+    for i, f in enumerate(frames):
+        src.put(spec.uid, "primary", "det", i, f)
+    worker.submit(OpenRun(spec))
+    for i in range(len(frames)):
+        worker.submit(FrameItem(spec.uid, "primary", "det", i))
+    worker.submit(CloseRun(spec.uid))
+    worker.start()
+    assert worker.close(120)
+    return sink, worker.records[spec.uid], spec.uid
+
+
+def test_batches_match_one_by_one_and_survive_a_bad_frame(run_frames):
+    frames, poni = run_frames
+    masker = SlowToOpen(device="cpu")
+    one, rec_one, uid_one = _run(frames, poni, masker, 1)
+    many, rec_many, uid_many = _run(frames, poni, masker, 4)
+    for sink, uid in ((one, uid_one), (many, uid_many)):
+        md = sink.metadata[uid]
+        assert md["status"] == "complete_with_errors" and md["frames_done"] == [0, 2, 3, 4, 5]
+        assert list(md["errors"]) == ["1"] and "FrameError" in md["errors"]["1"]
+    # frames 0-3 were waiting together, held the bad frame, and went one by one; 4-5 batched
+    batches = {i: rec_many.frames[i].timings.get("batch", 1) for i in (0, 2, 3, 4, 5)}
+    assert batches[4] == batches[5] == 2 and batches[0] == 1, batches
+    assert all(r.timings.get("batch", 1) == 1 for r in rec_one.frames.values() if r.timings)
+    for i in (0, 2, 3, 4, 5):
+        a, b = one.masks[uid_one][i], many.masks[uid_many][i]
+        assert (a == b).mean() >= 0.9999
+        np.testing.assert_allclose(many.patterns[uid_many][i].values,
+                                   one.patterns[uid_one][i].values, rtol=1e-4, atol=1e-6)
+
+
+def test_batch_is_checked_and_auto_means_one_on_a_cpu():
+    with pytest.raises(ValueError, match="batch"):
+        Worker(InMemoryFrameSource(), InMemoryResultSink(), batch=0)
+    w = Worker(InMemoryFrameSource(), InMemoryResultSink(), masker=UNetMasker(device="cpu"))
+    assert w._batch_size() == 1
+    assert Worker(InMemoryFrameSource(), InMemoryResultSink(), masker="classical",
+                  batch=8)._batch_size() == 1
