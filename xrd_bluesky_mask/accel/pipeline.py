@@ -5,8 +5,9 @@ numba releases the GIL) ▸ stacked in pinned memory ▸ copied to the device �
 over whole frames (channels-last, batch norm folded, bf16 autocast on a GPU) ▸ threshold on the
 logit difference (no softmax) ▸ masked integration with `TorchIntegrator` on the device ▸ masks
 and patterns copied back. Same masks as `UNetMasker.predict` (tested ≥ 99.99 % of pixels) and the
-same patterns as pyFAI (tested to 1e-5 relative). On a CPU it runs the network in tiles and
-integrates with pyFAI, which measured faster there; the batch still shares preparation threads.
+same patterns as pyFAI (tested to 1e-5 relative). On a CPU it runs the network in tiles through
+the masker's fused oneDNN plan (`~xrd_bluesky_mask.masking.fused.FusedTUNet`) and integrates with
+pyFAI, which measured faster there; the batch still shares preparation threads.
 """
 
 from __future__ import annotations
