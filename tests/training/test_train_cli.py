@@ -84,3 +84,17 @@ def test_fine_tuning_keeps_the_architecture(labelled_files, tiny_model_dir, tmp_
                "--epochs", "1"])
     assert rc != 0 and "fine-tuning keeps it" in capsys.readouterr().err
     assert not (tmp_path / "x" / "best").exists()
+
+
+def test_prune_teacher_starts_from_its_channels(labelled_files, tiny_model_dir, tmp_path, capsys):
+    img, msk, poni, _ = labelled_files
+    common = ["--images", str(img), str(img), "--masks", str(msk), str(msk), "--poni",
+              str(poni), "--epochs", "1", "--batch-size", "2"]
+    out = tmp_path / "pruned"
+    assert main(["train", "--out", str(out), *common, "--teacher", str(tiny_model_dir),
+                 "--prune-teacher", "--base-channels", "2"]) == 0
+    card = read_card(out / "best")
+    assert card.architecture.base_channels == 2 and card.architecture.depth == 2
+    assert card.training["data"]["teacher"]["init"].startswith("pruned")
+    assert main(["train", "--out", str(tmp_path / "no"), *common, "--prune-teacher"]) != 0
+    assert "needs --teacher" in capsys.readouterr().err

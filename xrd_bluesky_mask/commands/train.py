@@ -21,6 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     t.add_argument("--teacher", type=Path, default=None,
                    help="distil this trained model folder: its spot probability joins the "
                    "labels in the loss (to train a lighter network)")
+    t.add_argument("--prune-teacher", action="store_true",
+                   help="start from the teacher's most important channels (network slimming) "
+                   "instead of random weights; needs --teacher")
     t.add_argument("--distill-weight", type=float, default=1.0,
                    help="weight of the teacher term (default 1)")
     t.add_argument("--depth", type=int, default=None, help="U-Net levels (default 4)")

@@ -61,6 +61,27 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
         teacher = loaded.net.eval()
         data["teacher"] = {"model_id": loaded.card.model_id, "sha256": loaded.card.sha256,
                            "distill_weight": args.distill_weight}
+        if getattr(args, "prune_teacher", False):
+            if init_state is not None:
+                from ..errors import ModelError
+
+                raise ModelError("--prune-teacher starts from the teacher; leave out --init")
+            from ..masking.network import build_network
+            from .prune import prune_into
+
+            # the teacher's shape, narrowed by the flags given
+            architecture = loaded.card.architecture.model_copy(update=shape)
+            if architecture.depth != loaded.card.architecture.depth:
+                from ..errors import ModelError
+
+                raise ModelError(f"--prune-teacher keeps the teacher's depth "
+                                 f"({loaded.card.architecture.depth}); drop --depth")
+            init_state = prune_into(teacher, build_network(architecture)).state_dict()
+            data["teacher"]["init"] = "pruned: each layer's most important channels"
+    elif getattr(args, "prune_teacher", False):
+        from ..errors import ModelError
+
+        raise ModelError("--prune-teacher needs --teacher MODEL")
     logging.getLogger(__name__).info("%d tiles, %.4f mean spot fraction", len(tiles),
                                      float(tiles.spot_fraction.mean()))
     cfg = TrainConfig(
