@@ -114,3 +114,15 @@ def test_student_learns_the_teachers_answer(tmp_path):
         student = load_model(res.model_dir, device="cpu").net
         gaps[name] = float((predict_tiles(student, tiles.x, "cpu") - target).abs().mean())
     assert gaps["distilled"] < 0.8 * gaps["alone"], gaps
+
+
+def test_operating_point_keeps_the_target_tnr_when_negatives_tie():
+    # 1 % of the negatives share one value at the target quantile (a constant output)
+    g = torch.Generator().manual_seed(1)
+    neg = torch.rand(99_000, generator=g) * 0.3
+    neg[:1_000] = 0.3
+    prob = torch.cat([neg, 0.29 + 0.7 * torch.rand(1_000, generator=g)])
+    y = torch.cat([torch.zeros(99_000), torch.ones(1_000)]).long()
+    pt = operating_point(prob, y, 0.995)
+    assert pt["tnr"] >= 0.995 and pt["threshold"] > 0.3
+    assert 0.95 < pt["recall"] < 1.0
