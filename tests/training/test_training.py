@@ -71,11 +71,14 @@ def test_train_learns_checkpoints_and_resumes(tmp_path):
     assert json.loads((tmp_path / "history.json").read_text())[-1]["epoch"] == 8
 
 
-def test_checkpoint_loads_with_weights_only(tmp_path):
-    train(_toy_tiles(8), tmp_path, TrainConfig(epochs=1, batch_size=4, architecture=TINY),
-          progress=False)
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_checkpoint_loads_with_weights_only(tmp_path, schedule):
+    cfg = TrainConfig(epochs=2, batch_size=4, architecture=TINY, lr_schedule=schedule)
+    train(_toy_tiles(8), tmp_path, cfg.model_copy(update={"epochs": 1}), progress=False)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert set(state) == {"model", "optim", "history"}
+    resumed = train(_toy_tiles(8), tmp_path, cfg, progress=False)  # loads the checkpoint
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
 
 
 def test_train_config_rejects_unknown_keys():
@@ -126,3 +129,14 @@ def test_operating_point_keeps_the_target_tnr_when_negatives_tie():
     pt = operating_point(prob, y, 0.995)
     assert pt["tnr"] >= 0.995 and pt["threshold"] > 0.3
     assert 0.95 < pt["recall"] < 1.0
+
+
+def test_resumes_a_checkpoint_with_numpy_learning_rates(tmp_path):
+    # checkpoints of earlier versions stored the cosine schedule's lr as numpy.float64
+    cfg = TrainConfig(epochs=2, batch_size=4, architecture=TINY)
+    train(_toy_tiles(8), tmp_path, cfg.model_copy(update={"epochs": 1}), progress=False)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    state["optim"]["param_groups"][0]["lr"] = np.float64(5e-3)
+    torch.save(state, tmp_path / "checkpoint.pt")
+    resumed = train(_toy_tiles(8), tmp_path, cfg, progress=False)
+    assert [h["epoch"] for h in resumed.history] == [1, 2]

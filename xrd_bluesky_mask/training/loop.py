@@ -155,7 +155,11 @@ def train(
     start_epoch, best = 0, -1.0
     ckpt = out / "checkpoint.pt"
     if resume and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=True)
+        # checkpoints written before the lr fix hold numpy float64 learning rates: allow
+        # exactly those data types, nothing that can run code
+        with torch.serialization.safe_globals([np._core.multiarray.scalar, np.dtype,
+                                               np.dtypes.Float64DType]):
+            state = torch.load(ckpt, map_location=device, weights_only=True)
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optim"])
         history = json.loads(state["history"])
@@ -170,7 +174,9 @@ def train(
         if cfg.lr_schedule == "cosine":
             frac = epoch / max(cfg.epochs - 1, 1)
             for group in opt.param_groups:
-                group["lr"] = cfg.lr * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * frac)))
+                # a Python float: a numpy scalar in the optimiser state makes checkpoint.pt
+                # unloadable with weights_only=True
+                group["lr"] = float(cfg.lr * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * frac))))
         net.train()
         perm = torch.randperm(len(train_set), generator=gen)
         losses = []
