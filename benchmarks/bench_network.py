@@ -4,7 +4,8 @@ defaults vs tuned, for one or more models, each combination in a fresh process.
     .venv/bin/python benchmarks/bench_network.py [--model DIR_OR_ID ...] [--repeats 4]
 
 Prints a Markdown table: median and minimum seconds per frame of the network (halo tiles of
-768 px, 64 px halo) and the speed-up over the module with glibc's defaults.
+768 px, 64 px halo) and the speed-up over the first row (the first model's dlsia module with
+glibc's defaults).
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ def main() -> int:
           f"{args.repeats} runs after a warm-up, each row a fresh process\n")
     print("| model | params | engine | glibc malloc | median s | min s | speed-up |")
     print("|---|---:|---|---|---:|---:|---:|")
+    base = None
     for model in args.model:
-        base = None
         for engine, malloc in (("module", "defaults"), ("module", "tuned"),
                                ("fused", "defaults"), ("fused", "tuned")):
             env = {**os.environ, "XRD_MASK_MALLOC_DEFAULTS": "1" if malloc == "defaults"

@@ -26,8 +26,8 @@ def add_masker(p: argparse.ArgumentParser, default: str = "unet") -> None:
     g = p.add_argument_group("masker")
     g.add_argument("--masker", default=default, help=f"unet | classical | a plugin ({default})")
     g.add_argument("--model", default=None,
-                   help="model folder, or a registered model id or version (default: the "
-                   "active model)")
+                   help="model folder, 'light' (the packaged lighter network), or a "
+                   "registered model id or version (default: the active model)")
     g.add_argument("--threshold", type=float, default=None,
                    help="U-Net spot-probability cut in (0, 1); default: the model card's")
     g.add_argument("--n-sigma", type=float, default=3.0,

@@ -74,3 +74,19 @@ def test_quilt_reference_path_runs_and_agrees_roughly(tiny_model_dir, small_geom
     # only the frame's edge strip differs (zero padding in the net vs reflect padding)
     inner = (slice(16, -16), slice(16, -16))
     assert np.abs(halo.probability[inner] - quilt.probability[inner]).max() < 1e-4
+
+
+def test_packaged_light_model_by_name_and_id(small_geometry, rng):
+    light = UNetMasker("light", device="cpu")
+    assert light.model.card.model_id == "xrdmask-light-v1"
+    assert light.model.card.architecture.base_channels == 4
+    assert UNetMasker("xrdmask-light-v1", device="cpu").model.card.sha256 == \
+        light.model.card.sha256
+    heldout = light.model.card.metrics["heldout"]["overall"]["unet"]
+    assert heldout["tnr"] >= 0.999 and heldout["recall"] > 0.85
+    frame, _ = ring_frame(small_geometry, rng, spots=[(80, 90, 2.0, 4000.0)])
+    assert light.predict(frame, small_geometry).spots.shape == frame.shape
+    from xrd_bluesky_mask.errors import ModelError
+
+    with pytest.raises(ModelError, match="no model"):
+        UNetMasker("heavy", device="cpu")

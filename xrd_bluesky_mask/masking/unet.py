@@ -48,7 +48,8 @@ class UNetMasker:
     Parameters
     ----------
     model
-        A model folder (``model_card.json`` + weights), a `LoadedModel`, or None for the
+        A model folder (``model_card.json`` + weights), ``"light"`` (the packaged lighter
+        network), a registered model id or version, a `LoadedModel`, or None for the
         active model of the model registry (`xrd_bluesky_mask.models.registry`; the packaged
         default unless another version was activated).
     threshold
@@ -89,9 +90,17 @@ class UNetMasker:
         if model is None:
             model = active_model_dir()
         elif isinstance(model, str) and not Path(model).exists():
+            from ..errors import ModelError
             from ..models.registry import ModelRegistry
+            from ..models.store import packaged_model_dir
 
-            model = ModelRegistry().get(model).path  # a registered id or version number
+            try:  # a registered id or version number
+                model = ModelRegistry().get(model).path
+            except ModelError:  # or a packaged model ("light")
+                packaged = packaged_model_dir(model)
+                if packaged is None:
+                    raise
+                model = packaged
         self.model = model if isinstance(model, LoadedModel) else load_model(model, device)
         if engine not in ("auto", "fused", "module"):
             raise ValueError(f"engine must be 'auto', 'fused' or 'module', got {engine!r}")

@@ -21,6 +21,22 @@ if TYPE_CHECKING:
 
 CARD_FILE = "model_card.json"
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default"
+#: Models shipped in the package, by short name: the default, and a lighter network for CPUs
+#: (about 1.9x faster, held-out numbers within a few percent; README, "Lighter network").
+PACKAGED_MODELS = {"default": DEFAULT_MODEL_DIR, "light": Path(__file__).parent / "light"}
+
+
+def packaged_model_dir(name: str) -> Path | None:
+    """Folder of a packaged model by short name (``"light"``) or model id, else None."""
+    if name in PACKAGED_MODELS:
+        return PACKAGED_MODELS[name]
+    for folder in PACKAGED_MODELS.values():
+        try:
+            if read_card(folder).model_id == name:
+                return folder
+        except ModelError:
+            continue
+    return None
 
 
 @dataclass
