@@ -64,6 +64,8 @@ def test_train_learns_checkpoints_and_resumes(tmp_path):
     loaded = load_model(res.model_dir, device="cpu")
     assert loaded.card.model_id == "toy" and loaded.card.training["epochs_trained"] >= 1
     assert 0 < loaded.card.threshold < 1
+    last = load_model(tmp_path / "last", device="cpu")
+    assert last.card.training["epochs_trained"] == 6
     # resuming with more epochs continues from epoch 7, keeping the history
     more = train(tiles, tmp_path, cfg.model_copy(update={"epochs": 8}), model_id="toy",
                  progress=False)

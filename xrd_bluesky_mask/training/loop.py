@@ -117,7 +117,8 @@ def train(
     tiles
         Training tiles (split 80/20 into train/validation by ``config.val_fraction``).
     out_dir
-        Folder for ``checkpoint.pt``, ``history.json``, ``train.log`` and ``best/``.
+        Folder for ``checkpoint.pt``, ``history.json``, ``train.log``, ``best/`` (the epoch
+        of highest validation recall) and ``last/`` (the latest epoch), both model folders.
     config
         Settings; the paper's recipe by default.
     init_state
@@ -214,22 +215,23 @@ def train(
         history.append(rec)
         bar.set_postfix(loss=f"{rec['loss']:.4f}", recall=f"{rec['val_recall']:.3f}")
         log.info("epoch %s", json.dumps(rec))
+        card = ModelCard(
+            model_id=model_id,
+            parent=parent,
+            architecture=cfg.architecture,
+            threshold=min(max(rec["threshold"], 1e-4), 1 - 1e-4),
+            training={
+                **(card_extra or {}),
+                "config": cfg.model_dump(mode="json"),
+                "epochs_trained": epoch + 1,
+                "train_tiles": len(train_set),
+                "val_tiles": len(val_set),
+            },
+            metrics={"val": {k: rec[k] for k in ("val_recall", "val_tnr", "threshold")}},
+        )
+        save_model(net, card, out / "last")  # the latest epoch, ready to calibrate or ship
         if rec["val_recall"] > best:
             best = rec["val_recall"]
-            card = ModelCard(
-                model_id=model_id,
-                parent=parent,
-                architecture=cfg.architecture,
-                threshold=min(max(rec["threshold"], 1e-4), 1 - 1e-4),
-                training={
-                    **(card_extra or {}),
-                    "config": cfg.model_dump(mode="json"),
-                    "epochs_trained": epoch + 1,
-                    "train_tiles": len(train_set),
-                    "val_tiles": len(val_set),
-                },
-                metrics={"val": {k: rec[k] for k in ("val_recall", "val_tnr", "threshold")}},
-            )
             save_model(net, card, out / "best")
         torch.save(
             {"model": net.state_dict(), "optim": opt.state_dict(), "history": json.dumps(history)},
