@@ -141,7 +141,9 @@ def test_reprocess_finishes_what_a_killed_worker_left(remote, worker):
     """Last in this module: it kills the module's worker."""
     from xrd_bluesky_mask.reprocess import reprocess
 
-    n = 8
+    # enough frames (0.3 s each) that the kill lands mid-run even when polling the server is
+    # slow: with 8, a fresh-clone run once saw all of them done before the kill
+    n = 24
     uid = _scan(remote, n, seed=3)
     client = remote.server.client()
     wait_for(lambda: len((_node(client, uid) or types.SimpleNamespace(metadata={}))
