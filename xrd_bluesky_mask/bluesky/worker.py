@@ -407,33 +407,38 @@ class Worker:
                           integration=integration.model_dump(mode="json"),
                           frames_expected=spec.frames_expected, frame_shape=spec.shape)
 
-    def _compute(self, item: FrameItem, frame: np.ndarray, read_s: float) -> tuple:
-        from ..pipeline import process_frame
+    def _run_geometry(self, run_uid: str) -> Any:
+        geometry = self._geometry.get(run_uid)
+        if geometry is None:
+            raise RuntimeError(f"no usable geometry for run {run_uid}")
+        return geometry
+
+    @staticmethod
+    def _payload(mask: Any, pattern: Any, timings: dict[str, float]) -> tuple:
+        """What the write stage takes: (mask codes, pattern, per-stage seconds)."""
         from ..tiled.results import mask_codes
 
-        geometry = self._geometry.get(item.run_uid)
-        if geometry is None:
-            raise RuntimeError(f"no usable geometry for run {item.run_uid}")
-        result = process_frame(frame, geometry, self.masker(), settings=self.integration)
-        codes = mask_codes(result.mask.spots, result.mask.static)
-        timings = {"read": read_s, "mask": result.timings["mask_total"],
-                   "integrate": result.timings["integrate"]}
-        return codes, result.pattern, timings
+        return mask_codes(mask.spots, mask.static), pattern, timings
+
+    def _compute(self, item: FrameItem, frame: np.ndarray, read_s: float) -> tuple:
+        from ..pipeline import process_frame
+
+        result = process_frame(frame, self._run_geometry(item.run_uid), self.masker(),
+                               settings=self.integration)
+        return self._payload(result.mask, result.pattern, {
+            "read": read_s, "mask": result.timings["mask_total"],
+            "integrate": result.timings["integrate"]})
 
     def _compute_batch(self, group: list[tuple[FrameItem, tuple]]) -> list[Any]:
         """Results of frames of one run masked together; one by one if the batch fails."""
         from ..accel import FastPipeline
-        from ..tiled.results import mask_codes
 
         run_uid = group[0][0].run_uid
         try:
-            geometry = self._geometry.get(run_uid)
-            if geometry is None:
-                raise RuntimeError(f"no usable geometry for run {run_uid}")
             fast = self._fast.get(run_uid)
             if fast is None:
-                fast = self._fast[run_uid] = FastPipeline(self.masker(), geometry,
-                                                          self.integration)
+                fast = self._fast[run_uid] = FastPipeline(
+                    self.masker(), self._run_geometry(run_uid), self.integration)
             results = fast.process([payload[0] for _, payload in group])
         except Exception as exc:
             log.warning("xrd-mask: batch of %d frames of run %s failed (%s); one by one",
@@ -445,9 +450,9 @@ class Worker:
                 except Exception as one_exc:
                     out.append(one_exc)
             return out
-        return [(mask_codes(r.mask.spots, r.mask.static), r.pattern,
-                 {"read": payload[1], "mask": r.timings["normalise"] + r.timings["network"],
-                  "integrate": r.timings["integrate"], "batch": len(group)})
+        return [self._payload(r.mask, r.pattern, {
+                    "read": payload[1], "mask": r.timings["normalise"] + r.timings["network"],
+                    "integrate": r.timings["integrate"], "batch": len(group)})
                 for r, (_, payload) in zip(results, group, strict=True)]
 
     def _write_loop(self) -> None:

@@ -38,9 +38,15 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
         data = {"source": "simulator", "frames": args.frames, "shape_px": [args.size, args.size],
                 "seed": args.seed, "scenes": "simulate.random_scene, all styles, phases "
                 "except simulate.presets.HELD_OUT_PHASES"}
-    from ..masking.network import NetworkConfig
+    from ..errors import ModelError
+    from ..masking.network import NetworkConfig, build_network
     from ..models.store import load_model
 
+    prune = getattr(args, "prune_teacher", False)
+    if prune and getattr(args, "teacher", None) is None:
+        raise ModelError("--prune-teacher needs --teacher MODEL")
+    if prune and args.init is not None:
+        raise ModelError("--prune-teacher starts from the teacher; leave out --init")
     shape = {k: v for k in ("depth", "base_channels", "growth_rate")
              if (v := getattr(args, k, None)) is not None}
     architecture = NetworkConfig(**shape)
@@ -49,8 +55,6 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
         base = load_model(args.init, device="cpu")
         init_state, parent = base.net.state_dict(), base.card.model_id
         if shape and base.card.architecture != architecture:
-            from ..errors import ModelError
-
             raise ModelError(f"--init {args.init} has architecture "
                              f"{base.card.architecture.model_dump()}; fine-tuning keeps it, so "
                              "leave out --depth/--base-channels/--growth-rate (or drop --init)")
@@ -61,27 +65,16 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
         teacher = loaded.net.eval()
         data["teacher"] = {"model_id": loaded.card.model_id, "sha256": loaded.card.sha256,
                            "distill_weight": args.distill_weight}
-        if getattr(args, "prune_teacher", False):
-            if init_state is not None:
-                from ..errors import ModelError
+    if prune:
+        from .prune import prune_into
 
-                raise ModelError("--prune-teacher starts from the teacher; leave out --init")
-            from ..masking.network import build_network
-            from .prune import prune_into
-
-            # the teacher's shape, narrowed by the flags given
-            architecture = loaded.card.architecture.model_copy(update=shape)
-            if architecture.depth != loaded.card.architecture.depth:
-                from ..errors import ModelError
-
-                raise ModelError(f"--prune-teacher keeps the teacher's depth "
-                                 f"({loaded.card.architecture.depth}); drop --depth")
-            init_state = prune_into(teacher, build_network(architecture)).state_dict()
-            data["teacher"]["init"] = "pruned: each layer's most important channels"
-    elif getattr(args, "prune_teacher", False):
-        from ..errors import ModelError
-
-        raise ModelError("--prune-teacher needs --teacher MODEL")
+        # the teacher's shape, narrowed by the flags given
+        architecture = loaded.card.architecture.model_copy(update=shape)
+        if architecture.depth != loaded.card.architecture.depth:
+            raise ModelError(f"--prune-teacher keeps the teacher's depth "
+                             f"({loaded.card.architecture.depth}); drop --depth")
+        init_state = prune_into(teacher, build_network(architecture)).state_dict()
+        data["teacher"]["init"] = "pruned: each layer's most important channels"
     logging.getLogger(__name__).info("%d tiles, %.4f mean spot fraction", len(tiles),
                                      float(tiles.spot_fraction.mean()))
     cfg = TrainConfig(
