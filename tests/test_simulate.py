@@ -341,3 +341,128 @@ def test_bright_heavy_tailed_spot_labels_are_round_and_bounded():
     assert max(h, w) <= 2 * MAX_RADIUS_PX + 6
     # a square would fill its bounding box; a disc fills about pi/4 of it
     assert ys.size / (h * w) < 0.9
+
+
+# --- v3 scenes: the cases the first models missed ----------------------------------------------
+
+
+def test_v2_scenes_are_unchanged_by_the_v3_options():
+    """The v2 scene set reproduces (recorded training commands stay valid): no v3 option is
+    switched on, and a v2 frame does not depend on them."""
+    for seed in range(12):
+        cfg = random_scene(np.random.default_rng(seed), shape=SMALL)
+        assert cfg.spots.streak_length_px is None and cfg.spots.extreme_fraction == 0
+        assert cfg.spots.near_edge_fraction == 0 and cfg.detector.beamstop.rim == 0
+        assert cfg.name in ("rings_spots", "spots_po", "spots_texture", "negative_po",
+                            "negative_texture", "perfect")
+
+
+def test_v3_scenes_switch_on_every_case():
+    rng = np.random.default_rng(5)
+    scenes = [random_scene(rng, shape=SMALL, scenes="v3") for _ in range(120)]
+    names = {s.name for s in scenes}
+    assert {"streaks", "heavy_tails", "edges", "extreme_pixels"} <= names
+    with_spots = [s for s in scenes if s.spots.count > 0]
+    assert all(s.spots.streak_length_px is not None for s in with_spots)
+    assert max(s.spots.streak_length_px[1] for s in with_spots) > 200
+    assert min(s.spots.moffat_beta[0] for s in with_spots) == 1.0
+    assert any(s.spots.extreme_fraction > 0.2 for s in with_spots)
+    assert any(s.detector.beamstop.rim > 0 for s in scenes)
+    assert all(s.spots.count == 0 for s in scenes if s.name.startswith("negative"))
+    with pytest.raises(ValueError, match="v3"):
+        random_scene(np.random.default_rng(1), scenes="v9")
+
+
+def _one_spot(kind: str, **spots) -> SceneConfig:
+    return preset("rings_spots", shape=(512, 512), spots={
+        "count": 1, "kinds": {kind: 1.0}, "saturated_fraction": 0.0, "on_ring_fraction": 0.0,
+        **spots})
+
+
+def test_long_streaks_are_labelled_along_their_length():
+    cfg = _one_spot("streak", streak_length_px=(200.0, 220.0), rel_brightness=(50.0, 60.0),
+                    streak_taper=0.5)
+    sim = simulate_frame(cfg, seed=2)
+    ys, xs = np.nonzero(sim.spot_ids == 1)
+    assert ys.size > 0
+    extent = math.hypot(np.ptp(ys), np.ptp(xs))
+    # the labelled streak is about as long as drawn (minus what the frame edge cut off)
+    s = sim.spots[0]
+    inside = min(s.row, s.col, 511 - s.row, 511 - s.col)
+    assert extent > min(150.0, inside + 100.0)
+
+
+def test_streak_orientation_follows_the_rings():
+    def angle_to_centre(orientation: str) -> float:
+        cfg = _one_spot("streak", streak_length_px=(80.0, 90.0), rel_brightness=(50.0, 60.0),
+                        streak_orientation=orientation)
+        sim = simulate_frame(cfg, seed=7)
+        ys, xs = np.nonzero(sim.spot_ids == 1)
+        cov = np.cov(np.vstack([xs, ys]).astype(float))
+        major = np.linalg.eigh(cov)[1][:, -1]
+        cy, cx = cfg.center_px
+        radial = np.array([xs.mean() - cx, ys.mean() - cy])
+        cosang = abs(major @ radial) / np.linalg.norm(radial)
+        return math.degrees(math.acos(min(cosang, 1.0)))
+
+    assert angle_to_centre("radial") < 15.0
+    assert angle_to_centre("tangential") > 75.0
+
+
+def test_heavy_wings_reach_beyond_the_v2_render_box():
+    from xrd_bluesky_mask.simulate.spots import MAX_RADIUS_PX
+
+    cfg = _one_spot("lorentzian", size_px=(6.0, 6.0), moffat_beta=(1.0, 1.0), reach_px=150.0,
+                    rel_brightness=(3000.0, 3000.0))
+    sim = simulate_frame(cfg, seed=3)
+    ys, xs = np.nonzero(sim.spot_ids == 1)
+    assert max(np.ptp(ys), np.ptp(xs)) > 2 * MAX_RADIUS_PX + 6
+
+
+def test_edge_spots_sit_near_edges_and_gaps():
+    cfg = preset("rings_spots", shape=(512, 512), spots={
+        "count": 60, "near_edge_fraction": 1.0, "near_edge_px": 6.0, "on_ring_fraction": 0.0},
+        detector={"module_px": (200, 200), "gap_px": (8, 8)})
+    sim = simulate_frame(cfg, seed=1)
+    dist = ndimage.distance_transform_edt(np.pad(~sim.static_mask, 1))[1:-1, 1:-1]
+    d = [dist[min(int(round(s.row)), 511), min(int(round(s.col)), 511)] for s in sim.spots]
+    assert np.median(d) <= 8.0
+
+
+def test_extreme_spots_are_tiny_bright_and_on_rings():
+    cfg = preset("perfect", shape=(512, 512), ring_fwhm_deg=0.02, spots={
+        "count": 20, "extreme_fraction": 1.0, "saturated_fraction": 0.0})
+    sim = simulate_frame(cfg, seed=9)
+    extreme = [s for s in sim.spots if s.kind == "extreme"]
+    assert len(extreme) == 20 and all(s.on_ring for s in extreme)
+    ratios = []
+    for s in extreme:
+        r, c = int(round(s.row)), int(round(s.col))
+        ratios.append(s.peak_counts / sim.spot_free[r, c])
+        assert 0 < s.labelled_px <= 40
+    # sub-pixel spots sampled off their centre lose some peak, but stay far above the ring
+    assert min(ratios) > 3 and np.median(ratios) > 20
+
+
+def test_beamstop_rim_is_bright_but_never_a_spot():
+    cfg = preset("perfect", shape=(512, 512), detector={"beamstop": {
+        "enabled": True, "radius_px": 20.0, "arm_width_px": 6.0, "rim": 1.0,
+        "rim_width_px": 3.0}})
+    sim = simulate_frame(cfg, seed=0)
+    plain = simulate_frame(cfg.updated(detector={"beamstop": {"rim": 0.0}}), seed=0)
+    ring = ndimage.binary_dilation(sim.static_mask, iterations=2) & ~sim.static_mask
+    assert (sim.spot_free[ring] > plain.spot_free[ring] + 0.3 * cfg.flux).mean() > 0.5
+    assert not sim.labels.any()
+
+
+def test_v3_training_frames_take_other_detector_shapes():
+    from xrd_bluesky_mask.training.simulated import simulated_tiles
+
+    tiles = simulated_tiles(2, shape=(320, 320), seed=4, window=256, negative_keep=1.0,
+                            progress=False, scenes="v3")
+    assert len(tiles) >= 1
+    from xrd_bluesky_mask.training.simulated import _other_shape
+
+    shapes = {_other_shape((1024, 1024), np.random.default_rng(i)) for i in range(20)}
+    assert any(r != c for r, c in shapes)
+    assert all(0.8e6 < r * c < 1.3e6 for r, c in shapes)

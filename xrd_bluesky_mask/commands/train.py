@@ -33,6 +33,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="feature-map growth per level (default 2)")
     t.add_argument("--frames", type=int, default=32, help="simulated frames (default 32)")
     t.add_argument("--size", type=int, default=1024, help="simulated frame size, px")
+    t.add_argument("--scenes", default="v2", choices=["v2", "v3"],
+                   help="simulated scene set: v2 (the first models') or v3 (long streaks, "
+                   "heavy tails, edges, extreme pixels, beamstop rims, other shapes)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--epochs", type=int, default=20)
     t.add_argument("--batch-size", type=int, default=50)

@@ -115,9 +115,36 @@ def _lu(rng: np.random.Generator, lo: float, hi: float) -> float:
 HELD_OUT_PHASES: tuple[str, ...] = ("Fe", "LaB6")
 
 
+#: Styles of ``random_scene(scenes="v3")``: the v2 styles plus scenes that focus on one
+#: hard case (each on a base style, see `FOCUS_STYLES`).
+STYLES_V3: dict[str, float] = {
+    "rings_spots": 0.20,
+    "spots_po": 0.14,
+    "spots_texture": 0.16,
+    "negative_po": 0.08,
+    "negative_texture": 0.10,
+    "perfect": 0.04,
+    "streaks": 0.08,
+    "heavy_tails": 0.07,
+    "edges": 0.06,
+    "extreme_pixels": 0.07,
+}
+
+#: Focus styles and the base style each one is drawn on.
+FOCUS_STYLES: dict[str, str] = {
+    "streaks": "rings_spots",
+    "heavy_tails": "rings_spots",
+    "edges": "spots_texture",
+    "extreme_pixels": "spots_texture",
+}
+
+SCENE_SETS = ("v2", "v3")
+
+
 def random_scene(rng: np.random.Generator, *, shape: tuple[int, int] = (2880, 2880),
                  preset: str | None = None,
-                 phase_pool: tuple[str, ...] | None = None) -> SceneConfig:
+                 phase_pool: tuple[str, ...] | None = None,
+                 scenes: str = "v2") -> SceneConfig:
     """A broadly randomised scene for training data.
 
     Parameters
@@ -134,6 +161,12 @@ def random_scene(rng: np.random.Generator, *, shape: tuple[int, int] = (2880, 28
     phase_pool
         Phases to draw from; None = every known phase. Training uses the known phases minus
         `HELD_OUT_PHASES`, evaluation's transfer set only those.
+    scenes
+        ``"v2"``: the scenes the first two default models were trained on (kept so their
+        recorded commands reproduce). ``"v3"``: those broadened (`broaden_scene`) with long
+        tapering streaks along and across the rings, heavier-tailed spots, spots at edges,
+        corners and gaps, extreme sub-pixel spots on sharp rings, bright beamstop rims, and
+        the focus styles of `STYLES_V3`. A focus style as ``preset`` implies ``"v3"``.
 
     Returns
     -------
@@ -144,15 +177,27 @@ def random_scene(rng: np.random.Generator, *, shape: tuple[int, int] = (2880, 28
         texture, spot count/styles/brightness, gain, read noise, saturation, module gaps,
         beamstop, dead and hot pixels.
     """
+    if scenes not in SCENE_SETS:
+        raise ValueError(f"unknown scene set {scenes!r}; use one of {', '.join(SCENE_SETS)}")
+    styles = STYLES if scenes == "v2" else STYLES_V3
     if preset is None:
-        names = list(STYLES)
-        p = np.array([STYLES[n] for n in names])
+        names = list(styles)
+        p = np.array([styles[n] for n in names])
         style = names[int(rng.choice(len(names), p=p / p.sum()))]
-    elif preset in STYLES:
+    elif preset in STYLES_V3:
         style = preset
     else:
-        raise ValueError(f"unknown scene style {preset!r}; known styles: {', '.join(STYLES)}")
-    h, w = int(shape[0]), int(shape[1])
+        raise ValueError(f"unknown scene style {preset!r}; known styles: {', '.join(STYLES_V3)}")
+    cfg = _base_scene(rng, (int(shape[0]), int(shape[1])), FOCUS_STYLES.get(style, style),
+                      phase_pool)
+    if scenes == "v3" or style in FOCUS_STYLES:
+        cfg = broaden_scene(cfg, style, rng)
+    return cfg.model_copy(update={"name": style})
+
+
+def _base_scene(rng: np.random.Generator, shape: tuple[int, int], style: str,
+                phase_pool: tuple[str, ...] | None) -> SceneConfig:
+    h, w = shape
     pix_um = float(rng.uniform(75.0, 200.0))
     energy_kev = float(rng.uniform(20.0, 110.0))
     if rng.random() < 0.65:
@@ -250,3 +295,47 @@ def random_scene(rng: np.random.Generator, *, shape: tuple[int, int] = (2880, 28
         po=po, texture=tex, spots=spots,
         noise=Noise(gain=_lu(rng, 0.5, 4.0), read_noise=float(rng.uniform(0.0, 10.0))),
         detector=detector)
+
+
+def broaden_scene(cfg: SceneConfig, style: str, rng: np.random.Generator) -> SceneConfig:
+    """Add the v3 cases to a random scene: spot shapes and places the v2 scenes lacked.
+
+    Every scene with spots gets long streaks (log-uniform lengths up to 40-400 px, along,
+    across or at random to the rings, tapering ends), heavier Moffat wings (β down to 1,
+    rendered up to 48-160 px out), a share of spots within a few px of edges, corners and
+    module gaps, and sometimes extreme sub-pixel spots on ring centres. Beamstops get a
+    bright rim half of the time. Focus styles push one case to most of the spots:
+    ``streaks``, ``heavy_tails``, ``edges``, ``extreme_pixels`` (on sharp, grainy rings).
+    """
+    upd: dict[str, Any] = {}
+    bs = cfg.detector.beamstop
+    if bs.enabled and rng.random() < 0.5:
+        upd["detector"] = {"beamstop": {"rim": _lu(rng, 0.02, 1.0),
+                                        "rim_width_px": float(rng.uniform(1.0, 6.0))}}
+    if cfg.spots.count > 0:
+        sp: dict[str, Any] = {
+            "streak_length_px": (_lu(rng, 3.0, 10.0), _lu(rng, 40.0, 400.0)),
+            "streak_orientation": "mixed",
+            "streak_taper": float(rng.uniform(0.0, 0.9)),
+            "moffat_beta": (1.0, 2.5),
+            "reach_px": _lu(rng, 48.0, 160.0),
+            "near_edge_fraction": float(rng.uniform(0.05, 0.3)),
+            "near_edge_px": float(rng.uniform(3.0, 20.0)),
+            "extreme_fraction": float(rng.uniform(0.0, 0.1)) if rng.random() < 0.5 else 0.0,
+        }
+        if style == "streaks":
+            sp["kinds"] = {"streak": 0.8, "gaussian": 0.1, "cluster": 0.1}
+            sp["streak_length_px"] = (_lu(rng, 8.0, 20.0), _lu(rng, 100.0, 600.0))
+        elif style == "heavy_tails":
+            sp["kinds"] = {"lorentzian": 0.8, "pair": 0.1, "gaussian": 0.1}
+            sp["moffat_beta"] = (1.0, 1.6)
+            sp["reach_px"] = 160.0
+            sp["rel_brightness"] = (0.5, _lu(rng, 100.0, 3000.0))
+        elif style == "edges":
+            sp["near_edge_fraction"] = 0.8
+        elif style == "extreme_pixels":
+            sp["extreme_fraction"] = float(rng.uniform(0.3, 0.7))
+            upd["ring_fwhm_deg"] = _lu(rng, 0.012, 0.04)
+            upd["pixel_floor"] = float(rng.uniform(0.5, 1.0))
+        upd["spots"] = sp
+    return cfg.updated(**upd) if upd else cfg

@@ -17,8 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..geometry import Geometry, make_geometry
 
-SpotKind = Literal["gaussian", "lorentzian", "streak", "cluster", "pair"]
+SpotKind = Literal["gaussian", "lorentzian", "streak", "cluster", "pair", "extreme"]
+#: The shapes drawn by the first random scenes (``scenes="v2"``); ``extreme`` (a sub-pixel,
+#: very bright spot on a sharp ring) comes with ``Spots.extreme_fraction``.
 SPOT_KINDS: tuple[str, ...] = ("gaussian", "lorentzian", "streak", "cluster", "pair")
+StreakOrientation = Literal["random", "radial", "tangential", "mixed"]
 
 
 class _Model(BaseModel):
@@ -159,6 +162,26 @@ class Spots(_Model):
         Fraction of spots made bright enough to saturate the detector.
     fixed
         Explicitly placed spots.
+    streak_length_px
+        ``(min, max)`` length of streaks, px, drawn log-uniformly; ``None`` draws streak
+        lengths from ``size_px`` like other spots.
+    streak_orientation
+        ``random``; ``radial`` or ``tangential`` (along or across the direction to the beam
+        centre, ±10°); ``mixed`` (each streak one of the three).
+    streak_taper
+        Largest dimming of a streak towards its ends (0-1, see `spots.Streak`).
+    moffat_beta
+        Range of the Moffat exponent of ``lorentzian`` spots (1 = heaviest wings).
+    reach_px
+        Largest render half-size of a spot, px: how far heavy wings extend.
+    near_edge_fraction
+        Fraction of random spots placed within ``near_edge_px`` of the frame's edges, a
+        corner, or a module gap.
+    near_edge_px
+        Largest distance to the edge, corner or gap, px.
+    extreme_fraction
+        Fraction of random spots that are ``extreme``: FWHM 0.3-1.2 px, 30-3000× the local
+        level, on the centre of a ring (the brightest pixels of a sharp-ring frame).
     """
 
     count: int = Field(0, ge=0)
@@ -169,11 +192,19 @@ class Spots(_Model):
     rel_brightness: tuple[float, float] = (0.3, 300.0)
     saturated_fraction: float = Field(0.05, ge=0, le=1)
     fixed: tuple[SpotSpec, ...] = ()
+    streak_length_px: tuple[float, float] | None = None
+    streak_orientation: StreakOrientation = "random"
+    streak_taper: float = Field(0.0, ge=0, le=1)
+    moffat_beta: tuple[float, float] = (1.2, 2.5)
+    reach_px: float = Field(48.0, ge=4)
+    near_edge_fraction: float = Field(0.0, ge=0, le=1)
+    near_edge_px: float = Field(12.0, ge=1)
+    extreme_fraction: float = Field(0.0, ge=0, le=1)
 
-    @field_validator("size_px", "rel_brightness")
+    @field_validator("size_px", "rel_brightness", "streak_length_px", "moffat_beta")
     @classmethod
-    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not 0 < v[0] <= v[1]:
+    def _ordered(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not 0 < v[0] <= v[1]:
             raise ValueError(f"need 0 < min <= max, got {v}")
         return v
 
@@ -199,13 +230,20 @@ class Noise(_Model):
 
 
 class Beamstop(_Model):
-    """Beamstop shadow: a disc at the beam centre and an arm to the detector edge (px)."""
+    """Beamstop shadow: a disc at the beam centre and an arm to the detector edge (px).
+
+    ``rim`` adds the bright rim that scattering off the beamstop's edge leaves just outside
+    its shadow: ``rim·flux·exp(-d/rim_width_px)`` counts at ``d`` px from the shadow. It is
+    part of the spot-free image (never a spot): a hard negative.
+    """
 
     enabled: bool = False
     radius_px: float = Field(40.0, gt=0)
     arm_width_px: float = Field(12.0, ge=0)
     arm_angle_deg: float = 90.0
     transmission: float = Field(0.02, ge=0, le=1)
+    rim: float = Field(0.0, ge=0)
+    rim_width_px: float = Field(3.0, gt=0)
 
 
 class Detector(_Model):

@@ -24,10 +24,15 @@ def _gauss_reach(sigma: float, ratio: float) -> float:
 
 @dataclass(frozen=True)
 class SpotShape:
-    """Base: a peak-normalised profile with a size (FWHM, px)."""
+    """Base: a peak-normalised profile with a size (FWHM, px).
+
+    ``reach_px`` caps the render box's half-size (px): heavy-tailed wings and long streaks
+    need more than the default `MAX_RADIUS_PX`.
+    """
 
     kind: str
     size_px: float
+    reach_px: float = MAX_RADIUS_PX
 
     def evaluate(self, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:  # pragma: no cover
         """Profile at offsets ``(dy, dx)`` px from the centre, peak ≈ 1, float32."""
@@ -39,7 +44,11 @@ class SpotShape:
 
     def box_radius(self, ratio: float) -> int:
         """Half-size (px) of the render box for a peak ``ratio`` × the cut-off level."""
-        return int(math.ceil(min(max(self.radius(ratio), 2.0), MAX_RADIUS_PX))) + 1
+        return int(math.ceil(min(max(self.radius(ratio), 2.0), self.reach_px))) + 1
+
+    def taper_start(self) -> float:
+        """Distance (px) from the centre where the render box's taper to zero begins."""
+        return 0.0
 
 
 @dataclass(frozen=True)
@@ -84,10 +93,17 @@ class Moffat(SpotShape):
 
 @dataclass(frozen=True)
 class Streak(SpotShape):
-    """Elongated streak: a line segment (FWHM length ``size_px``) blurred by ``width_px``."""
+    """Elongated streak: a line segment (FWHM length ``size_px``) blurred by ``width_px``.
+
+    ``taper`` (0-1) dims the segment towards its ends (``1 - taper·(u/a)²`` along it), as
+    real streaks fade; ``full_length`` keeps the render box's taper off the segment itself
+    (long streaks; the short ones of the first simulator keep their old profile).
+    """
 
     width_px: float = 0.8
     angle_rad: float = 0.0
+    taper: float = 0.0
+    full_length: bool = False
 
     def _half_len(self) -> float:
         return max(0.5 * self.size_px - 1.1774 * self._sw(), 0.0)
@@ -102,10 +118,16 @@ class Streak(SpotShape):
         a = self._half_len()
         du = np.maximum(np.abs(u) - a, 0.0)
         sw = self._sw()
-        return np.exp(-0.5 * (du * du + v * v) / (sw * sw)).astype(np.float32)
+        out = np.exp(-0.5 * (du * du + v * v) / (sw * sw))
+        if self.taper > 0 and a > 0:
+            out *= 1.0 - self.taper * np.minimum(np.abs(u) / a, 1.0) ** 2
+        return out.astype(np.float32)
 
     def radius(self, ratio: float) -> float:
         return self._half_len() + _gauss_reach(self._sw(), ratio)
+
+    def taper_start(self) -> float:
+        return self._half_len() if self.full_length else 0.0
 
 
 @dataclass(frozen=True)
@@ -137,7 +159,9 @@ class Cluster(SpotShape):
 
 
 def draw_shape(kind: str, size_px: float, rng: np.random.Generator,
-               angle_deg: float | None = None, aspect: float | None = None) -> SpotShape:
+               angle_deg: float | None = None, aspect: float | None = None,
+               *, moffat_beta: tuple[float, float] = (1.2, 2.5),
+               reach_px: float = MAX_RADIUS_PX, streak_taper: float = 0.0) -> SpotShape:
     """Draw the random parameters of a spot shape.
 
     Parameters
@@ -153,16 +177,28 @@ def draw_shape(kind: str, size_px: float, rng: np.random.Generator,
         Orientation, degrees; random when ``None``.
     aspect
         Minor/major ratio of a Gaussian; random in [0.6, 1] when ``None``.
+    moffat_beta
+        Range of the Moffat exponent of ``"lorentzian"`` spots (smaller = heavier wings).
+    reach_px
+        Largest render half-size, px (`SpotShape.reach_px`).
+    streak_taper
+        Largest end taper of a streak (drawn uniformly in ``[0, streak_taper]``).
     """
     ang = math.radians(angle_deg) if angle_deg is not None else rng.uniform(0.0, math.pi)
     if kind == "gaussian":
         asp = float(rng.uniform(0.6, 1.0)) if aspect is None else aspect
-        return Gaussian(kind, size_px, aspect=asp, angle_rad=ang)
+        return Gaussian(kind, size_px, reach_px, aspect=asp, angle_rad=ang)
+    if kind == "extreme":
+        return Gaussian(kind, size_px, reach_px, aspect=1.0, angle_rad=0.0)
     if kind == "lorentzian":
-        return Moffat(kind, size_px, beta=float(rng.uniform(1.2, 2.5)))
+        return Moffat(kind, size_px, reach_px, beta=float(rng.uniform(*moffat_beta)))
     if kind == "streak":
         length = max(size_px, 2.5)
-        return Streak(kind, length, width_px=float(rng.uniform(0.4, 1.3)), angle_rad=ang)
+        taper = float(rng.uniform(0.0, streak_taper)) if streak_taper > 0 else 0.0
+        long = length > 15.0
+        return Streak(kind, length, max(reach_px, length / 2 + 16.0) if long else reach_px,
+                      width_px=float(rng.uniform(0.4, 1.3)), angle_rad=ang, taper=taper,
+                      full_length=long)
     if kind == "cluster":
         n = int(rng.integers(2, 6))
         spread = max(size_px, 2.0) / 2.0
@@ -172,14 +208,16 @@ def draw_shape(kind: str, size_px: float, rng: np.random.Generator,
                      for ri, ti in zip(r, t, strict=True))
         sig = tuple(float(x) for x in rng.uniform(0.4, max(0.5, 0.35 * spread), n))
         amps = tuple(float(x) for x in rng.uniform(0.3, 1.0, n))
-        return Cluster(kind, size_px, offsets=offs, sigmas=sig, amps=amps)
-    raise ValueError(f"unknown spot kind {kind!r}; use gaussian, lorentzian, streak or cluster")
+        return Cluster(kind, size_px, reach_px, offsets=offs, sigmas=sig, amps=amps)
+    raise ValueError(f"unknown spot kind {kind!r}; use gaussian, lorentzian, streak, cluster "
+                     "or extreme")
 
 
 def render_in_box(shape: SpotShape, row: float, col: float, half: int,
                   frame_shape: tuple[int, int]) -> tuple[slice, slice, np.ndarray] | None:
     """Evaluate ``shape`` centred at ``(row, col)`` px in a box of half-size ``half`` px,
-    tapered smoothly to zero at ``half`` px from the centre (PSF tails end there).
+    tapered smoothly to zero between `SpotShape.taper_start` and ``half`` px from the centre
+    (PSF tails end there).
 
     Returns the row/col slices of the frame and the profile patch (float32), clipped to the
     frame; ``None`` when the box lies outside the frame.
@@ -194,5 +232,10 @@ def render_in_box(shape: SpotShape, row: float, col: float, half: int,
     dx = (np.arange(c0, c1, dtype=np.float32) - np.float32(col))[None, :]
     # a smooth circular taper to 0 at the box edge: tails end inside the box, so no profile
     # (and no label) ever shows the box's square outline
-    taper = np.clip(1.0 - (dy * dy + dx * dx) / np.float32(half * half), 0.0, None) ** 2
+    inner = min(shape.taper_start(), 0.75 * half)
+    if inner > 0:
+        r = np.maximum(np.sqrt(dy * dy + dx * dx) - np.float32(inner), 0.0)
+        taper = np.clip(1.0 - (r / np.float32(half - inner)) ** 2, 0.0, None) ** 2
+    else:
+        taper = np.clip(1.0 - (dy * dy + dx * dx) / np.float32(half * half), 0.0, None) ** 2
     return slice(r0, r1), slice(c0, c1), shape.evaluate(dy, dx) * taper

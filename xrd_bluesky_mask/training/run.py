@@ -34,10 +34,11 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
         data = {"source": "files", "images": [str(p) for p in args.images],
                 "masks": [str(p) for p in args.masks], "poni": str(args.poni)}
     else:
-        tiles = _cached_tiles(out, args.frames, args.size, args.seed)
+        scenes = getattr(args, "scenes", "v2")
+        tiles = _cached_tiles(out, args.frames, args.size, args.seed, scenes)
         data = {"source": "simulator", "frames": args.frames, "shape_px": [args.size, args.size],
-                "seed": args.seed, "scenes": "simulate.random_scene, all styles, phases "
-                "except simulate.presets.HELD_OUT_PHASES"}
+                "seed": args.seed, "scenes": f"simulate.random_scene(scenes={scenes!r}), all "
+                "styles, phases except simulate.presets.HELD_OUT_PHASES"}
     from ..errors import ModelError
     from ..masking.network import NetworkConfig, build_network
     from ..models.store import load_model
@@ -94,15 +95,16 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
     return result
 
 
-def _cached_tiles(out: Path, frames: int, size: int, seed: int) -> TileSet:
-    """Simulated tiles, kept in ``out/tiles-<frames>-<size>-<seed>.pt`` so a resumed run
+def _cached_tiles(out: Path, frames: int, size: int, seed: int, scenes: str = "v2") -> TileSet:
+    """Simulated tiles, kept in ``out/tiles-<frames>-<size>-<seed>[-v3].pt`` so a resumed run
     does not simulate again (the simulation is deterministic, so this only saves time)."""
     import torch
 
-    cache = out / f"tiles-{frames}-{size}-{seed}.pt"
+    suffix = "" if scenes == "v2" else f"-{scenes}"
+    cache = out / f"tiles-{frames}-{size}-{seed}{suffix}.pt"
     if cache.exists():
         data = torch.load(cache, weights_only=True)
         return TileSet(data["x"], data["y"])
-    tiles = simulated_tiles(frames, shape=(size, size), seed=seed)
+    tiles = simulated_tiles(frames, shape=(size, size), seed=seed, scenes=scenes)
     torch.save({"x": tiles.x, "y": tiles.y}, cache)
     return tiles

@@ -18,6 +18,7 @@ def simulated_tiles(
     negative_keep: float = 0.3,
     presets: list[str] | None = None,
     progress: bool = True,
+    scenes: str = "v2",
 ) -> TileSet:
     """Simulate ``n_frames`` random scenes (frame ``seed + i``) and cut them into tiles.
 
@@ -34,6 +35,11 @@ def simulated_tiles(
         Base seed; frame i uses scene and noise seeds derived from ``seed + i``.
     presets
         Cycle through these scene presets as the base of each random scene; None = any.
+    scenes
+        ``"v2"`` or ``"v3"`` (`~xrd_bluesky_mask.simulate.random_scene`). With ``"v3"``
+        every other frame takes another detector shape of about the same area (non-square,
+        Pilatus-like, wide), so the network meets edges, gaps and aspect ratios other than
+        ``shape``'s.
     """
     from ..simulate import known_phases, random_scene, simulate_frame
     from ..simulate.presets import HELD_OUT_PHASES
@@ -44,7 +50,11 @@ def simulated_tiles(
     for i in tqdm(range(n_frames), desc="simulating", unit="frame", disable=not progress):
         rng = np.random.default_rng(seed + i)
         preset = presets[i % len(presets)] if presets else None
-        cfg = random_scene(rng, shape=shape, preset=preset, phase_pool=pool)
+        frame_shape = shape
+        if scenes == "v3" and i % 2 == 1:
+            frame_shape = _other_shape(shape, rng)
+        cfg = random_scene(rng, shape=frame_shape, preset=preset, phase_pool=pool,
+                           scenes=scenes)
         sim = simulate_frame(cfg, seed=seed + i)
         # the network sees the frame as it will at inference (only what prepare_frame can
         # tell is invalid is zeroed); the simulator's static pixels carry no label
@@ -55,3 +65,12 @@ def simulated_tiles(
                             negative_keep=negative_keep, rng=rng)
         )
     return TileSet.concat(sets)
+
+
+def _other_shape(shape: tuple[int, int], rng: np.random.Generator) -> tuple[int, int]:
+    """A detector shape of about ``shape``'s area with another aspect ratio (rows, cols)."""
+    area = shape[0] * shape[1]
+    aspect = float(np.exp(rng.uniform(np.log(0.4), np.log(2.5))))
+    rows = int(round(np.sqrt(area * aspect)))
+    cols = int(round(area / max(rows, 1)))
+    return max(rows, 256), max(cols, 256)
