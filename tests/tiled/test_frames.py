@@ -6,12 +6,15 @@ import threading
 import time
 import uuid
 
+import httpx
 import numpy as np
 import pytest
+import stamina
 
 from xrd_bluesky_mask.errors import FrameUnavailable
+from xrd_bluesky_mask.protocols import ResultSink
 from xrd_bluesky_mask.tiled.frames import FrameSource, InMemoryFrameSource, TiledFrameSource
-from xrd_bluesky_mask.tiled.sink import InMemoryResultSink, ResultSink, TiledResultSink
+from xrd_bluesky_mask.tiled.sink import InMemoryResultSink, TiledResultSink
 
 
 def test_implementations_satisfy_the_protocols(tiled_client):
@@ -59,3 +62,57 @@ def test_tiled_source_gives_up_with_a_clear_error(tiled_client):
     assert isinstance(info.value, TimeoutError)
     with pytest.raises(FrameUnavailable, match="KeyError"):
         src.read("no-such-run", "primary", "det", 0)
+
+
+class _Runs(dict):
+    """A container whose array lookups are counted (a lookup after `forget` is a new one)."""
+
+    lookups = 0
+
+    def __getitem__(self, path):
+        self.lookups += 1
+        return super().__getitem__(path)
+
+
+class _Array:
+    """Three registered frames; the first ``fails`` reads raise ``error()``."""
+
+    shape = (3, 1, 4, 5)
+
+    def __init__(self, fails: int, error):
+        self.fails, self.error = fails, error
+
+    def refresh(self):
+        pass
+
+    def __getitem__(self, index):
+        if self.fails:
+            self.fails -= 1
+            raise self.error()
+        return np.full((1, 4, 5), float(index))
+
+
+def _reshape_422():
+    request = httpx.Request("GET", "http://tiled/api/v1/array/full/u/primary/det")
+    return httpx.HTTPStatusError("Can not reshape array of size 40 into shape (2,1,4,5)",
+                                 request=request, response=httpx.Response(422, request=request))
+
+
+def test_tiled_source_retries_a_reshape_422_with_fresh_clients():
+    runs = _Runs({"u/primary/det": _Array(2, _reshape_422)})
+    src = TiledFrameSource(runs, timeout=10, poll=0.01, direct=False)
+    np.testing.assert_array_equal(src.read("u", "primary", "det", 1), np.full((4, 5), 1.0))
+    assert runs.lookups == 3  # each failed attempt dropped the cached array client
+
+
+def test_tiled_source_passes_other_errors_at_once_and_obeys_stamina_test_mode():
+    runs = _Runs({"u/primary/det": _Array(1, lambda: ValueError("a bad frame"))})
+    with pytest.raises(ValueError, match="a bad frame"):
+        TiledFrameSource(runs, timeout=10, direct=False).read("u", "primary", "det", 0)
+    assert runs.lookups == 1
+    src = TiledFrameSource(_Runs(), timeout=600, poll=5, direct=False)
+    t0 = time.monotonic()
+    with stamina.set_testing(True, attempts=3), pytest.raises(FrameUnavailable,
+                                                              match="3 attempts; last: KeyError"):
+        src.read("u", "primary", "det", 0)
+    assert time.monotonic() - t0 < 2  # no waits in stamina's test mode

@@ -10,9 +10,15 @@ import time
 
 import httpx
 import pytest
+import stamina
 
 from xrd_bluesky_mask.errors import TiledAuthError, TiledConnectionError
-from xrd_bluesky_mask.tiled.retry import retry_unreachable, unreachable
+from xrd_bluesky_mask.tiled.retry import (
+    RetryingSink,
+    RetryingSource,
+    retry_unreachable,
+    unreachable,
+)
 
 
 def _free_port() -> int:
@@ -91,3 +97,74 @@ def test_gives_up_after_the_deadline_and_passes_other_errors_at_once():
     with pytest.raises(ValueError):
         retry_unreachable(bad_frame, "read")
     assert calls == [1]
+
+
+def _messages(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "xrd_bluesky_mask.tiled.retry"]
+
+
+def test_stamina_test_mode_retries_without_waiting(caplog):
+    calls = []
+
+    def down():
+        calls.append(1)
+        raise TiledConnectionError("no Tiled server answers")
+
+    t0 = time.monotonic()
+    with stamina.set_testing(True, attempts=3), pytest.raises(TiledConnectionError), \
+            caplog.at_level(logging.WARNING, logger="xrd_bluesky_mask.tiled.retry"):
+        retry_unreachable(down, "write", first_wait=5.0)
+    assert len(calls) == 3 and time.monotonic() - t0 < 2
+    assert [m for m in _messages(caplog) if "unreachable" in m] == [
+        "Tiled unreachable while trying to write (TiledConnectionError: no Tiled server "
+        "answers); retrying with back-off (next try in 0.0 s)"]
+
+
+def test_no_retry_when_there_is_no_time_to_retry(recwarn):
+    calls = []
+
+    def down():
+        calls.append(1)
+        raise TiledConnectionError("down")
+
+    with pytest.raises(TiledConnectionError):
+        retry_unreachable(down, "read", give_up_after=0)
+    assert calls == [1] and not [w for w in recwarn if "timeout" in str(w.message)]
+
+
+class _Flaky:
+    """An inner source/sink whose first ``fails`` calls find the server down."""
+
+    def __init__(self, fails: int):
+        self.fails, self.calls = fails, []
+
+    def _call(self, name, *args):
+        self.calls.append((name, *args))
+        if self.fails:
+            self.fails -= 1
+            raise TiledConnectionError("down")
+        return name
+
+    def read(self, *args):
+        return self._call("read", *args)
+
+    def write(self, *args):
+        return self._call("write", *args)
+
+    def result_path(self, uid):
+        return f"derived/{uid}"
+
+
+def test_wrappers_retry_log_one_outage_and_pass_other_attributes(caplog):
+    inner = _Flaky(2)
+    sink, source = RetryingSink(inner), RetryingSource(_Flaky(1))
+    with stamina.set_testing(True, attempts=5), \
+            caplog.at_level(logging.WARNING, logger="xrd_bluesky_mask.tiled.retry"):
+        sink.write("u", 3, "codes", "pattern")
+        assert source.read("u", "primary", "det", 0) == "read"
+    assert inner.calls == [("write", "u", 3, "codes", "pattern")] * 3
+    messages = _messages(caplog)
+    assert sum("trying to write frame 3 of u" in m for m in messages) == 1
+    assert sum("trying to read frame 0 of u" in m for m in messages) == 1
+    assert sum("reachable again" in m for m in messages) == 2
+    assert sink.outage.count == 1 and sink.result_path("u") == "derived/u"

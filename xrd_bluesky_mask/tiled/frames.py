@@ -2,8 +2,9 @@
 
 A work item names a frame that TiledWriter is about to make readable: ``(run uid, stream,
 field, index)``. `TiledFrameSource.read` waits for it with bounded retries and back-off
-(refreshing the cached array client, retrying the IndexError/KeyError Tiled raises while the
-frame is not there yet) and raises `FrameUnavailable` after ``timeout`` seconds.
+(`~xrd_bluesky_mask.tiled.retry.backoff_attempts`: refreshing the cached array client, retrying
+the IndexError/KeyError Tiled raises while the frame is not there yet) and raises
+`FrameUnavailable` after ``timeout`` seconds.
 
 When the array is an external HDF5 file that this machine can open (the embedded server, or a
 shared file system), the frame's bytes are read from that file directly (SWMR): Tiled says
@@ -25,7 +26,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
@@ -33,6 +33,7 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 
 from ..errors import FrameUnavailable
+from .retry import backoff_attempts
 
 __all__ = ["FrameSource", "InMemoryFrameSource", "TiledFrameSource", "as_frame"]
 
@@ -61,6 +62,11 @@ def _transient(exc: Exception) -> bool:
     response = getattr(exc, "response", None)
     status = getattr(response, "status_code", None)
     return status == 422 and "reshape" in str(exc)
+
+
+def _not_yet_readable(exc: Exception) -> bool:
+    """A frame that TiledWriter has not registered yet (or a `_transient` error): wait for it."""
+    return isinstance(exc, IndexError | KeyError) or _transient(exc)
 
 
 @dataclass(frozen=True)
@@ -178,35 +184,40 @@ class TiledFrameSource:
             frame = self._read_local(key, index)
             if frame is not None:
                 return frame
-        deadline = time.monotonic() + self.timeout
-        wait, attempts, last = self.poll, 0, "no attempt"
-        while True:
-            attempts += 1
-            try:
-                arr = self._array(run_uid, stream, field)
+        attempts = 0
+        try:
+            for attempt in backoff_attempts(_not_yet_readable, give_up_after=self.timeout,
+                                            first_wait=self.poll, max_wait=self.max_poll):
+                with attempt:
+                    attempts = attempt.num
+                    return self._read_registered(key, index)
+        except Exception as exc:
+            if not _not_yet_readable(exc):
+                raise
+            last = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            raise FrameUnavailable(
+                f"frame {index} of {run_uid}/{stream}/{field} was not readable in Tiled "
+                f"after {self.timeout:g} s ({attempts} attempts; last: {last}). Check that "
+                "TiledWriter runs with batch_size=1 and is subscribed before this callback, "
+                "and that the server can read the detector's files (readable_storage)."
+            ) from exc
+        raise AssertionError("stamina returns or raises from its last attempt")
+
+    def _read_registered(self, key: tuple[str, str, str], index: int) -> np.ndarray:
+        """One attempt at frame ``index`` through Tiled: IndexError or KeyError while it is not
+        registered yet; a reshape error (see the module docstring) drops the run's clients."""
+        try:
+            arr = self._array(*key)
+            if index >= arr.shape[0]:
+                arr.refresh()
+                self._files.pop(key, None)  # files may have changed
                 if index >= arr.shape[0]:
-                    arr.refresh()
-                    self._files.pop((run_uid, stream, field), None)  # files may have changed
-                    if index >= arr.shape[0]:
-                        raise IndexError(f"{arr.shape[0]} frames so far")
-                return self._fetch((run_uid, stream, field), arr, index)
-            except (IndexError, KeyError) as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            except Exception as exc:
-                if not _transient(exc):
-                    raise
-                last = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-                self.forget(run_uid)
-            now = time.monotonic()
-            if now >= deadline:
-                raise FrameUnavailable(
-                    f"frame {index} of {run_uid}/{stream}/{field} was not readable in Tiled "
-                    f"after {self.timeout:g} s ({attempts} attempts; last: {last}). Check that "
-                    "TiledWriter runs with batch_size=1 and is subscribed before this callback, "
-                    "and that the server can read the detector's files (readable_storage)."
-                )
-            time.sleep(min(wait, deadline - now))
-            wait = min(wait * 2, self.max_poll)
+                    raise IndexError(f"{arr.shape[0]} frames so far")
+            return self._fetch(key, arr, index)
+        except Exception as exc:
+            if _transient(exc):
+                self.forget(key[0])
+            raise
 
 
 class InMemoryFrameSource:

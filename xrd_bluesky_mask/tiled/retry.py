@@ -9,6 +9,12 @@ failed because the server was unreachable (connection refused or reset, timeouts
 seconds per call. Other errors (a bad frame, a refused API key, HTTP 4xx) pass through at once.
 The sink's requests are safe to repeat (see `xrd_bluesky_mask.tiled.sink`), so a frame is never
 written twice in a way that shows: a repeated write stores the same bytes at the same place.
+
+The attempts and waits are stamina's (`backoff_attempts`, also used by
+`~xrd_bluesky_mask.tiled.frames.TiledFrameSource`), so ``stamina.set_testing`` makes them
+instant in tests and ``stamina.set_active(False)`` turns them off. The outage is logged here,
+once, not by stamina's per-retry instrumentation hooks (global; the Tiled client turns its
+default logging hook off when imported).
 """
 
 from __future__ import annotations
@@ -16,12 +22,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
+
+import stamina
 
 from ..errors import TiledAuthError, TiledConnectionError
 
-__all__ = ["RetryingSink", "RetryingSource", "retry_unreachable", "unreachable"]
+__all__ = ["RetryingSink", "RetryingSource", "backoff_attempts", "retry_unreachable",
+           "unreachable"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,28 +73,43 @@ class _Outage:
                 self.since = None
 
 
+def backoff_attempts(on: Callable[[Exception], bool], *, give_up_after: float,
+                     first_wait: float, max_wait: float) -> Iterable[stamina.Attempt]:
+    """stamina's attempts at a block of code, retried while it raises an error ``on`` accepts.
+
+    Waits start at ``first_wait`` seconds and double up to ``max_wait``, without jitter; there
+    is no limit on the number of attempts, and the error of the first attempt that fails after
+    ``give_up_after`` seconds is raised (``give_up_after <= 0``: a single attempt). Use as
+    ``for attempt in backoff_attempts(...): with attempt: ...``.
+    """
+    if give_up_after <= 0:  # stamina reads timeout=0 as "one attempt" too, but warns
+        return stamina.retry_context(on=on, attempts=1, timeout=None)
+    return stamina.retry_context(on=on, attempts=None, timeout=give_up_after,
+                                 wait_initial=first_wait, wait_max=max_wait, wait_jitter=0.0)
+
+
 def retry_unreachable(call: Callable[[], T], what: str, *, give_up_after: float = 600.0,
                       first_wait: float = 0.5, max_wait: float = 10.0,
                       outage: _Outage | None = None) -> T:
     """``call()``, repeated with back-off while it fails with an `unreachable` error.
 
-    Raises the last error once ``give_up_after`` seconds have passed.
+    Waits ``first_wait`` seconds, doubling up to ``max_wait``; raises the last error once an
+    attempt fails after ``give_up_after`` seconds. ``what`` names the call in the outage's log.
     """
     outage = outage or _Outage()
     deadline = time.monotonic() + give_up_after
-    wait = first_wait
-    while True:
-        try:
-            result = call()
-        except Exception as exc:
-            if not unreachable(exc) or time.monotonic() + wait > deadline:
+    for attempt in backoff_attempts(unreachable, give_up_after=give_up_after,
+                                    first_wait=first_wait, max_wait=max_wait):
+        with attempt:
+            try:
+                result = call()
+            except Exception as exc:
+                if unreachable(exc) and time.monotonic() < deadline:  # stamina will retry
+                    outage.failed(what, exc, attempt.next_wait)
                 raise
-            outage.failed(what, exc, wait)
-            time.sleep(wait)
-            wait = min(2 * wait, max_wait)
-            continue
-        outage.recovered()
-        return result
+            outage.recovered()
+            return result
+    raise AssertionError("stamina returns or raises from its last attempt")
 
 
 class _Retrying:
