@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
+import threading
+import time
 
 import pytest
 
@@ -50,6 +53,35 @@ def test_directory_from_env_or_xdg(monkeypatch, tmp_path):
     monkeypatch.setenv("XRD_MASK_MODELS", str(tmp_path / "elsewhere"))
     assert default_registry_dir() == tmp_path / "elsewhere"
     assert ModelRegistry(tmp_path / "given").root == tmp_path / "given"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="platformdirs' XDG layout is Linux's")
+def test_directory_defaults_to_the_xdg_data_folder(monkeypatch, tmp_path):
+    monkeypatch.delenv("XRD_MASK_MODELS", raising=False)
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    expected = tmp_path / ".local" / "share" / "xrd-bluesky-mask" / "models"
+    assert default_registry_dir() == expected
+
+
+def test_register_waits_for_the_registry_lock(registry, tiny_model_dir):
+    from filelock import FileLock
+
+    registry.root.mkdir(parents=True)
+    held = threading.Event()
+
+    def hold():  # another writer (a FileLock of its own, like another process's)
+        with FileLock(registry.root / ".lock"):
+            held.set()
+            time.sleep(0.5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(5)
+    t0 = time.monotonic()
+    assert registry.register(tiny_model_dir).version == 1
+    assert time.monotonic() - t0 > 0.3
+    holder.join()
 
 
 def test_empty_registry_serves_the_packaged_model_as_version_0(registry):

@@ -15,7 +15,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="The model registry: numbered model versions with cards (version 0 is the "
         "packaged model). The active version is what the U-Net masker, predict_mask and the "
         "Bluesky callback use when no model is given. Directory: --registry, else "
-        "$XRD_MASK_MODELS, else $XDG_DATA_HOME/xrd-bluesky-mask/models.",
+        "$XRD_MASK_MODELS, else models/ in the user data folder (on Linux "
+        "$XDG_DATA_HOME/xrd-bluesky-mask/models, by default "
+        "~/.local/share/xrd-bluesky-mask/models); `list` prints it.",
     )
     m.add_argument("--registry", type=Path, default=None, help="registry directory")
     actions = m.add_subparsers(dest="action", required=True)

@@ -1,8 +1,8 @@
 """The model registry: numbered model versions with cards, and which one is active.
 
-A local directory (default ``$XDG_DATA_HOME/xrd-bluesky-mask/models``, i.e.
-``~/.local/share/xrd-bluesky-mask/models``; override with the ``XRD_MASK_MODELS`` environment
-variable or the ``root`` argument)::
+A local directory (default ``models`` in the user data folder of `platformdirs`: on Linux
+``$XDG_DATA_HOME/xrd-bluesky-mask/models``, i.e. ``~/.local/share/xrd-bluesky-mask/models``;
+override with the ``XRD_MASK_MODELS`` environment variable or the ``root`` argument)::
 
     <root>/
         versions/v1/model_card.json    a model folder (card + model.safetensors), version 1
@@ -14,8 +14,9 @@ Without ``active.json`` the active model is version 0. The active model is what
 ``get_masker("unet")``, ``predict_mask`` and `XRDMaskCallback` use when no model is given.
 
 A version, once written, is never overwritten: `ModelRegistry.register` takes the next free
-number (under a file lock) and refuses a model id or weights already registered. Loading
-verifies the weights' sha256 (`xrd_bluesky_mask.models.store.load_model`).
+number (under a `filelock.FileLock` on ``<root>/.lock``, shared with other processes) and
+refuses a model id or weights already registered. Loading verifies the weights' sha256
+(`xrd_bluesky_mask.models.store.load_model`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import platformdirs
+from filelock import FileLock
 
 from ..errors import ModelError
 from .card import ModelCard
@@ -54,13 +58,13 @@ _ACTIVE = "active.json"
 
 
 def default_registry_dir() -> Path:
-    """``$XRD_MASK_MODELS``, else ``$XDG_DATA_HOME/xrd-bluesky-mask/models`` (XDG default
-    ``~/.local/share``)."""
+    """``$XRD_MASK_MODELS``, else ``models`` in the user data folder (`platformdirs`; on Linux
+    ``$XDG_DATA_HOME/xrd-bluesky-mask``, XDG default ``~/.local/share``)."""
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env).expanduser()
-    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(xdg).expanduser() / "xrd-bluesky-mask" / "models"
+    # appauthor=False: no <author> level on Windows
+    return platformdirs.user_data_path("xrd-bluesky-mask", appauthor=False) / "models"
 
 
 @dataclass(frozen=True)
@@ -231,20 +235,10 @@ class ModelRegistry:
         return load_model(self.get(ref).path, device)
 
     # -- writing --------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self) -> FileLock:
+        """The registry's write lock (between processes too); creates the registry folder."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a") as fh:
-            try:
-                import fcntl
-            except ImportError:  # pragma: no cover - not POSIX
-                yield
-                return
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        return FileLock(self.root / ".lock")
 
     def register(self, folder: str | Path, *, model_id: str | None = None,
                  version: int | None = None, updates: dict[str, Any] | None = None) -> ModelEntry:
