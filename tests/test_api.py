@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import xrd_bluesky_mask
-from xrd_bluesky_mask.errors import GeometryError
+from xrd_bluesky_mask.errors import ConfigError, GeometryError
 from xrd_bluesky_mask.masking.classical import RingOutlierMasker
 from xrd_bluesky_mask.masking.unet import UNetMasker
 
@@ -37,7 +37,7 @@ def test_predict_mask_errors(small_geometry, tmp_path):
         xrd_bluesky_mask.predict_mask(np.ones((256, 256)), tmp_path / "x.poni")
     with pytest.raises(GeometryError, match="does not match"):
         xrd_bluesky_mask.predict_mask(np.ones((128, 256)), small_geometry, masker="classical")
-    with pytest.raises(ValueError, match="unknown masker"):
+    with pytest.raises(ConfigError, match="unknown masker 'magic'; known: .*classical"):
         xrd_bluesky_mask.predict_mask(np.ones((256, 256)), small_geometry, masker="magic")
     with pytest.raises(TypeError, match="not a Masker"):
         xrd_bluesky_mask.predict_mask(np.ones((256, 256)), small_geometry, masker=object())

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import AnnotationError, ModelError, XRDMaskError
+from .errors import AnnotationError, Cancelled, ModelError
 from .training.annotated import AnnotatedFrames
 
 __all__ = ["Cancelled", "FineTuneResult", "RetrainSettings", "fine_tune", "is_better", "prepare"]
@@ -49,10 +49,6 @@ class RetrainSettings(BaseModel):
     augment: bool = True
     seed: int = 0
     device: str | None = Field(None, description="torch device; None: CUDA if usable")
-
-
-class Cancelled(XRDMaskError, RuntimeError):
-    """Fine-tuning stopped on request (the plan was aborted or failed)."""
 
 
 @dataclass

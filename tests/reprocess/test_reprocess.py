@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from tiled.queries import Key
 
-from xrd_bluesky_mask.errors import GeometryError
+from xrd_bluesky_mask.errors import GeometryError, UnknownSource
 from xrd_bluesky_mask.geometry import as_geometry
 from xrd_bluesky_mask.integration import IntegrationSettings
 from xrd_bluesky_mask.masking import get_masker
 from xrd_bluesky_mask.pipeline import process_frame
-from xrd_bluesky_mask.reprocess import UnknownSource, reprocess
+from xrd_bluesky_mask.reprocess import reprocess
 from xrd_bluesky_mask.simulate import simulate_frame
 from xrd_bluesky_mask.tiled.frames import as_frame
 from xrd_bluesky_mask.tiled.results import (

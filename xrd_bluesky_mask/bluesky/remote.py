@@ -24,15 +24,11 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..errors import XRDMaskError
+from ..errors import ConfigError, MissingExtra
 
-__all__ = ["MissingExtra", "kafka_dispatcher", "make_callback", "serve", "zmq_dispatcher"]
+__all__ = ["kafka_dispatcher", "make_callback", "serve", "zmq_dispatcher"]
 
 log = logging.getLogger(__name__)
-
-
-class MissingExtra(XRDMaskError, ImportError):
-    """An optional dependency (an install extra) that is not installed."""
 
 
 def zmq_dispatcher(address: str, *, prefix: bytes = b"") -> Any:
@@ -41,7 +37,7 @@ def zmq_dispatcher(address: str, *, prefix: bytes = b"") -> Any:
 
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise ValueError(f"--zmq wants HOST:PORT (the proxy's --out-address), got {address!r}")
+        raise ConfigError(f"--zmq wants HOST:PORT (the proxy's --out-address), got {address!r}")
     return RemoteDispatcher(f"{host}:{port}", prefix=prefix)
 
 
@@ -66,7 +62,7 @@ def kafka_dispatcher(bootstrap: str, topics: Iterable[str], *, group_id: str = "
         ) from None
     topics = [t for t in topics if t]
     if not topics:
-        raise ValueError("--kafka needs at least one --topic")
+        raise ConfigError("--kafka needs at least one --topic")
     return RemoteDispatcher(topics=topics, bootstrap_servers=bootstrap, group_id=group_id,
                             consumer_config={"auto.offset.reset": "latest",
                                              **(consumer_config or {})})

@@ -9,6 +9,7 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import Any
 
+from ..errors import ConfigError
 from .base import Masker, MaskResult
 
 BUILTIN = {
@@ -27,6 +28,7 @@ def get_masker(masker: str | Masker | None = None, **kwargs: Any) -> Masker:
     """A masker instance from a name (``"unet"``, ``"classical"``, a plugin) or an instance.
 
     None gives the U-Net with the packaged default model. ``kwargs`` go to the constructor.
+    An unknown name is a `ConfigError` (a `ValueError`) listing the known ones.
     """
     if masker is None:
         masker = "unet"
@@ -39,7 +41,7 @@ def get_masker(masker: str | Masker | None = None, **kwargs: Any) -> Masker:
         return masker
     known = available_maskers()
     if masker not in known:
-        raise ValueError(f"unknown masker {masker!r}; known: {', '.join(sorted(known))}")
+        raise ConfigError(f"unknown masker {masker!r}; known: {', '.join(sorted(known))}")
     import importlib
 
     module, _, cls = known[masker].partition(":")

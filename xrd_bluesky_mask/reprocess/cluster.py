@@ -19,12 +19,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..bluesky.remote import MissingExtra
-from ..errors import XRDMaskError
+from ..errors import ConfigError, DaskConnectionError, MissingExtra
 from .plan import Job, JobSink
 from .sources import SeriesFrameSource, Source
 
-__all__ = ["ChunkTask", "MissingExtra", "dask_client", "process_chunk", "run_dask"]
+__all__ = ["ChunkTask", "dask_client", "process_chunk", "run_dask"]
 
 _clients: dict[tuple[str, str | None], Any] = {}
 _clients_lock = threading.Lock()
@@ -116,12 +115,12 @@ def dask_client(dask: Any = None, workers: int | None = None) -> tuple[Any, Any]
         try:
             client = Client(dask, timeout="10s")
         except OSError as exc:
-            raise XRDMaskError(f"no Dask scheduler answers at {dask} ({exc}). Start one "
-                               "(`dask scheduler`, then `dask worker ADDRESS`) or use "
-                               "--workers N for a local cluster.") from None
+            raise DaskConnectionError(f"no Dask scheduler answers at {dask} ({exc}). Start one "
+                                      "(`dask scheduler`, then `dask worker ADDRESS`) or use "
+                                      "--workers N for a local cluster.") from None
         return client, client.close
     if workers is None or workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise ConfigError(f"workers (--workers) must be at least 1, got {workers}")
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                            dashboard_address=None, host="127.0.0.1")
     client = Client(cluster)

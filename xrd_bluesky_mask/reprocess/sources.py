@@ -20,16 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GeometryError, XRDMaskError
+from ..errors import GeometryError, UnknownSource
 
-__all__ = ["AllOf", "SeriesFrameSource", "Source", "UnknownSource", "parse_query",
-           "poni_text_from", "resolve_sources"]
+__all__ = ["AllOf", "SeriesFrameSource", "Source", "parse_query", "poni_text_from",
+           "resolve_sources"]
 
 RUN, NODE = "bluesky_run", "array_node"
-
-
-class UnknownSource(XRDMaskError, LookupError):
-    """A run uid, node path or query that names nothing reprocessable."""
 
 
 @dataclass(frozen=True)
@@ -177,7 +173,7 @@ def _lookup(client: Any, root: Any, key: str) -> Any:
 
 
 def _from_run(run: Any, poni: str | None) -> Source:
-    from ..bluesky.callback import find_image_field, find_poni
+    from ..documents import find_image_field, find_poni
     from ..tiled.results import node_path
 
     start = dict(run.metadata["start"])
