@@ -94,3 +94,101 @@ def test_console_script_is_installed():
     assert res.returncode == 0
     for cmd in ("demo", "predict", "train"):
         assert cmd in res.stdout
+
+
+def _cli(*argv: str) -> subprocess.CompletedProcess:
+    """The real console entry point in a fresh interpreter (as a user runs it)."""
+    return subprocess.run([sys.executable, "-m", "xrd_bluesky_mask.cli", *argv],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(("option", "value", "words"), [
+    ("--masker", "nosuch", "no such masker"),
+    ("--npt", "3", "greater than or equal to 16"),
+])
+def test_bad_options_are_a_message_and_exit_2(tiff_and_poni, tmp_path, option, value, words):
+    tif, poni, _ = tiff_and_poni
+    res = _cli("predict", str(tif), "--poni", str(poni), "--out", str(tmp_path / "o"),
+               option, value)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    assert res.stderr.startswith(f"xrd-mask: error: {option} {value}:")
+    assert words in res.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--polarization", "2"], ["--polarization 2.0: polarization_factor must be in [-1, 1]"]),
+    (["--npt", "3", "--polarization", "-5"],
+     ["invalid integration options:", "  --npt 3: ", "  --polarization -5.0: "]),
+    (["--threshold", "1.5"], ["--threshold 1.5: must be in (0, 1)"]),
+    (["--masker", "classical", "--n-sigma", "0"], ["--n-sigma 0: must be greater than 0"]),
+    (["--device", "nosuch"], ["--device nosuch: "]),
+])
+def test_each_bad_option_is_named(tiff_and_poni, tmp_path, capsys, argv, expected):
+    tif, poni, _ = tiff_and_poni
+    assert main(["predict", str(tif), "--poni", str(poni), "--out", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err
+    for text in expected:
+        assert text in err
+    assert len(err.splitlines()) == len(expected)  # one line per bad field, under a heading
+
+
+def test_options_are_checked_before_the_model_loads(tiff_and_poni, tmp_path, monkeypatch,
+                                                    capsys):
+    import xrd_bluesky_mask.masking as masking
+
+    loaded = []
+    monkeypatch.setattr(masking, "get_masker", lambda *a, **k: loaded.append(a))
+    tif, poni, _ = tiff_and_poni
+    for bad in (["--npt", "3"], ["--threshold", "0"], ["--masker", "nosuch"]):
+        assert main(["predict", str(tif), "--poni", str(poni), *bad]) == 2
+    assert loaded == []
+    assert capsys.readouterr().err.count("xrd-mask: error:") == 3
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["calibrate", "model", "--target-tnr", "2"], "--target-tnr 2: must be in (0.5, 1)"),
+    (["bench", "--frames", "0"], "--frames 0: must be at least 1"),
+    (["bench", "--batch", "0"], "--batch 0: must be at least 1"),
+])
+def test_range_checks_of_other_commands(argv, message, capsys):
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"xrd-mask: error: {message}\n"
+
+
+def test_ctrl_c_exits_130_quietly_and_bugs_keep_their_traceback(monkeypatch, capsys):
+    import xrd_bluesky_mask.commands.bench as bench
+
+    def interrupted(args, argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "run", interrupted)
+    assert main(["bench"]) == 130
+    assert capsys.readouterr().err == ""
+
+    def buggy(args, argv):
+        raise ValueError("a bug, not a user error")
+
+    monkeypatch.setattr(bench, "run", buggy)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["bench"])
+
+
+def test_every_error_is_one_family_with_its_builtin():
+    import inspect
+
+    from xrd_bluesky_mask import errors
+    from xrd_bluesky_mask.reprocess import UnknownSource
+
+    family = [c for _, c in inspect.getmembers(errors, inspect.isclass)
+              if c.__module__ == errors.__name__]
+    assert {"Cancelled", "ConfigError", "MissingExtra", "UnknownSource"} <= {
+        c.__name__ for c in family}
+    for cls in family:
+        assert issubclass(cls, errors.XRDMaskError)
+        if cls is not errors.XRDMaskError:  # each also is the builtin a caller may catch
+            assert [b for b in cls.__mro__ if b.__module__ == "builtins"
+                    and b not in (object, BaseException, Exception)], cls
+    assert issubclass(errors.ConfigError, ValueError)
+    assert UnknownSource is errors.UnknownSource

@@ -8,7 +8,11 @@ import importlib
 import logging
 import pkgutil
 import sys
+from collections.abc import Mapping
 from types import ModuleType
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def add_integration(p: argparse.ArgumentParser) -> None:
@@ -38,23 +42,75 @@ def add_masker(p: argparse.ArgumentParser, default: str = "unet") -> None:
     g.add_argument("--device", default=None, help="torch device (default: cuda if usable)")
 
 
-def masker_from_args(args: argparse.Namespace):
-    """Build the masker the options ask for."""
-    from .masking import get_masker
+def masker_from_args(args: argparse.Namespace) -> Any:
+    """Build the masker the options ask for.
 
+    The name and ranges are checked first, so a bad option fails at once (as a `ConfigError`
+    naming it) instead of after the U-Net model has loaded.
+    """
+    from .errors import ConfigError
+    from .masking import available_maskers, get_masker
+
+    known = available_maskers()
+    if args.masker not in known:
+        raise ConfigError(f"--masker {args.masker}: no such masker; choose one of "
+                          f"{', '.join(sorted(known))}")
+    if args.threshold is not None and not 0 < args.threshold < 1:
+        raise ConfigError(f"--threshold {args.threshold:g}: must be in (0, 1)")
+    if not args.n_sigma > 0:
+        raise ConfigError(f"--n-sigma {args.n_sigma:g}: must be greater than 0")
     if args.masker == "unet":
         return get_masker("unet", model=args.model, threshold=args.threshold,
-                          inference=args.inference, tta=args.tta, device=args.device)
+                          inference=args.inference, tta=args.tta, device=_device(args.device))
     if args.masker == "classical":
         return get_masker("classical", n_sigma=args.n_sigma)
     return get_masker(args.masker)
 
 
-def integration_from_args(args: argparse.Namespace):
-    """IntegrationSettings from the options."""
+def _device(device: str | None) -> str | None:
+    """``--device`` checked by torch's own parser (a typo is a `ConfigError`, not a crash)."""
+    if device is None:
+        return None
+    import torch
+
+    from .errors import ConfigError
+
+    try:
+        torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"--device {device}: {exc}") from None
+    return device
+
+
+def settings_from_options(model: type[T], args: argparse.Namespace,
+                          options: Mapping[str, str], *, what: str = "settings") -> T:
+    """The pydantic ``model`` built from the options: ``options`` maps each field to its
+    option (``{"npt": "--npt"}``), and the attribute is the option's argparse ``dest``.
+
+    A value the model refuses becomes a `ConfigError` naming the option: the one place where
+    CLI options turn into validated settings.
+    """
+    from pydantic import ValidationError
+
+    from .errors import ConfigError
+
+    values = {name: getattr(args, option.lstrip("-").replace("-", "_"))
+              for name, option in options.items()}
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        raise ConfigError.from_validation(exc, options, what=what) from None
+
+
+INTEGRATION_OPTIONS = {"npt": "--npt", "unit": "--unit", "polarization_factor": "--polarization"}
+
+
+def integration_from_args(args: argparse.Namespace) -> Any:
+    """IntegrationSettings from the options (a `ConfigError` names a bad one)."""
     from .integration import IntegrationSettings
 
-    return IntegrationSettings(npt=args.npt, unit=args.unit, polarization_factor=args.polarization)
+    return settings_from_options(IntegrationSettings, args, INTEGRATION_OPTIONS,
+                                 what="integration options")
 
 
 def command_modules() -> list[ModuleType]:
@@ -82,7 +138,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``xrd-mask`` console script; returns the exit code."""
+    """Entry point of the ``xrd-mask`` console script; returns the exit code.
+
+    Every error of the `XRDMaskError` family is the user's to fix (an option, a file, a
+    server), so it is printed as one message with exit code 2; Ctrl-C exits with 130. Any
+    other exception is a bug and keeps its traceback.
+    """
     from .errors import XRDMaskError
 
     parser, runners = build_parser()
@@ -94,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     except XRDMaskError as exc:
         print(f"xrd-mask: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -55,3 +55,9 @@ def test_reprocess_command_errors(stored_run, tiled_server, tmp_path, capsys):
     assert "no detector geometry" in err and "--poni FILE" in err
     assert "KEY=VALUE" in _error(["reprocess", "--query", "sample", *good], capsys)
     assert "give run uids" in _error(["reprocess", *good], capsys)
+    assert "--workers 0: must be at least 1" in _error(["reprocess", uid, *good, "--workers", "0"],
+                                                       capsys)
+    err = _error(["reprocess", uid, *good, "--masker", "no_such_module:Masker"], capsys)
+    assert "--masker no_such_module:Masker: cannot import it" in err
+    assert "--npt 3: should be greater than or equal to 16" in _error(
+        ["reprocess", uid, *good, "--npt", "3"], capsys)

@@ -34,10 +34,12 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     import numpy as np
 
     from ..bench import run_bench
+    from ..errors import ConfigError
 
     paths = args.paths or ["fast", "reference", "classical"] + (["paper"] if args.paper else [])
-    if args.frames < 1 or (args.batch is not None and args.batch < 1):
-        raise SystemExit("xrd-mask bench: --frames and --batch must be at least 1")
+    for option, value in (("--frames", args.frames), ("--batch", args.batch)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{option} {value}: must be at least 1")
     with np.errstate(all="ignore"):
         report = run_bench(args.size, args.frames, batch=args.batch, paths=paths,
                            model=args.model, device=args.device)

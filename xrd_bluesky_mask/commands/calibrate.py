@@ -24,10 +24,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from ..errors import ConfigError
     from ..training.calibrate import calibrate_threshold, write_threshold
 
     if not 0.5 < args.target_tnr < 1:
-        raise SystemExit("xrd-mask calibrate: --target-tnr must be in (0.5, 1)")
+        raise ConfigError(f"--target-tnr {args.target_tnr:g}: must be in (0.5, 1)")
     cal = calibrate_threshold(args.model, frames=args.frames, size=args.size,
                               target_tnr=args.target_tnr)
     print(f"threshold {cal['threshold']:.4f}: TNR {cal['tnr']:.5f}, recall {cal['recall']:.4f} "

@@ -25,11 +25,12 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     from ..evaluate import ORACLE, evaluate, write_report
     from ..masking import get_masker
 
+    settings = integration_from_args(args)  # checked before the model loads
     unet = masker_from_args(argparse.Namespace(**{**vars(args), "masker": "unet"}))
     classical = get_masker("classical", n_sigma=args.n_sigma)
     maskers = {"unet": unet, "classical": classical, "none": None, "ground truth": ORACLE}
     report = evaluate(maskers, size=args.size,
-                      frames_per_set=args.frames_per_set, settings=integration_from_args(args))
+                      frames_per_set=args.frames_per_set, settings=settings)
     print(report.markdown())
     out = write_report(report, args.out, {"unet": unet.settings(),
                                           "classical": classical.settings(),

@@ -36,10 +36,11 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
         from ..errors import GeometryError
 
         raise GeometryError(f"PONI file {str(args.poni)!r} not found; pass --poni FILE")
+    settings = integration_from_args(args)  # checked before the model loads
     user_mask = read_frame(args.user_mask) != 0 if args.user_mask else None
     masker = masker_from_args(args)
     outcomes = predict_files(
-        args.images, args.poni, masker, args.out, settings=integration_from_args(args),
+        args.images, args.poni, masker, args.out, settings=settings,
         png=args.png, flipud=args.flipud, index=args.index, dataset=args.dataset,
         user_mask=user_mask,
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 from ..cli import add_integration, add_masker, integration_from_args
@@ -56,7 +55,7 @@ def masker_from_options(args: argparse.Namespace):
     import importlib
 
     from ..cli import masker_from_args
-    from ..errors import ModelError
+    from ..errors import ConfigError
 
     if args.model is not None and not Path(args.model).is_dir():
         from ..models.registry import ModelRegistry
@@ -67,7 +66,7 @@ def masker_from_options(args: argparse.Namespace):
         try:
             return getattr(importlib.import_module(module), name)()
         except (ImportError, AttributeError) as exc:
-            raise ModelError(f"--masker {args.masker}: cannot import it ({exc})") from None
+            raise ConfigError(f"--masker {args.masker}: cannot import it ({exc})") from None
     return masker_from_args(args)
 
 
@@ -85,30 +84,32 @@ def connect_from_args(args: argparse.Namespace):
     try:
         return client, client[args.catalog]
     except KeyError:
-        from ..reprocess import UnknownSource
+        from ..errors import UnknownSource
 
         raise UnknownSource(f"--catalog {args.catalog}: no such container on {args.tiled}; "
                             f"top-level keys: {list(client)[:10]}") from None
 
 
 def run(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from ..errors import ConfigError
     from ..reprocess import AllOf, parse_query, reprocess
 
     sources: list = list(args.uids) + list(args.node)
     if args.query:
         sources.append(AllOf(tuple(parse_query(q) for q in args.query)))
     if not sources:
-        print("xrd-mask reprocess: give run uids, --query KEY=VALUE or --node PATH",
-              file=sys.stderr)
-        return 2
+        raise ConfigError("nothing to reprocess: give run uids, --query KEY=VALUE or --node PATH")
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: must be at least 1")
     if args.poni is not None and not args.poni.is_file():
         from ..errors import GeometryError
 
         raise GeometryError(f"PONI file {str(args.poni)!r} not found; pass --poni FILE")
+    settings = integration_from_args(args)
     _, runs = connect_from_args(args)
     masker = masker_from_options(args)
     summary = reprocess(runs, sources, masker=masker, poni=args.poni,
-                        settings=integration_from_args(args), root=args.root, dask=args.dask,
+                        settings=settings, root=args.root, dask=args.dask,
                         workers=args.workers, progress=not args.no_progress)
     if args.no_progress:
         print(summary.table())

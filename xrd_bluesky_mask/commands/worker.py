@@ -53,10 +53,11 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
         from ..reprocess.sources import poni_text_from
 
         args.poni = poni_text_from(args.poni)  # GeometryError if missing
+    integration = integration_from_args(args)
     client, runs = connect_from_args(args)
     masker = masker_from_options(args)
     callback = make_callback(client, runs=runs, masker=masker, poni=args.poni,
-                             integration=integration_from_args(args), root=args.root,
+                             integration=integration, root=args.root,
                              quiet_s=args.quiet_s, retry_for=args.retry_for)
     if not args.verbose:
         logging.getLogger("xrd_bluesky_mask").setLevel(logging.INFO)
