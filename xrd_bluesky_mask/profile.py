@@ -17,6 +17,11 @@ Settings come from one TOML file (``profiles/profile_xrd/xrd_settings.toml`` doc
 ``XRD_TILED_URI`` / ``TILED_URI``, ``TILED_API_KEY``, ``XRD_MASKER``, ``XRD_MODEL``,
 ``XRD_DATA_DIR``, ``XRD_DETECTOR_SHAPE`` (``"rows x cols"``). Unknown keys are errors, so a
 misspelt option fails at startup instead of being ignored.
+
+`ProfileSettings` is a pydantic-settings ``BaseSettings``: its sources are the TOML file
+(``TomlConfigSettingsSource``) and the variables above, each declared on the setting it
+overrides (`Env`). Only those names are read: pydantic-settings' own environment, ``.env`` and
+secrets sources are off, so no other variable can change a setting by accident.
 """
 
 from __future__ import annotations
@@ -26,16 +31,25 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from .errors import InputFileError, XRDMaskError
 
 __all__ = [
     "Beamline",
     "DetectorSettings",
+    "Env",
     "MaskingSettings",
     "ProfileSettings",
     "RunEngineSettings",
@@ -49,6 +63,17 @@ log = logging.getLogger(__name__)
 SETTINGS_ENV = "XRD_SETTINGS"
 
 
+class Env:
+    """Marks a setting (``Annotated[type, Env(...)]``) that environment variables override: the
+    first of ``names`` that is set and not empty wins over the settings file."""
+
+    def __init__(self, *names: str) -> None:
+        self.names = names
+
+    def __repr__(self) -> str:
+        return f"Env{self.names!r}"
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -56,9 +81,10 @@ class _Section(BaseModel):
 class TiledSettings(_Section):
     """Where runs and results go."""
 
-    uri: str = Field("", description="Server URI, e.g. http://tiled:8000/api/v1; empty: the "
-                                     "embedded server")
-    api_key: str = Field("", description="API key; empty: $TILED_API_KEY")
+    uri: Annotated[str, Env("XRD_TILED_URI", "TILED_URI")] = Field(
+        "", description="Server URI, e.g. http://tiled:8000/api/v1; empty: the embedded server")
+    api_key: Annotated[str, Env("TILED_API_KEY")] = Field(
+        "", description="API key; empty: $TILED_API_KEY")
     runs_path: str = Field("", description="Container for the runs, e.g. 'raw'; empty: root")
     fallback_to_embedded: bool = Field(
         False, description="Start the embedded server when `uri` does not answer (runs then "
@@ -84,7 +110,7 @@ class DetectorSettings(_Section):
 
     kind: Literal["simulated", "none"] = "simulated"
     name: str = "det"
-    shape: tuple[int, int] = (2880, 2880)
+    shape: Annotated[tuple[int, int], Env("XRD_DETECTOR_SHAPE")] = (2880, 2880)
     presets: list[str] = Field(default_factory=lambda: [
         "rings_spots", "spots_po", "spots_texture", "perfect"])
     seed: int = 0
@@ -107,23 +133,76 @@ class MaskingSettings(_Section):
     """The live masking callback."""
 
     enabled: bool = True
-    masker: str = Field("unet", description="'unet', 'classical' or a plugin name")
-    model: str = Field("", description="Model folder for the U-Net; empty: the packaged model")
+    masker: Annotated[str, Env("XRD_MASKER")] = Field(
+        "unet", description="'unet', 'classical' or a plugin name")
+    model: Annotated[str, Env("XRD_MODEL")] = Field(
+        "", description="Model folder for the U-Net; empty: the packaged model")
     poni: str = Field("", description="PONI file overriding the geometry the runs carry")
     root: str = Field("derived/xrd_mask", description="Where results go")
     frame_timeout_s: float = Field(30.0, gt=0)
 
 
-class ProfileSettings(_Section):
-    """Everything the profile reads (one TOML file, environment variables win)."""
+#: The settings file and environment that `ProfileSettings` reads (set by `load_settings`;
+#: unset: no file, ``os.environ``). A context variable because pydantic-settings builds the
+#: sources in a classmethod, with no way to pass them a file chosen at run time.
+_INPUTS: ContextVar[tuple[Path | None, Mapping[str, str]]] = ContextVar("xrd_profile_inputs")
 
-    data_dir: str = Field("~/xrd-mask-data", description="Detector files (raw/), embedded "
-                                                         "catalog (tiled/), RE metadata")
+
+class _EnvSource(PydanticBaseSettingsSource):
+    """The environment variables named by `Env` markers, nested like the settings."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self.environ = environ
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """Unused (`__call__` walks the nested sections itself); required by the base class."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self._values(self.settings_cls)
+
+    def _values(self, model: type[BaseModel]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for name, info in model.model_fields.items():
+            names = [n for m in info.metadata if isinstance(m, Env) for n in m.names]
+            value = next((self.environ[n] for n in names if self.environ.get(n)), None)
+            if value is not None:
+                found[name] = value
+            elif isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+                if nested := self._values(info.annotation):
+                    found[name] = nested
+        return found
+
+
+class ProfileSettings(BaseSettings):
+    """Everything the profile reads (one TOML file, environment variables win).
+
+    `load_settings` builds it; ``ProfileSettings()`` alone reads the defaults and
+    ``os.environ``.
+    """
+
+    model_config = SettingsConfigDict(extra="forbid", validate_assignment=True)
+
+    data_dir: Annotated[str, Env("XRD_DATA_DIR")] = Field(
+        "~/xrd-mask-data", description="Detector files (raw/), embedded catalog (tiled/), RE "
+                                       "metadata")
     tiled: TiledSettings = Field(default_factory=TiledSettings)
     run_engine: RunEngineSettings = Field(default_factory=RunEngineSettings)
     detector: DetectorSettings = Field(default_factory=DetectorSettings)
     masking: MaskingSettings = Field(default_factory=MaskingSettings)
     source: str = Field("", description="The settings file read (set by load_settings)")
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then the `Env` variables, then the TOML file (first wins)."""
+        toml_file, environ = _INPUTS.get((None, os.environ))
+        return (init_settings, _EnvSource(settings_cls, environ),
+                TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
 
     def path(self, value: str) -> Path:
         """A path from the settings: ``~`` expanded, relative to the settings file's folder."""
@@ -136,17 +215,6 @@ class ProfileSettings(_Section):
     def data_path(self) -> Path:
         """``data_dir`` as a path."""
         return self.path(self.data_dir)
-
-
-_ENV = {  # variable -> (section, key)
-    "XRD_TILED_URI": ("tiled", "uri"),
-    "TILED_URI": ("tiled", "uri"),
-    "TILED_API_KEY": ("tiled", "api_key"),
-    "XRD_MASKER": ("masking", "masker"),
-    "XRD_MODEL": ("masking", "model"),
-    "XRD_DATA_DIR": (None, "data_dir"),
-    "XRD_DETECTOR_SHAPE": ("detector", "shape"),
-}
 
 
 def load_settings(path: str | Path | None = None,
@@ -169,32 +237,24 @@ def load_settings(path: str | Path | None = None,
     """
     env = os.environ if environ is None else environ
     chosen = env.get(SETTINGS_ENV) or (str(path) if path is not None else "")
-    data: dict[str, Any] = {}
+    toml_file = None
     if chosen:
-        p = Path(os.path.expanduser(chosen)).resolve()
-        if not p.is_file():
-            raise InputFileError(f"settings file {str(p)!r} not found (from "
+        toml_file = Path(os.path.expanduser(chosen)).resolve()
+        if not toml_file.is_file():
+            raise InputFileError(f"settings file {str(toml_file)!r} not found (from "
                                  f"{'$' + SETTINGS_ENV if env.get(SETTINGS_ENV) else 'path'})")
-        try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise InputFileError(f"settings file {str(p)!r} is not valid TOML: {exc}") from exc
-        data["source"] = str(p)
-    for var, (section, key) in _ENV.items():
-        value = env.get(var)
-        if not value:
-            continue
-        target = data if section is None else data.setdefault(section, {})
-        if var == "TILED_URI" and env.get("XRD_TILED_URI"):
-            continue
-        target[key] = value
+    token = _INPUTS.set((toml_file, env))
     try:
-        return ProfileSettings.model_validate(data)
+        return ProfileSettings(source=str(toml_file or ""))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"settings file {str(toml_file)!r} is not valid TOML: {exc}") from exc
     except ValidationError as exc:
-        where = data.get("source") or "defaults and environment"
+        where = str(toml_file or "defaults and environment")
         problems = "; ".join(
             f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in exc.errors())
         raise XRDMaskError(f"invalid settings ({where}): {problems}") from None
+    finally:
+        _INPUTS.reset(token)
 
 
 class Beamline:

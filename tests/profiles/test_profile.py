@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import runpy
 import shutil
 import subprocess
@@ -60,6 +61,36 @@ def test_environment_wins_over_the_file(tmp_path):
     (tmp_path / "other").mkdir()
     other = _settings_file(tmp_path / "other", shape=32)
     assert load_settings(None, environ={"XRD_SETTINGS": str(other)}).detector.shape == (32, 32)
+
+
+def _declared_variables(model=ProfileSettings, where=()) -> dict[str, tuple[str, ...]]:
+    """Environment variable -> the setting's path, from the `Env` markers."""
+    from pydantic import BaseModel
+
+    from xrd_bluesky_mask.profile import Env
+
+    out = {}
+    for name, info in model.model_fields.items():
+        for marker in (m for m in info.metadata if isinstance(m, Env)):
+            out.update(dict.fromkeys(marker.names, (*where, name)))
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            out.update(_declared_variables(info.annotation, (*where, name)))
+    return out
+
+
+def test_the_variables_the_settings_file_documents_are_the_ones_read():
+    header = (PROFILE / "xrd_settings.toml").read_text().split("\n\n")[0]
+    documented = set(re.findall(r"\b((?:XRD|TILED)_[A-Z_]+)\b", header)) - {"XRD_SETTINGS"}
+    assert set(_declared_variables()) == documented
+    assert _declared_variables()["XRD_MASKER"] == ("masking", "masker")
+
+
+def test_other_variables_change_nothing(tmp_path):
+    path = _settings_file(tmp_path)
+    noise = {"DATA_DIR": "/x", "data_dir": "/x", "TILED": '{"uri": "http://x"}',
+             "MASKER": "unet", "SOURCE": "x", "XRD_MASKING__MASKER": "unet",
+             "TILED_RETRY_ATTEMPTS": "3", "XRD_MASKER": "", "TILED_API_KEY": ""}
+    assert load_settings(path, environ=noise) == load_settings(path, environ={})
 
 
 @pytest.mark.parametrize("extra, match", [
