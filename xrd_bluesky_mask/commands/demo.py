@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import Any
 
 from ..cli import add_integration, add_masker, integration_from_args, masker_from_args
 
@@ -37,15 +39,51 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, argv: list[str] | None) -> int:
+    settings = integration_from_args(args)  # checked before the model loads
     if args.offline:
         from ..demo import run_demo
 
         run_demo(args.out, frames=args.frames, size=args.size, seed=args.seed,
-                 masker=masker_from_args(args), settings=integration_from_args(args))
+                 masker=masker_from_args(args), settings=settings)
         return 0
     from ..live import run_live_demo
 
+    if args.tiled:
+        from ..tiled.server import connect
+
+        # A dead URI or a refused key fails here in seconds, not after the model has loaded.
+        connect(args.tiled, args.api_key)
     summary = run_live_demo(frames=args.frames, size=args.size, seed=args.seed,
                             masker=masker_from_args(args), tiled_uri=args.tiled,
                             api_key=args.api_key, keep=args.keep, out_dir=args.out)
-    return 0 if summary.get("exit_status") == "success" else 1
+    return verdict(summary, args.frames)
+
+
+def verdict(summary: dict[str, Any], frames: int) -> int:
+    """The exit code of a live demo: 0 only when the scan succeeded and every frame was masked.
+
+    The scan itself succeeds even when the masker fails on every frame (the callback records
+    the errors and never aborts the plan), so the frames are counted here; what went wrong
+    goes to stderr.
+    """
+    if summary.get("exit_status") != "success":
+        print(f"xrd-mask demo: the scan ended with status {summary.get('exit_status')!r}",
+              file=sys.stderr)
+        return 1
+    rows = summary.get("frames", [])
+    failed = [r for r in rows if r.get("error")]
+    masked = len(rows) - len(failed)
+    if masked >= frames:
+        return 0
+    missing = frames - len(rows)
+    head = (f"every frame failed: none of the {frames} frames was masked" if masked == 0
+            else f"{frames - masked} of the {frames} frames failed")
+    details = [f"frame {r['index']}: {r['error']}" for r in failed[:3]]
+    if len(failed) > 3:
+        details.append(f"... and {len(failed) - 3} more")
+    if missing:
+        details.append(f"{missing} frame(s) got no result before the timeout")
+    print(f"xrd-mask demo: {head}", file=sys.stderr)
+    for line in details:
+        print(f"  {line}", file=sys.stderr)
+    return 1
