@@ -12,6 +12,7 @@ from xrd_bluesky_mask.masking.network import NetworkConfig
 from xrd_bluesky_mask.models import load_model
 from xrd_bluesky_mask.training import TileSet, TrainConfig, operating_point, tiles_from_pair, train
 from xrd_bluesky_mask.training.dataset import IGNORE
+from xrd_bluesky_mask.training.loop import lr_scheduler
 
 TINY = NetworkConfig(depth=2, base_channels=4)
 
@@ -142,3 +143,56 @@ def test_resumes_a_checkpoint_with_numpy_learning_rates(tmp_path):
     torch.save(state, tmp_path / "checkpoint.pt")
     resumed = train(_toy_tiles(8), tmp_path, cfg, progress=False)
     assert [h["epoch"] for h in resumed.history] == [1, 2]
+
+
+def _cosine_lr_before_the_scheduler(cfg: TrainConfig, epoch: int) -> float:
+    """The lr the loop set by hand before it used torch's LambdaLR (its expression, verbatim)."""
+    frac = epoch / max(cfg.epochs - 1, 1)
+    return float(cfg.lr * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * frac))))
+
+
+def _lrs(cfg: TrainConfig, start: int, stale_lr: float | None = None) -> list[float]:
+    """The lr of epochs ``start``.. from `lr_scheduler`, stepped as `train` steps it; with
+    ``stale_lr`` the optimiser is a resumed one (that lr, no ``initial_lr``)."""
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    if stale_lr is not None:
+        opt.param_groups[0]["lr"] = stale_lr
+    scheduler = lr_scheduler(opt, cfg, start)
+    out = []
+    for _ in range(start, cfg.epochs):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        scheduler.step()
+    return out
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 7, 20])
+def test_cosine_schedule_is_the_formula_and_resumes_at_any_epoch(epochs):
+    cfg = TrainConfig(epochs=epochs, lr=3e-3, lr_schedule="cosine")
+    expected = [_cosine_lr_before_the_scheduler(cfg, e) for e in range(epochs)]
+    lrs = _lrs(cfg, 0)
+    assert lrs == expected and all(type(lr) is float for lr in lrs)  # exactly, Python floats
+    assert lrs[0] == cfg.lr and (epochs == 1 or lrs[-1] == pytest.approx(cfg.lr / 100))
+    for start in range(1, epochs):
+        assert _lrs(cfg, start, stale_lr=expected[start - 1]) == expected[start:]
+    assert lr_scheduler(torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))]),
+                        cfg.model_copy(update={"lr_schedule": "constant"})) is None
+
+
+@pytest.mark.parametrize("checkpoint", ["as written now", "as written before the scheduler"])
+def test_interrupted_cosine_run_resumes_on_the_same_schedule(tmp_path, checkpoint):
+    cfg = TrainConfig(epochs=4, batch_size=4, lr=3e-3, lr_schedule="cosine", architecture=TINY)
+    first = train(_toy_tiles(8), tmp_path, cfg.model_copy(update={"max_minutes": 1e-9}),
+                  progress=False)
+    assert len(first.history) == 1  # stopped after epoch 1 of 4
+    if checkpoint != "as written now":
+        state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+        for group in state["optim"]["param_groups"]:
+            del group["initial_lr"]
+            group["lr"] = first.history[-1]["lr"]
+        torch.save(state, tmp_path / "checkpoint.pt")
+    resumed = train(_toy_tiles(8), tmp_path, cfg, progress=False)
+    assert [h["lr"] for h in resumed.history] == [
+        _cosine_lr_before_the_scheduler(cfg, e) for e in range(4)]
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert set(state) == {"model", "optim", "history"}

@@ -6,8 +6,9 @@ every labelled pixel, so a lighter network learns the teacher's answer, not only
 
 `train` is a plain function the CLI, plans and notebooks all call. It checkpoints every epoch
 (``checkpoint.pt``: tensors and JSON only, loaded with ``weights_only=True``) and resumes from
-it, keeps the best epoch (validation recall at the target true-negative rate) as a model folder
-with its card, and returns the evidence.
+it (the learning-rate schedule, `lr_scheduler`, is a function of the epoch, so it needs no
+state of its own), keeps the best epoch (validation recall at the target true-negative rate)
+as a model folder with its card, and returns the evidence.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from ..masking.network import NetworkConfig, build_network, select_device
@@ -63,6 +66,35 @@ class TrainResult:
     model_dir: Path
     card: ModelCard
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def cosine_factor(epochs: int) -> Callable[[int], float]:
+    """The ``cosine`` schedule's lr multiplier for epoch ``e`` (0-based): 1 at the first epoch,
+    0.01 at the last, ``0.01 + 0.99 * (1 + cos(pi * e / (epochs - 1))) / 2`` between."""
+
+    def factor(epoch: int) -> float:
+        frac = epoch / max(epochs - 1, 1)
+        # a Python float: a numpy scalar in the optimiser state makes checkpoint.pt unloadable
+        # with weights_only=True
+        return float(0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * frac)))
+
+    return factor
+
+
+def lr_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig,
+                 start_epoch: int = 0) -> LambdaLR | None:
+    """The learning-rate schedule of ``cfg`` (None for ``constant``), already at epoch
+    ``start_epoch`` (0-based): call ``step()`` after each epoch.
+
+    The lr of epoch ``e`` is ``cfg.lr * cosine_factor(cfg.epochs)(e)`` whatever the optimiser
+    state says, so a run resumed from ``checkpoint.pt`` (which holds no scheduler state, and
+    from older versions no ``initial_lr``) continues the same sequence.
+    """
+    if cfg.lr_schedule == "constant":
+        return None
+    for group in opt.param_groups:
+        group["initial_lr"] = cfg.lr
+    return LambdaLR(opt, cosine_factor(cfg.epochs), last_epoch=start_epoch - 1)
 
 
 def _augment(gen: torch.Generator, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -167,17 +199,12 @@ def train(
         start_epoch = len(history)
         best = max((h["val_recall"] for h in history), default=-1.0)
         log.info("resuming from %s after epoch %d", ckpt, start_epoch)
+    scheduler = lr_scheduler(opt, cfg, start_epoch)
     gen = torch.Generator().manual_seed(cfg.seed + start_epoch)
     t_start = time.monotonic()
     bar = tqdm(range(start_epoch, cfg.epochs), desc="training", unit="epoch",
                disable=not progress, initial=start_epoch, total=cfg.epochs)
     for epoch in bar:
-        if cfg.lr_schedule == "cosine":
-            frac = epoch / max(cfg.epochs - 1, 1)
-            for group in opt.param_groups:
-                # a Python float: a numpy scalar in the optimiser state makes checkpoint.pt
-                # unloadable with weights_only=True
-                group["lr"] = float(cfg.lr * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * frac))))
         net.train()
         perm = torch.randperm(len(train_set), generator=gen)
         losses = []
@@ -239,6 +266,8 @@ def train(
         )
         (out / "checkpoint.tmp").replace(ckpt)
         (out / "history.json").write_text(json.dumps(history, indent=1))
+        if scheduler is not None:
+            scheduler.step()
         if cfg.max_minutes and time.monotonic() - t_start > 60 * cfg.max_minutes:
             log.info("stopping after %.1f min (max_minutes)", (time.monotonic() - t_start) / 60)
             break
