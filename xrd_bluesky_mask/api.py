@@ -47,6 +47,17 @@ def predict_mask(
     numpy.ndarray
         bool, same shape as ``image``; True = exclude the pixel (a spot, or a static pixel:
         detector mask, flag value such as -1/-2 or a dummy, NaN/inf).
+
+    Raises
+    ------
+    GeometryError
+        ``poni`` is missing, unparsable or does not fit the frame.
+    ConfigError
+        ``masker`` names no known masker (a `ValueError` too).
+    TypeError
+        ``masker`` is neither a name nor a `Masker`.
+    ModelError
+        The U-Net model cannot be loaded.
     """
     arr = np.asarray(image)
     shape = arr.shape[-2:] if arr.ndim >= 2 else arr.shape
