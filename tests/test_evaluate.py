@@ -13,9 +13,9 @@ from xrd_bluesky_mask.evaluate import (
     score,
 )
 from xrd_bluesky_mask.integration import integrate
-from xrd_bluesky_mask.masking.base import MaskResult
 from xrd_bluesky_mask.masking.classical import RingOutlierMasker
 from xrd_bluesky_mask.masking.preprocess import prepare_frame
+from xrd_bluesky_mask.protocols import MaskResult
 from xrd_bluesky_mask.simulate import preset, simulate_frame
 from xrd_bluesky_mask.simulate.presets import HELD_OUT_PHASES
 from xrd_bluesky_mask.training.simulated import simulated_tiles
@@ -38,9 +38,27 @@ class Oracle:
 
 
 def test_heldout_cases_are_not_training_seeds():
-    cases = heldout_cases(4)
-    assert {c.set_name for c in cases} == {"presets", "transfer"} and len(cases) == 8
+    cases = heldout_cases(5)
+    assert {c.set_name for c in cases} == {"presets", "transfer", "shapes"} and len(cases) == 15
     assert min(c.seed for c in cases) >= 1_000_000
+    assert len({c.seed for c in cases}) == len(cases)
+    shapes = {c.style for c in cases if c.set_name == "shapes"}
+    assert shapes == {"streaks", "heavy_tails", "edges", "extreme_pixels", "negative_texture"}
+    assert {c.set_name for c in heldout_cases(1, ("presets",))} == {"presets"}
+
+
+def test_spot_recall_by_distance_to_the_edge():
+    from xrd_bluesky_mask.evaluate import edge_spot_counts
+
+    cfg = preset("rings_spots", shape=(512, 512), spots={"count": 0, "fixed": [
+        {"row": 5.0, "col": 250.0, "size_px": 3.0, "peak_rel": 50.0},
+        {"row": 250.0, "col": 260.0, "size_px": 3.0, "peak_rel": 50.0}]})
+    sim = simulate_frame(cfg, seed=1)
+    valid = ~sim.static_mask
+    near_only = np.zeros_like(sim.labels)
+    near_only[:40] = sim.labels[:40]
+    counts = edge_spot_counts(sim, near_only, valid)
+    assert counts["0-16"] == (1, 1) and counts[">256"] == (0, 0) and counts["64-256"] == (0, 1)
 
 
 def test_oracle_beats_no_mask_and_classical_loses_po_area():
@@ -63,12 +81,17 @@ def test_evaluate_report_tables(monkeypatch):
     import xrd_bluesky_mask.evaluate as ev
 
     monkeypatch.setattr(ev, "heldout_cases",
-                        lambda n: [Case("presets", "spots_po", 1_000_000),
-                                   Case("transfer", "rings_spots", 1_000_500)])
+                        lambda n, sets: [Case("presets", "spots_po", 1_000_000),
+                                         Case("transfer", "rings_spots", 1_000_500),
+                                         Case("shapes", "streaks", 1_001_000)])
     report = evaluate({"classical": RingOutlierMasker(), "none": None}, size=384,
                       frames_per_set=1, progress=False)
     summary = report.summary()
-    assert {"overall", "presets", "transfer", "presets/spots_po"} <= set(summary)
+    assert {"overall", "presets", "transfer", "shapes/streaks"} <= set(summary)
+    by_edge = [v for k, v in summary["overall"]["classical"].items()
+               if k.startswith("spot_recall_edge_") and np.isfinite(v)]
+    assert by_edge and all(0 <= v <= 1 for v in by_edge)
+    assert "| classical |" in report.edge_markdown()
     assert summary["overall"]["none"]["recall"] == 0.0
     assert summary["overall"]["classical"]["recall"] > 0.3
     md = report.markdown()

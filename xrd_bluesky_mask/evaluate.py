@@ -9,9 +9,15 @@ Two held-out sets, simulated at full size with seeds no training run uses:
     Broadly random scenes (geometry, wavelength, spot shapes, flux) made only of the phases
     training never sees (`~xrd_bluesky_mask.simulate.presets.HELD_OUT_PHASES`), including
     spot-free frames with strong PO: a transfer test like the paper's unseen dataset.
+``shapes``
+    The hard cases, each scene focused on one (``random_scene(scenes="v3")`` focus styles, the
+    held-out phases, seeds no training uses): long streaks along and across the rings, heavy
+    Lorentzian wings, spots at edges, corners and gaps, extreme sub-pixel spots on sharp rings,
+    and spot-free grainy rings (nothing should be masked there).
 
 Per frame and masker: pixel recall, true-negative rate (TNR), precision, false-positive pixels,
-spot-level recall (a spot is found when ≥ 50 % of its pixels are masked), the masked fraction,
+spot-level recall (a spot is found when ≥ 50 % of its pixels are masked), also by the spot
+centre's distance to the nearest frame edge (`EDGE_BINS_PX`), the masked fraction,
 Rwp of the masked pattern against the pattern of the spot-free image, and, on PO frames, the
 median relative error of the PO rings' peak areas. ``none`` (static mask only) is the floor;
 ``ORACLE`` (the ground-truth labels as the mask) is the ceiling: its Rwp is the frame's noise.
@@ -31,11 +37,17 @@ import xarray as xr
 from .integration import IntegrationSettings, integrate
 from .masking import Masker
 from .masking.preprocess import prepare_frame
-from .metrics import pixel_metrics, rwp, spot_counts
+from .metrics import pixel_metrics, rwp, spot_counts, spot_found
 
 SEED_BASE = 1_000_000  #: held-out seeds start here; training uses seeds below it
 TRANSFER_STYLES = ("rings_spots", "spots_po", "spots_texture", "negative_po")
 PRESET_STYLES = ("rings_spots", "spots_po", "spots_texture", "perfect")
+SHAPE_STYLES = ("streaks", "heavy_tails", "edges", "extreme_pixels", "negative_texture")
+SETS = ("presets", "transfer", "shapes")
+#: Upper bounds (px) of the bins of a spot centre's distance to the nearest frame edge.
+EDGE_BINS_PX = (16, 64, 256)
+_SEED_OFFSET = {"presets": 0, "transfer": 500, "shapes": 1000}
+_STYLES = {"presets": PRESET_STYLES, "transfer": TRANSFER_STYLES, "shapes": SHAPE_STYLES}
 
 
 @dataclass
@@ -47,12 +59,14 @@ class Case:
     seed: int
 
 
-def heldout_cases(frames_per_set: int = 4) -> list[Case]:
-    """The held-out frames: ``frames_per_set`` of each set, styles cycled."""
-    cases = []
-    for i in range(frames_per_set):
-        cases.append(Case("presets", PRESET_STYLES[i % 4], SEED_BASE + i))
-        cases.append(Case("transfer", TRANSFER_STYLES[i % 4], SEED_BASE + 500 + i))
+def heldout_cases(frames_per_set: int = 4, sets: tuple[str, ...] = SETS) -> list[Case]:
+    """The held-out frames: ``frames_per_set`` of each of ``sets``, styles cycled."""
+    unknown = set(sets) - set(SETS)
+    if unknown:
+        raise ValueError(f"unknown held-out sets {sorted(unknown)}; choose from {SETS}")
+    cases = [Case(name, _STYLES[name][i % len(_STYLES[name])],
+                  SEED_BASE + _SEED_OFFSET[name] + i)
+             for name in sets for i in range(frames_per_set)]
     return sorted(cases, key=lambda c: (c.set_name, c.seed))
 
 
@@ -66,7 +80,8 @@ def simulate_case(case: Case, size: int):
     else:
         rng = np.random.default_rng(case.seed)
         cfg = random_scene(rng, shape=(size, size), preset=case.style,
-                           phase_pool=HELD_OUT_PHASES)
+                           phase_pool=HELD_OUT_PHASES,
+                           scenes="v3" if case.set_name == "shapes" else "v2")
     return simulate_frame(cfg, seed=case.seed)
 
 
@@ -129,6 +144,11 @@ class Report:
                 cfound = sum(m.get("clear_spots_found", 0) for m in ms)
                 cspots = sum(m.get("clear_spots", 0) for m in ms)
                 po = [m["po_area_error"] for m in ms if np.isfinite(m["po_area_error"])]
+                edge = {}
+                for b in edge_bin_names():
+                    hit = sum(m.get("edge_spots", {}).get(b, (0, 0))[0] for m in ms)
+                    n = sum(m.get("edge_spots", {}).get(b, (0, 0))[1] for m in ms)
+                    edge[f"spot_recall_edge_{b}"] = hit / n if n else float("nan")
                 out[g][name] = {
                     "frames": len(ms),
                     "recall": tp / (tp + fn) if tp + fn else float("nan"),
@@ -140,6 +160,7 @@ class Report:
                     "clear_spot_recall": cfound / cspots if cspots else float("nan"),
                     "rwp": float(np.nanmean([m["rwp"] for m in ms])),
                     "po_area_error": float(np.median(po)) if po else float("nan"),
+                    **edge,
                 }
         return out
 
@@ -161,12 +182,48 @@ class Report:
                 lines.append(f"| {g} | {name} | {m['frames']} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
+    def edge_markdown(self) -> str:
+        """Spot recall by the spot centre's distance to the nearest frame edge (all frames)."""
+        overall = self.summary().get("overall", {})
+        bins = edge_bin_names()
+        lines = ["| masker | " + " | ".join(f"{b} px" for b in bins) + " |",
+                 "|---|" + "---:|" * len(bins)]
+        for name, m in overall.items():
+            cells = [m[f"spot_recall_edge_{b}"] for b in bins]
+            lines.append(f"| {name} | " + " | ".join(
+                "–" if not np.isfinite(v) else f"{v:.3f}" for v in cells) + " |")
+        return "\n".join(lines)
+
 
 #: Pass as a masker to score the ground-truth labels themselves (the best any masker can do).
 ORACLE = "oracle"
 
 #: A spot is "clear" when its peak excess is at least this many noise σ of its background.
 CLEAR_SPOT_SIGMA = 10.0
+
+
+def edge_bin_names() -> list[str]:
+    """Names of the distance-to-edge bins: ``"0-16"``, ``"16-64"``, ``"64-256"``, ``">256"``."""
+    lo = (0, *EDGE_BINS_PX)
+    return [f"{a}-{b}" for a, b in zip(lo, EDGE_BINS_PX, strict=False)] + [
+        f">{EDGE_BINS_PX[-1]}"]
+
+
+def edge_spot_counts(sim, spots: np.ndarray, valid: np.ndarray) -> dict[str, tuple[int, int]]:
+    """``{bin: (found, total)}`` of the labelled spots by their centre's distance (px) to the
+    nearest frame edge; found = at least half of the spot's valid pixels masked."""
+    rows, cols = sim.spot_ids.shape
+    found = spot_found(spots, sim.spot_ids, valid)
+    names = edge_bin_names()
+    out = {b: [0, 0] for b in names}
+    for sp in sim.spots:
+        if sp.spot_id not in found:
+            continue
+        d = min(sp.row, sp.col, rows - 1 - sp.row, cols - 1 - sp.col)
+        b = names[int(np.searchsorted(EDGE_BINS_PX, max(d, 0.0), side="right"))]
+        out[b][0] += int(found[sp.spot_id])
+        out[b][1] += 1
+    return {b: (f, n) for b, (f, n) in out.items()}
 
 
 def clear_spot_ids(sim, nsigma: float = CLEAR_SPOT_SIGMA) -> np.ndarray:
@@ -221,6 +278,7 @@ def score(sim, masker: Masker | str | None, truth: xr.DataArray,
         "clear_spots_found": found_clear,
         "rwp": rwp(pattern, truth),
         "po_area_error": po_area_error(pattern, truth, sim),
+        "edge_spots": edge_spot_counts(sim, spots, valid),
     }
 
 
@@ -231,13 +289,14 @@ def evaluate(
     frames_per_set: int = 4,
     settings: IntegrationSettings | None = None,
     progress: bool = True,
+    sets: tuple[str, ...] = SETS,
 ) -> Report:
-    """Score each masker (None = no mask, `ORACLE` = the labels) on the held-out frames,
-    ``size`` x ``size`` px."""
+    """Score each masker (None = no mask, `ORACLE` = the labels) on the held-out frames of
+    ``sets``, ``size`` x ``size`` px."""
     from tqdm.auto import tqdm
 
     report = Report()
-    for case in tqdm(heldout_cases(frames_per_set), desc="evaluating", unit="frame",
+    for case in tqdm(heldout_cases(frames_per_set, sets), desc="evaluating", unit="frame",
                      disable=not progress):
         sim = simulate_case(case, size)
         _, static = prepare_frame(sim.image, sim.geometry, extra_static=sim.static_mask)
@@ -254,7 +313,9 @@ def write_report(report: Report, out_dir: str | Path, extra: Mapping[str, Any]) 
     """Write ``evaluation.md`` and ``evaluation.json`` (rows + summary + ``extra``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "evaluation.md").write_text(report.markdown() + "\n")
+    (out / "evaluation.md").write_text(
+        report.markdown() + "\n\nSpot recall by distance of the spot's centre to the nearest "
+        "frame edge:\n\n" + report.edge_markdown() + "\n")
     data = {**extra, "summary": report.summary(), "rows": report.rows}
     (out / "evaluation.json").write_text(json.dumps(data, indent=1, default=float))
     return out

@@ -40,17 +40,28 @@ def spot_counts(
     ``spot_ids`` is int ``(rows, cols)``: 0 = no spot, k = pixels of spot k. Only pixels where
     ``valid`` is True count (a spot with no valid pixel is not counted at all).
     """
+    found = spot_found(pred, spot_ids, valid, min_covered)
+    return sum(found.values()), len(found)
+
+
+def spot_found(
+    pred: np.ndarray,
+    spot_ids: np.ndarray,
+    valid: np.ndarray | None = None,
+    min_covered: float = 0.5,
+) -> dict[int, bool]:
+    """``{spot id: found}`` for every labelled spot with a valid pixel (see `spot_counts`)."""
     sel = spot_ids > 0
     if valid is not None:
         sel &= valid
     ids = spot_ids[sel]
     if ids.size == 0:
-        return 0, 0
+        return {}
     n = int(spot_ids.max()) + 1
     total = np.bincount(ids, minlength=n)
     hit = np.bincount(ids, weights=pred[sel].astype(np.float64), minlength=n)
-    present = total > 0
-    return int((hit[present] / total[present] >= min_covered).sum()), int(present.sum())
+    present = np.flatnonzero(total > 0)
+    return {int(k): bool(hit[k] / total[k] >= min_covered) for k in present}
 
 
 def spot_recall(pred: np.ndarray, spot_ids: np.ndarray, min_covered: float = 0.5) -> float:

@@ -3,12 +3,12 @@
 Three daemon threads form a pipeline so that Tiled reads, computation and Tiled writes overlap:
 
 ``submit`` → (unbounded queue) → **read** (`FrameSource.read`, waits until the frame is
-readable) → (``prefetch`` frames) → **compute** (`process_frame`: mask + integrate) →
+readable) → (``prefetch`` frames) → **compute** (`Pipeline.process`: mask + integrate) →
 (``prefetch`` results) → **write** (`ResultSink`).
 
-With ``batch > 1`` the compute stage takes the frames of one run that are already waiting
-(up to ``batch``, never waiting for more) and masks them together with the U-Net's
-`~xrd_bluesky_mask.accel.FastPipeline`: on a GPU one network pass and one copy per batch.
+The compute stage keeps one `Pipeline` per open run (its geometry) and takes the frames of that
+run that are already waiting, up to the policy's batch (never waiting for more): a masker that
+masks batches (the U-Net) gets them in one call, on a GPU one network pass and one copy.
 
 `Worker.submit` never blocks and never drops work: items are a few bytes naming data that
 already lives in Tiled.
@@ -32,10 +32,18 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from ..errors import ConfigError, RunFailed
+from ..protocols import ExecutionPolicy, FrameSource, MaskCode, Masker, ResultSink
+from .provenance import provenance
+
+if TYPE_CHECKING:  # xarray, pydantic and pyFAI load with the first run, not on import
+    from ..integration import IntegrationSettings
+    from .process import Pipeline
 
 __all__ = ["CloseRun", "FrameItem", "FrameRecord", "OpenRun", "RunRecord", "RunSpec", "Worker"]
 
@@ -124,6 +132,7 @@ class RunRecord:
     spec: RunSpec | None = None
     frames: dict[int, FrameRecord] = field(default_factory=dict)
     run_errors: list[str] = field(default_factory=list)
+    sink_failed: bool = False
     status: str = "queued"
     exit_status: str | None = None
     t_open: float | None = None
@@ -167,17 +176,23 @@ class Worker:
         Seconds without documents before a stage takes its next item (see "Yielding to the
         scan" above); 0 disables.
     batch
-        Most frames masked together (U-Net only, through `FastPipeline`); 1 = one by one.
+        Most frames masked together (maskers that mask batches); 1 = one by one.
         ``"auto"``: 4 when the U-Net runs on a GPU, 1 on a CPU (where batches gain nothing).
+    policy
+        The other device-side choices (tiling, precision, where to integrate); its ``batch``
+        is replaced by ``batch``.
     """
 
-    def __init__(self, source: Any, sink: Any, *, masker: Any = None,
-                 integration: Any = None, prefetch: int = 2, niceness: int = 5,
-                 quiet_s: float = 0.0, batch: int | str = "auto") -> None:
+    def __init__(self, source: FrameSource, sink: ResultSink, *,
+                 masker: Masker | str | None = None,
+                 integration: IntegrationSettings | None = None, prefetch: int = 2,
+                 niceness: int = 5, quiet_s: float = 0.0, batch: int | str = "auto",
+                 policy: ExecutionPolicy | None = None) -> None:
         if batch != "auto" and (not isinstance(batch, int) or batch < 1):
-            raise ValueError(f"batch must be 'auto' or an int >= 1, got {batch!r}")
+            raise ConfigError(f"batch must be 'auto' or an int >= 1, got {batch!r}")
         self.batch = batch
-        self._fast: dict[str, Any] = {}  # run uid -> FastPipeline
+        self.policy = replace(policy or ExecutionPolicy(), batch=batch)  # type: ignore[arg-type]
+        self._pipelines: dict[str, Pipeline] = {}  # run uid -> its pipeline
         self.source, self.sink = source, sink
         self.quiet_s = float(quiet_s)
         self._last_doc = 0.0
@@ -187,7 +202,6 @@ class Worker:
         self.integration = integration
         self.niceness = niceness
         self.records: dict[str, RunRecord] = {}
-        self._geometry: dict[str, Any] = {}
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         depth = max(prefetch, batch if isinstance(batch, int) else 4, 1)
         self._to_compute: queue.Queue = queue.Queue(maxsize=depth)
@@ -280,7 +294,7 @@ class Worker:
                 self._masker_error = f"masker {self._masker_spec!r} unusable: {_describe(exc)}"
                 log.error("xrd-mask: %s", self._masker_error)
         if self._masker is None:
-            raise RuntimeError(self._masker_error)
+            raise RunFailed(self._masker_error)
         return self._masker
 
     # -- stages -------------------------------------------------------------------------
@@ -308,7 +322,7 @@ class Worker:
             if isinstance(item, FrameItem):
                 record = self.records.get(item.run_uid)
                 if record is not None and record.run_errors:
-                    payload = RuntimeError(record.run_errors[0])
+                    payload = RunFailed(record.run_errors[0])
                 else:
                     self._yield()
                     t0 = time.perf_counter()
@@ -321,19 +335,10 @@ class Worker:
                         payload = exc
             self._to_compute.put((item, payload))
 
-    def _batch_size(self) -> int:
-        """Frames per compute step for the current masker (see ``batch``)."""
-        from ..masking.unet import UNetMasker
-
-        try:
-            masker = self.masker()
-        except Exception:
-            return 1
-        if not isinstance(masker, UNetMasker):
-            return 1
-        if self.batch == "auto":
-            return 4 if masker.device.type == "cuda" else 1
-        return int(self.batch)
+    def _batch_size(self, run_uid: str) -> int:
+        """Frames per compute step for this run (1 until its pipeline exists)."""
+        pipeline = self._pipelines.get(run_uid)
+        return pipeline.batch if pipeline is not None else 1
 
     @staticmethod
     def _computable(got: Any, run_uid: str) -> bool:
@@ -350,7 +355,7 @@ class Worker:
             item, payload = got
             self._yield()
             if self._computable(got, item.run_uid if isinstance(item, FrameItem) else ""):
-                group, size = [got], self._batch_size()
+                group, size = [got], self._batch_size(item.run_uid)
                 while len(group) < size:
                     try:
                         nxt = self._to_compute.get_nowait()
@@ -360,17 +365,14 @@ class Worker:
                         carry = nxt
                         break
                     group.append(nxt)
-                if len(group) > 1:
-                    for one, result in zip(group, self._compute_batch(group), strict=True):
-                        self._to_write.put((one[0], result))
-                    continue
+                for one, result in zip(group, self._compute(group), strict=True):
+                    self._to_write.put((one[0], result))
+                continue
             try:
                 if isinstance(item, OpenRun):
                     payload = self._open(item.spec)
                 elif isinstance(item, _UseMasker):  # taken up by the next OpenRun
                     self._pending_masker = item.masker
-                elif isinstance(item, FrameItem) and not isinstance(payload, BaseException):
-                    payload = self._compute(item, *payload)
             except Exception as exc:
                 payload = exc
             self._to_write.put((item, payload))
@@ -378,7 +380,7 @@ class Worker:
     def _open(self, spec: RunSpec) -> dict[str, Any]:
         from ..geometry import as_geometry
         from ..integration import IntegrationSettings
-        from ..tiled.results import provenance
+        from .process import Pipeline
 
         record = self.records.setdefault(spec.uid, RunRecord(spec=spec))
         record.t_open = time.perf_counter()
@@ -396,9 +398,11 @@ class Worker:
                 "'xrd_mask_poni', no device configuration holds a PONI, and the callback was "
                 "given none. Pass poni=... to XRDMaskCallback or add md={'xrd_mask_poni': ...}."
             )
-        else:
+        elif not record.run_errors:
             try:
-                self._geometry[spec.uid] = as_geometry(spec.poni, spec.shape)
+                self._pipelines[spec.uid] = Pipeline(
+                    self.masker(), as_geometry(spec.poni, spec.shape), self.integration,
+                    policy=self.policy)
             except Exception as exc:
                 record.run_errors.append(f"geometry unusable: {_describe(exc)}")
         integration = self.integration or IntegrationSettings()
@@ -407,52 +411,25 @@ class Worker:
                           integration=integration.model_dump(mode="json"),
                           frames_expected=spec.frames_expected, frame_shape=spec.shape)
 
-    def _run_geometry(self, run_uid: str) -> Any:
-        geometry = self._geometry.get(run_uid)
-        if geometry is None:
-            raise RuntimeError(f"no usable geometry for run {run_uid}")
-        return geometry
+    def _compute(self, group: list[tuple[FrameItem, tuple]]) -> list[Any]:
+        """Results of frames of one run, masked together; one by one if the batch fails.
 
-    @staticmethod
-    def _payload(mask: Any, pattern: Any, timings: dict[str, float]) -> tuple:
-        """What the write stage takes: (mask codes, pattern, per-stage seconds)."""
-        from ..tiled.results import mask_codes
-
-        return mask_codes(mask.spots, mask.static), pattern, timings
-
-    def _compute(self, item: FrameItem, frame: np.ndarray, read_s: float) -> tuple:
-        from ..pipeline import process_frame
-
-        result = process_frame(frame, self._run_geometry(item.run_uid), self.masker(),
-                               settings=self.integration)
-        return self._payload(result.mask, result.pattern, {
-            "read": read_s, "mask": result.timings["mask_total"],
-            "integrate": result.timings["integrate"]})
-
-    def _compute_batch(self, group: list[tuple[FrameItem, tuple]]) -> list[Any]:
-        """Results of frames of one run masked together; one by one if the batch fails."""
-        from ..accel import FastPipeline
-
+        Each result is (mask codes, pattern, per-stage seconds) or the frame's exception."""
         run_uid = group[0][0].run_uid
+        pipeline = self._pipelines.get(run_uid)
+        if pipeline is None:
+            return [RunFailed(f"no usable geometry for run {run_uid}")] * len(group)
         try:
-            fast = self._fast.get(run_uid)
-            if fast is None:
-                fast = self._fast[run_uid] = FastPipeline(
-                    self.masker(), self._run_geometry(run_uid), self.integration)
-            results = fast.process([payload[0] for _, payload in group])
+            results = pipeline.process([payload[0] for _, payload in group])
         except Exception as exc:
+            if len(group) == 1:
+                return [exc]
             log.warning("xrd-mask: batch of %d frames of run %s failed (%s); one by one",
                         len(group), run_uid, _describe(exc))
-            out: list[Any] = []
-            for item, payload in group:
-                try:
-                    out.append(self._compute(item, *payload))
-                except Exception as one_exc:
-                    out.append(one_exc)
-            return out
-        return [self._payload(r.mask, r.pattern, {
-                    "read": payload[1], "mask": r.timings["normalise"] + r.timings["network"],
-                    "integrate": r.timings["integrate"], "batch": len(group)})
+            return [one for pair in group for one in self._compute([pair])]
+        return [(r.mask.codes, r.pattern, {"read": payload[1], "mask": r.timings["mask"],
+                                            "integrate": r.timings["integrate"],
+                                            "batch": len(group)})
                 for r, (_, payload) in zip(results, group, strict=True)]
 
     def _write_loop(self) -> None:
@@ -481,6 +458,7 @@ class Worker:
             except Exception as exc:
                 log.error("xrd-mask: results of run %s cannot be written: %s", item.spec.uid,
                           _describe(exc))
+                record.sink_failed = True
                 record.run_errors.insert(0, f"results not written: {_describe(exc)}")
         elif isinstance(item, FrameItem):
             self._write_frame(item, payload)
@@ -497,8 +475,8 @@ class Worker:
                         rec.error)
             return
         codes, pattern, timings = payload
-        rec.spot_fraction = float(np.count_nonzero(codes == 1)) / codes.size
-        rec.static_fraction = float(np.count_nonzero(codes == 2)) / codes.size
+        rec.spot_fraction = float(np.count_nonzero(codes == MaskCode.SPOT)) / codes.size
+        rec.static_fraction = float(np.count_nonzero(codes == MaskCode.STATIC)) / codes.size
         t0 = time.perf_counter()
         try:
             self.sink.write(item.run_uid, item.index, codes, pattern)
@@ -518,13 +496,9 @@ class Worker:
         else:
             status = "complete_with_errors" if errors else "complete"
         record.status = status
-        self._geometry.pop(item.run_uid, None)
-        fast = self._fast.pop(item.run_uid, None)
-        if fast is not None:
-            fast.close()
-        if hasattr(self.source, "forget"):
-            self.source.forget(item.run_uid)
-        if record.run_errors and record.run_errors[0].startswith("results not written"):
+        self._pipelines.pop(item.run_uid, None)
+        self.source.forget(item.run_uid)
+        if record.sink_failed:
             return  # the sink never opened this run
         try:
             self.sink.close_run(item.run_uid, status, errors)
