@@ -40,7 +40,7 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
                 "seed": args.seed, "scenes": f"simulate.random_scene(scenes={scenes!r}), all "
                 "styles, phases except simulate.presets.HELD_OUT_PHASES"}
     from ..errors import ModelError
-    from ..masking.network import NetworkConfig, build_network
+    from ..models.network import NetworkConfig, build_network
     from ..models.store import load_model
 
     prune = getattr(args, "prune_teacher", False)
@@ -104,7 +104,7 @@ def _cached_tiles(out: Path, frames: int, size: int, seed: int, scenes: str = "v
     cache = out / f"tiles-{frames}-{size}-{seed}{suffix}.pt"
     if cache.exists():
         data = torch.load(cache, weights_only=True)
-        return TileSet(data["x"], data["y"])
+        return TileSet(data["x"].to(torch.float16), data["y"])  # caches of float32 tiles too
     tiles = simulated_tiles(frames, shape=(size, size), seed=seed, scenes=scenes)
     torch.save({"x": tiles.x, "y": tiles.y}, cache)
     return tiles
