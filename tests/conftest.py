@@ -1,4 +1,6 @@
-"""Shared fixtures: a seeded rng, small geometries, a tiny U-Net model folder."""
+"""Shared fixtures: a seeded rng, small geometries, a tiny U-Net model folder; the live ones
+(Tiled server, Session with RunEngine and TiledWriter, simulated detectors) come from the
+`xrd_bluesky_mask.testing` plugin, registered here once for the whole suite."""
 
 from __future__ import annotations
 
@@ -6,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytest_plugins = ["xrd_bluesky_mask.testing"]
 
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 
@@ -44,8 +48,8 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     """A model folder holding a small, untrained dlsia U-Net (depth 2, 4 base channels)."""
     import torch
 
-    from xrd_bluesky_mask.masking.network import NetworkConfig, build_network
     from xrd_bluesky_mask.models import ModelCard, save_model
+    from xrd_bluesky_mask.models.network import NetworkConfig, build_network
 
     torch.manual_seed(0)
     cfg = NetworkConfig(depth=2, base_channels=4)

@@ -1,9 +1,10 @@
 """Throughput of masking + masked integration on full detector frames, side by side.
 
-One run times, on the same simulated frames and in the same process: the U-Net on the fast path
-(`FastPipeline`: batched; on a GPU whole frames and integration as a sparse product on the
-device; on a CPU halo tiles through the fused oneDNN plan and pyFAI), the U-Net on the
-reference path (`UNetMasker` running the dlsia module itself + pyFAI, frame by frame), the
+One run times, on the same simulated frames and in the same process, the one `Pipeline` with:
+the U-Net on the fast path (`Pipeline.process` → `UNetMasker.predict_batch`: batched; on a GPU
+whole frames and integration as a sparse product on the device; on a CPU halo tiles through the
+fused oneDNN plan and pyFAI), the U-Net on the reference path (`Pipeline.process_frame` →
+`UNetMasker.predict` running the dlsia module itself, with its probability image), the
 classical per-ring filter, and optionally the paper's configuration (256 px qlty windows at
 step 128, the dlsia module). Each path
 gets one warm-up batch that is not counted. It reports per-stage and end-to-end ms/frame,
@@ -135,10 +136,9 @@ def run_bench(size: int = 2880, frames: int = 4, *, batch: int | None = None,
     import torch
     from tqdm.auto import tqdm
 
-    from .accel import FastPipeline, TorchIntegrator
     from .masking.classical import RingOutlierMasker
     from .masking.unet import UNetMasker
-    from .pipeline import process_frame
+    from .pipeline import ExecutionPolicy, Pipeline
     from .simulate import simulate_frame
 
     if batch is None:
@@ -157,18 +157,14 @@ def run_bench(size: int = 2880, frames: int = 4, *, batch: int | None = None,
     report = BenchReport(machine=machine(), size=size, frames=frames)
 
     def one_by_one(masker: Any) -> Callable[[list[np.ndarray]], list[Any]]:
-        return lambda fs: [process_frame(f, geometry, masker) for f in fs]
+        pipeline = Pipeline(masker, geometry, policy=ExecutionPolicy(batch=1))
+        return lambda fs: [pipeline.process_frame(f) for f in fs]
 
     runners: dict[str, tuple[str, Callable, int]] = {}
     if "fast" in paths:
-        fast = FastPipeline(unet, geometry)
-        pieces = "whole frames" if fast.predictor.tile is None else \
-            f"{fast.predictor.tile} px tiles"
-        where = "integration on device" if isinstance(fast.integrator, TorchIntegrator) else \
-            "pyFAI"
-        amp = f", {str(fast.amp).removeprefix('torch.')}" if fast.amp else ""
-        runners["fast"] = (f"U-Net fast path ({pieces}, batch {batch}, {unet.device.type}{amp}, "
-                           f"{unet.engine} network, {where})", fast.process, batch)
+        fast = Pipeline(unet, geometry, policy=ExecutionPolicy(batch=batch))
+        runners["fast"] = (f"U-Net fast path ({fast.policy.describe()}, {unet.device.type}, "
+                           f"{unet.engine} network)", fast.process, batch)
     if "reference" in paths:
         module = UNetMasker(model, device=device, engine="module")
         runners["reference"] = (f"U-Net reference path (dlsia module, halo tiles, "

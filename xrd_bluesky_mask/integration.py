@@ -346,7 +346,10 @@ _CACHE_SIZE = 8
 _CACHE_LOCK = threading.Lock()
 
 
-def _cached_integrator(geometry: Geometry, settings: IntegrationSettings) -> Integrator:
+def cached_integrator(geometry: Geometry,
+                      settings: IntegrationSettings | None = None) -> Integrator:
+    """The `Integrator` of ``(geometry, settings)``, built once and kept (the 8 most recent)."""
+    settings = settings or IntegrationSettings()
     key = (geometry, settings.model_dump_json())  # Geometry hashes by identity
     with _CACHE_LOCK:
         hit = _CACHE.get(key)
@@ -398,4 +401,4 @@ def integrate(
         if len(shape) != 2:
             raise FrameError(f"a frame must be a 2D array (rows, cols), got shape {shape}")
         geometry = as_geometry(geometry, tuple(shape))
-    return _cached_integrator(geometry, settings or IntegrationSettings()).integrate(frame, mask)
+    return cached_integrator(geometry, settings or IntegrationSettings()).integrate(frame, mask)

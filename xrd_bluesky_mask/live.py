@@ -57,6 +57,7 @@ def _write_png(client: Any, uid: str, field: str, node: Any, record: Any, masker
     from .masking import get_masker
     from .pipeline import process_frame
     from .plotting import save_overlay
+    from .protocols import MaskCode
     from .tiled.frames import as_frame
     from .tiled.results import load_patterns
 
@@ -67,14 +68,14 @@ def _write_png(client: Any, uid: str, field: str, node: Any, record: Any, masker
     frame = as_frame(client[uid]["primary"][field][i])
     codes = np.asarray(node["mask"][i])
     geometry = as_geometry(poni, frame.shape)
-    static = codes == 2
+    static = codes == MaskCode.STATIC
     patterns = {"raw": integrate(frame, geometry, mask=static)}
     stored = load_patterns(client, uid).sel(frame=i)
     patterns[f"{masker.name} masked"] = stored
     if masker.name != "classical":
         patterns["classical masked"] = process_frame(frame, geometry,
                                                      get_masker("classical")).pattern
-    return save_overlay(out_dir / f"live_{uid[:8]}_frame{i:03d}.png", frame, codes == 1,
+    return save_overlay(out_dir / f"live_{uid[:8]}_frame{i:03d}.png", frame, codes == MaskCode.SPOT,
                         static=static, patterns=patterns,
                         title=f"run {uid[:8]}, frame {i}: {masker.name} spots in red, "
                               "read back from Tiled")

@@ -34,14 +34,6 @@ class FileOutcome:
     error: str | None = None
 
 
-def mask_codes(spots: np.ndarray, static: np.ndarray) -> np.ndarray:
-    """uint8 mask image: 0 = keep, 1 = spot, 2 = static (non-zero = exclude, as in pyFAI)."""
-    out = np.zeros(spots.shape, dtype=np.uint8)
-    out[spots] = 1
-    out[static] = 2
-    return out
-
-
 def predict_files(
     paths: list[Path],
     poni: str | Path,
@@ -74,7 +66,7 @@ def predict_files(
             stem = out_dir / Path(path).stem
             header = {"source": str(path), **masker.settings()}
             outcome.written = [
-                write_mask_tiff(f"{stem}_mask.tif", mask_codes(res.mask.spots, res.mask.static)),
+                write_mask_tiff(f"{stem}_mask.tif", res.mask.codes),
                 write_xy(f"{stem}.xy", res.pattern, header=header),
                 write_netcdf(f"{stem}.nc", res.pattern),
             ]

@@ -41,14 +41,17 @@ class MaskCode(enum.IntEnum):
     @classmethod
     def result_codes(cls) -> dict[int, str]:
         """``{value: name}`` of the codes a result mask can hold (stored as metadata)."""
-        return {int(c): c.name.lower() for c in (cls.KEEP, cls.SPOT, cls.STATIC,
-                                                 cls.NOT_COMPUTED)}
+        return {int(c): c.label for c in (cls.KEEP, cls.SPOT, cls.STATIC, cls.NOT_COMPUTED)}
 
     @classmethod
     def annotation_codes(cls) -> dict[int, str]:
         """``{value: name}`` of the codes an annotation mask can hold."""
-        return {int(c): c.name.lower() for c in (cls.KEEP, cls.SPOT, cls.STATIC,
-                                                 cls.NOT_ANNOTATED)}
+        return {int(c): c.label for c in (cls.KEEP, cls.SPOT, cls.STATIC, cls.NOT_ANNOTATED)}
+
+    @property
+    def label(self) -> str:
+        """``"keep"``, ``"spot"``, ``"static"``, ``"not computed"``, ``"not annotated"``."""
+        return self.name.lower().replace("_", " ")
 
 
 def encode_mask(spots: np.ndarray, static: np.ndarray) -> np.ndarray:

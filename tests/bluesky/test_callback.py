@@ -10,7 +10,8 @@ import pytest
 from event_model import compose_run
 
 from tests.live_fixtures import Exploding
-from xrd_bluesky_mask.bluesky.callback import XRDMaskCallback, find_image_field, find_poni
+from xrd_bluesky_mask.bluesky.callback import XRDMaskCallback
+from xrd_bluesky_mask.documents import find_image_field, find_poni
 from xrd_bluesky_mask.geometry import as_geometry
 from xrd_bluesky_mask.masking import get_masker
 from xrd_bluesky_mask.simulate import simulate_frame
@@ -66,7 +67,7 @@ def _feed_stream_run(cb, src, frames, poni=None, config_poni=None, n_per_datum=1
 
 def test_importing_the_callback_does_not_import_torch():
     code = ("import sys, xrd_bluesky_mask.bluesky.callback\n"
-            "print(sorted(m for m in ('torch', 'tiled', 'pyFAI') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'tiled', 'pyFAI', 'xarray') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True)
     assert out.stdout.strip() == "[]"

@@ -26,10 +26,11 @@ from xrd_bluesky_mask.bluesky.plans import retrain, set_model
 from xrd_bluesky_mask.errors import AnnotationError, ModelError
 from xrd_bluesky_mask.metrics import pixel_metrics
 from xrd_bluesky_mask.models.registry import ModelRegistry
+from xrd_bluesky_mask.protocols import encode_mask as mask_codes
 from xrd_bluesky_mask.retrain import RetrainSettings
 from xrd_bluesky_mask.simulate import preset, simulate_frame
 from xrd_bluesky_mask.tiled.annotations import annotate_run
-from xrd_bluesky_mask.tiled.results import find_results, mask_codes
+from xrd_bluesky_mask.tiled.results import find_results
 
 SHAPE = (256, 256)
 STREAKS = preset("rings_spots", spots={

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from xrd_bluesky_mask.masking.fused import FusedTUNet, fuse_tunet
-from xrd_bluesky_mask.masking.network import NetworkConfig, build_network, fold_batchnorm
 from xrd_bluesky_mask.masking.unet import UNetMasker
 from xrd_bluesky_mask.models import load_model
+from xrd_bluesky_mask.models.network import NetworkConfig, build_network, fold_batchnorm
 
 from .frames import ring_frame
 

@@ -57,7 +57,7 @@ def test_quilt_rejects_bad_settings():
 
 def test_halo_equals_whole_frame_for_a_convolutional_net():
     """Halo tiles with enough context reproduce one whole-frame pass of a real dlsia U-Net."""
-    from xrd_bluesky_mask.masking.network import NetworkConfig, build_network
+    from xrd_bluesky_mask.models.network import NetworkConfig, build_network
 
     torch.manual_seed(1)
     net = build_network(NetworkConfig(depth=3, base_channels=4)).eval()
@@ -71,7 +71,7 @@ def test_halo_equals_whole_frame_for_a_convolutional_net():
 
 
 def test_batchnorm_folding_keeps_outputs():
-    from xrd_bluesky_mask.masking.network import NetworkConfig, build_network, fold_batchnorm
+    from xrd_bluesky_mask.models.network import NetworkConfig, build_network, fold_batchnorm
 
     torch.manual_seed(3)
     net = build_network(NetworkConfig(depth=3, base_channels=4))

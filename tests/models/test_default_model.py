@@ -11,8 +11,9 @@ import pytest
 
 import xrd_bluesky_mask
 from xrd_bluesky_mask.masking.classical import RingOutlierMasker
-from xrd_bluesky_mask.masking.preprocess import CHANNELS, prepare_frame
+from xrd_bluesky_mask.masking.preprocess import prepare_frame
 from xrd_bluesky_mask.models import DEFAULT_MODEL_DIR, load_model
+from xrd_bluesky_mask.models.network import CHANNELS
 from xrd_bluesky_mask.models.store import sha256_of
 from xrd_bluesky_mask.simulate import preset, simulate_frame
 

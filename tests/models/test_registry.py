@@ -34,7 +34,7 @@ def other_model(tmp_path):
     """A second small model folder (different weights from tiny_model_dir)."""
     import torch
 
-    from xrd_bluesky_mask.masking.network import NetworkConfig, build_network
+    from xrd_bluesky_mask.models.network import NetworkConfig, build_network
 
     torch.manual_seed(1)
     cfg = NetworkConfig(depth=2, base_channels=4)

@@ -9,8 +9,8 @@ from bluesky_tiled_plugins import TiledWriter
 
 from xrd_bluesky_mask.bluesky.callback import XRDMaskCallback
 from xrd_bluesky_mask.errors import AnnotationError, FrameError
+from xrd_bluesky_mask.protocols import MaskCode
 from xrd_bluesky_mask.tiled.annotations import (
-    NOT_ANNOTATED,
     accept_masks,
     annotate_run,
     annotated_runs,
@@ -68,14 +68,14 @@ def test_annotate_layout_merge_and_plain_client(run4, tiled_server, monkeypatch,
     assert mask.dims == ("frame", "y", "x")
     np.testing.assert_array_equal(mask[1], spots[0].astype(np.uint8))
     np.testing.assert_array_equal(mask[3], spots[1].astype(np.uint8))
-    assert (mask[0] == NOT_ANNOTATED).all() and (mask[2] == NOT_ANNOTATED).all()
+    assert (mask[0] == MaskCode.NOT_ANNOTATED).all() and (mask[2] == MaskCode.NOT_ANNOTATED).all()
     hits = plain.search_deep(Key("source_uid") == uid)
     assert ("derived", "xrd_annotations", uid) in set(hits.keys())
 
     # more frames later, by someone else, with codes (2 static, 255 left open): merged
     codes = np.zeros(SHAPE, np.uint8)
     codes[:5] = 2
-    codes[-5:] = NOT_ANNOTATED
+    codes[-5:] = MaskCode.NOT_ANNOTATED
     codes[40:44, 40:44] = 1
     annotate_run(client, uid, codes, frames=[0], annotator="second")
     ann = load_annotations(client, uid)

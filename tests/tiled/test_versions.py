@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 
 from tests.tiled.test_results import BINS, H, W, _codes, _pattern
+from xrd_bluesky_mask.pipeline.provenance import provenance, settings_id
 from xrd_bluesky_mask.tiled.results import (
     find_results,
     load_masks,
-    provenance,
     result_key,
     result_versions,
-    settings_id,
 )
 from xrd_bluesky_mask.tiled.sink import TiledResultSink
 

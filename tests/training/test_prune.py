@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xrd_bluesky_mask.masking.network import NetworkConfig, build_network
 from xrd_bluesky_mask.models import load_model
+from xrd_bluesky_mask.models.network import NetworkConfig, build_network
 from xrd_bluesky_mask.training import TrainConfig, train
 from xrd_bluesky_mask.training.loop import predict_tiles
 from xrd_bluesky_mask.training.prune import prune_into

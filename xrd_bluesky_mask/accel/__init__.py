@@ -1,13 +1,11 @@
-"""The fast path: batched whole-frame inference and masked integration on the torch device.
+"""Device-side maths: masked integration as a torch sparse product (`TorchIntegrator`).
 
 `TorchIntegrator` applies pyFAI's own CSR pixel-to-bin matrix with torch sparse maths, so the
-mask and the pattern of a frame never leave the device (GPU) or pyFAI's engine is never asked
-to rebuild (CPU). `FastPipeline` masks and integrates several frames at once with it.
-Both are checked against the reference path (`UNetMasker` + `Integrator`) in the tests and by
-``xrd-mask bench``.
+mask can change every frame at no extra cost on a GPU (pyFAI's engine would need no rebuild
+either, but runs on the CPU). The `~xrd_bluesky_mask.pipeline.Pipeline` uses it when its policy
+integrates on the device.
 """
 
 from .csr import TorchIntegrator
 
-__all__ = ["FastPipeline", "TorchIntegrator"]
-from .pipeline import FastPipeline
+__all__ = ["TorchIntegrator"]

@@ -26,53 +26,20 @@ This module imports no torch (nor tiled, pyFAI or xarray) at import time.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from event_model import DocumentRouter
 
-from .worker import CloseRun, FrameItem, OpenRun, RunSpec, Worker
+from ..documents import find_image_field, find_poni
+from ..pipeline.worker import CloseRun, FrameItem, OpenRun, RunSpec, Worker
+from ..protocols import FrameSource, Masker, ResultSink
+
+if TYPE_CHECKING:
+    from ..integration import IntegrationSettings
 
 __all__ = ["XRDMaskCallback", "find_image_field", "find_poni"]
 
 log = logging.getLogger(__name__)
-
-#: Start-document key holding the PONI text.
-PONI_KEY = "xrd_mask_poni"
-
-
-def find_image_field(data_keys: dict[str, Any], field: str | None = None) -> str | None:
-    """The image data key of a descriptor: ``field`` if present, else the largest 2D/3D key.
-
-    A 3D key qualifies when its leading axis is 1 (ophyd-async's frames-per-event axis).
-    """
-    if field is not None:
-        return field if field in data_keys else None
-    best, best_size = None, 0
-    for key, dk in data_keys.items():
-        shape = [int(n) for n in (dk.get("shape") or []) if n is not None]
-        if len(shape) == 3 and shape[0] == 1:
-            shape = shape[1:]
-        if len(shape) != 2 or min(shape) < 2:
-            continue
-        size = shape[0] * shape[1]
-        if size > best_size:
-            best, best_size = key, size
-    return best
-
-
-def find_poni(start: dict[str, Any], descriptor: dict[str, Any],
-              given: str | None = None) -> tuple[str | None, str]:
-    """PONI text and where it came from: ``given`` > start metadata > device configuration."""
-    if given:
-        return given, "callback"
-    if isinstance(start.get(PONI_KEY), str):
-        return start[PONI_KEY], f"start:{PONI_KEY}"
-    for device, conf in (descriptor.get("configuration") or {}).items():
-        for key, value in (conf.get("data") or {}).items():
-            if key.endswith("poni") and isinstance(value, str) and "Distance" in value:
-                return value, f"configuration:{device}.{key}"
-    return None, ""
-
 
 def _text_of(poni: Any) -> str | None:
     """PONI text from text, a path, or a Geometry."""
@@ -193,9 +160,11 @@ class XRDMaskCallback:
         4 with the U-Net on a GPU, else 1.
     """
 
-    def __init__(self, client: Any = None, *, masker: Any = None, field: str | None = None,
-                 stream: str | None = "primary", poni: Any = None, integration: Any = None,
-                 root: str = "derived/xrd_mask", source: Any = None, sink: Any = None,
+    def __init__(self, client: Any = None, *, masker: Masker | str | None = None,
+                 field: str | None = None, stream: str | None = "primary", poni: Any = None,
+                 integration: IntegrationSettings | None = None,
+                 root: str = "derived/xrd_mask", source: FrameSource | None = None,
+                 sink: ResultSink | None = None,
                  frame_timeout: float = 30.0, niceness: int = 5,
                  quiet_s: float = 0.5, batch: int | str = "auto") -> None:
         if client is None and (source is None or sink is None):

@@ -10,7 +10,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from ..errors import ConfigError
-from .base import Masker, MaskResult
+from ..protocols import Masker, MaskResult
 
 BUILTIN = {
     "unet": "xrd_bluesky_mask.masking.unet:UNetMasker",

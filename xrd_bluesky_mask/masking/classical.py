@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..geometry import Geometry
-from .base import MaskResult
+from ..protocols import MaskResult
 from .preprocess import prepare_frame
 from .rings import ring_stats
 

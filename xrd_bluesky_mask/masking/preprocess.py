@@ -18,9 +18,6 @@ from .rings import RingStats, cell_medians, ring_stats, sector_bins
 
 log = logging.getLogger(__name__)
 
-#: Input channels, in order; stored in model cards so a model and its input stay matched.
-CHANNELS = ("log_frame", "ring_excess", "sector_excess", "opposite_sector_excess")
-NORMALISATION_VERSION = 2
 #: Arc length of the χ sectors of the sector channels, px.
 SECTOR_ARC_PX = 64.0
 

@@ -4,21 +4,29 @@ normalise (``preprocess.network_input``) ▸ tiles (qlty windows, or halo tiles)
 (CPU or GPU, batched) ▸ stitch ▸ softmax ▸ threshold. Optional test-time augmentation
 averages the probability over the 8 rotations/flips of the frame. On a CPU the network runs
 as a fused oneDNN plan of the same weights (`fused.FusedTUNet`, about 1.5x faster).
+
+`UNetMasker.predict_batch` is the fast path the pipeline uses: frames prepared in threads
+(numba and pyFAI release the GIL) ▸ stacked (pinned memory on a GPU) ▸ one network pass over
+the batch in the policy's precision and tiling ▸ threshold on the logit difference (no
+softmax, no probability image). Same masks as `predict` (tested ≥ 99.99 % of pixels).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..geometry import Geometry
-from .base import MaskResult
+from ..models.network import fold_batchnorm
+from ..protocols import ExecutionPolicy, MaskResult
 from .fused import fuse_tunet
-from .network import fold_batchnorm
 from .preprocess import network_input, prepare_frame
 from .tiling import HaloPredictor, QuiltPredictor
 
@@ -125,6 +133,9 @@ class UNetMasker:
         else:
             raise ValueError(f"inference must be 'halo' or 'quilt', got {inference!r}")
         self.inference, self.tta = inference, tta
+        self._pool: ThreadPoolExecutor | None = None
+        self._compiled: Any = None
+        self._halo: dict[tuple[int | None, int], HaloPredictor] = {}
 
     @property
     def device(self) -> torch.device:
@@ -184,3 +195,60 @@ class UNetMasker:
         spots = (prob >= self.threshold) & ~static
         timings = {"normalise": t1 - t0, **timings, "threshold": time.perf_counter() - t2}
         return MaskResult(spots=spots, static=static, probability=prob, timings=timings)
+
+    def predict_batch(self, frames: Sequence[np.ndarray], geometry: Geometry, *,
+                      policy: ExecutionPolicy | None = None) -> list[MaskResult]:
+        """Mask several frames of one geometry in one network pass (see the module docstring).
+
+        ``policy`` sets tiling, halo, precision and compilation (None: the defaults for this
+        device). Quilt inference and test-time augmentation go frame by frame through
+        `predict`, so the masker's settings always hold. ``probability`` is None.
+        """
+        import torch
+
+        if len(frames) == 0:
+            return []
+        if self.inference != "halo" or self.tta:
+            return [self.predict(f, geometry) for f in frames]
+        cuda = self.device.type == "cuda"
+        p = (policy or ExecutionPolicy()).resolved(
+            self.device.type, batchable=True, bf16=cuda and torch.cuda.is_bf16_supported())
+        t0 = time.perf_counter()
+        if len(frames) == 1:
+            prepared = [self.inputs(frames[0], geometry)]
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(8, thread_name_prefix="xrd-mask-prepare")
+            prepared = list(self._pool.map(lambda f: self.inputs(f, geometry), frames))
+        x, st = (torch.from_numpy(np.stack([q[k] for q in prepared])) for k in (2, 1))
+        if cuda:
+            x, st = x.pin_memory(), st.pin_memory()
+        x, st = x.to(self.device, non_blocking=True), st.to(self.device, non_blocking=True)
+        t1 = time.perf_counter()
+        predictor = self._halo.setdefault(
+            (p.tile if p.tile != "auto" else None, p.halo),
+            HaloPredictor(tile=p.tile if p.tile != "auto" else None, halo=p.halo,
+                          multiple=self.model.card.architecture.size_multiple))
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(p.precision))
+        t = self.threshold
+        logit_cut = math.log(t / (1.0 - t))
+        with torch.inference_mode():
+            with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+                logits = predictor(x, self._network(p.compile))
+            spots = ((logits[:, 1] - logits[:, 0]) >= logit_cut) & ~st
+            spots_np = spots.cpu().numpy()
+        share = 1.0 / len(frames)
+        timings = {"normalise": (t1 - t0) * share,
+                   "network": (time.perf_counter() - t1) * share}
+        return [MaskResult(spots=spots_np[i], static=q[1], timings=dict(timings))
+                for i, q in enumerate(prepared)]
+
+    def _network(self, compile: bool) -> Any:
+        """The network to run: the fused/module one, or ``torch.compile`` of the module."""
+        if not compile:
+            return self._net
+        if self._compiled is None:
+            import torch
+
+            self._compiled = torch.compile(self.module)
+        return self._compiled

@@ -16,8 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..masking.network import NetworkConfig
-from ..masking.preprocess import CHANNELS, NORMALISATION_VERSION
+from .network import CHANNELS, NORMALISATION_VERSION, NetworkConfig
 
 CARD_SCHEMA_VERSION = 2
 

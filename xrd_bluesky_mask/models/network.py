@@ -15,12 +15,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+#: The network's input channels, in order (built by `masking.preprocess.network_input`);
+#: stored in model cards so a model and its input stay matched.
+CHANNELS = ("log_frame", "ring_excess", "sector_excess", "opposite_sector_excess")
+#: Version of how those channels are computed; a card of another version is refused.
+NORMALISATION_VERSION = 2
+
+
 class NetworkConfig(BaseModel):
     """Hyper-parameters of dlsia's TUNet (the paper's network is depth 4, 8 base, growth 2)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    in_channels: int = Field(4, ge=1, description="input channels (see preprocess.CHANNELS)")
+    in_channels: int = Field(4, ge=1, description="input channels (see CHANNELS)")
     out_channels: int = Field(2, ge=2, description="classes: 0 = not a spot, 1 = spot")
     depth: int = Field(4, ge=2, le=6, description="levels of the U (max-pool steps + 1)")
     base_channels: int = Field(8, ge=1, description="feature maps at full resolution")

@@ -121,8 +121,7 @@ def load_model(source: str | Path | None = None, device: str | None = None) -> L
     """
     from safetensors.torch import load_file
 
-    from ..masking.network import build_network, select_device
-    from ..masking.preprocess import CHANNELS, NORMALISATION_VERSION
+    from .network import CHANNELS, NORMALISATION_VERSION, build_network, select_device
 
     folder = Path(source) if source is not None else DEFAULT_MODEL_DIR
     card = read_card(folder)

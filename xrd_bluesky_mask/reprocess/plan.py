@@ -50,7 +50,8 @@ def plan_jobs(root_client: Any, sources: list[Source], *, masker_settings: dict[
         A source's PONI does not fit its frames (all such sources listed together).
     """
     from ..geometry import as_geometry
-    from ..tiled.results import node_path, provenance, result_versions, settings_id
+    from ..pipeline.provenance import provenance, settings_id
+    from ..tiled.results import node_path, result_versions
 
     problems: list[str] = []
     jobs: list[Job] = []

@@ -37,11 +37,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import AnnotationError, FrameError
+from ..protocols import MaskCode
 
 __all__ = [
-    "CODES",
     "DEFAULT_ROOT",
-    "NOT_ANNOTATED",
     "SPEC",
     "AnnotatedRun",
     "accept_masks",
@@ -56,10 +55,8 @@ __all__ = [
 DEFAULT_ROOT = "derived/xrd_annotations"
 SPEC = "XRDMaskAnnotation"
 SCHEMA_VERSION = 1
-#: Value of pixels (and whole frames) that carry no annotation.
-NOT_ANNOTATED = 255
 #: Values of the ``mask`` array.
-CODES = {0: "keep", 1: "spot", 2: "static", NOT_ANNOTATED: "not annotated"}
+CODES = MaskCode.annotation_codes()
 _BATCH_BYTES = 64 << 20  # fill requests of at most this many bytes
 
 
@@ -125,7 +122,7 @@ class AnnotatedRun:
 
 def _run_frames(client: Any, uid: str, stream: str, field_name: str | None) -> dict[str, Any]:
     """Stream, field, frame count, frame shape and PONI of a raw run in Tiled."""
-    from ..bluesky.callback import find_image_field, find_poni
+    from ..documents import find_image_field, find_poni
 
     try:
         run = client[uid]
@@ -214,7 +211,8 @@ def _new_node(parent: Any, uid: str, info: dict[str, Any]) -> Any:
     step = max(1, _BATCH_BYTES // (rows * cols))
     for start in range(0, n, step):  # unwritten blocks would read as 0 ("keep"): fill them
         stop = min(start + step, n)
-        mask.patch(np.full((stop - start, rows, cols), NOT_ANNOTATED, np.uint8), offset=(start,))
+        blank = np.full((stop - start, rows, cols), MaskCode.NOT_ANNOTATED, np.uint8)
+        mask.patch(blank, offset=(start,))
     return node
 
 

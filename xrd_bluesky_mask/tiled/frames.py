@@ -250,3 +250,6 @@ class InMemoryFrameSource:
                     f"InMemoryFrameSource (waited {self.timeout:g} s)."
                 )
             return as_frame(self._frames[key])
+
+    def forget(self, run_uid: str) -> None:
+        """Nothing is cached per run here; the frames stay readable (`put` owns them)."""

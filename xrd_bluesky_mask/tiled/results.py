@@ -42,10 +42,7 @@ Plain tiled clients read everything: ``client["derived/xrd_mask/<uid>/mask"][i]`
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
-import json
 import re
-import sys
 import time
 from typing import Any
 
@@ -53,21 +50,15 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_ROOT",
-    "MASK_CODES",
-    "SCHEMA_VERSION",
     "SPEC",
     "find_results",
     "frames_done",
     "load_masks",
     "load_patterns",
-    "mask_codes",
     "node_path",
-    "package_versions",
-    "provenance",
     "result_key",
     "result_versions",
     "run_uid_of",
-    "settings_id",
     "source_id_of",
 ]
 
@@ -75,125 +66,7 @@ __all__ = [
 DEFAULT_ROOT = "derived/xrd_mask"
 #: Spec of a derived container.
 SPEC = "XRDMask"
-#: 2: result versions (``result_version``, ``settings_id``, ``source_kind``, ``source_path``).
-SCHEMA_VERSION = 2
-#: Values of the ``mask`` array.
-MASK_CODES = {0: "keep", 1: "spot", 2: "static"}
-#: Masker settings that do not change results, left out of `settings_id`.
-VOLATILE_MASKER_KEYS = frozenset({"device"})
-
-_PACKAGES = ("tiled", "bluesky", "bluesky-tiled-plugins", "event-model", "pyFAI", "numpy")
 _SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-
-def mask_codes(spots: np.ndarray, static: np.ndarray) -> np.ndarray:
-    """uint8 mask codes: 0 keep, 1 spot, 2 static (static wins where both are set)."""
-    codes = np.zeros(np.shape(spots), dtype=np.uint8)
-    codes[np.asarray(spots, dtype=bool)] = 1
-    codes[np.asarray(static, dtype=bool)] = 2
-    return codes
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of this package and of the libraries results depend on (torch if loaded)."""
-    from .. import __version__
-
-    versions = {"xrd_bluesky_mask": __version__}
-    names = list(_PACKAGES) + (["torch"] if "torch" in sys.modules else [])
-    for name in names:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
-def _canonical(value: Any) -> Any:
-    """JSON-stable form: sorted dicts, lists for tuples, integral floats as ints."""
-    if isinstance(value, dict):
-        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
-    if isinstance(value, list | tuple):
-        return [_canonical(v) for v in value]
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-def _poni_lines(poni: str | None) -> list[str]:
-    """PONI text without comments, blank lines and surrounding spaces."""
-    lines = (line.strip() for line in (poni or "").splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
-
-
-def settings_id(metadata: dict[str, Any]) -> str:
-    """What makes two results of a source the same version (16 hex digits).
-
-    A hash of the masker settings (model id and sha256 included; ``device`` left out: the same
-    model on CPU or GPU is the same result), the PONI (comments and blank lines ignored), the
-    integration settings, stream and field, read from provenance ``metadata``. A stored
-    ``settings_id`` is returned as is.
-    """
-    if isinstance(metadata.get("settings_id"), str):
-        return metadata["settings_id"]
-    masker = {k: v for k, v in (metadata.get("masker") or {}).items()
-              if k not in VOLATILE_MASKER_KEYS}
-    identity = {"masker": masker, "poni": _poni_lines(metadata.get("poni")),
-                "integration": metadata.get("integration") or {},
-                "stream": metadata.get("stream") or "", "field": metadata.get("field") or ""}
-    text = json.dumps(_canonical(identity), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def provenance(
-    source_uid: str,
-    *,
-    stream: str,
-    field: str,
-    masker_settings: dict[str, Any],
-    poni: str,
-    integration: dict[str, Any],
-    frames_expected: int | None = None,
-    frame_shape: tuple[int, int] | None = None,
-    source_kind: str = "bluesky_run",
-    source_path: str | None = None,
-) -> dict[str, Any]:
-    """Metadata of a derived container (JSON-able).
-
-    Keys: ``schema_version``, ``source_uid`` (run uid, or the array node's path),
-    ``source_kind`` (``"bluesky_run"`` or ``"array_node"``), ``source_path`` (path of the frames
-    from the server root, when known), ``stream``, ``field``, ``masker`` (its ``settings()``),
-    ``model_id`` and ``model_sha256`` (None for model-free maskers), ``poni`` (PONI text),
-    ``integration`` (`IntegrationSettings` as a dict), ``settings_id`` (see `settings_id`),
-    ``versions``, ``frames_expected``, ``frame_shape_px``, ``mask_codes``, ``frames_done``,
-    ``n_frames_done``, ``status``, ``errors``, ``created`` and ``updated`` (Unix seconds). The
-    sink adds ``result_version``.
-    """
-    now = time.time()
-    md = {
-        "schema_version": SCHEMA_VERSION,
-        "source_uid": source_uid,
-        "source_kind": source_kind,
-        "source_path": source_path,
-        "stream": stream,
-        "field": field,
-        "masker": masker_settings,
-        "model_id": masker_settings.get("model_id"),
-        "model_sha256": masker_settings.get("model_sha256"),
-        "poni": poni,
-        "integration": integration,
-        "versions": package_versions(),
-        "frames_expected": frames_expected,
-        "frame_shape_px": list(frame_shape) if frame_shape else None,
-        "mask_codes": {str(k): v for k, v in MASK_CODES.items()},
-        "frames_done": [],
-        "n_frames_done": 0,
-        "status": "running",
-        "errors": {},
-        "created": now,
-        "updated": now,
-    }
-    md["settings_id"] = settings_id(md)
-    return md
 
 
 def result_key(source_id: str, version: int = 1) -> str:

@@ -1,4 +1,5 @@
-"""Where the worker writes results: the `ResultSink` protocol, to Tiled or to memory.
+"""Where the worker writes results (`~xrd_bluesky_mask.protocols.ResultSink`): to Tiled or
+to memory.
 
 `TiledResultSink` writes the layout described in `xrd_bluesky_mask.tiled.results`. `open_run`
 picks the result *version*: the existing one whose settings (`results.settings_id`) equal the
@@ -32,43 +33,20 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
-from .results import (
-    DEFAULT_ROOT,
-    MASK_CODES,
-    SPEC,
-    node_path,
-    result_key,
-    settings_id,
-    version_of,
-)
+from ..pipeline.provenance import settings_id
+from ..protocols import MaskCode
+from .results import DEFAULT_ROOT, SPEC, node_path, result_key, version_of
 
-__all__ = ["InMemoryResultSink", "ResultSink", "TiledResultSink"]
+__all__ = ["InMemoryResultSink", "TiledResultSink"]
 
 log = logging.getLogger(__name__)
 
 #: Metadata a resumed version keeps from its earlier session (not overwritten by `open_run`).
 _KEPT_ON_RESUME = ("frames_done", "n_frames_done", "errors", "created", "result_version")
-
-
-@runtime_checkable
-class ResultSink(Protocol):
-    """Receives the results of one source run, frame by frame."""
-
-    def open_run(self, source_uid: str, metadata: dict[str, Any]) -> None:
-        """Start (or resume) the results of ``source_uid`` with provenance ``metadata``."""
-        ...
-
-    def write(self, source_uid: str, index: int, mask_codes: np.ndarray, pattern: Any) -> None:
-        """Store frame ``index``: uint8 mask codes ``(rows, cols)`` and its 1D pattern."""
-        ...
-
-    def close_run(self, source_uid: str, status: str, errors: dict[int, str]) -> None:
-        """Finish the run: ``status`` and the failed frames (index → message)."""
-        ...
 
 
 @dataclass
@@ -271,7 +249,7 @@ class TiledResultSink:
         if state.mask is None:
             mask = _preallocate(
                 state.node, "mask", (n, rows, cols), ["frame", "y", "x"], "uint8",
-                metadata={"mask_codes": {str(k): v for k, v in MASK_CODES.items()},
+                metadata={"mask_codes": {str(k): v for k, v in MaskCode.result_codes().items()},
                           "attrs": {"flag_values": [0, 1, 2],
                                     "flag_meanings": "keep spot static"}})
             state.mask = _Arrays(mask, mask.shape[0])

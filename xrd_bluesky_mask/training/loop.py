@@ -27,8 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
-from ..masking.network import NetworkConfig, build_network, select_device
 from ..models.card import ModelCard
+from ..models.network import NetworkConfig, build_network, select_device
 from ..models.store import save_model
 from .dataset import IGNORE, TileSet
 from .metrics import operating_point
@@ -121,7 +121,8 @@ def predict_tiles(net: torch.nn.Module, x: torch.Tensor, device, batch: int = 32
         return torch.empty((0, *x.shape[2:]))
     out = [
         torch.softmax(
-            net(x[i : i + batch].to(device).contiguous(memory_format=torch.channels_last)).float(),
+            net(x[i : i + batch].to(device, torch.float32)
+                .contiguous(memory_format=torch.channels_last)).float(),
             dim=1,
         )[:, 1].cpu()
         for i in range(0, len(x), batch)
@@ -218,7 +219,7 @@ def train(
             if cfg.augment:
                 batch = list(_augment(gen, *batch))
             opt.zero_grad(set_to_none=True)
-            xb = batch[0].to(device).contiguous(memory_format=torch.channels_last)
+            xb = batch[0].to(device, torch.float32).contiguous(memory_format=torch.channels_last)
             yb = batch[1].to(device).long()
             logits = net(xb)
             loss = loss_fn(logits, yb)

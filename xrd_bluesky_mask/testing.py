@@ -1,0 +1,357 @@
+"""Pytest plugin and helpers for testing live masking against a real Tiled server.
+
+Register it once, in the root ``conftest.py``::
+
+    pytest_plugins = ["xrd_bluesky_mask.testing"]
+
+This project's tests do so, and a beamline repository can do the same to test its profile,
+plans and detectors with the fixtures below. Needs pytest (the ``test`` extra); nothing in the
+package imports this module.
+
+Fixtures (all but `run_engine` and `make_det` built once per test session)
+    ``live_base``
+        The session's directory: ``raw/`` and ``tiled/``.
+    ``raw_dir``
+        Where simulated detectors write their HDF5 files (the server may read it).
+    ``tiled_server``
+        A writable Tiled server in this process that can read ``raw_dir``
+        (`xrd_bluesky_mask.tiled.server.LocalTiledServer`: ``uri``, ``api_key``, ``client()``).
+    ``tiled_client``
+        A root client on it.
+    ``session``
+        A `Session` on that server: RunEngine with TiledWriter (``batch_size=1``) subscribed;
+        live masking per scan with ``with session.masking(masker) as cb: ...``.
+    ``run_engine``
+        The session's RunEngine; fails the test that leaves it not idle or leaves a masking
+        callback subscribed (and cleans up, so the next test starts clean).
+    ``make_det``
+        Factory of simulated detectors on the session's RunEngine (96 x 96 frames by default).
+
+Helpers
+    `serve_tiled` (the one way to start a Tiled server for a test, in this process or as a
+    ``tiled serve`` child process), `TiledProcess`, `free_port`, `wait_for`, `FailingMasker`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pytest
+
+from .bluesky.session import Session, stop_run_engine
+
+if TYPE_CHECKING:
+    from .bluesky.devices import SimXRDDetector
+    from .tiled.server import LocalTiledServer
+
+__all__ = [
+    "FailingMasker",
+    "TiledProcess",
+    "free_port",
+    "make_det",
+    "raw_dir",
+    "run_engine",
+    "serve_tiled",
+    "session",
+    "tiled_client",
+    "tiled_server",
+    "live_base",
+    "wait_for",
+]
+
+T = TypeVar("T")
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (bound once, then released).
+
+    Another process may take it before it is used; good enough for tests, and also how a test
+    gets a port that is certain to refuse connections.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, poll: float = 0.05) -> T:
+    """Call ``predicate()`` every ``poll`` s until it returns something truthy, and return that.
+
+    The deterministic replacement for a ``time.sleep`` that guesses how long something takes:
+    it waits exactly until the condition holds, and fails with ``what`` in the message after
+    ``timeout`` s. An exception from ``predicate`` propagates (e.g. "the process exited").
+
+    Raises
+    ------
+    AssertionError
+        The condition did not hold within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(poll)
+
+
+class TiledProcess:
+    """A ``tiled serve`` child process on 127.0.0.1: killable and restartable on the same port
+    and catalog, for tests about outages and separate processes (see `serve_tiled`).
+
+    Parameters
+    ----------
+    directory
+        Catalog (``catalog.db``, created on the first start), data (``data/``, DuckDB) and the
+        server's log (``server.log``, appended to by every start).
+    readable_storage
+        Directories of external files the server may read.
+    api_key
+        Alphanumeric key; None: a random one.
+    config
+        Serve this config file (``tiled serve config``) instead of a catalog in ``directory``;
+        the file decides storage and adapters (``env`` can fill its ``${VARIABLES}``).
+    env
+        Extra environment variables for the server.
+    """
+
+    def __init__(self, directory: str | Path, *, readable_storage: Sequence[str | Path] = (),
+                 api_key: str | None = None, config: str | Path | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
+        self.directory = Path(directory)
+        self.readable_storage = [Path(p).resolve() for p in readable_storage]
+        self.api_key = api_key or secrets.token_hex(8)
+        self.config = Path(config) if config is not None else None
+        self.env = dict(env or {})
+        self.port = free_port()
+        self.log = self.directory / "server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        """``http://127.0.0.1:PORT/api/v1`` (no key)."""
+        return f"http://127.0.0.1:{self.port}/api/v1"
+
+    @property
+    def uri_with_key(self) -> str:
+        """``uri`` with ``?api_key=...``."""
+        return f"{self.uri}?api_key={self.api_key}"
+
+    def command(self) -> list[str]:
+        """The ``tiled serve ...`` command line."""
+        exe = Path(sys.executable).with_name("tiled")
+        common = ["--api-key", self.api_key, "--host", "127.0.0.1", "--port", str(self.port)]
+        if self.config is not None:
+            return [str(exe), "serve", "config", str(self.config), *common]
+        db = self.directory / "catalog.db"
+        cmd = [str(exe), "serve", "catalog", str(db), *([] if db.exists() else ["--init"]),
+               "-w", str(self.directory / "data"),
+               "-w", f"duckdb:///{self.directory / 'storage.duckdb'}", *common]
+        for path in self.readable_storage:
+            cmd += ["-r", str(path)]
+        return cmd
+
+    def start(self, timeout: float = 90.0) -> TiledProcess:
+        """Start the server and return once it answers ``/healthz`` (5-15 s on 2 cores).
+
+        Raises
+        ------
+        AssertionError
+            It exited, or did not answer within ``timeout`` s (the message ends with its log).
+        """
+        from .errors import TiledConnectionError
+        from .tiled.server import probe
+
+        (self.directory / "data").mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:  # the child keeps its own handle
+            self.proc = proc = subprocess.Popen(self.command(), stdout=log,
+                                                stderr=subprocess.STDOUT,
+                                                env={**os.environ, **self.env})
+
+        def healthy() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"`tiled serve` exited with code {proc.returncode}")
+            try:
+                probe(self.uri, timeout=1.0)
+            except TiledConnectionError:
+                return False
+            return True
+
+        try:
+            wait_for(healthy, timeout, f"`tiled serve` to answer at {self.uri}", poll=0.2)
+        except AssertionError as exc:
+            self.close()
+            raise AssertionError(f"{exc}; its log ({self.log}) ends:\n{self.log_tail()}") from None
+        return self
+
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of the server's log."""
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown (a crash or an outage)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+    def close(self) -> None:
+        """Stop it (SIGINT, then SIGKILL after 15 s); idempotent. The directory is kept."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def client(self) -> Any:
+        """A new root client (`xrd_bluesky_mask.tiled.server.connect`)."""
+        from .tiled.server import connect
+
+        return connect(self.uri, self.api_key)
+
+    def __enter__(self) -> TiledProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def serve_tiled(directory: str | Path | None = None, *,
+                readable_storage: Sequence[str | Path] = (), api_key: str | None = None,
+                process: bool = False, config: str | Path | None = None,
+                env: Mapping[str, str] | None = None) -> LocalTiledServer | TiledProcess:
+    """Start a writable Tiled server for a test: the one way this project's tests start one.
+
+    In this process (the default): the embedded server
+    (`xrd_bluesky_mask.tiled.server.start_local_server`, Tiled's SimpleTiledServer on a
+    thread, 3-7 s), which is what a test that needs a real server and its socket wants. With
+    ``process=True`` (implied by ``config``): a started `TiledProcess`, for tests where a
+    separate process matters (killed and restarted mid-run, a config file with its own
+    adapters). Either way the result has ``uri``, ``api_key``, ``client()`` and ``close()``
+    and is a context manager.
+
+    Parameters
+    ----------
+    directory
+        Catalog and data; None: a temporary directory (in this process only; a child process
+        needs a directory).
+    readable_storage, api_key, config, env
+        As for `TiledProcess` (``config`` and ``env`` need ``process=True``).
+    """
+    if config is not None or process:
+        if directory is None:
+            raise ValueError("serve_tiled(process=True) needs a directory for the catalog "
+                             "and the server's log")
+        server = TiledProcess(directory, readable_storage=readable_storage, api_key=api_key,
+                              config=config, env=env)
+        return server.start()
+    if env:
+        raise ValueError("serve_tiled: env= applies to a child process (process=True)")
+    from .tiled.server import start_local_server
+
+    return start_local_server(directory, api_key=api_key, readable_storage=readable_storage)
+
+
+class FailingMasker:
+    """A masker whose ``predict`` always raises ``RuntimeError("kaboom")``: masking errors
+    must be recorded per frame and never abort the scan."""
+
+    name = "failing"
+
+    def predict(self, frame: Any, geometry: Any, **kwargs: Any) -> Any:
+        """Raise."""
+        raise RuntimeError("kaboom")
+
+    def settings(self) -> dict[str, Any]:
+        """What the results record."""
+        return {"masker": self.name}
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def live_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's directory: ``raw/`` (detector files) and ``tiled/`` (the catalog)."""
+    return tmp_path_factory.mktemp("live")
+
+
+@pytest.fixture(scope="session")
+def raw_dir(live_base: Path) -> Path:
+    """Where simulated detectors write their HDF5 files (readable by ``tiled_server``)."""
+    path = live_base / "raw"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiled_server(live_base: Path, raw_dir: Path) -> Iterator[LocalTiledServer]:
+    """A writable Tiled server in this process that can read ``raw_dir``."""
+    from .tiled.server import LocalTiledServer
+
+    server = serve_tiled(live_base / "tiled", readable_storage=[raw_dir])
+    assert isinstance(server, LocalTiledServer)
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def tiled_client(tiled_server: LocalTiledServer) -> Any:
+    """A root client on ``tiled_server``."""
+    return tiled_server.client()
+
+
+@pytest.fixture(scope="session")
+def session(tiled_server: LocalTiledServer, raw_dir: Path) -> Iterator[Session]:
+    """A `Session` on ``tiled_server``: RunEngine with TiledWriter subscribed, detectors
+    writing to ``raw_dir``. Closed (RunEngine halted, loop thread joined) at the end."""
+    with Session(tiled_server.client(), readable_storage=[raw_dir]) as s:
+        yield s
+
+
+@pytest.fixture
+def run_engine(session: Session) -> Iterator[Any]:
+    """The session's RunEngine (TiledWriter subscribed: every run lands in ``tiled_server``).
+
+    After the test it must be idle with no masking callback left subscribed; otherwise it is
+    halted and the callback stopped (so later tests start clean) and the test fails.
+    """
+    RE = session.RE
+    yield RE
+    problems = []
+    if RE.state != "idle":
+        problems.append(f"RunEngine left {RE.state!r}")
+        try:
+            RE.halt()
+        except Exception:
+            stop_run_engine(RE)
+    if session.callback is not None:
+        problems.append("masking callback left subscribed (use `with session.masking(...)`)")
+        session.stop_masking(timeout=30)
+    if problems:
+        pytest.fail("; ".join(problems))
+
+
+@pytest.fixture
+def make_det(session: Session) -> Callable[..., SimXRDDetector]:
+    """Factory: a connected `SimXRDDetector` on the session's RunEngine, files in ``raw_dir``
+    (96 x 96 frames and name ``det`` unless given; other keywords: `make_detector`'s)."""
+
+    def make(**kwargs: Any) -> SimXRDDetector:
+        kwargs.setdefault("shape", (96, 96))
+        kwargs.setdefault("name", "det")
+        return session.add_detector(**kwargs)
+
+    return make
