@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from xrd_bluesky_mask.cli import main
-from xrd_bluesky_mask.files import read_xy
+from xrd_bluesky_mask.io import read_xy
 
 from .masking.frames import ring_frame
 

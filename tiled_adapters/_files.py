@@ -1,7 +1,7 @@
 """What the adapters know about detector files: probing headers, reading frames, the PONI beside.
 
 Everything here works on local paths. Headers are read with fabio (`fabio.openheader`, which
-does not read the pixels); pixels with `xrd_bluesky_mask.files.read_frame` (fabio, with tifffile
+does not read the pixels); pixels with `xrd_bluesky_mask.io.read_frame` (fabio, with tifffile
 as fallback for TIFF layouts fabio cannot read), so a frame served by Tiled is byte for byte what
 ``xrd-mask predict`` reads from the same file.
 """
@@ -154,7 +154,7 @@ def read_pixels(path: str | Path, index: int | None = None) -> np.ndarray:
 
     Raises `FrameReadError` (an `InputFileError`) when the file cannot be read.
     """
-    from xrd_bluesky_mask.files import read_frame
+    from xrd_bluesky_mask.io import read_frame
 
     try:
         return read_frame(path, index=index)

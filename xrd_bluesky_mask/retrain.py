@@ -31,24 +31,29 @@ class RetrainSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int = Field(5, ge=1, description="training epochs")
-    batch_size: int = Field(8, ge=2, description="tiles per optimiser step")
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate (a tenth of from-scratch)")
-    class_weights: tuple[float, float] = Field((1.0, 4.0), description="CE weight per class")
-    target_tnr: float = Field(0.998, gt=0.5, lt=1, description="threshold chosen for this TNR")
-    val_fraction: float = Field(0.2, gt=0, lt=1,
+    epochs: int = Field(default=5, ge=1, description="training epochs")
+    batch_size: int = Field(default=8, ge=2, description="tiles per optimiser step")
+    lr: float = Field(default=1e-3, gt=0,
+                      description="Adam learning rate (a tenth of from-scratch)")
+    class_weights: tuple[float, float] = Field(default=(1.0, 4.0),
+                                               description="CE weight per class")
+    target_tnr: float = Field(default=0.998, gt=0.5, lt=1,
+                              description="threshold chosen for this TNR")
+    val_fraction: float = Field(default=0.2, gt=0, lt=1,
                                 description="share of training tiles scored after each epoch")
-    heldout_fraction: float = Field(0.25, gt=0, lt=1,
+    heldout_fraction: float = Field(default=0.25, gt=0, lt=1,
                                     description="share of each run's annotated frames held out")
-    min_spot_px: int = Field(500, ge=1, description="spot pixels needed in training frames")
+    min_spot_px: int = Field(default=500, ge=1, description="spot pixels needed in training frames")
     tnr_tolerance: float = Field(
-        0.001, ge=0, lt=1, description="held-out TNR a better model may lose below the lower of "
+        default=0.001, ge=0, lt=1,
+        description="held-out TNR a better model may lose below the lower of "
         "the base model's and target_tnr")
-    window: int = Field(256, ge=32, description="training tile size, px")
-    negative_keep: float = Field(0.3, ge=0, le=1, description="share of spot-free tiles kept")
+    window: int = Field(default=256, ge=32, description="training tile size, px")
+    negative_keep: float = Field(default=0.3, ge=0, le=1,
+                                 description="share of spot-free tiles kept")
     augment: bool = True
     seed: int = 0
-    device: str | None = Field(None, description="torch device; None: CUDA if usable")
+    device: str | None = Field(default=None, description="torch device; None: CUDA if usable")
 
 
 @dataclass

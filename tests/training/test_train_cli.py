@@ -7,7 +7,7 @@ import pytest
 
 from xrd_bluesky_mask.cli import main
 from xrd_bluesky_mask.errors import FrameError
-from xrd_bluesky_mask.files import write_mask_tiff
+from xrd_bluesky_mask.io import write_mask_tiff
 from xrd_bluesky_mask.models import read_card
 from xrd_bluesky_mask.protocols import encode_mask as mask_codes
 from xrd_bluesky_mask.simulate import preset, simulate_frame

@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, argv: list[str] | None) -> int:
-    from ..files import read_frame
+    from ..io import read_frame
     from ..predict_files import predict_files
 
     if not args.poni.is_file():

@@ -62,7 +62,7 @@ class ModelCard(BaseModel):
     architecture: NetworkConfig = Field(default_factory=NetworkConfig)
     network: str = "dlsia.core.networks.tunet.TUNet"
     input: InputSpec = Field(default_factory=InputSpec)
-    threshold: float = Field(0.5, gt=0, lt=1, description="spot probability cut")
+    threshold: float = Field(default=0.5, gt=0, lt=1, description="spot probability cut")
     weights_file: str = "model.safetensors"
     sha256: str = ""
     parent: str | None = None
@@ -70,9 +70,11 @@ class ModelCard(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
     created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     version: int | None = Field(
-        None, ge=0, description="number in a model registry (0 = packaged default); None outside"
+        default=None, ge=0,
+        description="number in a model registry (0 = packaged default); None outside"
     )
-    parent_sha256: str | None = Field(None, description="weights checksum of the parent model")
+    parent_sha256: str | None = Field(default=None,
+                                      description="weights checksum of the parent model")
     runs: list[RunFrames] = Field(
         default_factory=list, description="Bluesky runs (uid + frames) trained and evaluated on"
     )

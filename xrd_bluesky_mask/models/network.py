@@ -27,12 +27,12 @@ class NetworkConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    in_channels: int = Field(4, ge=1, description="input channels (see CHANNELS)")
-    out_channels: int = Field(2, ge=2, description="classes: 0 = not a spot, 1 = spot")
-    depth: int = Field(4, ge=2, le=6, description="levels of the U (max-pool steps + 1)")
-    base_channels: int = Field(8, ge=1, description="feature maps at full resolution")
-    growth_rate: float = Field(2, gt=0, description="feature-map growth per level")
-    hidden_rate: float = Field(1, gt=0, description="hidden-layer width factor")
+    in_channels: int = Field(default=4, ge=1, description="input channels (see CHANNELS)")
+    out_channels: int = Field(default=2, ge=2, description="classes: 0 = not a spot, 1 = spot")
+    depth: int = Field(default=4, ge=2, le=6, description="levels of the U (max-pool steps + 1)")
+    base_channels: int = Field(default=8, ge=1, description="feature maps at full resolution")
+    growth_rate: float = Field(default=2, gt=0, description="feature-map growth per level")
+    hidden_rate: float = Field(default=1, gt=0, description="hidden-layer width factor")
 
     @property
     def size_multiple(self) -> int:

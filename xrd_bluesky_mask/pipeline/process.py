@@ -64,7 +64,7 @@ class Pipeline:
         self.policy = resolve(policy, masker)
         self._batched = isinstance(masker, BatchMasker)
         if self.policy.integrate_on_device:
-            from ..accel.csr import TorchIntegrator
+            from ..integration.csr import TorchIntegrator
 
             self.integrator: Any = TorchIntegrator(self.geometry, settings,
                                                    device=getattr(masker, "device", None))

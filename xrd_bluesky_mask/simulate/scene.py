@@ -42,8 +42,8 @@ class PhaseSpec(_Model):
     """
 
     name: str
-    weight: float = Field(1.0, gt=0)
-    fwhm_scale: float = Field(1.0, gt=0)
+    weight: float = Field(default=1.0, gt=0)
+    fwhm_scale: float = Field(default=1.0, gt=0)
 
 
 class Background(_Model):
@@ -53,14 +53,14 @@ class Background(_Model):
     + hump·exp(-½((2θ-hump_center_deg)/hump_width_deg)²)``.
     """
 
-    constant: float = Field(0.02, ge=0)
-    radial: float = Field(0.05, ge=0)
-    radial_scale_deg: float = Field(10.0, gt=0)
-    air: float = Field(0.1, ge=0)
-    air_scale_deg: float = Field(1.5, gt=0)
-    hump: float = Field(0.0, ge=0)
+    constant: float = Field(default=0.02, ge=0)
+    radial: float = Field(default=0.05, ge=0)
+    radial_scale_deg: float = Field(default=10.0, gt=0)
+    air: float = Field(default=0.1, ge=0)
+    air_scale_deg: float = Field(default=1.5, gt=0)
+    hump: float = Field(default=0.0, ge=0)
     hump_center_deg: float = 6.0
-    hump_width_deg: float = Field(2.0, gt=0)
+    hump_width_deg: float = Field(default=2.0, gt=0)
 
 
 class PreferredOrientation(_Model):
@@ -88,11 +88,11 @@ class PreferredOrientation(_Model):
     """
 
     enabled: bool = False
-    strength: float = Field(6.0, ge=1.0, le=100.0)
-    base: float = Field(0.6, gt=0, le=1.0)
-    width_deg: float = Field(20.0, gt=0, le=180.0)
+    strength: float = Field(default=6.0, ge=1.0, le=100.0)
+    base: float = Field(default=0.6, gt=0, le=1.0)
+    width_deg: float = Field(default=20.0, gt=0, le=180.0)
     chi0_deg: float | None = None
-    ring_jitter: float = Field(0.3, ge=0, le=1)
+    ring_jitter: float = Field(default=0.3, ge=0, le=1)
 
 
 class Texture(_Model):
@@ -104,11 +104,11 @@ class Texture(_Model):
     """
 
     enabled: bool = False
-    amplitude: float = Field(0.5, ge=0, le=3.0)
-    correlation_deg: float = Field(1.0, gt=0, le=90.0)
-    arcs_per_ring: float = Field(0.0, ge=0)
-    arc_strength: float = Field(2.0, ge=0)
-    arc_width_deg: float = Field(8.0, gt=0)
+    amplitude: float = Field(default=0.5, ge=0, le=3.0)
+    correlation_deg: float = Field(default=1.0, gt=0, le=90.0)
+    arcs_per_ring: float = Field(default=0.0, ge=0)
+    arc_strength: float = Field(default=2.0, ge=0)
+    arc_width_deg: float = Field(default=8.0, gt=0)
 
 
 class SpotSpec(_Model):
@@ -134,12 +134,12 @@ class SpotSpec(_Model):
 
     row: float
     col: float
-    size_px: float = Field(3.0, gt=0)
-    peak_counts: float | None = Field(None, ge=0)
-    peak_rel: float = Field(5.0, ge=0)
+    size_px: float = Field(default=3.0, gt=0)
+    peak_counts: float | None = Field(default=None, ge=0)
+    peak_rel: float = Field(default=5.0, ge=0)
     kind: SpotKind = "gaussian"
     angle_deg: float = 0.0
-    aspect: float = Field(1.0, gt=0, le=1)
+    aspect: float = Field(default=1.0, gt=0, le=1)
 
 
 class Spots(_Model):
@@ -184,22 +184,22 @@ class Spots(_Model):
         level, on the centre of a ring (the brightest pixels of a sharp-ring frame).
     """
 
-    count: int = Field(0, ge=0)
-    on_ring_fraction: float = Field(0.6, ge=0, le=1)
+    count: int = Field(default=0, ge=0)
+    on_ring_fraction: float = Field(default=0.6, ge=0, le=1)
     size_px: tuple[float, float] = (1.0, 15.0)
     kinds: dict[SpotKind, float] = Field(default_factory=lambda: {
         "gaussian": 0.4, "lorentzian": 0.2, "streak": 0.15, "cluster": 0.15, "pair": 0.1})
     rel_brightness: tuple[float, float] = (0.3, 300.0)
-    saturated_fraction: float = Field(0.05, ge=0, le=1)
+    saturated_fraction: float = Field(default=0.05, ge=0, le=1)
     fixed: tuple[SpotSpec, ...] = ()
     streak_length_px: tuple[float, float] | None = None
     streak_orientation: StreakOrientation = "random"
-    streak_taper: float = Field(0.0, ge=0, le=1)
+    streak_taper: float = Field(default=0.0, ge=0, le=1)
     moffat_beta: tuple[float, float] = (1.2, 2.5)
-    reach_px: float = Field(48.0, ge=4)
-    near_edge_fraction: float = Field(0.0, ge=0, le=1)
-    near_edge_px: float = Field(12.0, ge=1)
-    extreme_fraction: float = Field(0.0, ge=0, le=1)
+    reach_px: float = Field(default=48.0, ge=4)
+    near_edge_fraction: float = Field(default=0.0, ge=0, le=1)
+    near_edge_px: float = Field(default=12.0, ge=1)
+    extreme_fraction: float = Field(default=0.0, ge=0, le=1)
 
     @field_validator("size_px", "rel_brightness", "streak_length_px", "moffat_beta")
     @classmethod
@@ -225,8 +225,8 @@ class Noise(_Model):
     """
 
     enabled: bool = True
-    gain: float = Field(1.0, gt=0)
-    read_noise: float = Field(2.0, ge=0)
+    gain: float = Field(default=1.0, gt=0)
+    read_noise: float = Field(default=2.0, ge=0)
 
 
 class Beamstop(_Model):
@@ -238,12 +238,12 @@ class Beamstop(_Model):
     """
 
     enabled: bool = False
-    radius_px: float = Field(40.0, gt=0)
-    arm_width_px: float = Field(12.0, ge=0)
+    radius_px: float = Field(default=40.0, gt=0)
+    arm_width_px: float = Field(default=12.0, ge=0)
     arm_angle_deg: float = 90.0
-    transmission: float = Field(0.02, ge=0, le=1)
-    rim: float = Field(0.0, ge=0)
-    rim_width_px: float = Field(3.0, gt=0)
+    transmission: float = Field(default=0.02, ge=0, le=1)
+    rim: float = Field(default=0.0, ge=0)
+    rim_width_px: float = Field(default=3.0, gt=0)
 
 
 class Detector(_Model):
@@ -267,13 +267,13 @@ class Detector(_Model):
         Beamstop shadow.
     """
 
-    saturation: float = Field(1_048_575.0, gt=0)
+    saturation: float = Field(default=1_048_575.0, gt=0)
     module_px: tuple[int, int] | None = None
     gap_px: tuple[int, int] = (17, 7)
     gap_value: float = -1.0
-    dead_fraction: float = Field(0.0, ge=0, le=0.1)
+    dead_fraction: float = Field(default=0.0, ge=0, le=0.1)
     dead_value: float = 0.0
-    hot_fraction: float = Field(0.0, ge=0, le=0.1)
+    hot_fraction: float = Field(default=0.0, ge=0, le=0.1)
     beamstop: Beamstop = Beamstop()
 
 
@@ -285,10 +285,10 @@ class LabelRule(_Model):
     dilation by ``dilate_px`` pixels (8-connected). Static-masked pixels are never spots.
     """
 
-    nsigma: float = Field(3.0, gt=0)
-    rel: float = Field(0.10, gt=0)
-    min_nsigma: float = Field(1.0, ge=0)
-    dilate_px: int = Field(1, ge=0)
+    nsigma: float = Field(default=3.0, gt=0)
+    rel: float = Field(default=0.10, gt=0)
+    min_nsigma: float = Field(default=1.0, ge=0)
+    dilate_px: int = Field(default=1, ge=0)
 
 
 class SceneConfig(_Model):
@@ -329,20 +329,20 @@ class SceneConfig(_Model):
 
     name: str = "custom"
     shape: tuple[int, int] = (2880, 2880)
-    pixel_size_um: float = Field(150.0, gt=0)
-    distance_m: float = Field(0.5, gt=0)
-    wavelength_angstrom: float = Field(0.1839, gt=0)
+    pixel_size_um: float = Field(default=150.0, gt=0)
+    distance_m: float = Field(default=0.5, gt=0)
+    wavelength_angstrom: float = Field(default=0.1839, gt=0)
     beam_center_frac: tuple[float, float] = (0.5, 0.5)
     rot1_deg: float = 0.0
     rot2_deg: float = 0.0
     phases: tuple[PhaseSpec, ...] = (PhaseSpec(name="CeO2"),)
-    ring_fwhm_deg: float = Field(0.05, gt=0, le=2.0)
-    ring_eta: float = Field(0.3, ge=0, le=1)
-    pixel_floor: float = Field(1.0, ge=0)
-    min_ring_intensity: float = Field(1e-4, ge=0, lt=1)
-    flux: float = Field(1e4, gt=0)
+    ring_fwhm_deg: float = Field(default=0.05, gt=0, le=2.0)
+    ring_eta: float = Field(default=0.3, ge=0, le=1)
+    pixel_floor: float = Field(default=1.0, ge=0)
+    min_ring_intensity: float = Field(default=1e-4, ge=0, lt=1)
+    flux: float = Field(default=1e4, gt=0)
     background: Background = Background()
-    polarization: float | None = Field(None, ge=-1, le=1)
+    polarization: float | None = Field(default=None, ge=-1, le=1)
     po: PreferredOrientation = PreferredOrientation()
     texture: Texture = Texture()
     spots: Spots = Spots()

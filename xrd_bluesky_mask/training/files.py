@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FrameError
-from ..files import read_frame
 from ..geometry import as_geometry
+from ..io import read_frame
 from ..masking.preprocess import network_input, prepare_frame
 from .dataset import TileSet, tiles_from_pair
 

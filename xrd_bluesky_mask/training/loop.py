@@ -41,21 +41,25 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(50, ge=1)
-    lr: float = Field(1e-2, gt=0, description="Adam learning rate")
+    epochs: int = Field(default=20, ge=1)
+    batch_size: int = Field(default=50, ge=1)
+    lr: float = Field(default=1e-2, gt=0, description="Adam learning rate")
     lr_schedule: Literal["constant", "cosine"] = Field(
-        "constant", description="constant (the paper) or cosine decay to lr/100 over `epochs`"
+        default="constant",
+        description="constant (the paper) or cosine decay to lr/100 over `epochs`"
     )
-    class_weights: tuple[float, float] = Field((1.0, 4.0), description="CE weight per class")
-    val_fraction: float = Field(0.2, gt=0, lt=1)
-    target_tnr: float = Field(0.998, gt=0.5, lt=1, description="threshold chosen for this TNR")
+    class_weights: tuple[float, float] = Field(default=(1.0, 4.0),
+                                               description="CE weight per class")
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    target_tnr: float = Field(default=0.998, gt=0.5, lt=1,
+                              description="threshold chosen for this TNR")
     augment: bool = True
     seed: int = 0
-    max_minutes: float | None = Field(None, gt=0, description="stop after this much wall time")
+    max_minutes: float | None = Field(default=None, gt=0,
+                                      description="stop after this much wall time")
     architecture: NetworkConfig = Field(default_factory=NetworkConfig)
     distill_weight: float = Field(
-        1.0, ge=0, description="weight of the teacher term (used only with a teacher)")
+        default=1.0, ge=0, description="weight of the teacher term (used only with a teacher)")
     device: str | None = None
 
 

@@ -1,4 +1,4 @@
-"""Tests of xrd_bluesky_mask.files: frame readers and atomic writers."""
+"""Tests of xrd_bluesky_mask.io: frame readers and atomic writers."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 import tifffile
 import xarray as xr
 
-from xrd_bluesky_mask import files
+from xrd_bluesky_mask import io as files
 from xrd_bluesky_mask.errors import FrameError, InputFileError
-from xrd_bluesky_mask.files import (
+from xrd_bluesky_mask.io import (
     atomic_write,
     read_frame,
     read_xy,
@@ -22,7 +22,7 @@ from xrd_bluesky_mask.files import (
     write_xy,
 )
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
 
 
 @pytest.fixture

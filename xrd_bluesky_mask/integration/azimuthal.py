@@ -28,8 +28,8 @@ import numpy as np
 import xarray as xr
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .errors import FrameError, GeometryError
-from .geometry import Geometry, as_geometry
+from ..errors import FrameError, GeometryError
+from ..geometry import Geometry, as_geometry
 
 __all__ = [
     "DUMMY",
@@ -37,6 +37,7 @@ __all__ = [
     "IntegrationSettings",
     "Integrator",
     "integrate",
+    "cached_integrator",
     "clear_cache",
     "tth_to_q",
     "q_to_tth",
@@ -65,7 +66,7 @@ class IntegrationSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    npt: int = Field(2000, ge=16)
+    npt: int = Field(default=2000, ge=16)
     """Number of radial bins in the output pattern (≥ 16)."""
 
     unit: Literal["2th_deg", "q_A^-1"] = "2th_deg"

@@ -12,12 +12,12 @@ import pytest
 import xarray as xr
 from pydantic import ValidationError
 
-from xrd_bluesky_mask import integration
+from xrd_bluesky_mask.integration import azimuthal as integration
 from xrd_bluesky_mask.errors import FrameError, GeometryError
 from xrd_bluesky_mask.geometry import Geometry, as_geometry, integrator_from_poni_text
 from xrd_bluesky_mask.integration import IntegrationSettings, Integrator, integrate
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
 MAP_FRAMES = ["Fe3O4C_M1_map_1_P1_E1_001", "Fe3O4C_M1_map_2_P1_E1_001"]
 
 SHAPE = (192, 160)
@@ -365,7 +365,7 @@ def _bins_of(x: np.ndarray) -> tuple[int, tuple[float, float]]:
 @pytest.mark.parametrize("name", MAP_FRAMES)
 def test_parity_with_pyfai_xy(name: str) -> None:
     _need_real()
-    from xrd_bluesky_mask.files import read_frame, read_xy
+    from xrd_bluesky_mask.io import read_frame, read_xy
 
     xy = REAL / f"{name}.xy"
     x, y, _ = read_xy(xy)
@@ -395,7 +395,7 @@ def test_ceo2_peak_positions() -> None:
     from pyFAI.calibrant import get_calibrant
     from scipy.signal import find_peaks
 
-    from xrd_bluesky_mask.files import read_frame, read_xy
+    from xrd_bluesky_mask.io import read_frame, read_xy
 
     geo = as_geometry(REAL / "CeO2_Pilatus1M.poni", (1043, 981))
     frame = np.flipud(read_frame(REAL / "CeO2_Pilatus1M.tif"))

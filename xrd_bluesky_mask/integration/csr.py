@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..integration import IntegrationSettings, Integrator
+from .azimuthal import IntegrationSettings, Integrator
 
 
 class _Result:
