@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Install what is needed (or reuse the venv) and run the checks: ruff, then the whole test suite.
+# Install what is needed (or reuse the venv) and run the checks: ruff, the layer contracts
+# (import-linter), the types (basedpyright), then the whole test suite.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 bash scripts/setup.sh
 .venv/bin/ruff check .
+.venv/bin/lint-imports --no-cache
+.venv/bin/basedpyright
 .venv/bin/python -m pytest "$@"
