@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .evaluate import score_mask
 from .integration import IntegrationSettings, integrate
 from .masking import Masker, get_masker
-from .metrics import pixel_metrics, rwp, spot_recall
+from .metrics import rwp
 from .pipeline import process_frame
 from .plotting import save_overlay
 
@@ -59,12 +60,12 @@ def run_demo(
         row = {"frame": i, "scene": preset, "size_px": size, "simulate_s": t_sim}
         pairs = [(masker.name, res)] + ([("classical", cls)] if masker.name != "classical" else [])
         for name, r in pairs:
-            m = pixel_metrics(r.mask.spots, sim.labels, ~static)
+            m = score_mask(sim, r.mask.spots, static, r.pattern, truth)
             row[name] = {
-                "masked_pct": 100 * r.mask.spot_fraction,
-                "recall": m["recall"], "tnr": m["tnr"], "fp_pixels": m["fp"],
-                "spot_recall": spot_recall(r.mask.spots, sim.spot_ids),
-                "rwp": rwp(r.pattern, truth), "seconds": r.timings["total"],
+                "masked_pct": m["masked_pct"], "recall": _ratio(m["tp"], m["tp"] + m["fn"]),
+                "tnr": _ratio(m["tn"], m["tn"] + m["fp"]), "fp_pixels": m["fp"],
+                "spot_recall": _ratio(m["spots_found"], m["spots"]),
+                "rwp": m["rwp"], "seconds": r.timings["total"],
             }
         row["no_mask"] = {"rwp": rwp(raw, truth)}
         png = save_overlay(
@@ -79,6 +80,10 @@ def run_demo(
     _print_table(rows, masker.name)
     print(f"\nPNGs and summary.json in {out.resolve()}")
     return rows
+
+
+def _ratio(num: int, den: int) -> float:
+    return num / den if den else float("nan")
 
 
 def _fmt(x: float, spec: str) -> str:

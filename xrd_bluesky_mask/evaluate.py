@@ -35,7 +35,7 @@ import numpy as np
 import xarray as xr
 
 from .integration import IntegrationSettings, integrate
-from .masking import Masker
+from .masking import Masker, get_masker
 from .masking.preprocess import prepare_frame
 from .metrics import pixel_metrics, rwp, spot_counts, spot_found
 
@@ -260,9 +260,19 @@ def score(sim, masker: Masker | str | None, truth: xr.DataArray,
         _, static = prepare_frame(sim.image, geo, extra_static=sim.static_mask)
         spots = sim.labels & ~static if masker == ORACLE else np.zeros_like(static)
     else:
-        res = masker.predict(sim.image, geo, extra_static=sim.static_mask)
+        reveal_type(masker)
+        chosen = get_masker(masker) if isinstance(masker, str) else masker
+        reveal_type(chosen)
+        res = chosen.predict(sim.image, geo, extra_static=sim.static_mask)
         spots, static = res.spots, res.static
     pattern = integrate(sim.image, geo, mask=spots | static, settings=settings)
+    return score_mask(sim, spots, static, pattern, truth, clear_ids=clear_ids)
+
+
+def score_mask(sim, spots: np.ndarray, static: np.ndarray, pattern: xr.DataArray,
+               truth: xr.DataArray, *, clear_ids: np.ndarray | None = None) -> dict[str, Any]:
+    """Metrics of a mask already made (bool ``spots`` and ``static`` ``(rows, cols)``) and of
+    its masked ``pattern`` against the simulator's ground truth; see `score`."""
     valid = ~static
     pm = pixel_metrics(spots, sim.labels, valid)
     found, total = spot_counts(spots, sim.spot_ids, valid)

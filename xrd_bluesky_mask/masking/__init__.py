@@ -1,7 +1,8 @@
 """Maskers: the Masker protocol, the U-Net and the classical ring-outlier baseline.
 
-Maskers are discovered through the ``xrd_bluesky_mask.maskers`` entry-point group, so a
-beamline package can add its own and select it by name (``--masker NAME``).
+Maskers are discovered through the ``xrd_bluesky_mask.maskers`` entry-point group (the
+built-in ones are registered there too, in pyproject.toml), so a beamline package can add its
+own and select it by name (``--masker NAME``).
 """
 
 from __future__ import annotations
@@ -12,16 +13,9 @@ from typing import Any
 from ..errors import ConfigError
 from ..protocols import Masker, MaskResult
 
-BUILTIN = {
-    "unet": "xrd_bluesky_mask.masking.unet:UNetMasker",
-    "classical": "xrd_bluesky_mask.masking.classical:RingOutlierMasker",
-}
-
-
 def available_maskers() -> dict[str, str]:
     """Masker names and their ``module:Class`` import paths (built-in and plugins)."""
-    found = {ep.name: ep.value for ep in entry_points(group="xrd_bluesky_mask.maskers")}
-    return {**BUILTIN, **found}
+    return {ep.name: ep.value for ep in entry_points(group="xrd_bluesky_mask.maskers")}
 
 
 def get_masker(masker: str | Masker | None = None, **kwargs: Any) -> Masker:

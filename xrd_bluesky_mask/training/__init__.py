@@ -2,7 +2,7 @@
 
 from .dataset import TileSet, tiles_from_pair
 from .loop import TrainConfig, TrainResult, train
-from .metrics import operating_point
+from .operating_point import operating_point
 
 __all__ = [
     "TileSet", "TrainConfig", "TrainResult", "operating_point",

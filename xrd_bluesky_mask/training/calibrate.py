@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from .metrics import operating_point
+from .operating_point import operating_point
 
 #: Calibration frames use seeds from here; training runs use seeds below it.
 CALIBRATION_SEED_BASE = 500_000

@@ -31,7 +31,7 @@ from ..models.card import ModelCard
 from ..models.network import NetworkConfig, build_network, select_device
 from ..models.store import save_model
 from .dataset import IGNORE, TileSet
-from .metrics import operating_point
+from .operating_point import operating_point
 
 log = logging.getLogger(__name__)
 
