@@ -12,10 +12,10 @@ import pytest
 import xarray as xr
 from pydantic import ValidationError
 
-from xrd_bluesky_mask.integration import azimuthal as integration
 from xrd_bluesky_mask.errors import FrameError, GeometryError
 from xrd_bluesky_mask.geometry import Geometry, as_geometry, integrator_from_poni_text
 from xrd_bluesky_mask.integration import IntegrationSettings, Integrator, integrate
+from xrd_bluesky_mask.integration import azimuthal as integration
 
 REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
 MAP_FRAMES = ["Fe3O4C_M1_map_1_P1_E1_001", "Fe3O4C_M1_map_2_P1_E1_001"]

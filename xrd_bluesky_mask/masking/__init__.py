@@ -13,6 +13,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..protocols import Masker, MaskResult
 
+
 def available_maskers() -> dict[str, str]:
     """Masker names and their ``module:Class`` import paths (built-in and plugins)."""
     return {ep.name: ep.value for ep in entry_points(group="xrd_bluesky_mask.maskers")}
