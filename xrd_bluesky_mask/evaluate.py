@@ -260,9 +260,7 @@ def score(sim, masker: Masker | str | None, truth: xr.DataArray,
         _, static = prepare_frame(sim.image, geo, extra_static=sim.static_mask)
         spots = sim.labels & ~static if masker == ORACLE else np.zeros_like(static)
     else:
-        reveal_type(masker)
         chosen = get_masker(masker) if isinstance(masker, str) else masker
-        reveal_type(chosen)
         res = chosen.predict(sim.image, geo, extra_static=sim.static_mask)
         spots, static = res.spots, res.static
     pattern = integrate(sim.image, geo, mask=spots | static, settings=settings)
