@@ -134,6 +134,63 @@ def predict_tiles(net: torch.nn.Module, x: torch.Tensor, device, batch: int = 32
     return torch.cat(out)
 
 
+def _resume(ckpt: Path, net: torch.nn.Module, opt: torch.optim.Optimizer,
+            device: torch.device) -> list[dict[str, Any]]:
+    """Load weights and optimiser state from ``ckpt``; the epochs' history it holds."""
+    # checkpoints written before the lr fix hold numpy float64 learning rates: allow exactly
+    # those data types, nothing that can run code
+    with torch.serialization.safe_globals([np._core.multiarray.scalar, np.dtype,
+                                           np.dtypes.Float64DType]):
+        state = torch.load(ckpt, map_location=device, weights_only=True)
+    net.load_state_dict(state["model"])
+    opt.load_state_dict(state["optim"])
+    history = json.loads(state["history"])
+    log.info("resuming from %s after epoch %d", ckpt, len(history))
+    return history
+
+
+def _train_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: torch.nn.Module,
+                 train_set: TileSet, soft: torch.Tensor | None, cfg: TrainConfig,
+                 gen: torch.Generator, device: torch.device) -> list[float]:
+    """One pass over ``train_set`` in random batches; the loss of each batch."""
+    net.train()
+    perm = torch.randperm(len(train_set), generator=gen)
+    losses = []
+    for i in range(0, len(perm), cfg.batch_size):
+        idx = perm[i : i + cfg.batch_size]
+        if len(idx) < 2:
+            continue
+        batch = [train_set.x[idx], train_set.y[idx]] + ([soft[idx]] if soft is not None else [])
+        if cfg.augment:
+            batch = list(_augment(gen, *batch))
+        opt.zero_grad(set_to_none=True)
+        xb = batch[0].to(device, torch.float32).contiguous(memory_format=torch.channels_last)
+        yb = batch[1].to(device).long()
+        logits = net(xb)
+        loss = loss_fn(logits, yb)
+        if soft is not None:
+            loss = loss + cfg.distill_weight * _distill_loss(logits, batch[2].to(device), yb)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def _save_epoch(out: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, card: ModelCard,
+                history: list[dict[str, Any]], *, is_best: bool) -> None:
+    """``last/`` (and ``best/`` when ``is_best``) model folders, then the checkpoint (written
+    aside and renamed, so a kill never leaves half of one) and ``history.json``."""
+    save_model(net, card, out / "last")  # the latest epoch, ready to calibrate or ship
+    if is_best:
+        save_model(net, card, out / "best")
+    torch.save(
+        {"model": net.state_dict(), "optim": opt.state_dict(), "history": json.dumps(history)},
+        out / "checkpoint.tmp",
+    )
+    (out / "checkpoint.tmp").replace(out / "checkpoint.pt")
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+
+
 def train(
     tiles: TileSet,
     out_dir: str | Path,
@@ -189,49 +246,18 @@ def train(
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     weight = torch.tensor(cfg.class_weights, dtype=torch.float32, device=device)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weight, ignore_index=IGNORE)
-    history: list[dict[str, Any]] = []
-    start_epoch, best = 0, -1.0
     ckpt = out / "checkpoint.pt"
-    if resume and ckpt.exists():
-        # checkpoints written before the lr fix hold numpy float64 learning rates: allow
-        # exactly those data types, nothing that can run code
-        with torch.serialization.safe_globals([np._core.multiarray.scalar, np.dtype,
-                                               np.dtypes.Float64DType]):
-            state = torch.load(ckpt, map_location=device, weights_only=True)
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optim"])
-        history = json.loads(state["history"])
-        start_epoch = len(history)
-        best = max((h["val_recall"] for h in history), default=-1.0)
-        log.info("resuming from %s after epoch %d", ckpt, start_epoch)
+    history = _resume(ckpt, net, opt, device) if resume and ckpt.exists() else []
+    start_epoch = len(history)
+    best = max((h["val_recall"] for h in history), default=-1.0)
     scheduler = lr_scheduler(opt, cfg, start_epoch)
     gen = torch.Generator().manual_seed(cfg.seed + start_epoch)
     t_start = time.monotonic()
     bar = tqdm(range(start_epoch, cfg.epochs), desc="training", unit="epoch",
                disable=not progress, initial=start_epoch, total=cfg.epochs)
     for epoch in bar:
-        net.train()
-        perm = torch.randperm(len(train_set), generator=gen)
-        losses = []
         t0 = time.monotonic()
-        for i in range(0, len(perm), cfg.batch_size):
-            idx = perm[i : i + cfg.batch_size]
-            if len(idx) < 2:
-                continue
-            batch = [train_set.x[idx], train_set.y[idx]] + ([soft[idx]] if soft is not None
-                                                            else [])
-            if cfg.augment:
-                batch = list(_augment(gen, *batch))
-            opt.zero_grad(set_to_none=True)
-            xb = batch[0].to(device, torch.float32).contiguous(memory_format=torch.channels_last)
-            yb = batch[1].to(device).long()
-            logits = net(xb)
-            loss = loss_fn(logits, yb)
-            if soft is not None:
-                loss = loss + cfg.distill_weight * _distill_loss(logits, batch[2].to(device), yb)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
+        losses = _train_epoch(net, opt, loss_fn, train_set, soft, cfg, gen, device)
         prob = predict_tiles(net, val_set.x, device)
         point = operating_point(prob, val_set.y, cfg.target_tnr)
         rec = {
@@ -242,7 +268,7 @@ def train(
             "threshold": point["threshold"],
             "lr": opt.param_groups[0]["lr"],
             "seconds": time.monotonic() - t0,
-            "tiles_per_s": len(perm) / max(time.monotonic() - t0, 1e-9),
+            "tiles_per_s": len(train_set) / max(time.monotonic() - t0, 1e-9),
         }
         history.append(rec)
         bar.set_postfix(loss=f"{rec['loss']:.4f}", recall=f"{rec['val_recall']:.3f}")
@@ -261,16 +287,8 @@ def train(
             },
             metrics={"val": {k: rec[k] for k in ("val_recall", "val_tnr", "threshold")}},
         )
-        save_model(net, card, out / "last")  # the latest epoch, ready to calibrate or ship
-        if rec["val_recall"] > best:
-            best = rec["val_recall"]
-            save_model(net, card, out / "best")
-        torch.save(
-            {"model": net.state_dict(), "optim": opt.state_dict(), "history": json.dumps(history)},
-            out / "checkpoint.tmp",
-        )
-        (out / "checkpoint.tmp").replace(ckpt)
-        (out / "history.json").write_text(json.dumps(history, indent=1))
+        _save_epoch(out, net, opt, card, history, is_best=rec["val_recall"] > best)
+        best = max(best, rec["val_recall"])
         if scheduler is not None:
             scheduler.step()
         if cfg.max_minutes and time.monotonic() - t_start > 60 * cfg.max_minutes:
