@@ -283,6 +283,97 @@ def _add_beamstop_rim(config: SceneConfig, spot_free: np.ndarray, shadow: np.nda
     spot_free[near] += np.float32(bs.rim * config.flux) * np.exp(-d[near] / bs.rim_width_px)
 
 
+def _render_spots(config: SceneConfig, placed: list[_Placed], spot_free: np.ndarray,
+                  ) -> tuple[np.ndarray, np.ndarray, list[tuple[slice, slice] | None],
+                             list[float]]:
+    """The spots' excess over the spot-free image (counts, float32), the owner of each pixel
+    (the 1-based spot adding the most there), the box each spot was rendered in (None off the
+    frame) and each spot's largest excess."""
+    h, w = config.shape
+    gain, read = config.noise.gain, config.noise.read_noise
+    excess = np.zeros((h, w), dtype=np.float32)
+    best = np.zeros((h, w), dtype=np.float32)
+    owner = np.zeros((h, w), dtype=np.int32)
+    boxes: list[tuple[slice, slice] | None] = []
+    peaks: list[float] = []
+    for k, p in enumerate(placed, start=1):
+        lev = float(spot_free[min(max(int(p.row), 0), h - 1), min(max(int(p.col), 0), w - 1)])
+        sig = math.sqrt(gain * max(lev, 0.0) + read * read)
+        thr = max(0.2 * sig, 1e-4 * p.amp, 0.02)
+        box = render_in_box(p.shape, p.row, p.col, p.shape.box_radius(p.amp / thr), (h, w))
+        if box is None:
+            boxes.append(None)
+            peaks.append(0.0)
+            continue
+        rs, cs, patch = box
+        contrib = patch * np.float32(p.amp)
+        peaks.append(float(contrib.max()))
+        excess[rs, cs] += contrib
+        upd = contrib > best[rs, cs]
+        best[rs, cs] = np.where(upd, contrib, best[rs, cs])
+        owner[rs, cs] = np.where(upd, k, owner[rs, cs])
+        boxes.append((rs, cs))
+    return excess, owner, boxes, peaks
+
+
+def _label_spots(config: SceneConfig, excess: np.ndarray, owner: np.ndarray,
+                 spot_free: np.ndarray, static: np.ndarray,
+                 boxes: list[tuple[slice, slice] | None]) -> np.ndarray:
+    """Ground truth (`LabelRule`) in the spot boxes: detectable excess, then dilation per
+    spot; int32 spot ids, 0 = no spot, never on static pixels."""
+    h, w = config.shape
+    gain, read = config.noise.gain, config.noise.read_noise
+    rule = config.labels
+    spot_ids = np.zeros((h, w), dtype=np.int32)
+    for b in boxes:
+        if b is None:
+            continue
+        ex, lev = excess[b], np.maximum(spot_free[b], 0.0)
+        sig = np.sqrt(np.float32(gain) * lev + np.float32(read * read))
+        core = (ex > rule.nsigma * sig) | ((ex > rule.rel * lev) & (ex > rule.min_nsigma * sig))
+        core &= (ex > 0) & ~static[b]
+        spot_ids[b] = np.where(core, owner[b], spot_ids[b])
+    d = rule.dilate_px
+    if d > 0:
+        for k, b in enumerate(boxes, start=1):
+            if b is None:
+                continue
+            rs = slice(max(b[0].start - d, 0), min(b[0].stop + d, h))
+            cs = slice(max(b[1].start - d, 0), min(b[1].stop + d, w))
+            mine = spot_ids[rs, cs] == k
+            if not mine.any():
+                continue
+            grown = ndimage.binary_dilation(mine, _DILATE, iterations=d)
+            sub = spot_ids[rs, cs]
+            sub[grown & (sub == 0)] = k
+    spot_ids[static] = 0
+    return spot_ids
+
+
+def _observe(config: SceneConfig, expected: np.ndarray, parts: dict[str, np.ndarray],
+             rng: np.random.Generator) -> np.ndarray:
+    """What the detector reads (float32 counts) for the ``expected`` counts (changed in
+    place): beamstop shadow, Poisson and read noise, saturation, gap/dead/hot values."""
+    det = config.detector
+    gain, read = config.noise.gain, config.noise.read_noise
+    bs = parts["beamstop"]
+    if bs.any():
+        expected[bs] *= np.float32(det.beamstop.transmission)
+    np.maximum(expected, 0.0, out=expected)
+    if config.noise.enabled:
+        photons = rng.poisson(expected / gain)
+        image = (photons * gain).astype(np.float32)
+        if read > 0:
+            image += rng.standard_normal(expected.shape, dtype=np.float32) * np.float32(read)
+    else:
+        image = expected.astype(np.float32, copy=True)
+    np.minimum(image, np.float32(det.saturation), out=image)
+    image[parts["gaps"]] = det.gap_value
+    image[parts["dead"]] = det.dead_value
+    image[parts["hot"]] = det.saturation
+    return image
+
+
 def simulate_frame(config: SceneConfig | str, *, seed: int = 0,
                    shape: tuple[int, int] | None = None) -> SimulatedFrame:
     """Render a labelled synthetic powder-XRD frame.
@@ -309,7 +400,6 @@ def simulate_frame(config: SceneConfig | str, *, seed: int = 0,
         config = preset(config)
     if shape is not None:
         config = config.with_shape(shape)
-    h, w = config.shape
     geo = config.geometry()
     ss = np.random.SeedSequence(int(seed))
     rng_scene, rng_static, rng_spots, rng_noise = (np.random.default_rng(s)
@@ -320,75 +410,10 @@ def simulate_frame(config: SceneConfig | str, *, seed: int = 0,
 
     placed = _place_spots(config, spot_free, static, rings, geo.tth_deg(), rng_spots,
                           parts["gaps"])
-    gain, read = config.noise.gain, config.noise.read_noise
-    rule = config.labels
-    excess = np.zeros((h, w), dtype=np.float32)
-    best = np.zeros((h, w), dtype=np.float32)
-    owner = np.zeros((h, w), dtype=np.int32)
-    boxes: list[tuple[slice, slice] | None] = []
-    peaks: list[float] = []
-    for k, p in enumerate(placed, start=1):
-        lev = float(spot_free[min(max(int(p.row), 0), h - 1), min(max(int(p.col), 0), w - 1)])
-        sig = math.sqrt(gain * max(lev, 0.0) + read * read)
-        thr = max(0.2 * sig, 1e-4 * p.amp, 0.02)
-        box = render_in_box(p.shape, p.row, p.col, p.shape.box_radius(p.amp / thr), (h, w))
-        if box is None:
-            boxes.append(None)
-            peaks.append(0.0)
-            continue
-        rs, cs, patch = box
-        contrib = patch * np.float32(p.amp)
-        peaks.append(float(contrib.max()))
-        excess[rs, cs] += contrib
-        upd = contrib > best[rs, cs]
-        best[rs, cs] = np.where(upd, contrib, best[rs, cs])
-        owner[rs, cs] = np.where(upd, k, owner[rs, cs])
-        boxes.append((rs, cs))
-
-    # Ground truth in the spot boxes: detectable excess, then dilation per spot.
-    spot_ids = np.zeros((h, w), dtype=np.int32)
-    for b in boxes:
-        if b is None:
-            continue
-        ex, lev = excess[b], np.maximum(spot_free[b], 0.0)
-        sig = np.sqrt(np.float32(gain) * lev + np.float32(read * read))
-        core = (ex > rule.nsigma * sig) | ((ex > rule.rel * lev) & (ex > rule.min_nsigma * sig))
-        core &= (ex > 0) & ~static[b]
-        spot_ids[b] = np.where(core, owner[b], spot_ids[b])
-    d = rule.dilate_px
-    if d > 0:
-        for k, b in enumerate(boxes, start=1):
-            if b is None:
-                continue
-            rs = slice(max(b[0].start - d, 0), min(b[0].stop + d, h))
-            cs = slice(max(b[1].start - d, 0), min(b[1].stop + d, w))
-            mine = spot_ids[rs, cs] == k
-            if not mine.any():
-                continue
-            grown = ndimage.binary_dilation(mine, _DILATE, iterations=d)
-            sub = spot_ids[rs, cs]
-            sub[grown & (sub == 0)] = k
-    spot_ids[static] = 0
+    excess, owner, boxes, peaks = _render_spots(config, placed, spot_free)
+    spot_ids = _label_spots(config, excess, owner, spot_free, static, boxes)
     labels = spot_ids > 0
-
-    # Observed image: expected counts, beamstop shadow, noise, saturation, defect values.
-    det = config.detector
-    expected = spot_free + excess
-    bs = parts["beamstop"]
-    if bs.any():
-        expected[bs] *= np.float32(det.beamstop.transmission)
-    np.maximum(expected, 0.0, out=expected)
-    if config.noise.enabled:
-        photons = rng_noise.poisson(expected / gain)
-        image = (photons * gain).astype(np.float32)
-        if read > 0:
-            image += rng_noise.standard_normal((h, w), dtype=np.float32) * np.float32(read)
-    else:
-        image = expected.astype(np.float32, copy=True)
-    np.minimum(image, np.float32(det.saturation), out=image)
-    image[parts["gaps"]] = det.gap_value
-    image[parts["dead"]] = det.dead_value
-    image[parts["hot"]] = det.saturation
+    image = _observe(config, spot_free + excess, parts, rng_noise)
 
     counts = np.bincount(spot_ids.ravel(), minlength=len(placed) + 1)
     spots = []
