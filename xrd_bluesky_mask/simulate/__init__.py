@@ -5,11 +5,12 @@
 >>> frame.image.dtype, frame.labels.shape
 (dtype('float32'), (512, 512))
 
-Modules: `phases` (d-spacings, Å), `scene` (`SceneConfig`), `presets` (presets and
-`random_scene`), `powder` (rings, PO, texture, background), `spots` (spot shapes), `frame`
-(rendering, labels, noise).
+Modules: `phases` (d-spacings, Å), `scene` (`SceneConfig`), `detector` (noise, beamstop,
+gaps, defects), `presets` (presets and `random_scene`), `powder` (rings, PO, texture,
+background), `spots` (spot shapes), `frame` (rendering, labels, noise).
 """
 
+from .detector import Beamstop, Detector, Noise
 from .frame import SimulatedFrame, SpotInfo, simulate_frame
 from .phases import Phase, Reflection, get_phase, known_phases, two_theta_deg
 from .powder import RingInfo
@@ -17,10 +18,7 @@ from .presets import PRESETS, STYLES, preset, random_scene
 from .scene import (
     SPOT_KINDS,
     Background,
-    Beamstop,
-    Detector,
     LabelRule,
-    Noise,
     PhaseSpec,
     PreferredOrientation,
     SceneConfig,

@@ -20,13 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from .detector import Beamstop, Detector, Noise
 from .phases import known_phases
 from .scene import (
     SPOT_KINDS,
     Background,
-    Beamstop,
-    Detector,
-    Noise,
     PhaseSpec,
     PreferredOrientation,
     SceneConfig,
