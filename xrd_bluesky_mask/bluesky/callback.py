@@ -222,7 +222,9 @@ class XRDMaskCallback:
             self._runs[doc["uid"]] = _RunMasker(self, doc)
             return
         uid = self._run_of(name, doc)
-        run = self._runs.get(uid) if uid else None
+        if not uid:
+            return
+        run = self._runs.get(uid)
         if run is None:
             return
         if name == "descriptor":

@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import bluesky.plan_stubs as bps
+from bluesky.protocols import Reading
 from bluesky.utils import Msg, plan
+from event_model.documents.event_descriptor import DataKey, Dtype
 
 __all__ = ["RetrainResult", "retrain", "set_model"]
 
@@ -119,18 +121,18 @@ def _wait(job: _Job, poll_s: float,
 class _Values:
     """A Bluesky readable of plain numbers/strings: ``set`` them, then read them as an event."""
 
-    def __init__(self, name: str, keys: dict[str, str]) -> None:
+    def __init__(self, name: str, keys: dict[str, Dtype]) -> None:
         self.name, self.parent, self._keys = name, None, keys
         self._values: dict[str, Any] = {}
 
     def set(self, values: dict[str, Any]) -> None:
         self._values = {k: values.get(k) for k in self._keys}
 
-    def describe(self) -> dict[str, dict[str, Any]]:
+    def describe(self) -> dict[str, DataKey]:
         return {k: {"source": f"xrd-mask:{self.name}", "dtype": dtype, "shape": []}
                 for k, dtype in self._keys.items()}
 
-    def read(self) -> dict[str, dict[str, Any]]:
+    def read(self) -> dict[str, Reading[Any]]:
         now = time.time()
         return {k: {"value": self._values.get(k), "timestamp": now} for k in self._keys}
 
@@ -154,8 +156,9 @@ def _client_of(client: Any, callback: Any) -> Any:
     if client is not None:
         return client
     source = getattr(getattr(callback, "worker", None), "source", None)
-    if getattr(source, "runs", None) is not None:  # a TiledFrameSource
-        return source.runs
+    runs = getattr(source, "runs", None)
+    if runs is not None:  # a TiledFrameSource
+        return runs
     raise ValueError("retrain needs client= (the Tiled container holding the annotated runs), "
                      "or callback= an XRDMaskCallback reading from Tiled")
 
@@ -247,7 +250,7 @@ def _commit(outcome: Any, base: Any, uids: list[str], settings: Any, mode: str, 
                   "heldout_frames": outcome.new["frames"],
                   "heldout_recall": outcome.new["recall"], "heldout_tnr": outcome.new["tnr"],
                   "base_recall": outcome.base["recall"], "base_tnr": outcome.base["tnr"]}
-        keys = {k: ("string" if k == "model_id" else
+        keys: dict[str, Dtype] = {k: ("string" if k == "model_id" else
                     "integer" if isinstance(v, int) else "number") for k, v in values.items()}
         yield from _emit(_Values("retrain_result", keys), values, "result")
         verdict = ("activated" if do_activate else
@@ -406,7 +409,7 @@ def set_model(model_id: Any = "active", *, callback: Any = None, registry: Any =
     else:
         yield from bps.null()
     reg.activate(entry.version)
-    if masker is not None:
+    if callback is not None:
         callback.set_masker(masker)
     return entry.model_id
 

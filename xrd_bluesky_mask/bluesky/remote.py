@@ -54,7 +54,7 @@ def kafka_dispatcher(bootstrap: str, topics: Iterable[str], *, group_id: str = "
         bluesky-kafka is not installed.
     """
     try:
-        from bluesky_kafka import RemoteDispatcher
+        from bluesky_kafka import RemoteDispatcher  # pyright: ignore[reportMissingImports]  # optional [kafka] extra
     except ImportError as exc:
         raise MissingExtra(
             f"--kafka needs bluesky-kafka, which is not installed ({exc}): pip install "

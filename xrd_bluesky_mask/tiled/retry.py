@@ -123,9 +123,6 @@ class _Retrying:
     def _call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
         return retry_unreachable(lambda: fn(*args), what, outage=self.outage, **self._kw)
 
-    def __getattr__(self, name: str) -> Any:  # forget(), result_path(), ... of the inner one
-        return getattr(self.inner, name)
-
 
 class RetryingSource(_Retrying):
     """A `FrameSource` that waits out Tiled outages (see the module docstring)."""
@@ -134,6 +131,10 @@ class RetryingSource(_Retrying):
         """The inner source's frame, retried while Tiled is unreachable."""
         return self._call(f"read frame {index} of {run_uid}", self.inner.read, run_uid, stream,
                           field, index)
+
+    def forget(self, run_uid: str) -> None:
+        """The inner source's `forget` (local: nothing to retry)."""
+        self.inner.forget(run_uid)
 
 
 class RetryingSink(_Retrying):
@@ -162,3 +163,21 @@ class RetryingSink(_Retrying):
     def flush(self, source_uid: str) -> None:
         """Write queued rows now (`TiledResultSink.flush`), retried likewise."""
         self._call(f"flush results of {source_uid}", self.inner.flush, source_uid)
+
+    def attach(self, source_uid: str, path: str, frames_expected: int | None = None) -> None:
+        """Write into a version another process opened (`TiledResultSink.attach`), retried
+        likewise."""
+        self._call(f"open results {path}", self.inner.attach, source_uid, path,
+                   frames_expected)
+
+    def done(self, source_uid: str) -> set[int]:
+        """Frames with results written (`TiledResultSink.done`; known locally)."""
+        return self.inner.done(source_uid)
+
+    def result_path(self, source_uid: str) -> str:
+        """Path of the version opened for ``source_uid`` (known locally)."""
+        return self.inner.result_path(source_uid)
+
+    def result_version(self, source_uid: str) -> int:
+        """``result_version`` of the version opened for ``source_uid`` (known locally)."""
+        return self.inner.result_version(source_uid)
