@@ -10,7 +10,8 @@ import pytest
 
 from xrd_bluesky_mask.errors import ConfigError
 from xrd_bluesky_mask.masking.unet import UNetMasker
-from xrd_bluesky_mask.pipeline.worker import CloseRun, FrameItem, OpenRun, RunSpec, Worker
+from xrd_bluesky_mask.pipeline.items import CloseRun, FrameItem, OpenRun, RunSpec
+from xrd_bluesky_mask.pipeline.worker import Worker
 from xrd_bluesky_mask.simulate import simulate_frame
 from xrd_bluesky_mask.tiled.frames import InMemoryFrameSource
 from xrd_bluesky_mask.tiled.sink import InMemoryResultSink

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 from event_model import DocumentRouter
 
 from ..documents import find_image_field, find_poni
-from ..pipeline.worker import CloseRun, FrameItem, OpenRun, RunSpec, Worker
+from ..pipeline.items import CloseRun, FrameItem, OpenRun, RunSpec
+from ..pipeline.worker import Worker
 from ..protocols import FrameSource, Masker, ResultSink
 
 if TYPE_CHECKING:

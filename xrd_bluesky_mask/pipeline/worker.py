@@ -32,121 +32,24 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import ConfigError, RunFailed
 from ..protocols import ExecutionPolicy, FrameSource, MaskCode, Masker, ResultSink
+from .items import CloseRun, FrameItem, FrameRecord, OpenRun, RunRecord, RunSpec, UseMasker
 from .provenance import provenance
 
 if TYPE_CHECKING:  # xarray, pydantic and pyFAI load with the first run, not on import
     from ..integration import IntegrationSettings
     from .process import Pipeline
 
-__all__ = ["CloseRun", "FrameItem", "FrameRecord", "OpenRun", "RunRecord", "RunSpec", "Worker"]
+__all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
 _STOP = object()
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """What the callback learned about a run from its start and descriptor documents.
-
-    Attributes
-    ----------
-    uid
-        Start-document uid of the source run.
-    stream, field
-        Where the frames are (e.g. ``"primary"``, ``"det"``).
-    poni
-        PONI text of the geometry, or None when none was found.
-    shape
-        Frame ``(rows, cols)`` in pixels (from the descriptor).
-    frames_expected
-        ``num_points`` of the start document, or None.
-    geometry_source
-        Where the PONI came from: ``"callback"``, ``"start:xrd_mask_poni"`` or
-        ``"configuration:DEVICE.KEY"``.
-    """
-
-    uid: str
-    stream: str
-    field: str
-    poni: str | None
-    shape: tuple[int, int] | None
-    frames_expected: int | None = None
-    geometry_source: str = ""
-
-
-@dataclass(frozen=True)
-class OpenRun:
-    """Start the results of a run."""
-
-    spec: RunSpec
-
-
-@dataclass(frozen=True)
-class FrameItem:
-    """Process frame ``index`` (0-based row in Tiled) of a run."""
-
-    run_uid: str
-    stream: str
-    field: str
-    index: int
-    t_submitted: float = field(default_factory=time.perf_counter)
-
-
-@dataclass(frozen=True)
-class CloseRun:
-    """The run's stop document arrived: finish its results after its frames."""
-
-    run_uid: str
-    exit_status: str = "success"
-
-
-@dataclass(frozen=True)
-class _UseMasker:
-    """Switch to ``masker`` (queued by `Worker.set_masker`, applied in order)."""
-
-    masker: Any
-
-
-@dataclass
-class FrameRecord:
-    """One processed frame: fractions (of all pixels) and seconds per stage."""
-
-    index: int
-    spot_fraction: float = 0.0
-    static_fraction: float = 0.0
-    timings: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
-
-
-@dataclass
-class RunRecord:
-    """What the worker did with one run (kept in `Worker.records`)."""
-
-    spec: RunSpec | None = None
-    frames: dict[int, FrameRecord] = field(default_factory=dict)
-    run_errors: list[str] = field(default_factory=list)
-    sink_failed: bool = False
-    status: str = "queued"
-    exit_status: str | None = None
-    t_open: float | None = None
-    t_close: float | None = None
-
-    @property
-    def errors(self) -> dict[int, str]:
-        """Failed frames: index → message."""
-        return {i: r.error for i, r in sorted(self.frames.items()) if r.error}
-
-    @property
-    def done(self) -> list[int]:
-        """Indices of the frames processed and written."""
-        return sorted(i for i, r in self.frames.items() if r.error is None)
 
 
 def _describe(exc: BaseException) -> str:
@@ -280,7 +183,7 @@ class Worker:
         from ..masking import get_masker
 
         built = get_masker(masker)
-        self.submit(_UseMasker(built))
+        self.submit(UseMasker(built))
         return built
 
     def masker(self) -> Any:
@@ -371,7 +274,7 @@ class Worker:
             try:
                 if isinstance(item, OpenRun):
                     payload = self._open(item.spec)
-                elif isinstance(item, _UseMasker):  # taken up by the next OpenRun
+                elif isinstance(item, UseMasker):  # taken up by the next OpenRun
                     self._pending_masker = item.masker
             except Exception as exc:
                 payload = exc

@@ -72,7 +72,8 @@ def process_chunk(task: ChunkTask, indices: list[int], masker: Any) -> list[dict
     """Run on a Dask worker: frames ``indices`` of ``task.source``, read from Tiled and written
     back. Returns per frame ``index``, ``error`` (None when written), ``spot_fraction``,
     ``static_fraction`` and ``seconds``; a run-level error comes as index ``"run"``."""
-    from ..pipeline.worker import CloseRun, FrameItem, OpenRun, RunSpec, Worker
+    from ..pipeline.items import CloseRun, FrameItem, OpenRun, RunSpec
+    from ..pipeline.worker import Worker
     from ..tiled.sink import TiledResultSink
 
     client = _tiled(task.uri, task.api_key)

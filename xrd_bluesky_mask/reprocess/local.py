@@ -17,7 +17,8 @@ def run_local(jobs: list[Job], root_client: Any, *, masker: Any, integration: An
     """Process every job's ``todo`` frames; results and final state go into ``job.summary``."""
     from tqdm.auto import tqdm
 
-    from ..pipeline.worker import CloseRun, FrameItem, OpenRun, RunSpec, Worker
+    from ..pipeline.items import CloseRun, FrameItem, OpenRun, RunSpec
+    from ..pipeline.worker import Worker
     from ..tiled.retry import RetryingSink, RetryingSource
     from ..tiled.sink import TiledResultSink
 
