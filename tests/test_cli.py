@@ -179,7 +179,7 @@ def test_every_error_is_one_family_with_its_builtin():
     import inspect
 
     from xrd_bluesky_mask import errors
-    from xrd_bluesky_mask.reprocess import UnknownSource
+    from xrd_bluesky_mask.errors import UnknownSource
 
     family = [c for _, c in inspect.getmembers(errors, inspect.isclass)
               if c.__module__ == errors.__name__]

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .errors import AnnotationError, Cancelled, ModelError
 from .training.annotated import AnnotatedFrames
 
-__all__ = ["Cancelled", "FineTuneResult", "RetrainSettings", "fine_tune", "is_better", "prepare"]
+__all__ = ["FineTuneResult", "RetrainSettings", "fine_tune", "is_better", "prepare"]
 
 log = logging.getLogger(__name__)
 

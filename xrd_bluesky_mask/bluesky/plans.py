@@ -80,7 +80,7 @@ class _Job:
     def publish(self, record: Any) -> None:
         """From the thread: hand ``record`` to the plan and wait until it is emitted (so a
         paused plan holds the work)."""
-        from ..retrain import Cancelled
+        from ..errors import Cancelled
 
         self._ack.clear()
         self.progress.put(record)

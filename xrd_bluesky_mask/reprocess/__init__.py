@@ -9,8 +9,7 @@ new settings add a version. Modules: `sources` (what to read), `plan` (what is l
 from __future__ import annotations
 
 from .driver import reprocess
-from .sources import AllOf, UnknownSource, parse_query
+from .sources import AllOf, parse_query
 from .summary import ReprocessSummary, RunSummary
 
-__all__ = ["AllOf", "ReprocessSummary", "RunSummary", "UnknownSource", "parse_query",
-           "reprocess"]
+__all__ = ["AllOf", "ReprocessSummary", "RunSummary", "parse_query", "reprocess"]
