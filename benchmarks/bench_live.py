@@ -1,7 +1,7 @@
 """Live masking during a Bluesky scan: RunEngine overhead and end-to-end pipeline throughput.
 
-An embedded Tiled server, a RunEngine with TiledWriter (``batch_size=1``) and the simulated XRD
-detector (frames rendered before timing, so the scan measures acquisition and documents, not the
+A `Session` (embedded Tiled server, RunEngine with TiledWriter ``batch_size=1``) and the simulated
+XRD detector (frames rendered before timing, so the scan measures acquisition and documents, not the
 simulator; ``--exposure`` adds a per-frame exposure). Each repeat runs ``count([det],
 num=frames)`` three times: TiledWriter alone; TiledWriter + `XRDMaskCallback` with its default
 ``quiet_s`` (the worker waits for gaps between documents); and with ``quiet_s=0`` (the worker
@@ -45,53 +45,45 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    from bluesky import RunEngine
     from bluesky.plans import count
-    from bluesky_tiled_plugins import TiledWriter
 
-    from xrd_bluesky_mask.bluesky.callback import XRDMaskCallback
-    from xrd_bluesky_mask.bluesky.devices import make_detector
+    from xrd_bluesky_mask.bluesky.session import Session
     from xrd_bluesky_mask.geometry import as_geometry
     from xrd_bluesky_mask.masking import get_masker
     from xrd_bluesky_mask.pipeline import process_frame
-    from xrd_bluesky_mask.tiled.server import start_local_server
 
     base = Path(tempfile.mkdtemp(prefix="bench_live_"))
     raw = base / "raw"
     shape = (args.size, args.size)
-    t0 = time.perf_counter()
-    RE = RunEngine(call_returns_result=True)
-    det = make_detector(raw, shape=shape, presets=("rings_spots", "spots_po"),
-                        n_unique=min(args.frames, 2), exposure_s=args.exposure, run_engine=RE)
-    det.generator.prerender(min(args.frames, 2))
-    masker = get_masker(args.masker)
-    geometry = as_geometry(det.generator.poni_text, shape)
-    process_frame(det.generator.frame(0), geometry, masker)  # warm: numba, pyFAI engine
-    print(f"setup (render frames, warm masker and pyFAI): {time.perf_counter() - t0:.1f} s")
-
     variants = {"TiledWriter only": None, "+ XRDMaskCallback (default quiet_s=0.5)": {},
                 "+ XRDMaskCallback (quiet_s=0)": {"quiet_s": 0.0}}
     scan: dict[str, list[float]] = {v: [] for v in variants}
     fps: dict[str, list[float]] = {v: [] for v in variants}
     stages: dict[str, dict[str, list[float]]] = {v: {s: [] for s in STAGES} for v in variants}
-    with start_local_server(base / "tiled", readable_storage=[raw], mode=args.server) as server:
-        client = server.client()
-        RE.subscribe(TiledWriter(client, batch_size=1))
+    # the embedded server, a RunEngine with TiledWriter(batch_size=1) subscribed
+    with Session(directory=base / "tiled", readable_storage=[raw],
+                 server_mode=args.server) as session:
+        RE = session.RE
+        t0 = time.perf_counter()
+        det = session.add_detector(shape=shape, presets=("rings_spots", "spots_po"),
+                                   n_unique=min(args.frames, 2), exposure_s=args.exposure)
+        det.generator.prerender(min(args.frames, 2))
+        masker = get_masker(args.masker)
+        geometry = as_geometry(det.generator.poni_text, shape)
+        process_frame(det.generator.frame(0), geometry, masker)  # warm: numba, pyFAI engine
+        print(f"setup (render frames, warm masker and pyFAI): {time.perf_counter() - t0:.1f} s")
         RE(count([det], num=1))  # warm the writer and the server
         for _ in range(args.repeats):
             for name, kwargs in variants.items():
-                cb = None if kwargs is None else XRDMaskCallback(client, masker=masker,
-                                                                 **kwargs)
-                token = RE.subscribe(cb) if cb else None
+                cb = None if kwargs is None else session.start_masking(masker, **kwargs)
                 t0 = time.perf_counter()
                 result = RE(count([det], num=args.frames), **det.start_metadata())
                 scan[name].append(time.perf_counter() - t0)
                 if cb is None:
                     continue
-                RE.unsubscribe(token)
                 cb.wait()
                 fps[name].append(args.frames / (time.perf_counter() - t0))
-                cb.close()
+                session.stop_masking()
                 record = cb.records[result.run_start_uids[0]]
                 if record.errors or record.status != "complete":
                     print(f"warning: run status {record.status}, errors {record.errors}")
@@ -99,7 +91,6 @@ def main(argv: list[str] | None = None) -> None:
                     for s in STAGES:
                         if s in frame.timings:
                             stages[name][s].append(frame.timings[s])
-    RE.loop.call_soon_threadsafe(RE.loop.stop)
 
     names = list(variants)
     base_scan = med(scan[names[0]])

@@ -23,15 +23,11 @@ from pathlib import Path
 from xrd_bluesky_mask.sysinfo import machine
 
 
-def _scan(RE, det, client, num: int) -> str:
+def _scan(session, det, num: int) -> str:
+    """A stored run of ``num`` frames (the session's TiledWriter writes it); its uid."""
     from bluesky.plans import count
-    from bluesky_tiled_plugins import TiledWriter
 
-    token = RE.subscribe(TiledWriter(client, batch_size=1))
-    try:
-        return RE(count([det], num=num), **det.start_metadata()).run_start_uids[0]
-    finally:
-        RE.unsubscribe(token)
+    return session.RE(count([det], num=num), **det.start_metadata()).run_start_uids[0]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,28 +43,27 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
 
     import distributed  # noqa: F401 (its logging config first, then ours)
-    from bluesky import RunEngine
 
-    from xrd_bluesky_mask.bluesky.devices import make_detector
+    from xrd_bluesky_mask.bluesky.session import Session
     from xrd_bluesky_mask.masking import get_masker
     from xrd_bluesky_mask.reprocess import reprocess
     from xrd_bluesky_mask.reprocess.cluster import dask_client
-    from xrd_bluesky_mask.tiled.server import start_local_server
 
     logging.getLogger("distributed").setLevel(logging.ERROR)
     base = Path(tempfile.mkdtemp(prefix="bench_reprocess_"))
     raw = base / "raw"
     t0 = time.perf_counter()
-    RE = RunEngine(call_returns_result=True)
-    det = make_detector(raw, shape=(args.size, args.size), presets=("rings_spots", "spots_po"),
-                        n_unique=2, run_engine=RE)
-    det.generator.prerender(2)
     masker = get_masker(args.masker)
     rows = []
-    with start_local_server(base / "tiled", readable_storage=[raw], mode=args.server) as server:
-        client = server.client()
-        warm, uid = _scan(RE, det, client, 2), _scan(RE, det, client, args.frames)
-        print(f"setup (render, store {args.frames + 2} frames): {time.perf_counter() - t0:.1f} s")
+    with Session(directory=base / "tiled", readable_storage=[raw],
+                 server_mode=args.server) as session:
+        det = session.add_detector(shape=(args.size, args.size),
+                                   presets=("rings_spots", "spots_po"), n_unique=2)
+        det.generator.prerender(2)
+        client = session.client
+        warm, uid = _scan(session, det, 2), _scan(session, det, args.frames)
+        print(f"setup (server, render, store {args.frames + 2} frames): "
+              f"{time.perf_counter() - t0:.1f} s")
 
         reprocess(client, warm, masker=masker, root="bench/local", progress=False)
         local = reprocess(client, uid, masker=masker, root="bench/local", progress=False)
@@ -85,7 +80,6 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             close()
         rows.append((f"Dask LocalCluster, {args.workers} worker processes x 1 thread", fanned))
-    RE.loop.call_soon_threadsafe(RE.loop.stop)
 
     print(f"\n{args.frames} frames of {args.size}x{args.size} float32, masker {args.masker}, "
           f"Tiled server in a {args.server}; {machine()}\n")

@@ -1,10 +1,10 @@
 """The live demo: a Bluesky scan of simulated frames, masked while it runs, results in Tiled.
 
-`run_live_demo` starts the embedded Tiled server (or uses ``tiled_uri``), a RunEngine with
-TiledWriter (``batch_size=1``) and `XRDMaskCallback`, runs ``count([det], num=frames)`` on the
-simulated detector, waits for the masks, then prints where the results live, one line per
-frame, a Tiled client snippet, and writes a PNG of one frame. This module prints: it is the
-user-facing end of ``xrd-mask demo --live``.
+`run_live_demo` opens a `Session` (the embedded Tiled server, or ``tiled_uri``; a RunEngine
+with TiledWriter (``batch_size=1``) and `XRDMaskCallback` after it), runs
+``count([det], num=frames)`` on the simulated detector, waits for the masks, then prints where
+the results live, one line per frame, a Tiled client snippet, and writes a PNG of one frame.
+This module prints: it is the user-facing end of ``xrd-mask demo --live``.
 """
 
 from __future__ import annotations
@@ -133,43 +133,34 @@ def run_live_demo(
     TiledConnectionError, TiledAuthError
         ``tiled_uri`` unreachable, or the key refused.
     """
-    from bluesky import RunEngine
     from bluesky.plans import count
-    from bluesky_tiled_plugins import TiledWriter
     from tqdm.auto import tqdm
 
-    from .bluesky.callback import XRDMaskCallback
-    from .bluesky.devices import make_detector
+    from .bluesky.session import Session
     from .tiled.results import find_results
-    from .tiled.server import connect, start_local_server
 
     out = Path(out_dir).resolve()
     raw_dir = out / "raw"
     raw_dir.mkdir(parents=True, exist_ok=True)
     chosen = _choose_masker(masker)
-    server = None
     if tiled_uri:
-        client = connect(tiled_uri, api_key)
-        uri, key = tiled_uri.split("?", 1)[0], api_key
-        print(f"using the Tiled server at {uri}; it must be able to read {raw_dir}")
+        session = Session(uri=tiled_uri, api_key=api_key, readable_storage=[raw_dir])
+        key = api_key  # printed in the snippet only when given, not taken from the environment
+        print(f"using the Tiled server at {session.uri}; it must be able to read {raw_dir}")
     else:
-        server = start_local_server(out / "tiled", readable_storage=[raw_dir])
-        client, uri, key = server.client(), server.uri, server.api_key
-        print(f"embedded Tiled server at {uri} (catalog in {server.directory})")
-    cb = RE = None
-    try:
-        RE = RunEngine(call_returns_result=True)
-        det = make_detector(raw_dir, shape=(size, size), seed=seed, name="det", run_engine=RE)
-        tw = TiledWriter(client, batch_size=1)
-        cb = XRDMaskCallback(client, masker=chosen)
+        session = Session(directory=out / "tiled", readable_storage=[raw_dir])
+        key = session.api_key
+        print(f"embedded Tiled server at {session.uri} (catalog in {out / 'tiled'})")
+    with session:
+        RE, client, uri = session.RE, session.client, session.uri
+        det = session.add_detector(raw_dir, shape=(size, size), seed=seed, name="det")
+        cb = session.start_masking(chosen)  # after TiledWriter, which the Session subscribed
         bar = tqdm(total=frames, desc="scan", unit="frame", disable=not progress)
 
         def _tick(name: str, doc: dict) -> None:
             if name == "event":
                 bar.update(1)
 
-        RE.subscribe(tw)
-        RE.subscribe(cb)  # after TiledWriter: frames are in Tiled when the callback sees them
         RE.subscribe(_tick)
         t0 = time.perf_counter()
         result = RE(count([det], num=frames), **det.start_metadata())
@@ -184,13 +175,13 @@ def run_live_demo(
                 finished = cb.wait(0.2) or time.monotonic() > deadline
                 mbar.update((len(record.frames) if record else 0) - mbar.n)
         processing_s = time.perf_counter() - t0
-        cb.close(timeout=5)
+        session.stop_masking(timeout=5)
         summary = _report(client, uid, uri, key, chosen, det.generator.poni_text, out,
                           record, scan_s, processing_s, find_results)
         summary["exit_status"] = result.exit_status
         (out / "live_summary.json").write_text(json.dumps(summary, indent=1, default=str))
-        if keep and server is not None:
-            print(f"\nTiled server running at {uri} (browser: {server.web_ui_link}); "
+        if keep and session.server is not None:
+            print(f"\nTiled server running at {uri} (browser: {session.server.web_ui_link}); "
                   "Ctrl-C to stop.")
             try:
                 while True:
@@ -198,26 +189,6 @@ def run_live_demo(
             except KeyboardInterrupt:
                 print("stopping the Tiled server")
         return summary
-    finally:
-        if cb is not None:
-            cb.close(timeout=5)
-        if RE is not None:
-            _stop_run_engine(RE)
-        if server is not None:
-            server.close()
-
-
-def _stop_run_engine(RE: Any) -> None:
-    """Halt the RunEngine if needed and stop its event-loop thread."""
-    if RE.state not in ("idle", "panicked"):
-        try:
-            RE.halt()
-        except Exception as exc:
-            log.debug("RunEngine halt: %s", exc)
-    RE.loop.call_soon_threadsafe(RE.loop.stop)
-    thread = getattr(RE, "_th", None)
-    if thread is not None:
-        thread.join(timeout=5)
 
 
 def _report(client: Any, uid: str, uri: str, key: str | None, masker: Any, poni: str,

@@ -5,7 +5,7 @@ same session can be built (and tested) without IPython::
 
     xrd = Beamline(load_settings("xrd_settings.toml"))
     xrd.connect_tiled()        # Tiled client: settings/env URI and key, else the embedded server
-    RE = xrd.make_run_engine() # RunEngine with TiledWriter(batch_size=1) subscribed
+    RE = xrd.make_run_engine() # its Session's RunEngine, TiledWriter(batch_size=1) subscribed
     det = xrd.make_detector()  # the simulated area detector
     xrd.start_masking()        # XRDMaskCallback subscribed after TiledWriter
     print(xrd.banner())
@@ -33,7 +33,7 @@ import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -45,6 +45,9 @@ from pydantic_settings import (
 )
 
 from .errors import InputFileError, XRDMaskError
+
+if TYPE_CHECKING:
+    from .bluesky.session import Session
 
 __all__ = [
     "Beamline",
@@ -260,10 +263,18 @@ def load_settings(path: str | Path | None = None,
 class Beamline:
     """What the profile builds, in order, and how to shut it down (`close`, also at exit).
 
+    The wiring itself is a `Session` (`xrd_bluesky_mask.bluesky.session`, shared with the demo,
+    the benchmarks and the tests): `connect_tiled` opens it (Tiled client, RunEngine with
+    TiledWriter), `make_detector` and `start_masking` add to it. Beamline adds what is the
+    profile's own: the settings, the fallback to the embedded server, the masker that cannot
+    load turning masking off, the banner.
+
     Attributes
     ----------
     settings
         The `ProfileSettings`.
+    session
+        The `Session` (None until `connect_tiled`).
     client, runs, uri, server
         Tiled root client, the container runs go to, the server URI (no key), and the embedded
         `LocalTiledServer` (None for a remote server).
@@ -277,27 +288,57 @@ class Beamline:
 
     def __init__(self, settings: ProfileSettings) -> None:
         self.settings = settings
-        self.client: Any = None
-        self.runs: Any = None
-        self.uri = ""
-        self.server: Any = None
-        self.RE: Any = None
-        self.tiled_writer: Any = None
+        self.session: Session | None = None
         self.det: Any = None
         self.masker: Any = None
-        self.callback: Any = None
         self.masking_error = ""
         self.notes: list[str] = []
+
+    @property
+    def client(self) -> Any:
+        """The Tiled root client (None before `connect_tiled`)."""
+        return self.session.client if self.session is not None else None
+
+    @property
+    def runs(self) -> Any:
+        """The container runs go to (``tiled.runs_path``; the root by default)."""
+        return self.session.runs if self.session is not None else None
+
+    @property
+    def uri(self) -> str:
+        """The Tiled server's URI, without the key ("" before `connect_tiled`)."""
+        return self.session.uri if self.session is not None else ""
+
+    @property
+    def server(self) -> Any:
+        """The embedded `LocalTiledServer`, or None (a remote server, or not connected)."""
+        return self.session.server if self.session is not None else None
+
+    @property
+    def RE(self) -> Any:  # noqa: N802 (the name every Bluesky session uses)
+        """The RunEngine (None before `connect_tiled`)."""
+        return self.session.RE if self.session is not None else None
+
+    @property
+    def tiled_writer(self) -> Any:
+        """The RunEngine's TiledWriter (``batch_size=1``)."""
+        return self.session.tiled_writer if self.session is not None else None
+
+    @property
+    def callback(self) -> Any:
+        """The subscribed `XRDMaskCallback`, or None (masking off or not started)."""
+        return self.session.callback if self.session is not None else None
 
     @property
     def raw_dir(self) -> Path:
         """Where the simulated detector writes its HDF5 files."""
         return self.settings.data_path / "raw"
 
-    # -- Tiled ---------------------------------------------------------------------------
+    # -- Tiled and RunEngine -------------------------------------------------------------
     def connect_tiled(self) -> Any:
         """Connect to ``tiled.uri`` (key from settings or ``$TILED_API_KEY``), or start the
-        embedded server when no URI is set; returns the root client.
+        embedded server when no URI is set, and open the session on it (RunEngine with
+        TiledWriter, see `make_run_engine`); returns the root client.
 
         Raises
         ------
@@ -305,76 +346,55 @@ class Beamline:
             The configured server does not answer (and ``fallback_to_embedded`` is off), or
             refuses the key.
         """
+        from .bluesky.session import Session
         from .errors import TiledAuthError, TiledConnectionError
-        from .tiled.server import connect, start_local_server
 
-        t = self.settings.tiled
+        if self.session is not None:
+            return self.session.client
+        t, rs = self.settings.tiled, self.settings.run_engine
+        common: dict[str, Any] = {
+            "runs_path": t.runs_path, "metadata": rs.metadata,
+            "md_store": (self.settings.data_path / "runengine-md" if rs.persist_metadata
+                         else None),
+            "call_returns_result": False,  # RE(plan) returns the run uids, as before
+        }
         if t.uri:
             try:
-                self.client = connect(t.uri, t.api_key or None)
-                self.uri = t.uri.split("?", 1)[0]
+                self.session = Session(uri=t.uri, api_key=t.api_key or None, **common)
             except TiledConnectionError as exc:
                 if not t.fallback_to_embedded or isinstance(exc, TiledAuthError):
                     raise
                 self.notes.append(f"{t.uri} did not answer; using the embedded server "
                                   "(fallback_to_embedded = true)")
-        if self.client is None:
+        if self.session is None:
             directory = (self.settings.path(t.embedded_directory) if t.embedded_directory
                          else self.settings.data_path / "tiled")
             self.raw_dir.mkdir(parents=True, exist_ok=True)
-            self.server = start_local_server(directory, readable_storage=[self.raw_dir],
-                                             mode=t.embedded_mode)
-            self.client, self.uri = self.server.client(), self.server.uri
-        self.runs = self._container(self.client, t.runs_path)
-        return self.client
+            self.session = Session(directory=directory, readable_storage=[self.raw_dir],
+                                   server_mode=t.embedded_mode, **common)
+        return self.session.client
 
-    @staticmethod
-    def _container(client: Any, path: str) -> Any:
-        """The container at ``path`` under ``client``, created level by level if missing."""
-        node = client
-        for segment in [s for s in path.split("/") if s]:
-            try:
-                node = node[segment]
-            except KeyError:
-                node = node.create_container(segment)
-        return node
-
-    # -- RunEngine -----------------------------------------------------------------------
     def make_run_engine(self) -> Any:
-        """A RunEngine with ``TiledWriter(runs, batch_size=1)`` subscribed (frames readable
-        as they are written, which the masking callback needs)."""
-        from bluesky import RunEngine
-        from bluesky_tiled_plugins import TiledWriter
-
-        if self.runs is None:
+        """The session's RunEngine, with ``TiledWriter(runs, batch_size=1)`` subscribed (frames
+        readable as they are written, which the masking callback needs); ``RE(plan)`` returns
+        the run uids. ``run_engine.metadata`` is in ``RE.md`` (kept across sessions in
+        ``<data_dir>/runengine-md`` with ``persist_metadata``)."""
+        if self.session is None:
             raise RuntimeError("connect_tiled() must run before make_run_engine()")
-        rs = self.settings.run_engine
-        self.RE = RE = RunEngine()
-        if rs.persist_metadata:
-            from bluesky.utils import PersistentDict
-
-            md_dir = self.settings.data_path / "runengine-md"
-            md_dir.mkdir(parents=True, exist_ok=True)
-            RE.md = PersistentDict(str(md_dir))
-        RE.md.update(rs.metadata)
-        self.tiled_writer = TiledWriter(self.runs, batch_size=1)
-        RE.subscribe(self.tiled_writer)
-        return RE
+        return self.session.RE
 
     # -- detector ------------------------------------------------------------------------
     def make_detector(self) -> Any:
         """The simulated area detector (`make_detector`), writing HDF5 files to ``raw/``;
         None for ``kind = "none"`` (set ``det`` yourself, see 30-detector.py)."""
-        from .bluesky.devices import make_detector
-
         d = self.settings.detector
         if d.kind == "none":
             return None
-        if self.RE is None:
+        if self.session is None:
             raise RuntimeError("make_run_engine() must run before make_detector()")
-        self.det = make_detector(
+        self.det = self.session.add_detector(
             self.raw_dir, shape=d.shape, presets=d.presets, seed=d.seed, dtype=d.dtype,
-            n_unique=d.n_unique, exposure_s=d.exposure_s, name=d.name, run_engine=self.RE)
+            n_unique=d.n_unique, exposure_s=d.exposure_s, name=d.name)
         return self.det
 
     # -- masking -------------------------------------------------------------------------
@@ -398,13 +418,11 @@ class Beamline:
         A masker that cannot be built (no model, torch missing) turns masking off with the
         reason in ``masking_error`` and the banner, instead of stopping the profile.
         """
-        from .bluesky.callback import XRDMaskCallback
-
         m = self.settings.masking
         if not m.enabled:
             self.masking_error = "disabled in the settings (masking.enabled = false)"
             return None
-        if self.RE is None or self.tiled_writer is None:
+        if self.session is None:
             raise RuntimeError("make_run_engine() must run before start_masking(): the "
                                "callback must be subscribed after TiledWriter")
         try:
@@ -416,10 +434,8 @@ class Beamline:
         poni = self.settings.path(m.poni) if m.poni else None
         if poni is not None and not poni.is_file():
             raise InputFileError(f"masking.poni = {m.poni!r}: {str(poni)!r} not found")
-        self.callback = XRDMaskCallback(self.runs, masker=self.masker, poni=poni,
-                                        root=m.root, frame_timeout=m.frame_timeout_s)
-        self.RE.subscribe(self.callback)
-        return self.callback
+        return self.session.start_masking(self.masker, poni=poni, root=m.root,
+                                          frame_timeout=m.frame_timeout_s)
 
     def results(self, uid: Any = -1, timeout: float = 60.0) -> Any:
         """The derived container of run ``uid``: a uid, a BlueskyRun, or -1 for the latest run in
@@ -480,26 +496,13 @@ class Beamline:
     def close_at_exit(self) -> None:
         """Run `close` when the interpreter exits, before it waits for the embedded server's
         (non-daemon) thread: with `atexit` alone, exiting IPython would hang."""
-        import atexit
-        import threading
+        from .bluesky.session import close_at_exit
 
-        register = getattr(threading, "_register_atexit", None)
-        if register is not None:
-            register(self.close)
-        else:  # pragma: no cover (Python without threading._register_atexit)
-            atexit.register(self.close)
+        close_at_exit(self.close)
 
     def close(self, timeout: float = 30.0) -> None:
         """Finish queued masking (up to ``timeout`` s), stop the callback, the RunEngine's loop
-        and the embedded server. Idempotent."""
-        cb, self.callback = self.callback, None
-        if cb is not None:
-            cb.close(timeout=timeout)
-        RE, self.RE = self.RE, None
-        if RE is not None:
-            from .live import _stop_run_engine
-
-            _stop_run_engine(RE)
-        server, self.server = self.server, None
-        if server is not None:
-            server.close()
+        and the embedded server (`Session.close`). Idempotent."""
+        session, self.session = self.session, None
+        if session is not None:
+            session.close(timeout)

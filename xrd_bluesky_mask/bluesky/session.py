@@ -37,7 +37,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from .callback import XRDMaskCallback
     from .devices import SimXRDDetector
 
-__all__ = ["Session", "stop_run_engine"]
+__all__ = ["Session", "close_at_exit", "stop_run_engine"]
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,21 @@ def _close_loop(loop: asyncio.AbstractEventLoop, timeout: float) -> None:
         log.debug("closing the RunEngine's event loop: %s", exc)
     finally:
         loop.close()
+
+
+def close_at_exit(close: Callable[[], object]) -> None:
+    """Call ``close()`` when the interpreter exits, before it waits for non-daemon threads.
+
+    The embedded Tiled server runs uvicorn on a non-daemon thread, and the interpreter joins
+    those *before* `atexit` handlers run: with `atexit` alone, exiting IPython would hang.
+    """
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        register(close)
+    else:  # pragma: no cover (Python without threading._register_atexit)
+        import atexit
+
+        atexit.register(close)
 
 
 def _container(client: Any, path: str) -> Any:
@@ -325,24 +340,17 @@ class Session:
                     server.close()
 
     def _restore_event_loop(self, RE: Any) -> None:
-        """Give bluesky's global event loop back to the RunEngine made before this one."""
+        """Give bluesky's global event loop (what ophyd-async connects devices on by default)
+        back to the RunEngine made before this one, if that one still runs."""
         from bluesky.run_engine import get_bluesky_event_loop, set_bluesky_event_loop
 
         previous = self._previous_loop
-        if (get_bluesky_event_loop() is RE.loop and previous is not None
-                and not previous.is_closed()):
+        if get_bluesky_event_loop() is RE.loop and previous is not None and previous.is_running():
             set_bluesky_event_loop(previous)
 
     def close_at_exit(self) -> None:
-        """Run `close` when the interpreter exits, before it waits for non-daemon threads
-        (the embedded server's): with `atexit` alone, exiting IPython would hang."""
-        register = getattr(threading, "_register_atexit", None)
-        if register is not None:
-            register(self.close)
-        else:  # pragma: no cover (Python without threading._register_atexit)
-            import atexit
-
-            atexit.register(self.close)
+        """Run `close` when the interpreter exits (see the function `close_at_exit`)."""
+        close_at_exit(self.close)
 
     @property
     def closed(self) -> bool:
