@@ -4,17 +4,16 @@ demo's command fails fast on a dead server and fails loudly when no frame was ma
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 
 import xrd_bluesky_mask.commands.demo as demo_command
 import xrd_bluesky_mask.masking as masking
-from tests.live_fixtures import live_base, raw_dir, tiled_server  # noqa: F401
 from xrd_bluesky_mask.cli import main
 from xrd_bluesky_mask.demo import run_demo
 from xrd_bluesky_mask.masking.classical import RingOutlierMasker
 from xrd_bluesky_mask.masking.unet import UNetMasker
+from xrd_bluesky_mask.testing import free_port
 
 
 def test_demo_writes_pngs_and_summary(tmp_path, tiny_model_dir, capsys):
@@ -32,18 +31,11 @@ def test_demo_writes_pngs_and_summary(tmp_path, tiny_model_dir, capsys):
     assert "classical" in out and "spots_po" in out and "Rwp" in out
 
 
-def _closed_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (bound once, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_demo_with_a_dead_tiled_uri_fails_before_any_masker_is_built(tmp_path, monkeypatch,
                                                                      capsys):
     built = []
     monkeypatch.setattr(masking, "get_masker", lambda *a, **k: built.append(a))
-    uri = f"http://127.0.0.1:{_closed_port()}/api/v1"
+    uri = f"http://127.0.0.1:{free_port()}/api/v1"
     rc = main(["demo", "--tiled", uri, "--frames", "1", "--size", "64", "--out", str(tmp_path)])
     captured = capsys.readouterr()
     assert rc == 2
@@ -61,7 +53,7 @@ class _Kaboom(RingOutlierMasker):
         raise RuntimeError("kaboom")
 
 
-def test_live_demo_exits_1_and_says_so_when_every_frame_failed(tiled_server, live_base,  # noqa: F811
+def test_live_demo_exits_1_and_says_so_when_every_frame_failed(tiled_server, live_base,
                                                                monkeypatch, capsys):
     monkeypatch.setattr(demo_command, "masker_from_args", lambda args: _Kaboom())
     rc = main(["demo", "--tiled", tiled_server.uri, "--api-key", tiled_server.api_key,

@@ -1,41 +1,35 @@
-"""End to end: RunEngine + simulated detector + TiledWriter + XRDMaskCallback + Tiled server."""
+"""End to end: RunEngine + simulated detector + TiledWriter + XRDMaskCallback + Tiled server,
+wired by the session's `Session` (the `xrd_bluesky_mask.testing` fixtures)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from bluesky.plans import count
-from bluesky_tiled_plugins import TiledWriter
 
-from tests.live_fixtures import Exploding
 from xrd_bluesky_mask.api import predict_mask
-from xrd_bluesky_mask.bluesky.callback import XRDMaskCallback
+from xrd_bluesky_mask.bluesky.session import Session, stop_run_engine
 from xrd_bluesky_mask.geometry import as_geometry
 from xrd_bluesky_mask.integration import integrate
 from xrd_bluesky_mask.masking import get_masker
+from xrd_bluesky_mask.testing import FailingMasker
 from xrd_bluesky_mask.tiled.frames import as_frame
 from xrd_bluesky_mask.tiled.results import find_results, load_masks, load_patterns
 
 
-def _scan(RE, client, det, masker, num):
-    """Run ``count([det], num)`` with TiledWriter, then our callback subscribed after it."""
-    tw = TiledWriter(client, batch_size=1)
-    cb = XRDMaskCallback(client, masker=masker, frame_timeout=20)
-    tokens = [RE.subscribe(tw), RE.subscribe(cb)]
-    try:
+def _scan(session, RE, det, masker, num):
+    """``count([det], num)``: TiledWriter (always subscribed), then our callback after it."""
+    with session.masking(masker, frame_timeout=20) as cb:
         result = RE(count([det], num=num), **det.start_metadata())
-    finally:
-        for token in tokens:
-            RE.unsubscribe(token)
-    assert cb.wait(120), "the callback did not finish"
-    cb.close()
+        assert session.stop_masking(120), "the callback did not finish"
     return result, cb
 
 
-def test_count_masks_every_frame_and_survives_a_bad_one(run_engine, tiled_server, make_det):
+def test_count_masks_every_frame_and_survives_a_bad_one(session, run_engine, tiled_server,
+                                                        make_det):
     masker = get_masker("classical")
     det = make_det(presets=("rings_spots", "spots_po"), seed=5, bad_frames={2: "zero"})
-    result, cb = _scan(run_engine, tiled_server.client(), det, masker, num=4)
+    result, cb = _scan(session, run_engine, det, masker, num=4)
     assert result.exit_status == "success"
     uid = result.run_start_uids[0]
 
@@ -72,18 +66,18 @@ def test_count_masks_every_frame_and_survives_a_bad_one(run_engine, tiled_server
     assert find_results(run).metadata["source_uid"] == uid
 
 
-def test_a_failing_masker_never_aborts_the_plan(run_engine, tiled_server, make_det):
+def test_a_failing_masker_never_aborts_the_plan(session, run_engine, tiled_server, make_det):
     det = make_det(presets="perfect", seed=1)
-    result, _ = _scan(run_engine, tiled_server.client(), det, Exploding(), num=2)
+    result, _ = _scan(session, run_engine, det, FailingMasker(), num=2)
     assert result.exit_status == "success"
     md = find_results(tiled_server.client(), result.run_start_uids[0]).metadata
     assert md["status"] == "complete_with_errors"
     assert set(md["errors"]) == {"0", "1"} and "kaboom" in md["errors"]["1"]
 
 
-def test_uint32_frames_keep_their_dtype(run_engine, tiled_server, make_det):
+def test_uint32_frames_keep_their_dtype(session, run_engine, tiled_server, make_det):
     det = make_det(presets="rings_spots", dtype="uint32", shape=(64, 64))
-    result, _ = _scan(run_engine, tiled_server.client(), det, "classical", num=1)
+    result, _ = _scan(session, run_engine, det, "classical", num=1)
     uid = result.run_start_uids[0]
     client = tiled_server.client()
     assert client[uid]["primary"]["det"].dtype == np.uint32
@@ -111,3 +105,40 @@ def test_make_detector_needs_a_run_engine(tmp_path, monkeypatch):
     monkeypatch.setattr(bre, "_bluesky_event_loop", None)
     with pytest.raises(RuntimeError, match="Create the RunEngine"):
         make_detector(tmp_path, shape=(32, 32))
+
+
+def test_a_session_stops_cleanly_and_gives_the_event_loop_back(tiled_server, raw_dir, session):
+    """Its own RunEngine beside the test session's: closed twice (idempotent), its loop thread
+    joined and its loop closed, and bluesky's global loop handed back to the RunEngine before."""
+    from bluesky.run_engine import get_bluesky_event_loop, set_bluesky_event_loop
+
+    set_bluesky_event_loop(session.RE.loop)
+    with Session(tiled_server.client(), readable_storage=[raw_dir], runs_path="sessions/a",
+                 metadata={"purpose": "test"}) as s:
+        RE, thread = s.RE, s.RE._th
+        assert get_bluesky_event_loop() is RE.loop
+        det = s.add_detector(shape=(32, 32), presets="perfect")
+        with s.masking("classical", quiet_s=0) as cb:
+            result = RE(count([det], num=1), **det.start_metadata())
+        assert cb.worker.pending == 0  # the block's end finished its work
+        uid = result.run_start_uids[0]
+        assert s.client["sessions"]["a"][uid].metadata["start"]["purpose"] == "test"
+        assert find_results(s.client, uid).metadata["status"] == "complete"
+    s.close()
+    assert s.closed and s.RE is None and not thread.is_alive() and RE.loop.is_closed()
+    assert get_bluesky_event_loop() is session.RE.loop  # e.g. for make_detector(run_engine=None)
+    assert stop_run_engine(RE)  # again: nothing left to do
+
+
+def test_a_session_that_cannot_connect_leaves_nothing_running():
+    import threading
+
+    from xrd_bluesky_mask.errors import TiledConnectionError
+    from xrd_bluesky_mask.testing import free_port
+
+    before = {t.ident for t in threading.enumerate()}
+    with pytest.raises(TiledConnectionError, match="no Tiled server answers"):
+        Session(uri=f"http://127.0.0.1:{free_port()}/api/v1", api_key="abc123")
+    with pytest.raises(ValueError, match="not both"):
+        Session(object(), uri="http://127.0.0.1:1/api/v1")
+    assert {t.ident for t in threading.enumerate()} <= before

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 from bluesky.plans import count
 from bluesky.utils import RunEngineInterrupted
-from bluesky_tiled_plugins import TiledWriter
 from ophyd_async.core import StaticPathProvider, UUIDFilenameProvider
 
 from xrd_bluesky_mask.bluesky.callback import XRDMaskCallback
@@ -75,18 +74,14 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def env(run_engine, tiled_server, raw_dir, tmp_path_factory):
+def env(session, raw_dir, tmp_path_factory):
     """A temporary registry (also the default one), a streak run annotated with its labels."""
     registry_dir = tmp_path_factory.mktemp("registry")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XRD_MASK_MODELS", str(registry_dir))
-        client = tiled_server.client()
-        det = _streak_detector(run_engine, raw_dir)
-        token = run_engine.subscribe(TiledWriter(client, batch_size=1))
-        try:
-            result = run_engine(count([det], num=N_FRAMES), **det.start_metadata())
-        finally:
-            run_engine.unsubscribe(token)
+        client = session.client
+        det = _streak_detector(session.RE, raw_dir)
+        result = session.RE(count([det], num=N_FRAMES), **det.start_metadata())
         uid = result.run_start_uids[0]
         codes = np.stack([mask_codes(_sim(SEED0 + k).labels, _sim(SEED0 + k).static_mask)
                           for k in range(N_FRAMES)])
@@ -95,13 +90,9 @@ def env(run_engine, tiled_server, raw_dir, tmp_path_factory):
                "registry": ModelRegistry(registry_dir)}
 
 
-def _scan(RE, client, det, cb, num=1):
-    tokens = [RE.subscribe(TiledWriter(client, batch_size=1)), RE.subscribe(cb)]
-    try:
-        result = RE(count([det], num=num), **det.start_metadata())
-    finally:
-        for t in tokens:
-            RE.unsubscribe(t)
+def _scan(RE, det, cb, num=1):
+    """A scan written by the session's TiledWriter and masked by ``cb`` (subscribed after)."""
+    result = RE(count([det], num=num), **det.start_metadata())
     assert cb.wait(120)
     return result.run_start_uids[0]
 
@@ -120,19 +111,22 @@ def _recall_on(model_dir, frames) -> tuple[float, float]:
     return tp / (tp + fn), tn / (tn + fp)
 
 
-def test_retrain_registers_a_better_model_and_the_callback_uses_it(env, run_engine):
+def test_retrain_registers_a_better_model_and_the_callback_uses_it(env, session, run_engine):
     RE, client, uid, reg = run_engine, env["client"], env["uid"], env["registry"]
-    cb = XRDMaskCallback(client, masker=None, frame_timeout=20, quiet_s=0)  # active: version 0
+    with session.masking(None, frame_timeout=20, quiet_s=0) as cb:  # active: version 0
+        _retrain_and_scan(RE, client, uid, reg, cb, env["det"])
+
+
+def _retrain_and_scan(RE, client, uid, reg, cb, det):
+    """The test above, with ``cb`` (the active model) subscribed after TiledWriter."""
     docs: list[tuple[str, dict]] = []
-    tokens = [RE.subscribe(TiledWriter(client, batch_size=1)), RE.subscribe(cb),
-              RE.subscribe(lambda name, doc: docs.append((name, doc)))]
+    token = RE.subscribe(lambda name, doc: docs.append((name, doc)))
     t0 = time.perf_counter()
     try:
         out = RE(retrain([uid], settings=FAST, callback=cb, registry=reg, client=client,
                          poll_s=0.05))
     finally:
-        for t in tokens:
-            RE.unsubscribe(t)
+        RE.unsubscribe(token)
     seconds = time.perf_counter() - t0
     res = out.plan_result
     assert out.exit_status == "success", seconds
@@ -178,17 +172,15 @@ def test_retrain_registers_a_better_model_and_the_callback_uses_it(env, run_engi
     assert int(result_row["model_version"][0]) == 1 and int(result_row["activated"][0]) == 1
 
     # the callback's next scan uses the activated model
-    det = env["det"]
-    scan_uid = _scan(RE, client, det, cb)
+    scan_uid = _scan(RE, det, cb)
     md = find_results(client, scan_uid).metadata
     assert md["model_id"] == "xrdmask-r1" and md["model_sha256"] == entry.sha256
 
     # set_model: back to the packaged model, for the registry and the callback
     back = RE(set_model("default", callback=cb, registry=reg)).plan_result
     assert back == reg.get(0).model_id and reg.active().version == 0
-    scan_uid = _scan(RE, client, det, cb)
+    scan_uid = _scan(RE, det, cb)
     assert find_results(client, scan_uid).metadata["model_id"] == reg.get(0).model_id
-    cb.close()
 
 
 def _retrain_threads() -> list[threading.Thread]:
@@ -211,7 +203,7 @@ def test_an_aborted_retrain_changes_nothing(env, run_engine):
         first_epoch.wait(120)
         RE.request_pause(defer=False)
 
-    tokens = [RE.subscribe(TiledWriter(client, batch_size=1)), RE.subscribe(watch)]
+    token = RE.subscribe(watch)
     threading.Thread(target=pause_like_ctrl_c, daemon=True).start()
     try:
         with pytest.raises(RunEngineInterrupted):
@@ -220,8 +212,7 @@ def test_an_aborted_retrain_changes_nothing(env, run_engine):
         assert RE.state == "paused"
         result = RE.abort("test abort")
     finally:
-        for t in tokens:
-            RE.unsubscribe(t)
+        RE.unsubscribe(token)
     assert result.exit_status == "abort"
     stop = [d for n, d in seen if n == "stop"]
     assert len(stop) == 1 and stop[0]["exit_status"] == "abort"
@@ -268,8 +259,7 @@ def test_abort_from_another_thread_while_running(env, run_engine):
 def test_guard_rails_refuse_before_any_run_is_opened(env, run_engine, make_det):
     RE, client, reg = run_engine, env["client"], env["registry"]
     docs: list[str] = []
-    tokens = [RE.subscribe(TiledWriter(client, batch_size=1)),
-              RE.subscribe(lambda name, doc: docs.append(name))]
+    tokens = [RE.subscribe(lambda name, doc: docs.append(name))]
     try:
         det = make_det(presets="perfect", shape=SHAPE, seed=3)
         no_spots = RE(count([det], num=2), **det.start_metadata()).run_start_uids[0]
@@ -305,7 +295,7 @@ def test_set_masker_applies_from_the_next_run():
     """A run already open keeps its masker; the next one gets the new masker."""
     from event_model import compose_run
 
-    from tests.live_fixtures import Exploding
+    from xrd_bluesky_mask.testing import FailingMasker
     from xrd_bluesky_mask.tiled.frames import InMemoryFrameSource
     from xrd_bluesky_mask.tiled.sink import InMemoryResultSink
 
@@ -325,7 +315,7 @@ def test_set_masker_applies_from_the_next_run():
             cb("event", desc.compose_event(data={"img": image}, timestamps={"img": 0.0},
                                            seq_num=i + 1))
             if i == switch_after:
-                cb.set_masker(Exploding())
+                cb.set_masker(FailingMasker())
         cb("stop", r.compose_stop())
         return r.start_doc["uid"]
 
@@ -335,7 +325,7 @@ def test_set_masker_applies_from_the_next_run():
     cb.close()
     assert sink.metadata[first]["status"] == "complete"  # all 3 frames: classical
     assert sink.metadata[first]["masker"]["masker"] == "classical"
-    assert sink.metadata[second]["masker"]["masker"] == "exploding"
+    assert sink.metadata[second]["masker"]["masker"] == "failing"
     assert "kaboom" in sink.metadata[second]["errors"]["0"]
     with pytest.raises(ValueError, match="unknown masker"):
         cb.set_masker("no-such-masker")

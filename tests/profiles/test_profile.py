@@ -114,40 +114,40 @@ def test_missing_or_broken_settings_file(tmp_path):
 
 
 def test_an_unreachable_server_is_an_error_not_a_silent_local_catalog(tmp_path):
-    import socket
     import time
 
     from xrd_bluesky_mask.errors import TiledConnectionError
     from xrd_bluesky_mask.profile import Beamline
+    from xrd_bluesky_mask.testing import free_port
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    uri = f"http://127.0.0.1:{port}/api/v1"
+    uri = f"http://127.0.0.1:{free_port()}/api/v1"
     xrd = Beamline(load_settings(_settings_file(tmp_path), environ={"XRD_TILED_URI": uri}))
     t0 = time.perf_counter()
     with pytest.raises(TiledConnectionError, match="no Tiled server answers"):
         xrd.connect_tiled()
-    assert time.perf_counter() - t0 < 10 and xrd.server is None
+    assert time.perf_counter() - t0 < 10 and xrd.server is None and xrd.session is None
+    with pytest.raises(RuntimeError, match="connect_tiled"):
+        xrd.make_run_engine()
 
 
-def test_a_masker_that_cannot_load_turns_masking_off_with_the_reason(tmp_path):
-    from bluesky import RunEngine
-
-    from xrd_bluesky_mask.live import _stop_run_engine
+def test_a_masker_that_cannot_load_turns_masking_off_with_the_reason(tmp_path, tiled_server):
     from xrd_bluesky_mask.profile import Beamline
 
     path = _settings_file(tmp_path)
-    env = {"XRD_MASKER": "unet", "XRD_MODEL": str(tmp_path / "no_such_model")}
+    env = {"XRD_MASKER": "unet", "XRD_MODEL": str(tmp_path / "no_such_model"),
+           "XRD_TILED_URI": tiled_server.uri, "TILED_API_KEY": tiled_server.api_key}
     xrd = Beamline(load_settings(path, environ=env))
-    xrd.RE, xrd.tiled_writer = RunEngine(), "subscribed"  # what make_run_engine leaves
     try:
+        xrd.connect_tiled()
+        RE = xrd.make_run_engine()
         assert xrd.start_masking() is None and xrd.callback is None
         assert "masker 'unet' unusable" in xrd.masking_error
         assert "no_such_model" in xrd.masking_error
         assert "masking   OFF: masker 'unet' unusable" in xrd.banner()
     finally:
-        _stop_run_engine(xrd.RE)
+        xrd.close()
+    assert xrd.session is None and not RE._th.is_alive()
+    xrd.close()  # idempotent
 
 
 def test_startup_files_headless_then_count_gives_derived_results(

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 
 from tests.reprocess.test_reprocess import _series
 from xrd_bluesky_mask.cli import main
+from xrd_bluesky_mask.testing import free_port
 from xrd_bluesky_mask.tiled.results import find_results
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_reprocess_command(stored_run, tiled_server, capsys):
@@ -41,7 +35,7 @@ def test_reprocess_command_errors(stored_run, tiled_server, tmp_path, capsys):
     uid, _, _ = stored_run
     good = ["--tiled", tiled_server.uri, "--api-key", tiled_server.api_key,
             "--masker", "classical", "--no-progress"]
-    down = f"http://127.0.0.1:{_free_port()}/api/v1"
+    down = f"http://127.0.0.1:{free_port()}/api/v1"
     assert "no Tiled server answers" in _error(["reprocess", uid, "--tiled", down], capsys)
     err = _error(["reprocess", uid, "--tiled", tiled_server.uri, "--api-key", "wrong123"],
                  capsys)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from bluesky.plans import count
-from bluesky_tiled_plugins import TiledWriter
 
-from xrd_bluesky_mask.bluesky.callback import XRDMaskCallback
 from xrd_bluesky_mask.errors import AnnotationError, FrameError
 from xrd_bluesky_mask.protocols import MaskCode
 from xrd_bluesky_mask.tiled.annotations import (
@@ -23,25 +21,16 @@ from xrd_bluesky_mask.tiled.results import find_results, load_masks
 SHAPE = (96, 96)
 
 
-def _scan(RE, client, det, num, cb=None):
-    tokens = [RE.subscribe(TiledWriter(client, batch_size=1))]
-    if cb is not None:
-        tokens.append(RE.subscribe(cb))
-    try:
-        return RE(count([det], num=num), **det.start_metadata()).run_start_uids[0]
-    finally:
-        for t in tokens:
-            RE.unsubscribe(t)
+def _scan(RE, det, num):
+    """``count([det], num)``, written to Tiled by the session's TiledWriter; the run uid."""
+    return RE(count([det], num=num), **det.start_metadata()).run_start_uids[0]
 
 
 @pytest.fixture(scope="module")
-def run4(run_engine, tiled_server, raw_dir):
+def run4(session):
     """A 4-frame run of 96 x 96 frames in Tiled."""
-    from xrd_bluesky_mask.bluesky.devices import make_detector
-
-    det = make_detector(raw_dir, shape=SHAPE, presets="rings_spots", seed=11,
-                        run_engine=run_engine)
-    return _scan(run_engine, tiled_server.client(), det, 4), det
+    det = session.add_detector(shape=SHAPE, presets="rings_spots", seed=11)
+    return _scan(session.RE, det, 4), det
 
 
 def test_annotate_layout_merge_and_plain_client(run4, tiled_server, monkeypatch, rng):
@@ -108,14 +97,14 @@ def test_annotations_that_do_not_fit_are_refused(run4, tiled_server):
     assert "no-such-run" not in annotated_runs(client)
 
 
-def test_accept_predicted_masks_with_edits(run_engine, tiled_server, make_det, tiny_model_dir):
+def test_accept_predicted_masks_with_edits(session, run_engine, tiled_server, make_det,
+                                           tiny_model_dir):
     client = tiled_server.client()
     det = make_det(presets="rings_spots", seed=12)
-    cb = XRDMaskCallback(client, masker="unet", frame_timeout=20, quiet_s=0)
-    cb.set_model(tiny_model_dir)  # a model with an id and a checksum to record
-    uid = _scan(run_engine, client, det, 3, cb=cb)
-    assert cb.wait(60)
-    cb.close()
+    with session.masking("unet", frame_timeout=20, quiet_s=0) as cb:
+        cb.set_model(tiny_model_dir)  # a model with an id and a checksum to record
+        uid = _scan(run_engine, det, 3)
+        assert session.stop_masking(60)
     predicted = load_masks(client, uid)
     results = find_results(client, uid).metadata
     assert results["model_id"] == "tiny-untrained"

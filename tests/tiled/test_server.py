@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
 
 from xrd_bluesky_mask.errors import TiledAuthError, TiledConnectionError
+from xrd_bluesky_mask.testing import free_port
 from xrd_bluesky_mask.tiled.server import connect, start_local_server
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_non_alphanumeric_key_is_refused_before_starting():
@@ -25,7 +19,7 @@ def test_non_alphanumeric_key_is_refused_before_starting():
 
 
 def test_unreachable_uri_fails_fast_and_names_the_uri():
-    uri = f"http://127.0.0.1:{_free_port()}/api/v1"
+    uri = f"http://127.0.0.1:{free_port()}/api/v1"
     t0 = time.perf_counter()
     with pytest.raises(TiledConnectionError, match="no Tiled server answers") as info:
         connect(uri, "abc123", timeout=2.0)

@@ -3,13 +3,6 @@ with ``tiled serve config tiled_adapters/serve_frames.yml`` (a child process).""
 
 from __future__ import annotations
 
-import os
-import secrets
-import signal
-import socket
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,12 +81,6 @@ def frames_folder(tmp_path_factory) -> FramesFolder:
     return _write_folder(tmp_path_factory.mktemp("legacy") / "frames")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class FramesServer:
     uri: str
@@ -107,41 +94,12 @@ def frames_server(frames_folder: FramesFolder, tmp_path_factory):
     """``tiled serve config tiled_adapters/serve_frames.yml`` on the folder, with the folder
     registered by `register_frames` (under ``frames``)."""
     import tiled_adapters
-    from xrd_bluesky_mask.tiled.server import connect, probe
+    from xrd_bluesky_mask.testing import serve_tiled
 
     catalog = tmp_path_factory.mktemp("frames_catalog")
-    (catalog / "data").mkdir()
-    key, port = secrets.token_hex(8), _free_port()
-    env = {**os.environ, "XRD_FRAMES_DIR": str(frames_folder.root),
-           "XRD_FRAMES_CATALOG": str(catalog)}
-    tiled = Path(sys.executable).with_name("tiled")
-    log = catalog / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(tiled), "serve", "config", str(tiled_adapters.CONFIG), "--api-key", key,
-             "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env)
-    uri = f"http://127.0.0.1:{port}/api/v1"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"tiled serve config exited: {log.read_text()[-3000:]}")
-            try:
-                probe(uri, timeout=1.0)
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"no answer in 90 s: {log.read_text()[-3000:]}") from None
-                time.sleep(0.3)
-        client = connect(uri, key)
-        yield FramesServer(uri, key, client, log)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    env = {"XRD_FRAMES_DIR": str(frames_folder.root), "XRD_FRAMES_CATALOG": str(catalog)}
+    with serve_tiled(catalog, config=tiled_adapters.CONFIG, env=env) as server:
+        yield FramesServer(server.uri, server.api_key, server.client(), catalog / "server.log")
 
 
 @pytest.fixture(scope="session")
