@@ -20,6 +20,7 @@ import numpy as np
 from .errors import GeometryError
 
 if TYPE_CHECKING:
+    from pyFAI.detectors import Detector
     from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
 PoniLike = "str | Path | Geometry | AzimuthalIntegrator"
@@ -50,7 +51,7 @@ class Geometry:
     @property
     def pixel_size_m(self) -> tuple[float, float]:
         """Pixel size ``(pixel1, pixel2)`` in metres (rows, cols)."""
-        det = self.integrator.detector
+        det = _detector_of(self.integrator)
         return float(det.pixel1), float(det.pixel2)
 
     @property
@@ -90,7 +91,7 @@ class Geometry:
     def detector_mask(self) -> np.ndarray:
         """The detector's own mask (gaps, dead modules) as bool ``(rows, cols)``, True = exclude."""
         if "detmask" not in self._cache:
-            m = self.integrator.detector.mask
+            m = _detector_of(self.integrator).mask
             if m is None or tuple(np.shape(m)) != self.shape:
                 m = np.zeros(self.shape, dtype=bool)
             self._cache["detmask"] = np.asarray(m, dtype=bool)
@@ -165,10 +166,19 @@ def _strip_comments(text: str) -> str:
     return "\n".join(ln for ln in lines if ln and not ln.lstrip().startswith("#")) + "\n"
 
 
+def _detector_of(ai: AzimuthalIntegrator) -> Detector:
+    # pyFAI types `detector` Optional, but its constructor always sets one
+    det = ai.detector
+    if det is None:
+        raise GeometryError("the pyFAI integrator has no detector; build it from a PONI file")
+    return det
+
+
 @functools.lru_cache(maxsize=16)
 def _cached_geometry(text: str, shape: tuple[int, int] | None, source: str) -> Geometry:
     ai = integrator_from_poni_text(text, source)
-    det_shape = ai.detector.max_shape
+    det = _detector_of(ai)
+    det_shape = det.max_shape
     if shape is None:
         if det_shape is None:
             raise GeometryError(
@@ -176,7 +186,7 @@ def _cached_geometry(text: str, shape: tuple[int, int] | None, source: str) -> G
             )
         shape = (int(det_shape[0]), int(det_shape[1]))
     if det_shape is None:
-        ai.detector.max_shape = shape
+        det.max_shape = shape
     return Geometry(ai, text, shape, source)
 
 
@@ -221,7 +231,7 @@ def as_geometry(poni: Any, shape: tuple[int, int] | None = None) -> Geometry:
 def _finish(geo: Geometry, shape: tuple[int, int] | None) -> Geometry:
     if shape is not None:
         geo.check_frame(tuple(shape))
-    det_shape = geo.integrator.detector.max_shape
+    det_shape = _detector_of(geo.integrator).max_shape
     if det_shape is not None and tuple(det_shape) != geo.shape:
         geo.check_frame(tuple(det_shape))
     return geo
@@ -270,7 +280,7 @@ def make_geometry(
         detector=det,
         wavelength=wavelength_m,
     )
-    return as_geometry(poni_text_of(ai), tuple(shape))
+    return as_geometry(poni_text_of(ai), shape)
 
 
 def geometry_summary(geo: Geometry) -> Mapping[str, Any]:

@@ -302,8 +302,11 @@ class Integrator:
             tth = radial
             q = tth_to_q(radial, wl) if wl is not None else None
         else:
+            if wl is None:  # refused in __init__, unless settings.unit was changed since
+                raise GeometryError(f"unit {s.unit!r} needs a wavelength but the PONI from "
+                                    f"{self.geometry.source} has none")
             q = radial
-            tth = q_to_tth(radial, wl)  # wl is not None: checked in __init__
+            tth = q_to_tth(radial, wl)
         coords: dict[str, Any] = {
             "two_theta": (
                 "radial", tth, {"units": "deg", "pyfai_unit": "2th_deg",

@@ -20,6 +20,8 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..models.network import tunet_block, tunet_depth
+
 if TYPE_CHECKING:
     import torch
 
@@ -40,6 +42,7 @@ class _Conv:
 def _conv(module: torch.nn.Conv2d, relu: bool, weight: Any = None, bias: Any = True) -> _Conv:
     import torch
 
+    assert not isinstance(module.padding, str)  # "same"/"valid" blocks are refused by _plan
     w = module.weight.detach() if weight is None else weight
     b = (module.bias.detach() if module.bias is not None else None) if bias is True else bias
     return _Conv(w.contiguous(memory_format=torch.channels_last), b, list(module.padding),
@@ -132,20 +135,25 @@ def fuse_tunet(net: torch.nn.Module) -> FusedTUNet | None:
     needed = ("depth", "encoders", "decoders", "step_up", "step_down")
     if not all(hasattr(net, a) for a in needed) or getattr(net, "final_activation", None):
         return no("not a dlsia TUNet without final activation")
-    depth = net.depth
-    encoders = [_plan(net._modules[net.encoders[i]]) for i in range(depth)]
-    blocks = [_plan(net._modules[net.decoders[i]]) for i in range(depth - 1)]
-    if any(p is None or not p for p in encoders + blocks):
+    depth = tunet_depth(net)
+    plans = [_plan(tunet_block(net, "encoders", i)) for i in range(depth)] + \
+        [_plan(tunet_block(net, "decoders", i)) for i in range(depth - 1)]
+    usable = [p for p in plans if p]
+    if len(usable) < len(plans):
         return no("a block holds a layer other than Conv2d/ReLU")
+    encoders, blocks = usable[:depth], usable[depth:]
     decoders = []
     for i, steps in enumerate(blocks):
-        first = net._modules[net.decoders[i]][0]
+        block = tunet_block(net, "decoders", i)
+        first = block[0] if isinstance(block, torch.nn.Sequential) else None
+        if not isinstance(first, torch.nn.Conv2d):
+            return no("a decoder block does not start with a Conv2d")
         n_skip = encoders[i][-1].weight.shape[0]
         w = first.weight.detach()
         if w.shape[1] <= n_skip:
             return no("a decoder's input is not cat(skip, up)")
         decoders.append((_conv(first, False, w[:, :n_skip]),
                          _conv(first, steps[0].relu, w[:, n_skip:], None), steps[1:]))
-    downs = [net._modules[net.step_down[i]] for i in range(depth - 1)]
-    ups = [net._modules[net.step_up[i]] for i in range(depth - 1)]
+    downs = [tunet_block(net, "step_down", i) for i in range(depth - 1)]
+    ups = [tunet_block(net, "step_up", i) for i in range(depth - 1)]
     return FusedTUNet(encoders, decoders, downs, ups)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, Protocol, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -56,9 +56,32 @@ def build_network(config: NetworkConfig | None = None) -> torch.nn.Module:
         out_channels=cfg.out_channels,
         depth=cfg.depth,
         base_channels=cfg.base_channels,
-        growth_rate=cfg.growth_rate,
-        hidden_rate=cfg.hidden_rate,
+        # dlsia leaves these unannotated (read as int from the defaults); it scales by floats
+        growth_rate=cfg.growth_rate,  # pyright: ignore[reportArgumentType]
+        hidden_rate=cfg.hidden_rate,  # pyright: ignore[reportArgumentType]
     )
+
+
+class _TUNetLayout(Protocol):
+    depth: int
+    encoders: dict[int, str]
+    decoders: dict[int, str]
+    step_down: dict[int, str]
+    step_up: dict[int, str]
+
+
+def tunet_depth(net: torch.nn.Module) -> int:
+    """Levels of a dlsia TUNet (``net.depth``)."""
+    # a plain attribute of TUNet, which torch's Module.__getattr__ types as Tensor | Module
+    return cast(_TUNetLayout, net).depth
+
+
+def tunet_block(net: torch.nn.Module,
+                kind: Literal["encoders", "decoders", "step_down", "step_up"],
+                level: int) -> torch.nn.Module:
+    """The ``kind`` block of a dlsia TUNet at ``level`` (TUNet keeps each kind's submodule
+    names in a dict by level)."""
+    return net.get_submodule(getattr(cast(_TUNetLayout, net), kind)[level])
 
 
 def select_device(preferred: str | None = None) -> torch.device:

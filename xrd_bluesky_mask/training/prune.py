@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..models.network import tunet_block, tunet_depth
+
 if TYPE_CHECKING:
     import torch
 
@@ -50,6 +52,15 @@ def _copy_conv(tc, tbn, sc, sbn, in_idx: torch.Tensor) -> torch.Tensor:
     return out_idx
 
 
+def _step_up(net: torch.nn.Module, level: int) -> torch.nn.ConvTranspose2d:
+    import torch
+
+    up = tunet_block(net, "step_up", level)
+    if not isinstance(up, torch.nn.ConvTranspose2d):
+        raise ValueError(f"step up {level} is a {type(up).__name__}, not a ConvTranspose2d")
+    return up
+
+
 def prune_into(teacher: torch.nn.Module, student: torch.nn.Module) -> torch.nn.Module:
     """Fill ``student`` (a dlsia TUNet, modified in place and returned) from ``teacher``.
 
@@ -58,31 +69,29 @@ def prune_into(teacher: torch.nn.Module, student: torch.nn.Module) -> torch.nn.M
     """
     import torch
 
-    if teacher.depth != student.depth:
-        raise ValueError(f"depths differ: teacher {teacher.depth}, student {student.depth}")
-    depth = teacher.depth
-
-    def block(net, kind: str, i: int) -> torch.nn.Module:
-        return net._modules[getattr(net, kind)[i]]
+    depth, student_depth = tunet_depth(teacher), tunet_depth(student)
+    if depth != student_depth:
+        raise ValueError(f"depths differ: teacher {depth}, student {student_depth}")
 
     with torch.no_grad():
-        idx = torch.arange(_pairs(block(teacher, "encoders", 0))[0][0].in_channels)
+        idx = torch.arange(_pairs(tunet_block(teacher, "encoders", 0))[0][0].in_channels)
         skips = []
         for i in range(depth):
-            t_pairs, s_pairs = _pairs(block(teacher, "encoders", i)), \
-                _pairs(block(student, "encoders", i))
+            t_pairs, s_pairs = _pairs(tunet_block(teacher, "encoders", i)), \
+                _pairs(tunet_block(student, "encoders", i))
             for (tc, tbn), (sc, sbn) in zip(t_pairs, s_pairs, strict=True):
                 idx = _copy_conv(tc, tbn, sc, sbn, idx)
             skips.append(idx)
         for i in range(depth - 2, -1, -1):
-            tu, su = block(teacher, "step_up", i), block(student, "step_up", i)
+            tu, su = _step_up(teacher, i), _step_up(student, i)
             up_idx = _top(tu.weight.detach().abs().sum(dim=(0, 2, 3)), su.out_channels)
             su.weight.data.copy_(tu.weight.data[idx][:, up_idx])
-            su.bias.data.copy_(tu.bias.data[up_idx])
-            n_skip = _pairs(block(teacher, "encoders", i))[-1][0].out_channels
+            if su.bias is not None and tu.bias is not None:
+                su.bias.data.copy_(tu.bias.data[up_idx])
+            n_skip = _pairs(tunet_block(teacher, "encoders", i))[-1][0].out_channels
             idx = torch.cat([skips[i], n_skip + up_idx])
-            t_pairs, s_pairs = _pairs(block(teacher, "decoders", i)), \
-                _pairs(block(student, "decoders", i))
+            t_pairs, s_pairs = _pairs(tunet_block(teacher, "decoders", i)), \
+                _pairs(tunet_block(student, "decoders", i))
             for (tc, tbn), (sc, sbn) in zip(t_pairs, s_pairs, strict=True):
                 idx = _copy_conv(tc, tbn, sc, sbn, idx)
     return student
