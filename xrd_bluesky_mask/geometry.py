@@ -10,7 +10,7 @@ import functools
 import io
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,7 +46,7 @@ class Geometry:
     poni_text: str
     shape: tuple[int, int]
     source: str = "<memory>"
-    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+    _cache: dict[Hashable, Any] = field(default_factory=dict, repr=False)
 
     @property
     def pixel_size_m(self) -> tuple[float, float]:

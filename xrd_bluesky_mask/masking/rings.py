@@ -68,8 +68,7 @@ def ring_bins(geometry: Geometry, bin_px: float = 2.0, max_per_bin: int | None =
     key = ("ring_bins", float(bin_px), max_per_bin)
     if key in geometry._cache:
         return geometry._cache[key]
-    full = ring_bins(geometry, bin_px, None) if max_per_bin is not None else None
-    if full is None:
+    if max_per_bin is None:
         width = geometry.tth_per_pixel_deg() * bin_px
         tth = geometry.tth_deg().ravel()
         index = np.floor((tth - tth.min()) / width).astype(np.int32)
@@ -78,6 +77,7 @@ def ring_bins(geometry: Geometry, bin_px: float = 2.0, max_per_bin: int | None =
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         result = RingBins(index, order, offsets, width)
     else:
+        full = ring_bins(geometry, bin_px, None)
         order, offsets = _subsample(full.order, full.offsets, max_per_bin)
         result = RingBins(full.index, order, offsets, full.bin_width_deg)
     geometry._cache[key] = result

@@ -14,7 +14,7 @@ same device, and record per-stage seconds in ``self.timings``.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
     import torch
@@ -72,7 +72,8 @@ class QuiltPredictor:
             border=self.border or None,
             border_weight=0.0,
         )
-        patches = quilt.unstitch(xp.cpu())
+        # a tuple only with return_positions=True
+        patches = cast("torch.Tensor", quilt.unstitch(xp.cpu()))
         t1 = time.perf_counter()
         outs = []
         for i in range(0, patches.shape[0], self.batch_size):
@@ -135,5 +136,6 @@ class HaloPredictor:
                             device=x.device,
                         )
                     out[..., r0:r1, c0:c1] = piece[..., r0 - a0 : r1 - a0, c0 - b0 : c1 - b0]
+            assert out is not None  # rows or cols > tile: at least one piece
         self.timings = {"tile": 0.0, "network": time.perf_counter() - t0, "stitch": 0.0}
         return out

@@ -171,6 +171,7 @@ class UNetMasker:
                     timings[key] += val
                 p = torch.softmax(_dihedral(logits, k, inverse=True), dim=1)[0, 1]
                 prob = p if prob is None else prob + p
+        assert prob is not None  # one view at least
         prob = prob / (8 if self.tta else 1)
         return prob.float().cpu().numpy(), timings
 

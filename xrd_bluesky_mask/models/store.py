@@ -150,7 +150,7 @@ def load_model(source: str | Path | None = None, device: str | None = None) -> L
         raise ModelError(f"weights {weights} do not fit {card.architecture}: {exc}") from exc
     import torch
 
-    net.to(dev, memory_format=torch.channels_last).eval()
+    net.to(dev).to(memory_format=torch.channels_last).eval()
     return LoadedModel(net, card, folder)
 
 
