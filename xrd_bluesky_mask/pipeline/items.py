@@ -3,6 +3,7 @@ its records of what it did with each run and frame."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,7 +57,8 @@ class FrameItem:
     stream: str
     field: str
     index: int
-    t_submitted: float = field(default_factory=time.perf_counter)
+    # dataclasses.field: in this class body `field` names the attribute above
+    t_submitted: float = dataclasses.field(default_factory=time.perf_counter)
 
 
 @dataclass(frozen=True)

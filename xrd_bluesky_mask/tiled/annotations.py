@@ -27,10 +27,11 @@ Plain tiled clients read and search them: ``c["derived/xrd_annotations/<uid>/mas
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -112,7 +113,8 @@ class AnnotatedRun:
     field: str
     poni: str | None
     n_frames: int
-    metadata: dict[str, Any] = field(default_factory=dict)
+    # dataclasses.field: in this class body `field` names the attribute above
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def frame_shape(self) -> tuple[int, int]:
@@ -200,7 +202,7 @@ def _new_node(parent: Any, uid: str, info: dict[str, Any]) -> Any:
     if "mask" in node:
         return node
     structure = ArrayStructure(
-        shape=(n, rows, cols), chunks=((1,) * n, (rows,), (cols,)), dims=["frame", "y", "x"],
+        shape=(n, rows, cols), chunks=((1,) * n, (rows,), (cols,)), dims=("frame", "y", "x"),
         data_type=BuiltinDtype.from_numpy_dtype(np.dtype(np.uint8)))
     mask = node.new(StructureFamily.array,
                     [DataSource(structure=structure, structure_family=StructureFamily.array)],

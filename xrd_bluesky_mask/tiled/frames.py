@@ -97,6 +97,8 @@ def _read_hdf5(local: _LocalHDF5, index: int) -> np.ndarray | None:
 
     with h5py.File(local.path, "r", swmr=True, libver="latest") as fh:
         dset = fh[local.dataset]
+        if not isinstance(dset, h5py.Dataset):
+            raise TypeError(f"{local.dataset!r} is a {type(dset).__name__}, not a dataset")
         dset.refresh()
         if index >= dset.shape[0]:
             return None

@@ -94,10 +94,11 @@ def source_id_of(source: Any) -> str:
     if isinstance(source, dict) and "uid" in source:
         return str(source["uid"])
     md = getattr(source, "metadata", None)
-    try:
-        return str(md["start"]["uid"])
-    except (TypeError, KeyError):
-        pass
+    if md is not None:
+        try:
+            return str(md["start"]["uid"])
+        except (TypeError, KeyError):
+            pass
     family = getattr(source, "structure_family", None)
     if str(getattr(family, "value", family)) == "array" and node_path(source):
         return node_path(source)

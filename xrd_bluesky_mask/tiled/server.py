@@ -157,14 +157,18 @@ def start_local_server(
 def _start_thread(directory: str | Path | None, api_key: str, paths: list[str]) -> Any:
     from tiled.server import SimpleTiledServer
 
+    storage: list[str | Path] = [*paths]
     try:
         server = SimpleTiledServer(directory=directory, api_key=api_key,
-                                   readable_storage=paths or None)
+                                   readable_storage=storage or None)
     except (TimeoutError, RuntimeError) as exc:
         where = Path(directory) / "error.log" if directory else "the server's error.log"
         raise TiledConnectionError(
             f"the embedded Tiled server did not start: {exc}. See {where}."
         ) from exc
+    if server.port is None:  # read back from the URL it serves, which always names one
+        server.close()
+        raise TiledConnectionError(f"the embedded Tiled server at {server.uri} has no port")
     return LocalTiledServer(uri=server.uri.split("?", 1)[0], api_key=api_key,
                             directory=Path(server.directory), port=int(server.port),
                             mode="thread", closer=server.close)

@@ -73,7 +73,7 @@ def _conflict(exc: Exception) -> bool:
     return getattr(response, "status_code", None) == 409
 
 
-def _preallocate(parent: Any, key: str, shape: tuple[int, ...], dims: list[str], dtype: str,
+def _preallocate(parent: Any, key: str, shape: tuple[int, ...], dims: tuple[str, ...], dtype: str,
                  specs: list[str] | None = None, metadata: dict | None = None) -> Any:
     """``parent[key]``, or a new array of ``shape`` with one chunk per frame (axis 0) and no
     data written yet (another writer may have created it first)."""
@@ -248,7 +248,7 @@ class TiledResultSink:
         rows, cols = codes.shape
         if state.mask is None:
             mask = _preallocate(
-                state.node, "mask", (n, rows, cols), ["frame", "y", "x"], "uint8",
+                state.node, "mask", (n, rows, cols), ("frame", "y", "x"), "uint8",
                 metadata={"mask_codes": {str(k): v for k, v in MaskCode.result_codes().items()},
                           "attrs": {"flag_values": [0, 1, 2],
                                     "flag_meanings": "keep spot static"}})
@@ -262,7 +262,7 @@ class TiledResultSink:
         bins = int(pattern.sizes["radial"])
         for key, long_name in (("intensity", "azimuthally averaged intensity"),
                                ("sigma", "standard error of intensity")):
-            arr = _preallocate(pat, key, (n, bins), ["frame", "radial"], "float32",
+            arr = _preallocate(pat, key, (n, bins), ("frame", "radial"), "float32",
                                specs=["xarray_data_var"],
                                metadata={"attrs": {"units": "counts", "long_name": long_name}})
             state.pattern[key] = _Arrays(arr, arr.shape[0])
