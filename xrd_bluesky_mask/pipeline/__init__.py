@@ -10,9 +10,12 @@ import xarray, pyFAI or torch.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..protocols import ExecutionPolicy
+
+if TYPE_CHECKING:
+    from .process import FrameResult, Pipeline, process_frame
 
 __all__ = ["ExecutionPolicy", "FrameResult", "Pipeline", "process_frame"]
 

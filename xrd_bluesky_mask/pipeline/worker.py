@@ -126,7 +126,7 @@ class Worker:
                 self._threads.append(t)
         return self
 
-    def submit(self, item: OpenRun | FrameItem | CloseRun) -> None:
+    def submit(self, item: OpenRun | FrameItem | CloseRun | UseMasker) -> None:
         """Queue an item; never blocks. Items after `close` are ignored (logged)."""
         if self._closed:
             log.warning("xrd-mask worker is closed; ignoring %s", item)
