@@ -122,8 +122,10 @@ def dask_client(dask: Any = None, workers: int | None = None) -> tuple[Any, Any]
         return client, client.close
     if workers is None or workers < 1:
         raise ConfigError(f"workers (--workers) must be at least 1, got {workers}")
+    # None: no dashboard (distributed leaves the argument unannotated, read as str)
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None, host="127.0.0.1")
+                           dashboard_address=None,  # pyright: ignore[reportArgumentType]
+                           host="127.0.0.1")
     client = Client(cluster)
 
     def close() -> None:
@@ -137,7 +139,7 @@ def _quiet_dask_logs() -> None:
     """Dask's INFO lines (scheduler, nanny, workers) only when our own logging is at INFO."""
     import logging
 
-    import dask
+    import dask.config
 
     if not logging.getLogger().isEnabledFor(logging.INFO):
         logging.getLogger("distributed").setLevel(logging.WARNING)
@@ -152,7 +154,7 @@ def run_dask(jobs: list[Job], root_client: Any, *, masker: Any, integration: Any
              client: Any, progress: bool = True, chunk_size: int | None = None) -> None:
     """Process every job's ``todo`` frames on the Dask cluster behind ``client``; results and
     final state go into ``job.summary``."""
-    import dask
+    import dask.config
 
     # Tiled's ArrayClient reads through dask.compute(). With workers in this process
     # (LocalCluster(processes=False)) that compute would go to the cluster whose threads are

@@ -135,12 +135,16 @@ def _search(container: Any, query: Any) -> list[Any]:
             node = node.search(q)
         return list(node.values())
 
+    def on_start_key(q: Any) -> Any:
+        key = str(q.key) if hasattr(q, "key") else None
+        if key is None or key.startswith(("start.", "stop.")) or \
+                not dataclasses.is_dataclass(q) or isinstance(q, type):
+            return q
+        return dataclasses.replace(q, key=f"start.{key}")
+
     found = run(queries)
     if not found:
-        prefixed = tuple(
-            dataclasses.replace(q, key=f"start.{q.key}")
-            if dataclasses.is_dataclass(q) and hasattr(q, "key")
-            and not str(q.key).startswith(("start.", "stop.")) else q for q in queries)
+        prefixed = tuple(on_start_key(q) for q in queries)
         if prefixed != queries:
             found = run(prefixed)
     if not found:
