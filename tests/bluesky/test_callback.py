@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 from event_model import compose_run
 
-from tests.live_fixtures import Exploding
 from xrd_bluesky_mask.bluesky.callback import XRDMaskCallback
 from xrd_bluesky_mask.documents import find_image_field, find_poni
 from xrd_bluesky_mask.geometry import as_geometry
 from xrd_bluesky_mask.masking import get_masker
 from xrd_bluesky_mask.simulate import simulate_frame
+from xrd_bluesky_mask.testing import FailingMasker, wait_for
 from xrd_bluesky_mask.tiled.frames import InMemoryFrameSource
 from xrd_bluesky_mask.tiled.sink import InMemoryResultSink
 
@@ -69,7 +70,7 @@ def test_importing_the_callback_does_not_import_torch():
     code = ("import sys, xrd_bluesky_mask.bluesky.callback\n"
             "print(sorted(m for m in ('torch', 'tiled', 'pyFAI', 'xarray') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, check=True)
+                         timeout=60, check=True)
     assert out.stdout.strip() == "[]"
 
 
@@ -130,7 +131,7 @@ def test_inline_events_and_a_bad_frame(scene):
 
 def test_masker_errors_never_reach_the_caller(scene):
     image, poni = scene
-    cb, src, sink = _callback(masker=Exploding())
+    cb, src, sink = _callback(masker=FailingMasker())
     uid = _feed_stream_run(cb, src, [image, image], poni=poni)  # must not raise
     assert cb.wait(30)
     cb.close()
@@ -162,18 +163,49 @@ def test_garbage_documents_are_logged_not_raised(caplog):
     assert any("error handling descriptor" in r.message for r in caplog.records)
 
 
-def test_worker_waits_while_documents_keep_coming(scene):
-    """quiet_s: no frame is processed while the RunEngine keeps emitting documents."""
-    import time
+class _Clock:
+    """Stands in for the worker module's `time`: ``monotonic()`` moves only when the test says
+    so, ``sleep()`` yields for 2 ms of real time and counts the calls (so the test can see the
+    worker waiting); everything else is the real `time`."""
 
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps = 0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        time.sleep(0.002)
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+    def waited(self, times: int = 3) -> None:
+        """Return once the worker has gone round its wait ``times`` more times."""
+        target = self.sleeps + times
+        wait_for(lambda: self.sleeps >= target, 30, "the worker to wait for a quiet moment")
+
+
+def test_worker_waits_while_documents_keep_coming(scene, monkeypatch):
+    """quiet_s: no frame is processed until no document has come for ``quiet_s`` seconds.
+
+    The worker's clock is a fake that moves only when told, so what counts as "quiet" is
+    decided here, not by how fast this machine happens to be."""
     image, poni = scene
     cb, src, sink = _callback(quiet_s=0.3)
-    uid = _feed_stream_run(cb, src, [image], poni=poni)
-    busy_until = time.monotonic() + 0.8
-    while time.monotonic() < busy_until:  # e.g. a baseline stream, another run
-        cb("event", {"descriptor": "elsewhere"})
-        time.sleep(0.05)
+    clock = _Clock()
+    monkeypatch.setattr(sys.modules[type(cb.worker).__module__], "time", clock)
+    uid = _feed_stream_run(cb, src, [image], poni=poni)  # its documents come at t = 0
+    clock.waited()
+    clock.now += 0.2
+    cb("event", {"descriptor": "elsewhere"})  # 0.2 s later, e.g. a baseline stream
+    clock.waited()
+    clock.now += 0.29  # 0.29 s without documents: not yet quiet
+    clock.waited()
     assert not cb.records[uid].frames
+    clock.now += 0.02  # 0.31 s: quiet
     assert cb.wait(30)
     cb.close()
     assert sink.metadata[uid]["frames_done"] == [0]

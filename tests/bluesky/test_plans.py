@@ -28,6 +28,7 @@ from xrd_bluesky_mask.models.registry import ModelRegistry
 from xrd_bluesky_mask.protocols import encode_mask as mask_codes
 from xrd_bluesky_mask.retrain import RetrainSettings
 from xrd_bluesky_mask.simulate import preset, simulate_frame
+from xrd_bluesky_mask.testing import wait_for
 from xrd_bluesky_mask.tiled.annotations import annotate_run
 from xrd_bluesky_mask.tiled.results import find_results
 
@@ -219,10 +220,7 @@ def test_an_aborted_retrain_changes_nothing(env, run_engine):
     run_uid = seen[0][1]["uid"]
     assert client[run_uid].metadata["stop"]["exit_status"] == "abort"
     # the training thread stops after its epoch; nothing registered, work folder removed
-    deadline = time.monotonic() + 120
-    while _retrain_threads() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not _retrain_threads()
+    wait_for(lambda: not _retrain_threads(), 120, "the training thread to stop")
     assert _tree(reg.root) == before
     assert set(Path(tempfile.gettempdir()).glob("xrd-mask-retrain-*")) <= temp_before
 
@@ -250,9 +248,7 @@ def test_abort_from_another_thread_while_running(env, run_engine):
         assert time.perf_counter() - t0 < 100  # not 50 epochs
     finally:
         RE.unsubscribe(token)
-    deadline = time.monotonic() + 120
-    while _retrain_threads() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for(lambda: not _retrain_threads(), 120, "the training thread to stop")
     assert RE.state == "idle" and _tree(reg.root) == before
 
 

@@ -2,32 +2,28 @@
 server or the worker dies mid-run.
 
 Real processes throughout: ``bluesky-0MQ-proxy``, ``tiled serve catalog`` (persistent
-directory, restarted on the same port), ``xrd-mask worker``; the RunEngine in this process
-publishes with `bluesky.callbacks.zmq.Publisher` after TiledWriter (``batch_size=1``).
+directory, restarted on the same port), ``xrd-mask worker``; a `Session` in this process runs
+each scan and publishes with `bluesky.callbacks.zmq.Publisher` after TiledWriter
+(``batch_size=1``). The worker's masker waits at a `Gate`, so each test decides exactly how far
+a run gets before something is killed; nothing here waits a guessed number of seconds.
 """
 
 from __future__ import annotations
 
 import signal
 import sys
-import time
 import types
 
 import numpy as np
 import pytest
 from bluesky.callbacks.zmq import Publisher
 from bluesky.plans import count
-from bluesky_tiled_plugins import TiledWriter
 
-from tests.bluesky.remote_helpers import (
-    TiledProcess,
-    free_port,
-    start_proxy,
-    start_worker,
-    wait_for,
-)
+from tests.bluesky.remote_helpers import Gate, start_proxy, start_worker
 from xrd_bluesky_mask.api import predict_mask
+from xrd_bluesky_mask.bluesky.session import Session
 from xrd_bluesky_mask.cli import main
+from xrd_bluesky_mask.testing import free_port, serve_tiled, wait_for
 from xrd_bluesky_mask.tiled.frames import as_frame
 from xrd_bluesky_mask.tiled.results import find_results, result_versions
 
@@ -35,44 +31,38 @@ SHAPE = (256, 256)
 
 
 @pytest.fixture(scope="module")
-def remote(tmp_path_factory, raw_dir, run_engine):
-    """A Tiled server process, a 0MQ proxy, and a Publisher into it (created once)."""
+def remote(tmp_path_factory, raw_dir):
+    """A Tiled server process, a 0MQ proxy, a Publisher into it, and the masker's gate."""
     base = tmp_path_factory.mktemp("remote")
-    server = TiledProcess(base / "tiled", raw_dir).start()
+    server = serve_tiled(base / "tiled", readable_storage=[raw_dir], process=True)
     in_port, out_port = free_port(), free_port()
     proxy = start_proxy(in_port, out_port, base / "proxy.log")
-    publisher = Publisher(f"127.0.0.1:{in_port}")
-    time.sleep(0.5)  # slow joiner
+    publisher = Publisher(f"127.0.0.1:{in_port}")  # the worker's start waits until it delivers
     ns = types.SimpleNamespace(server=server, out_port=out_port, publisher=publisher,
-                               base=base, RE=run_engine, raw_dir=raw_dir)
+                               base=base, raw_dir=raw_dir, gate=Gate(base / "gate"))
     yield ns
     publisher.close()
     proxy.stop()
-    server.stop()
+    server.close()
 
 
 @pytest.fixture(scope="module")
 def worker(remote):
     """One worker for the published runs (results under the default root)."""
-    proc = start_worker(remote.out_port, remote.server, remote.base / "worker.log")
+    proc = start_worker(remote.out_port, remote.server, remote.base / "worker.log",
+                        remote.publisher, remote.gate)
     yield proc
     proc.stop()
 
 
 def _scan(remote, num: int, seed: int) -> str:
-    """A published scan of ``num`` 256x256 frames: TiledWriter, then the Publisher."""
-    from xrd_bluesky_mask.bluesky.devices import make_detector
-
-    RE = remote.RE
-    det = make_detector(remote.raw_dir, run_engine=RE, shape=SHAPE, name="det", seed=seed,
-                        presets=("rings_spots", "spots_po"), n_unique=3)
-    tokens = [RE.subscribe(TiledWriter(remote.server.client(), batch_size=1)),
-              RE.subscribe(remote.publisher)]
-    try:
-        result = RE(count([det], num=num), **det.start_metadata())
-    finally:
-        for token in tokens:
-            RE.unsubscribe(token)
+    """A published scan of ``num`` 256x256 frames: TiledWriter, then the Publisher. A Session
+    per scan, so each one starts on a fresh client (the server may have been restarted)."""
+    with Session(remote.server.client()) as session:
+        session.RE.subscribe(remote.publisher)
+        det = session.add_detector(remote.raw_dir, shape=SHAPE, name="det", seed=seed,
+                                   presets=("rings_spots", "spots_po"), n_unique=3)
+        result = session.RE(count([det], num=num), **det.start_metadata())
     assert result.exit_status == "success"
     return result.run_start_uids[0]
 
@@ -117,22 +107,33 @@ def test_worker_masks_runs_published_over_0mq(remote, worker):
     assert np.isfinite(patterns["intensity"].values).mean() > 0.5
 
 
+def _written(client, uid: str, rows: int):
+    """The results node once mask rows ``0 .. rows-1`` are in Tiled (the sink writes a mask as
+    soon as it is computed; unwritten rows read as zeros, and every frame of these scans has
+    spots), else None."""
+    node = _node(client, uid)
+    if node is None or "mask" not in node:
+        return None
+    mask = node["mask"]
+    return node if all(mask[i].any() for i in range(rows)) else None
+
+
 @pytest.mark.slow
 def test_worker_rides_out_a_tiled_restart_mid_run(remote, worker):
-    n = 10
+    n = 6
+    remote.gate.close(permits=2)  # frames 2.. wait until the server is down
     uid = _scan(remote, n, seed=2)
     client = remote.server.client()
-    wait_for(lambda: len((_node(client, uid) or types.SimpleNamespace(metadata={}))
-                         .metadata.get("frames_done", [])) >= 2, 90, "the first frames")
-    remote.server.kill()  # mid-run: frames 2.. still to write
-    time.sleep(1.0)
+    wait_for(lambda: _written(client, uid, 2), 90, "the masks of frames 0 and 1")
+    remote.server.kill()  # mid-run: frames 2.. are still to mask and write
+    remote.gate.open()
+    worker.wait_output("Tiled unreachable while trying to", 60)  # the outage is seen
     remote.server.start()
     client = remote.server.client()
     node = wait_for(lambda: _done(client, uid), 120, "the run to complete after the restart")
     assert node.metadata["frames_done"] == list(range(n)) and node.metadata["errors"] == {}
     _check_masks(client, uid, node, n)
-    log = worker.output()
-    assert "Tiled unreachable while trying to" in log and "reachable again" in log
+    assert "reachable again" in worker.output()
     assert worker.proc.poll() is None  # still serving
 
 
@@ -141,17 +142,19 @@ def test_reprocess_finishes_what_a_killed_worker_left(remote, worker):
     """Last in this module: it kills the module's worker."""
     from xrd_bluesky_mask.reprocess import reprocess
 
-    # enough frames (0.3 s each) that the kill lands mid-run even when polling the server is
-    # slow: with 8, a fresh-clone run once saw all of them done before the kill
-    n = 24
+    n = 6
+    remote.gate.close(permits=2)  # the worker masks frames 0 and 1, then waits
     uid = _scan(remote, n, seed=3)
     client = remote.server.client()
-    wait_for(lambda: len((_node(client, uid) or types.SimpleNamespace(metadata={}))
-                         .metadata.get("frames_done", [])) >= 2, 90, "the first frames")
+    wait_for(lambda: _written(client, uid, 2), 90, "the masks of frames 0 and 1")
     worker.proc.send_signal(signal.SIGKILL)
     worker.proc.wait(timeout=10)
-    before = set(_node(client, uid).metadata["frames_done"])
-    assert 2 <= len(before) < n and _node(client, uid).metadata["status"] == "running"
+    remote.gate.open()
+    node = _node(client, uid)
+    # progress metadata is flushed at most once a second: 0, 1 or 2 of the written frames
+    # are listed, and reprocess redoes the others
+    before = set(node.metadata["frames_done"])
+    assert before <= {0, 1} and node.metadata["status"] == "running"
 
     summary = reprocess(client, uid, masker="classical", progress=False, settings=_npt(500))
     (run,) = summary.runs

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import sys
 import threading
-import time
 
 import pytest
 
@@ -65,23 +65,37 @@ def test_directory_defaults_to_the_xdg_data_folder(monkeypatch, tmp_path):
 
 
 def test_register_waits_for_the_registry_lock(registry, tiny_model_dir):
+    """While another writer holds the lock (a FileLock of its own, like another process's),
+    register waits, which filelock logs, and it finishes once the lock is released. The
+    order is forced, not timed: the lock is released only after register has been seen
+    waiting for it."""
     from filelock import FileLock
 
     registry.root.mkdir(parents=True)
-    held = threading.Event()
+    waiting = threading.Event()
 
-    def hold():  # another writer (a FileLock of its own, like another process's)
+    class _Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "not acquired" in record.getMessage():
+                waiting.set()
+
+    logger, handler = logging.getLogger("filelock"), _Seen()
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    done: list = []
+    try:
         with FileLock(registry.root / ".lock"):
-            held.set()
-            time.sleep(0.5)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    held.wait(5)
-    t0 = time.monotonic()
-    assert registry.register(tiny_model_dir).version == 1
-    assert time.monotonic() - t0 > 0.3
-    holder.join()
+            writer = threading.Thread(target=lambda: done.append(registry.register(
+                tiny_model_dir)))
+            writer.start()
+            assert waiting.wait(60), "register never waited for the lock"
+            assert not done  # it cannot finish while the lock is held
+        writer.join(60)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    assert [entry.version for entry in done] == [1]
 
 
 def test_empty_registry_serves_the_packaged_model_as_version_0(registry):
