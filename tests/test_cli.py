@@ -99,7 +99,7 @@ def test_console_script_is_installed():
 def _cli(*argv: str) -> subprocess.CompletedProcess:
     """The real console entry point in a fresh interpreter (as a user runs it)."""
     return subprocess.run([sys.executable, "-m", "xrd_bluesky_mask.cli", *argv],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=100)
 
 
 @pytest.mark.parametrize(("option", "value", "words"), [

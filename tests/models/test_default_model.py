@@ -70,7 +70,7 @@ def test_live_demo_command_runs_end_to_end(tmp_path):
     """The README's main command: a scan masked live into an embedded Tiled server."""
     exe = Path(sys.executable).with_name("xrd-mask")
     res = subprocess.run([str(exe), "demo", "--frames", "2", "--size", "384", "--out",
-                          str(tmp_path)], capture_output=True, text=True, timeout=400)
+                          str(tmp_path)], capture_output=True, text=True, timeout=100)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert "derived/xrd_mask/" in res.stdout and "from tiled.client import from_uri" in res.stdout
     assert "xrdmask-default" in res.stdout or "unet" in res.stdout
@@ -80,7 +80,7 @@ def test_live_demo_command_runs_end_to_end(tmp_path):
 def test_offline_demo_command(tmp_path):
     exe = Path(sys.executable).with_name("xrd-mask")
     res = subprocess.run([str(exe), "demo", "--offline", "--frames", "1", "--size", "512",
-                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=100)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "unet" in res.stdout and "classical" in res.stdout
     assert list(tmp_path.glob("frame_000_*.png"))

@@ -243,7 +243,7 @@ def test_ipython_profile_dir_starts_counts_and_exits(tmp_path):
         env.pop(var, None)
     ipython = Path(sys.executable).with_name("ipython")
     done = subprocess.run([str(ipython), f"--profile-dir={profile}", "--no-banner", "-c", code],
-                          capture_output=True, text=True, timeout=300, env=env,
+                          capture_output=True, text=True, timeout=100, env=env,
                           cwd=tmp_path)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
