@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 from scipy import ndimage
@@ -146,7 +147,8 @@ def _add_beamstop_rim(config: SceneConfig, spot_free: np.ndarray, shadow: np.nda
     bs = config.detector.beamstop
     if not (bs.enabled and bs.rim > 0 and shadow.any()):
         return
-    d = ndimage.distance_transform_edt(~shadow).astype(np.float32)
+    # distances only (no indices asked for): one array
+    d = cast(np.ndarray, ndimage.distance_transform_edt(~shadow)).astype(np.float32)
     near = (d > 0) & (d < 6.0 * bs.rim_width_px)
     spot_free[near] += np.float32(bs.rim * config.flux) * np.exp(-d[near] / bs.rim_width_px)
 

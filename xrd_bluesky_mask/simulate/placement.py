@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from scipy import ndimage
@@ -42,7 +43,8 @@ def _near_edge_candidates(config: SceneConfig, cand: np.ndarray, gaps: np.ndarra
     d_col = np.minimum(c, w - 1 - c)
     near = np.minimum(d_row, d_col) <= e
     if gaps.any():
-        near |= ndimage.distance_transform_edt(~gaps).ravel()[cand] <= e
+        # distances only (no indices asked for): one array
+        near |= cast(np.ndarray, ndimage.distance_transform_edt(~gaps)).ravel()[cand] <= e
     corner = (d_row <= e) & (d_col <= e)
     return cand[near], cand[corner]
 

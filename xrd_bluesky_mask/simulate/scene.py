@@ -21,7 +21,7 @@ from .detector import Detector, Noise, _Model
 SpotKind = Literal["gaussian", "lorentzian", "streak", "cluster", "pair", "extreme"]
 #: The shapes drawn by the first random scenes (``scenes="v2"``); ``extreme`` (a sub-pixel,
 #: very bright spot on a sharp ring) comes with ``Spots.extreme_fraction``.
-SPOT_KINDS: tuple[str, ...] = ("gaussian", "lorentzian", "streak", "cluster", "pair")
+SPOT_KINDS: tuple[SpotKind, ...] = ("gaussian", "lorentzian", "streak", "cluster", "pair")
 StreakOrientation = Literal["random", "radial", "tangential", "mixed"]
 
 
