@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -81,7 +82,9 @@ def tiles_from_pair(
     y = labels.astype(np.int64)
     y[static] = IGNORE
     quilt = NCYXQuilt(rows, cols, window=(window, window), step=(step, step), border=None)
-    xt, yt = quilt.unstitch_data_pair(torch.from_numpy(x[None]), torch.from_numpy(y[None]))
+    # three tensors only with return_positions=True
+    xt, yt = cast(tuple[torch.Tensor, torch.Tensor],
+                  quilt.unstitch_data_pair(torch.from_numpy(x[None]), torch.from_numpy(y[None])))
     yt = yt[:, 0].long() if yt.ndim == 4 else yt.long()
     frac = (yt == 1).float().mean(dim=(1, 2))
     known = (yt != IGNORE).float().mean(dim=(1, 2))

@@ -137,10 +137,11 @@ def predict_tiles(net: torch.nn.Module, x: torch.Tensor, device, batch: int = 32
 def _resume(ckpt: Path, net: torch.nn.Module, opt: torch.optim.Optimizer,
             device: torch.device) -> list[dict[str, Any]]:
     """Load weights and optimiser state from ``ckpt``; the epochs' history it holds."""
+    from numpy._core.multiarray import scalar
+
     # checkpoints written before the lr fix hold numpy float64 learning rates: allow exactly
     # those data types, nothing that can run code
-    with torch.serialization.safe_globals([np._core.multiarray.scalar, np.dtype,
-                                           np.dtypes.Float64DType]):
+    with torch.serialization.safe_globals([scalar, np.dtype, np.dtypes.Float64DType]):
         state = torch.load(ckpt, map_location=device, weights_only=True)
     net.load_state_dict(state["model"])
     opt.load_state_dict(state["optim"])
@@ -242,7 +243,7 @@ def train(
     if init_state is not None:
         net.load_state_dict(init_state)
     # channels-last runs oneDNN's faster convolutions on CPU (about 1.5x here)
-    net = net.to(device, memory_format=torch.channels_last)
+    net = net.to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     weight = torch.tensor(cfg.class_weights, dtype=torch.float32, device=device)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weight, ignore_index=IGNORE)

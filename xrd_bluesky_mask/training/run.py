@@ -66,16 +66,16 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
         teacher = loaded.net.eval()
         data["teacher"] = {"model_id": loaded.card.model_id, "sha256": loaded.card.sha256,
                            "distill_weight": args.distill_weight}
-    if prune:
-        from .prune import prune_into
+        if prune:
+            from .prune import prune_into
 
-        # the teacher's shape, narrowed by the flags given
-        architecture = loaded.card.architecture.model_copy(update=shape)
-        if architecture.depth != loaded.card.architecture.depth:
-            raise ModelError(f"--prune-teacher keeps the teacher's depth "
-                             f"({loaded.card.architecture.depth}); drop --depth")
-        init_state = prune_into(teacher, build_network(architecture)).state_dict()
-        data["teacher"]["init"] = "pruned: each layer's most important channels"
+            # the teacher's shape, narrowed by the flags given
+            architecture = loaded.card.architecture.model_copy(update=shape)
+            if architecture.depth != loaded.card.architecture.depth:
+                raise ModelError(f"--prune-teacher keeps the teacher's depth "
+                                 f"({loaded.card.architecture.depth}); drop --depth")
+            init_state = prune_into(teacher, build_network(architecture)).state_dict()
+            data["teacher"]["init"] = "pruned: each layer's most important channels"
     logging.getLogger(__name__).info("%d tiles, %.4f mean spot fraction", len(tiles),
                                      float(tiles.spot_fraction.mean()))
     cfg = TrainConfig(
