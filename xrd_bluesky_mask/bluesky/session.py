@@ -253,13 +253,14 @@ class Session:
         # TiledWriter contacts the server: build it first, so that a refused key or a dead
         # server leaves no RunEngine (and no event-loop thread) behind
         writer = TiledWriter(self.runs, batch_size=1)
-        self._previous_loop = get_bluesky_event_loop()
-        RE = RunEngine(call_returns_result=call_returns_result)
+        md: Any = {}  # a dict, or bluesky's PersistentDict (a MutableMapping, not a dict)
         if md_store is not None:
             from bluesky.utils import PersistentDict
 
             Path(md_store).mkdir(parents=True, exist_ok=True)
-            RE.md = PersistentDict(str(md_store))
+            md = PersistentDict(str(md_store))
+        self._previous_loop = get_bluesky_event_loop()
+        RE = RunEngine(md, call_returns_result=call_returns_result)
         RE.md.update(metadata or {})
         RE.subscribe(writer)
         return RE, writer
