@@ -140,7 +140,7 @@ def _probe_tifffile(p: Path, fabio_exc: Exception) -> tuple:
         with tifffile.TiffFile(p) as tf:
             series = tf.series[0]
             shape = tuple(int(n) for n in series.shape)
-            tags = {tag.name: tag.value for tag in tf.pages[0].tags.values()}
+            tags = {tag.name: tag.value for tag in tf.pages.first.tags.values()}
             dtype = series.dtype
     except Exception as exc:
         raise _unreadable(p, f"fabio: {type(fabio_exc).__name__}: {fabio_exc}; tifffile: "

@@ -149,10 +149,11 @@ def series_metadata(infos: Sequence[FrameInfo], geometry: dict[str, str] | None)
         "last_file": last.name,
         "frame_shape_px": list(infos[0].shape),
     }
-    if all(n is not None for n in numbers):
-        present = set(numbers)
-        source["file_numbers"] = [min(numbers), max(numbers)]
-        missing = [n for n in range(min(numbers), max(numbers) + 1) if n not in present]
+    known = [n for n in numbers if n is not None]
+    if len(known) == len(numbers):
+        present, lo, hi = set(known), min(known), max(known)
+        source["file_numbers"] = [lo, hi]
+        missing = [n for n in range(lo, hi + 1) if n not in present]
         source["missing_numbers"] = missing[:1000]
     md: dict[str, Any] = {}
     if geometry:
