@@ -85,18 +85,21 @@ class TiledSettings(_Section):
     """Where runs and results go."""
 
     uri: Annotated[str, Env("XRD_TILED_URI", "TILED_URI")] = Field(
-        "", description="Server URI, e.g. http://tiled:8000/api/v1; empty: the embedded server")
+        default="",
+        description="Server URI, e.g. http://tiled:8000/api/v1; empty: the embedded server")
     api_key: Annotated[str, Env("TILED_API_KEY")] = Field(
-        "", description="API key; empty: $TILED_API_KEY")
-    runs_path: str = Field("", description="Container for the runs, e.g. 'raw'; empty: root")
+        default="", description="API key; empty: $TILED_API_KEY")
+    runs_path: str = Field(default="",
+                           description="Container for the runs, e.g. 'raw'; empty: root")
     fallback_to_embedded: bool = Field(
-        False, description="Start the embedded server when `uri` does not answer (runs then "
-                           "land in a local catalog, not the facility's)")
-    embedded_directory: str = Field("", description="Embedded server's catalog; empty: "
-                                                    "<data_dir>/tiled")
+        default=False,
+        description="Start the embedded server when `uri` does not answer (runs then "
+                    "land in a local catalog, not the facility's)")
+    embedded_directory: str = Field(default="", description="Embedded server's catalog; empty: "
+                                                            "<data_dir>/tiled")
     embedded_mode: Literal["thread", "process"] = Field(
-        "thread", description="'process' serves from a child process (no GIL contention "
-                              "with the RunEngine), 'thread' starts faster")
+        default="thread", description="'process' serves from a child process (no GIL contention "
+                                      "with the RunEngine), 'thread' starts faster")
 
 
 class RunEngineSettings(_Section):
@@ -104,8 +107,8 @@ class RunEngineSettings(_Section):
 
     metadata: dict[str, Any] = Field(default_factory=dict,
                                      description="Added to every start document (RE.md)")
-    persist_metadata: bool = Field(True, description="Keep RE.md (scan_id, ...) across "
-                                                     "sessions in <data_dir>/runengine-md")
+    persist_metadata: bool = Field(default=True, description="Keep RE.md (scan_id, ...) across "
+                                                             "sessions in <data_dir>/runengine-md")
 
 
 class DetectorSettings(_Section):
@@ -118,8 +121,8 @@ class DetectorSettings(_Section):
         "rings_spots", "spots_po", "spots_texture", "perfect"])
     seed: int = 0
     dtype: Literal["float32", "uint32"] = "float32"
-    exposure_s: float = Field(0.0, ge=0)
-    n_unique: int | None = Field(None, ge=1)
+    exposure_s: float = Field(default=0.0, ge=0)
+    n_unique: int | None = Field(default=None, ge=1)
 
     @field_validator("shape", mode="before")
     @classmethod
@@ -137,12 +140,12 @@ class MaskingSettings(_Section):
 
     enabled: bool = True
     masker: Annotated[str, Env("XRD_MASKER")] = Field(
-        "unet", description="'unet', 'classical' or a plugin name")
+        default="unet", description="'unet', 'classical' or a plugin name")
     model: Annotated[str, Env("XRD_MODEL")] = Field(
-        "", description="Model folder for the U-Net; empty: the packaged model")
-    poni: str = Field("", description="PONI file overriding the geometry the runs carry")
-    root: str = Field("derived/xrd_mask", description="Where results go")
-    frame_timeout_s: float = Field(30.0, gt=0)
+        default="", description="Model folder for the U-Net; empty: the packaged model")
+    poni: str = Field(default="", description="PONI file overriding the geometry the runs carry")
+    root: str = Field(default="derived/xrd_mask", description="Where results go")
+    frame_timeout_s: float = Field(default=30.0, gt=0)
 
 
 #: The settings file and environment that `ProfileSettings` reads (set by `load_settings`;
@@ -188,13 +191,14 @@ class ProfileSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid", validate_assignment=True)
 
     data_dir: Annotated[str, Env("XRD_DATA_DIR")] = Field(
-        "~/xrd-mask-data", description="Detector files (raw/), embedded catalog (tiled/), RE "
-                                       "metadata")
+        default="~/xrd-mask-data",
+        description="Detector files (raw/), embedded catalog (tiled/), RE "
+                    "metadata")
     tiled: TiledSettings = Field(default_factory=TiledSettings)
     run_engine: RunEngineSettings = Field(default_factory=RunEngineSettings)
     detector: DetectorSettings = Field(default_factory=DetectorSettings)
     masking: MaskingSettings = Field(default_factory=MaskingSettings)
-    source: str = Field("", description="The settings file read (set by load_settings)")
+    source: str = Field(default="", description="The settings file read (set by load_settings)")
 
     @classmethod
     def settings_customise_sources(

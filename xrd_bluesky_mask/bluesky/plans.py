@@ -156,6 +156,7 @@ def _client_of(client: Any, callback: Any) -> Any:
     if client is not None:
         return client
     source = getattr(getattr(callback, "worker", None), "source", None)
+    source = getattr(source, "inner", source)  # a RetryingSource around a TiledFrameSource
     runs = getattr(source, "runs", None)
     if runs is not None:  # a TiledFrameSource
         return runs
