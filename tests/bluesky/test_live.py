@@ -85,7 +85,7 @@ def test_uint32_frames_keep_their_dtype(session, run_engine, tiled_server, make_
 
 
 def test_live_demo_against_a_running_server(tiled_server, live_base, capsys):
-    from xrd_bluesky_mask.live import run_live_demo
+    from xrd_bluesky_mask.apps.live import run_live_demo
 
     summary = run_live_demo(frames=2, size=64, masker="classical", tiled_uri=tiled_server.uri,
                             api_key=tiled_server.api_key, out_dir=live_base, progress=False)

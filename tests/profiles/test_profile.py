@@ -17,8 +17,8 @@ import httpx
 import numpy as np
 import pytest
 
+from xrd_bluesky_mask.apps.profile import ProfileSettings, load_settings
 from xrd_bluesky_mask.errors import InputFileError, XRDMaskError
-from xrd_bluesky_mask.profile import ProfileSettings, load_settings
 
 PROFILE = Path(__file__).resolve().parents[2] / "profiles" / "profile_xrd"
 STARTUP = sorted((PROFILE / "startup").glob("*.py"))
@@ -67,7 +67,7 @@ def _declared_variables(model=ProfileSettings, where=()) -> dict[str, tuple[str,
     """Environment variable -> the setting's path, from the `Env` markers."""
     from pydantic import BaseModel
 
-    from xrd_bluesky_mask.profile import Env
+    from xrd_bluesky_mask.apps.profile import Env
 
     out = {}
     for name, info in model.model_fields.items():
@@ -116,8 +116,8 @@ def test_missing_or_broken_settings_file(tmp_path):
 def test_an_unreachable_server_is_an_error_not_a_silent_local_catalog(tmp_path):
     import time
 
+    from xrd_bluesky_mask.apps.profile import Beamline
     from xrd_bluesky_mask.errors import TiledConnectionError
-    from xrd_bluesky_mask.profile import Beamline
     from xrd_bluesky_mask.testing import free_port
 
     uri = f"http://127.0.0.1:{free_port()}/api/v1"
@@ -131,7 +131,7 @@ def test_an_unreachable_server_is_an_error_not_a_silent_local_catalog(tmp_path):
 
 
 def test_a_masker_that_cannot_load_turns_masking_off_with_the_reason(tmp_path, tiled_server):
-    from xrd_bluesky_mask.profile import Beamline
+    from xrd_bluesky_mask.apps.profile import Beamline
 
     path = _settings_file(tmp_path)
     env = {"XRD_MASKER": "unet", "XRD_MODEL": str(tmp_path / "no_such_model"),

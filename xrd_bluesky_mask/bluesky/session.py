@@ -1,8 +1,9 @@
 """One Bluesky session that writes to Tiled and masks live: RunEngine, TiledWriter, callback.
 
-The live demo (`xrd_bluesky_mask.live`), the beamline profile (`xrd_bluesky_mask.profile`), the
-benchmarks and the test fixtures (`xrd_bluesky_mask.testing`) all need the same wiring, in the
-same order, and the same shutdown; `Session` is that wiring, written once:
+The live demo (`xrd_bluesky_mask.apps.live`), the beamline profile
+(`xrd_bluesky_mask.apps.profile`), the benchmarks and the test fixtures
+(`xrd_bluesky_mask.testing`) all need the same wiring, in the same order, and the same
+shutdown; `Session` is that wiring, written once:
 
 1. a Tiled client: given (``client=``), opened on a server (``uri=``), or on an embedded server
    the session starts and owns (`xrd_bluesky_mask.tiled.server.start_local_server`);

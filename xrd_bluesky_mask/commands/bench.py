@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     import numpy as np
 
-    from ..bench import run_bench
+    from ..apps.bench import run_bench
     from ..errors import ConfigError
 
     paths = args.paths or ["fast", "reference", "classical"] + (["paper"] if args.paper else [])

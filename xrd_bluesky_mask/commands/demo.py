@@ -41,12 +41,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     settings = integration_from_args(args)  # checked before the model loads
     if args.offline:
-        from ..demo import run_demo
+        from ..apps.demo import run_demo
 
         run_demo(args.out, frames=args.frames, size=args.size, seed=args.seed,
                  masker=masker_from_args(args), settings=settings)
         return 0
-    from ..live import run_live_demo
+    from ..apps.live import run_live_demo
 
     if args.tiled:
         from ..tiled.server import connect

@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, argv: list[str] | None) -> int:
-    from ..evaluate import ORACLE, evaluate, write_report
+    from ..apps.evaluate import ORACLE, evaluate, write_report
     from ..masking import get_masker
 
     settings = integration_from_args(args)  # checked before the model loads

@@ -29,8 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from ..apps.predict_files import predict_files
     from ..io import read_frame
-    from ..predict_files import predict_files
 
     if not args.poni.is_file():
         from ..errors import GeometryError

@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .integration import IntegrationSettings, integrate
-from .masking import Masker, get_masker
-from .masking.preprocess import prepare_frame
-from .metrics import pixel_metrics, rwp, spot_counts, spot_found
+from ..integration import IntegrationSettings, integrate
+from ..masking import Masker, get_masker
+from ..masking.preprocess import prepare_frame
+from ..metrics import pixel_metrics, rwp, spot_counts, spot_found
 
 SEED_BASE = 1_000_000  #: held-out seeds start here; training uses seeds below it
 TRANSFER_STYLES = ("rings_spots", "spots_po", "spots_texture", "negative_po")
@@ -72,8 +72,8 @@ def heldout_cases(frames_per_set: int = 4, sets: tuple[str, ...] = SETS) -> list
 
 def simulate_case(case: Case, size: int):
     """Render a held-out case at ``size`` x ``size`` px."""
-    from .simulate import preset, random_scene, simulate_frame
-    from .simulate.presets import HELD_OUT_PHASES
+    from ..simulate import preset, random_scene, simulate_frame
+    from ..simulate.presets import HELD_OUT_PHASES
 
     if case.set_name == "presets":
         cfg = preset(case.style).with_shape((size, size))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from xrd_bluesky_mask.evaluate import (
+from xrd_bluesky_mask.apps.evaluate import (
     Case,
     clear_spot_ids,
     evaluate,
@@ -48,7 +48,7 @@ def test_heldout_cases_are_not_training_seeds():
 
 
 def test_spot_recall_by_distance_to_the_edge():
-    from xrd_bluesky_mask.evaluate import edge_spot_counts
+    from xrd_bluesky_mask.apps.evaluate import edge_spot_counts
 
     cfg = preset("rings_spots", shape=(512, 512), spots={"count": 0, "fixed": [
         {"row": 5.0, "col": 250.0, "size_px": 3.0, "peak_rel": 50.0},
@@ -78,7 +78,7 @@ def test_oracle_beats_no_mask_and_classical_loses_po_area():
 
 
 def test_evaluate_report_tables(monkeypatch):
-    import xrd_bluesky_mask.evaluate as ev
+    import xrd_bluesky_mask.apps.evaluate as ev
 
     monkeypatch.setattr(ev, "heldout_cases",
                         lambda n, sets: [Case("presets", "spots_po", 1_000_000),
@@ -133,7 +133,7 @@ def test_clear_spots_are_the_bright_subset():
 
 
 def test_oracle_masker_scores_the_labels():
-    from xrd_bluesky_mask.evaluate import ORACLE
+    from xrd_bluesky_mask.apps.evaluate import ORACLE
 
     sim = simulate_frame(preset("rings_spots", shape=(384, 384)), seed=8)
     _, static = prepare_frame(sim.image, sim.geometry, extra_static=sim.static_mask)

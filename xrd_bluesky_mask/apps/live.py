@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def _choose_masker(masker: Any) -> Any:
-    from .masking import get_masker
+    from ..masking import get_masker
 
     if masker is not None:
         return get_masker(masker)
@@ -52,14 +52,14 @@ def _snippet(uri: str, api_key: str | None, uid: str, root: str) -> str:
 
 def _write_png(client: Any, uid: str, field: str, node: Any, record: Any, masker: Any,
                poni: str, out_dir: Path) -> Path | None:
-    from .geometry import as_geometry
-    from .integration import integrate
-    from .masking import get_masker
-    from .pipeline import process_frame
+    from ..geometry import as_geometry
+    from ..integration import integrate
+    from ..masking import get_masker
+    from ..pipeline import process_frame
+    from ..protocols import MaskCode
+    from ..tiled.frames import as_frame
+    from ..tiled.results import load_patterns
     from .plotting import save_overlay
-    from .protocols import MaskCode
-    from .tiled.frames import as_frame
-    from .tiled.results import load_patterns
 
     done = record.done
     if not done:
@@ -136,8 +136,8 @@ def run_live_demo(
     from bluesky.plans import count
     from tqdm.auto import tqdm
 
-    from .bluesky.session import Session
-    from .tiled.results import find_results
+    from ..bluesky.session import Session
+    from ..tiled.results import find_results
 
     out = Path(out_dir).resolve()
     raw_dir = out / "raw"
@@ -194,7 +194,7 @@ def run_live_demo(
 def _report(client: Any, uid: str, uri: str, key: str | None, masker: Any, poni: str,
             out: Path, record: Any, scan_s: float, processing_s: float,
             find_results: Any) -> dict[str, Any]:
-    from .tiled.results import DEFAULT_ROOT
+    from ..tiled.results import DEFAULT_ROOT
 
     node = find_results(client, uid)
     node.refresh()

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..integration import IntegrationSettings, integrate
+from ..masking import Masker, get_masker
+from ..metrics import rwp
+from ..pipeline import process_frame
 from .evaluate import score_mask
-from .integration import IntegrationSettings, integrate
-from .masking import Masker, get_masker
-from .metrics import rwp
-from .pipeline import process_frame
 from .plotting import save_overlay
 
 PRESETS = ("rings_spots", "spots_po", "spots_texture", "perfect")
@@ -37,7 +37,7 @@ def run_demo(
     with the classical filter, integrate, print a table and write PNGs + ``summary.json``."""
     from tqdm.auto import tqdm
 
-    from .simulate import simulate_frame
+    from ..simulate import simulate_frame
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

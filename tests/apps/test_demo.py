@@ -9,8 +9,8 @@ import pytest
 
 import xrd_bluesky_mask.commands.demo as demo_command
 import xrd_bluesky_mask.masking as masking
+from xrd_bluesky_mask.apps.demo import run_demo
 from xrd_bluesky_mask.cli import main
-from xrd_bluesky_mask.demo import run_demo
 from xrd_bluesky_mask.masking.classical import RingOutlierMasker
 from xrd_bluesky_mask.masking.unet import UNetMasker
 from xrd_bluesky_mask.testing import free_port

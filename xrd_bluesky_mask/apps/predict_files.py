@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import XRDMaskError
-from .geometry import as_geometry
-from .integration import IntegrationSettings
-from .io import read_frame, write_mask_tiff, write_netcdf, write_xy
-from .masking import Masker
-from .pipeline import process_frame
+from ..errors import XRDMaskError
+from ..geometry import as_geometry
+from ..integration import IntegrationSettings
+from ..io import read_frame, write_mask_tiff, write_netcdf, write_xy
+from ..masking import Masker
+from ..pipeline import process_frame
 
 
 @dataclass

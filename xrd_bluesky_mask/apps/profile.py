@@ -44,10 +44,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from .errors import InputFileError, XRDMaskError
+from ..errors import InputFileError, XRDMaskError
 
 if TYPE_CHECKING:
-    from .bluesky.session import Session
+    from ..bluesky.session import Session
 
 __all__ = [
     "Beamline",
@@ -350,8 +350,8 @@ class Beamline:
             The configured server does not answer (and ``fallback_to_embedded`` is off), or
             refuses the key.
         """
-        from .bluesky.session import Session
-        from .errors import TiledAuthError, TiledConnectionError
+        from ..bluesky.session import Session
+        from ..errors import TiledAuthError, TiledConnectionError
 
         if self.session is not None:
             return self.session.client
@@ -405,7 +405,7 @@ class Beamline:
     def make_masker(self) -> Any:
         """The masker of the settings (the U-Net loads ``masking.model`` or the packaged
         model; its checksum is verified)."""
-        from .masking import get_masker
+        from ..masking import get_masker
 
         m = self.settings.masking
         kwargs: dict[str, Any] = {}
@@ -445,7 +445,7 @@ class Beamline:
         """The derived container of run ``uid``: a uid, a BlueskyRun, or -1 for the latest run in
         ``runs`` (-2 the one before, ...); first waits (up to ``timeout`` s) until the callback
         has finished the frames seen so far."""
-        from .tiled.results import find_results
+        from ..tiled.results import find_results
 
         if self.callback is not None and not self.callback.wait(timeout):
             log.warning("xrd-mask: masking still running after %g s; results are partial",
@@ -500,7 +500,7 @@ class Beamline:
     def close_at_exit(self) -> None:
         """Run `close` when the interpreter exits, before it waits for the embedded server's
         (non-daemon) thread: with `atexit` alone, exiting IPython would hang."""
-        from .bluesky.session import close_at_exit
+        from ..bluesky.session import close_at_exit
 
         close_at_exit(self.close)
 

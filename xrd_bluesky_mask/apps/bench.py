@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .sysinfo import machine
+from ..sysinfo import machine
 
 STAGES = ("normalise", "network", "integrate", "total")
 PATHS = ("fast", "reference", "classical", "paper")
@@ -136,10 +136,10 @@ def run_bench(size: int = 2880, frames: int = 4, *, batch: int | None = None,
     import torch
     from tqdm.auto import tqdm
 
-    from .masking.classical import RingOutlierMasker
-    from .masking.unet import UNetMasker
-    from .pipeline import ExecutionPolicy, Pipeline
-    from .simulate import simulate_frame
+    from ..masking.classical import RingOutlierMasker
+    from ..masking.unet import UNetMasker
+    from ..pipeline import ExecutionPolicy, Pipeline
+    from ..simulate import simulate_frame
 
     if batch is None:
         cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
