@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
-from xrd_bluesky_mask.apps.profile import ProfileSettings, load_settings
+from xrd_bluesky_mask.apps.profile_settings import ProfileSettings, load_settings
 from xrd_bluesky_mask.errors import InputFileError, XRDMaskError
 
 PROFILE = Path(__file__).resolve().parents[2] / "profiles" / "profile_xrd"
@@ -67,7 +67,7 @@ def _declared_variables(model=ProfileSettings, where=()) -> dict[str, tuple[str,
     """Environment variable -> the setting's path, from the `Env` markers."""
     from pydantic import BaseModel
 
-    from xrd_bluesky_mask.apps.profile import Env
+    from xrd_bluesky_mask.apps.profile_settings import Env
 
     out = {}
     for name, info in model.model_fields.items():

@@ -6,7 +6,8 @@
 
 from pathlib import Path
 
-from xrd_bluesky_mask.apps.profile import Beamline, load_settings
+from xrd_bluesky_mask.apps.profile import Beamline
+from xrd_bluesky_mask.apps.profile_settings import load_settings
 
 xrd = Beamline(load_settings(Path(__file__).resolve().parents[1] / "xrd_settings.toml"))
 xrd.close_at_exit()
