@@ -38,7 +38,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -49,6 +48,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 
 from .bluesky.session import Session
+from .tiled.server import free_port
 
 if TYPE_CHECKING:
     from .bluesky.devices import SimXRDDetector
@@ -73,17 +73,6 @@ T = TypeVar("T")
 
 
 # -- helpers ----------------------------------------------------------------------------------
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now (bound once, then released).
-
-    Another process may take it before it is used; good enough for tests, and also how a test
-    gets a port that is certain to refuse connections.
-    """
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_for(predicate: Callable[[], T], timeout: float, what: str, poll: float = 0.05) -> T:
     """Call ``predicate()`` every ``poll`` s until it returns something truthy, and return that.
 

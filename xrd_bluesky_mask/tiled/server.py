@@ -174,7 +174,12 @@ def _start_thread(directory: str | Path | None, api_key: str, paths: list[str]) 
                             mode="thread", closer=server.close)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (bound once, then released).
+
+    Another process may take it before it is used; good enough for a server started right
+    after, and how a test gets a port that is certain to refuse connections.
+    """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -188,7 +193,7 @@ def _start_process(directory: str | Path | None, api_key: str, paths: list[str],
     exe = Path(sys.executable).with_name("tiled")
     tiled_cmd = [str(exe)] if exe.exists() else [shutil.which("tiled") or "tiled"]
     db = root / "catalog.db"
-    port = _free_port()
+    port = free_port()
     cmd = [*tiled_cmd, "serve", "catalog", str(db), *([] if db.exists() else ["--init"]),
            "-w", str(root / "data"), "-w", f"duckdb:///{root / 'storage.duckdb'}",
            "--api-key", api_key, "--host", "127.0.0.1", "--port", str(port)]
