@@ -76,10 +76,6 @@ class Pipeline:
         """Frames the pipeline prefers to get per `process` call."""
         return int(self.policy.batch)  # type: ignore[arg-type]
 
-    def settings(self) -> dict[str, Any]:
-        """Provenance: the masker's settings and how the pipeline ran it."""
-        return {**self.masker.settings(), "policy": self.policy.describe()}
-
     def process(self, frames: Sequence[np.ndarray]) -> list[FrameResult]:
         """Mask and integrate ``frames`` (each ``(rows, cols)`` counts), in order."""
         if len(frames) == 0:
