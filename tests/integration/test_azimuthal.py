@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from pathlib import Path
 
@@ -333,29 +332,6 @@ def _need_real() -> None:
         pytest.skip(f"real test data not found in {REAL}")
 
 
-def _poni_from_xy_header(path: Path) -> tuple[str, float | None]:
-    """PONI text and polarisation factor from the header pyFAI writes into an .xy file."""
-    text = "".join(line for line in path.read_text().splitlines(True) if line.startswith("#"))
-    num = r"([-+\d.eE]+)"
-
-    def grab(pattern: str) -> tuple[str, ...]:
-        m = re.search(pattern, text)
-        assert m, f"{pattern!r} not in the header of {path}"
-        return m.groups()
-
-    (pixel,) = grab(rf"PixelSize: {num}")
-    poni1, poni2 = grab(rf"PONI: {num}, {num} m")
-    (dist,) = grab(rf"Distance Sample to Detector: {num}")
-    rot1, rot2, rot3 = grab(rf"Rotations: {num} {num} {num}")
-    (wavelength,) = grab(rf"Wavelength: {num}")
-    pol = re.search(rf"Polarization factor: {num}", text)
-    poni = (
-        f"PixelSize1: {pixel}\nPixelSize2: {pixel}\nDistance: {dist}\nPoni1: {poni1}\n"
-        f"Poni2: {poni2}\nRot1: {rot1}\nRot2: {rot2}\nRot3: {rot3}\nWavelength: {wavelength}\n"
-    )
-    return poni, (float(pol.group(1)) if pol else None)
-
-
 def _bins_of(x: np.ndarray) -> tuple[int, tuple[float, float]]:
     """npt and radial range of a pattern with evenly spaced bin centres."""
     step = (x[-1] - x[0]) / (len(x) - 1)
@@ -365,11 +341,11 @@ def _bins_of(x: np.ndarray) -> tuple[int, tuple[float, float]]:
 @pytest.mark.parametrize("name", MAP_FRAMES)
 def test_parity_with_pyfai_xy(name: str) -> None:
     _need_real()
-    from xrd_bluesky_mask.io import read_frame, read_xy
+    from xrd_bluesky_mask.io import poni_from_xy_header, read_frame, read_xy
 
     xy = REAL / f"{name}.xy"
     x, y, _ = read_xy(xy)
-    poni, pol = _poni_from_xy_header(xy)
+    poni, pol = poni_from_xy_header(xy)
     assert pol == pytest.approx(0.99)
     frame = np.flipud(read_frame(REAL / f"{name}.tif"))  # the PONI applies to the flipped image
     assert (frame == -1).sum() > 10000  # module gaps, kept in the integration below

@@ -324,3 +324,15 @@ def test_writer_failure_keeps_old_file(tmp_path: Path, monkeypatch: pytest.Monke
     with pytest.raises(OSError, match="interrupted"):
         write_netcdf(p, make_pattern())
     assert p.stat().st_size == size and only_files(tmp_path) == {"p.nc"}
+
+
+def test_poni_from_xy_header(tmp_path: Path) -> None:
+    from xrd_bluesky_mask.io import poni_from_xy_header
+
+    poni, pol = poni_from_xy_header(REAL / "Fe3O4C_M1_map_1_P1_E1_001.xy")
+    assert "Distance: 0.284634930882" in poni and "PixelSize1: 1.720e-04" in poni
+    assert pol == pytest.approx(0.99)
+    plain = tmp_path / "plain.xy"
+    plain.write_text("# 2th_deg I\n1.0 2.0\n2.0 3.0\n")
+    with pytest.raises(InputFileError, match="calibration header"):
+        poni_from_xy_header(plain)

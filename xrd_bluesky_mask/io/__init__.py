@@ -5,11 +5,12 @@ from .frames import SUPPORTED_FORMATS, read_frame
 from .outputs import (
     atomic_write,
     netcdf_safe_attrs,
+    poni_from_xy_header,
     read_xy,
     write_mask_tiff,
     write_netcdf,
     write_xy,
 )
 
-__all__ = ["SUPPORTED_FORMATS", "atomic_write", "netcdf_safe_attrs", "read_frame", "read_xy",
-           "write_mask_tiff", "write_netcdf", "write_xy"]
+__all__ = ["SUPPORTED_FORMATS", "atomic_write", "netcdf_safe_attrs", "poni_from_xy_header",
+           "read_frame", "read_xy", "write_mask_tiff", "write_netcdf", "write_xy"]

@@ -19,8 +19,8 @@ import xarray as xr
 
 from ..errors import FrameError, InputFileError
 
-__all__ = ["atomic_write", "netcdf_safe_attrs", "read_xy", "write_mask_tiff", "write_netcdf",
-           "write_xy"]
+__all__ = ["atomic_write", "netcdf_safe_attrs", "poni_from_xy_header", "read_xy",
+           "write_mask_tiff", "write_netcdf", "write_xy"]
 
 PathLike = str | os.PathLike
 
@@ -257,6 +257,37 @@ def read_xy(path: PathLike) -> tuple[np.ndarray, np.ndarray, list[str]]:
             f"{str(p)!r} holds no numeric data rows (expected '#' comments, then 2+ columns)"
         )
     return np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64), header
+
+
+def poni_from_xy_header(path: PathLike) -> tuple[str, float | None]:
+    """PONI text and polarisation factor from the ``# == pyFAI calibration ==`` header that
+    pyFAI (and Dioptas) write into ``.xy`` patterns (pixel size, PONI and distance in m,
+    rotations in rad, wavelength in m).
+
+    Raises
+    ------
+    InputFileError
+        A header without one of those entries.
+    """
+    _, _, header = read_xy(path)
+    text = "\n".join(header)
+    num = r"([-+\d.eE]+)"
+    wanted = {"pixel": rf"PixelSize: {num}", "poni": rf"PONI: {num}, {num} m",
+              "dist": rf"Distance Sample to Detector: {num}",
+              "rot": rf"Rotations: {num} {num} {num}", "wavelength": rf"Wavelength: {num}"}
+    found = {k: re.search(v, text) for k, v in wanted.items()}
+    missing = [k for k, m in found.items() if m is None]
+    if missing:
+        raise InputFileError(f"{path}: no pyFAI calibration header ({', '.join(missing)} "
+                             "missing); give the PONI file instead")
+    g = {k: m.groups() for k, m in found.items() if m is not None}
+    (pixel,), (poni1, poni2), (dist,) = g["pixel"], g["poni"], g["dist"]
+    (rot1, rot2, rot3), (wavelength,) = g["rot"], g["wavelength"]
+    pol = re.search(rf"Polarization factor: {num}", text)
+    poni = (f"PixelSize1: {pixel}\nPixelSize2: {pixel}\nDistance: {dist}\nPoni1: {poni1}\n"
+            f"Poni2: {poni2}\nRot1: {rot1}\nRot2: {rot2}\nRot3: {rot3}\n"
+            f"Wavelength: {wavelength}\n")
+    return poni, (float(pol.group(1)) if pol else None)
 
 
 def _netcdf_value(value: Any) -> Any:
