@@ -11,8 +11,6 @@ import pytest
 
 pytest_plugins = ["xrd_bluesky_mask.testing"]
 
-REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
-
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_model_registry(tmp_path_factory):

@@ -36,5 +36,18 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     assert faults[0] > 5_000 and faults[1] < 500, faults
 
 
-def test_is_idempotent():
-    assert retain_freed_memory() == retain_freed_memory()
+def test_applies_once(monkeypatch):
+    """The second call answers from the first: glibc is asked once per process."""
+    import ctypes
+
+    from xrd_bluesky_mask import malloc
+
+    monkeypatch.setattr(malloc, "_done", None)
+    monkeypatch.delenv("XRD_MASK_MALLOC_DEFAULTS", raising=False)
+    opened = []
+    real = ctypes.CDLL
+    monkeypatch.setattr(malloc.ctypes, "CDLL", lambda *a, **k: opened.append(a) or real(*a, **k))
+    first = retain_freed_memory()
+    assert retain_freed_memory() is first
+    linux = sys.platform.startswith("linux")
+    assert first is linux and len(opened) == int(linux)

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import logging
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
 from pydantic import ValidationError
 
+from tests.real_data import REAL, require_real_data
 from xrd_bluesky_mask.errors import FrameError, GeometryError
 from xrd_bluesky_mask.geometry import Geometry, as_geometry, integrator_from_poni_text
 from xrd_bluesky_mask.integration import IntegrationSettings, Integrator, integrate
 from xrd_bluesky_mask.integration import azimuthal as integration
 
-REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
 MAP_FRAMES = ["Fe3O4C_M1_map_1_P1_E1_001", "Fe3O4C_M1_map_2_P1_E1_001"]
 
 SHAPE = (192, 160)
@@ -328,8 +327,7 @@ def test_module_integrate_caches_integrators(rng: np.random.Generator) -> None:
 
 
 def _need_real() -> None:
-    if not (REAL / "CeO2_Pilatus1M.tif").is_file():
-        pytest.skip(f"real test data not found in {REAL}")
+    require_real_data()
 
 
 def _bins_of(x: np.ndarray) -> tuple[int, tuple[float, float]]:

@@ -11,6 +11,7 @@ import pytest
 import tifffile
 import xarray as xr
 
+from tests.real_data import REAL, require_real_data
 from xrd_bluesky_mask import io as files
 from xrd_bluesky_mask.errors import FrameError, InputFileError
 from xrd_bluesky_mask.io import (
@@ -21,8 +22,6 @@ from xrd_bluesky_mask.io import (
     write_netcdf,
     write_xy,
 )
-
-REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
 
 
 @pytest.fixture
@@ -182,8 +181,8 @@ def test_missing_and_corrupt_files(tmp_path: Path) -> None:
         read_frame(tmp_path / "bad.tif", dataset="/x")
 
 
-@pytest.mark.skipif(not (REAL / "CeO2_Pilatus1M.tif").is_file(), reason="no real data")
 def test_real_pilatus_tiff() -> None:
+    require_real_data()
     img = read_frame(REAL / "CeO2_Pilatus1M.tif")
     assert img.shape == (1043, 981) and img.dtype == np.int32 and (img == -1).any()
 
@@ -248,8 +247,8 @@ def test_read_xy_foreign_files(tmp_path: Path) -> None:
         read_xy(tmp_path / "missing.xy")
 
 
-@pytest.mark.skipif(not (REAL / "CeO2_Pilatus1M.xy").is_file(), reason="no real data")
 def test_read_pyfai_xy() -> None:
+    require_real_data()
     x, y, header = read_xy(REAL / "Fe3O4C_M1_map_1_P1_E1_001.xy")
     assert len(x) == len(y) == 1508
     assert any(h.startswith("Polarization factor: 0.99") for h in header)

@@ -38,10 +38,16 @@ def test_predict_shapes_and_static(masker, small_geometry, rng):
 
 def test_threshold_override_changes_mask(tiny_model_dir, small_geometry, rng):
     frame, _ = ring_frame(small_geometry, rng)
-    lo = UNetMasker(tiny_model_dir, threshold=0.01, device="cpu").predict(frame, small_geometry)
-    hi = UNetMasker(tiny_model_dir, threshold=0.99, device="cpu").predict(frame, small_geometry)
-    assert lo.spots.sum() >= hi.spots.sum()
-    np.testing.assert_allclose(lo.probability, hi.probability)
+    base = UNetMasker(tiny_model_dir, device="cpu").predict(frame, small_geometry)
+    p = base.probability[~base.static]
+    t_lo, t_hi = (float(np.quantile(p, q)) for q in (0.5, 0.99))
+    assert 0 < t_lo < t_hi < 1  # the cuts fall inside the probabilities this frame has
+    lo = UNetMasker(tiny_model_dir, threshold=t_lo, device="cpu").predict(frame, small_geometry)
+    hi = UNetMasker(tiny_model_dir, threshold=t_hi, device="cpu").predict(frame, small_geometry)
+    np.testing.assert_allclose(lo.probability, base.probability)
+    np.testing.assert_array_equal(lo.spots, (base.probability >= t_lo) & ~base.static)
+    np.testing.assert_array_equal(hi.spots, (base.probability >= t_hi) & ~base.static)
+    assert lo.spots.sum() > hi.spots.sum() > 0
     with pytest.raises(ValueError, match="threshold"):
         UNetMasker(tiny_model_dir, threshold=1.5)
     with pytest.raises(ValueError, match="inference"):

@@ -73,7 +73,10 @@ def test_live_demo_command_runs_end_to_end(tmp_path):
                           str(tmp_path)], capture_output=True, text=True, timeout=100)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert "derived/xrd_mask/" in res.stdout and "from tiled.client import from_uri" in res.stdout
-    assert "xrdmask-default" in res.stdout or "unet" in res.stdout
+    from xrd_bluesky_mask.models.registry import active_model_dir
+    from xrd_bluesky_mask.models.store import read_card
+
+    assert f"masker: unet, model {read_card(active_model_dir()).model_id}" in res.stdout
     assert list(tmp_path.glob("live_*.png"))
 
 
