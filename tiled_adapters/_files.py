@@ -126,6 +126,11 @@ def probe(path: str | Path, *, full: bool = False) -> FrameInfo:
         if p.suffix.lower() not in (".tif", ".tiff"):
             raise _unreadable(p, f"{type(exc).__name__}: {exc}") from exc
         shape, nframes, dtype, header, fmt = _probe_tifffile(p, exc)
+    if p.suffix.lower() in (".tif", ".tiff") and (len(shape) != 2 or min(shape) < 1):
+        # fabio's header-only TIFF reader reports (0, 0) for some detectors' files (Pilatus):
+        # the TIFF tags hold the shape
+        shape, nframes, dtype, header, fmt = _probe_tifffile(
+            p, ValueError(f"fabio read a shape of {shape} from the header"))
     if len(shape) != 2 or min(shape) < 1:
         raise FrameError(f"{str(p)!r} holds data of shape {shape}, not 2D detector frames")
     return FrameInfo(p, (shape[0], shape[1]), nframes,

@@ -228,3 +228,21 @@ def test_flags_for_tiled_cli(capsys):
     assert main(["flags"]) == 0
     assert "multipart/related;type=image/x-edf=tiled_adapters:FabioSequenceAdapter" in (
         capsys.readouterr().out)
+
+
+def test_a_series_of_real_pilatus_tiffs(tmp_path):
+    """fabio's header-only reader gives (0, 0) for these TIFFs; the series takes the shape from
+    the TIFF tags and serves the frames as read_frame reads them."""
+    from tests.real_data import require_real_data
+    from xrd_bluesky_mask.io import read_frame
+
+    real = require_real_data()
+    names = ["Fe3O4C_M1_map_1_P1_E1_001.tif", "Fe3O4C_M1_map_2_P1_E1_001.tif"]
+    for i, name in enumerate(names, start=1):
+        shutil.copy(real / name, tmp_path / f"scan_{i:04d}.tif")
+    files = sorted(tmp_path.glob("scan_*.tif"))
+    with pytest.warns(tiled_adapters.NoGeometryWarning, match="scan.poni"):
+        adapter = FabioSequenceAdapter.from_uris(*[_uri(f) for f in files])
+    assert adapter.structure().shape == (2, 1043, 981)
+    assert adapter.structure().data_type.to_numpy_dtype() == np.int32
+    np.testing.assert_array_equal(adapter.read(1), read_frame(real / names[1]))
