@@ -113,7 +113,9 @@ def po_area_error(pattern: xr.DataArray, truth: xr.DataArray, sim, n_rings: int 
         return float("nan")
     idx = np.argsort(np.where(ok, true, -np.inf))[::-1][: min(n_rings, int(ok.sum()))]
     got = peak_areas(pattern, [sim.rings[i] for i in idx])
-    return float(np.nanmedian(np.abs(got - true[idx]) / true[idx]))
+    err = np.abs(got - true[idx]) / true[idx]
+    # NaN when every PO ring's window lost its points in the masked pattern
+    return float(np.nanmedian(err)) if np.isfinite(err).any() else float("nan")
 
 
 @dataclass
