@@ -7,5 +7,5 @@ cd "$root"
 bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/lint-imports --no-cache
-.venv/bin/basedpyright
+.venv/bin/basedpyright --project pyproject.toml
 .venv/bin/python -m pytest "$@"
