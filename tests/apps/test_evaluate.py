@@ -49,6 +49,7 @@ def test_heldout_cases_are_not_training_seeds():
 
 def test_spot_recall_by_distance_to_the_edge():
     from xrd_bluesky_mask.apps.evaluate import edge_spot_counts
+    from xrd_bluesky_mask.metrics import spot_found
 
     cfg = preset("rings_spots", shape=(512, 512), spots={"count": 0, "fixed": [
         {"row": 5.0, "col": 250.0, "size_px": 3.0, "peak_rel": 50.0},
@@ -57,7 +58,7 @@ def test_spot_recall_by_distance_to_the_edge():
     valid = ~sim.static_mask
     near_only = np.zeros_like(sim.labels)
     near_only[:40] = sim.labels[:40]
-    counts = edge_spot_counts(sim, near_only, valid)
+    counts = edge_spot_counts(sim, spot_found(near_only, sim.spot_ids, valid))
     assert counts["0-16"] == (1, 1) and counts[">256"] == (0, 0) and counts["64-256"] == (0, 1)
 
 

@@ -211,11 +211,10 @@ def edge_bin_names() -> list[str]:
         f">{EDGE_BINS_PX[-1]}"]
 
 
-def edge_spot_counts(sim, spots: np.ndarray, valid: np.ndarray) -> dict[str, tuple[int, int]]:
+def edge_spot_counts(sim, found: Mapping[int, bool]) -> dict[str, tuple[int, int]]:
     """``{bin: (found, total)}`` of the labelled spots by their centre's distance (px) to the
-    nearest frame edge; found = at least half of the spot's valid pixels masked."""
+    nearest frame edge; ``found`` is `metrics.spot_found` of the mask (spot id → found)."""
     rows, cols = sim.spot_ids.shape
-    found = spot_found(spots, sim.spot_ids, valid)
     names = edge_bin_names()
     out = {b: [0, 0] for b in names}
     for sp in sim.spots:
@@ -275,20 +274,20 @@ def score_mask(sim, spots: np.ndarray, static: np.ndarray, pattern: xr.DataArray
     its masked ``pattern`` against the simulator's ground truth; see `score`."""
     valid = ~static
     pm = pixel_metrics(spots, sim.labels, valid)
-    found, total = spot_counts(spots, sim.spot_ids, valid)
+    found = spot_found(spots, sim.spot_ids, valid)
     if clear_ids is None:
         clear_ids = clear_spot_image(sim)
     found_clear, total_clear = spot_counts(spots, clear_ids, valid)
     return {
         **{k: pm[k] for k in ("tp", "fp", "fn", "tn")},
         "masked_pct": 100.0 * float(spots[valid].mean()),
-        "spots": total,
-        "spots_found": found,
+        "spots": len(found),
+        "spots_found": sum(found.values()),
         "clear_spots": total_clear,
         "clear_spots_found": found_clear,
         "rwp": rwp(pattern, truth),
         "po_area_error": po_area_error(pattern, truth, sim),
-        "edge_spots": edge_spot_counts(sim, spots, valid),
+        "edge_spots": edge_spot_counts(sim, found),
     }
 
 

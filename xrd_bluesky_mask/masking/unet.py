@@ -226,10 +226,11 @@ class UNetMasker:
             x, st = x.pin_memory(), st.pin_memory()
         x, st = x.to(self.device, non_blocking=True), st.to(self.device, non_blocking=True)
         t1 = time.perf_counter()
-        predictor = self._halo.setdefault(
-            (p.tile if p.tile != "auto" else None, p.halo),
-            HaloPredictor(tile=p.tile if p.tile != "auto" else None, halo=p.halo,
-                          multiple=self.model.card.architecture.size_multiple))
+        tile = None if p.tile == "auto" else p.tile  # resolved: never "auto"
+        predictor = self._halo.get((tile, p.halo))
+        if predictor is None:
+            predictor = self._halo[(tile, p.halo)] = HaloPredictor(
+                tile=tile, halo=p.halo, multiple=self.model.card.architecture.size_multiple)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(p.precision))
         t = self.threshold
         logit_cut = math.log(t / (1.0 - t))
