@@ -1,0 +1,59 @@
+"""predict_files / `xrd-mask predict` with a PONI for the image flipped up-down: outputs in the
+input's orientation, the orientation and the geometry check recorded, the warning printed."""
+
+from __future__ import annotations
+
+import numpy as np
+import tifffile
+import xarray as xr
+
+from tests.real_data import require_real_data
+from xrd_bluesky_mask.apps.predict_files import predict_files
+from xrd_bluesky_mask.cli import main
+from xrd_bluesky_mask.io import read_frame, read_xy
+from xrd_bluesky_mask.masking import get_masker
+
+
+def test_real_pilatus_with_flipud_writes_outputs_in_the_input_orientation(tmp_path) -> None:
+    real = require_real_data()
+    tif = real / "CeO2_Pilatus1M.tif"
+    (outcome,) = predict_files([tif], real / "CeO2_Pilatus1M.poni", get_masker("classical"),
+                               tmp_path, flipud=True, progress=False)
+    assert outcome.error is None and outcome.warning is None
+    assert outcome.verdict is not None and outcome.verdict.status == "ok"
+    raw = read_frame(tif)
+    codes = tifffile.imread(tmp_path / "CeO2_Pilatus1M_mask.tif")
+    # the module gaps (-1) of the file are static (2) in the mask, pixel for pixel: the mask
+    # has the file's orientation, not the flipped one
+    gaps = raw < 0
+    assert gaps.sum() > 10_000
+    np.testing.assert_array_equal(codes[gaps], 2)
+    assert not np.array_equal(np.flipud(gaps), gaps)
+    _, _, header = read_xy(tmp_path / "CeO2_Pilatus1M.xy")
+    assert "orientation: flipud" in header
+    assert any(line.startswith("geometry_check:") and '"status": "ok"' in line
+               for line in header)
+    with xr.open_dataarray(tmp_path / "CeO2_Pilatus1M.nc") as da:
+        assert da.attrs["orientation"] == "flipud"
+        assert '"best_orientation": "flipud"' in da.attrs["geometry_check"]
+
+
+def test_predict_warns_with_the_flag_to_use(tmp_path, capsys) -> None:
+    from xrd_bluesky_mask.simulate import preset, simulate_frame
+
+    cfg = preset("rings_spots", shape=(384, 384)).updated(beam_center_frac=(0.42, 0.58))
+    frame = simulate_frame(cfg, seed=2)
+    poni = tmp_path / "det.poni"
+    poni.write_text(frame.geometry.poni_text)
+    for k in (1, 2):  # stored flipped up-down, as a PONI from Dioptas expects
+        tifffile.imwrite(tmp_path / f"scan_{k}.tif", np.flipud(frame.image))
+    out = tmp_path / "out"
+    argv = ["predict", str(tmp_path / "scan_1.tif"), str(tmp_path / "scan_2.tif"),
+            "--poni", str(poni), "--masker", "classical", "--out", str(out)]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "scan_1.tif (and 1 more file(s) alike)" in err and "use --flipud" in err
+    assert main([*argv, "--flipud"]) == 0
+    assert "warning: scan" not in capsys.readouterr().err
+    assert main([*argv, "--no-geometry-check"]) == 0
+    assert "warning: scan" not in capsys.readouterr().err
