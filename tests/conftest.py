@@ -27,6 +27,20 @@ def isolated_model_registry(tmp_path_factory):
         os.environ["XRD_MASK_MODELS"] = old
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_journal(tmp_path_factory):
+    """Live masking keeps its results journal in a folder of this test run, never the user's."""
+    import os
+
+    old = os.environ.get("XRD_MASK_JOURNAL")
+    os.environ["XRD_MASK_JOURNAL"] = str(tmp_path_factory.mktemp("journal"))
+    yield
+    if old is None:
+        os.environ.pop("XRD_MASK_JOURNAL", None)
+    else:
+        os.environ["XRD_MASK_JOURNAL"] = old
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     """A seeded random generator (same numbers every run)."""

@@ -90,3 +90,8 @@ class DaskConnectionError(XRDMaskError, ConnectionError):
 class RunFailed(XRDMaskError, RuntimeError):
     """A run that cannot be processed at all (no usable geometry, masker or result sink);
     every frame of it fails with this."""
+
+
+class JournalFull(XRDMaskError, OSError):
+    """The local journal of results waiting for the result store has no room left for a
+    frame (the store has been unreachable for long); that frame is recorded as failed."""

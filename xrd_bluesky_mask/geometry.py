@@ -190,7 +190,8 @@ def _cached_geometry(text: str, shape: tuple[int, int] | None, source: str) -> G
     return Geometry(ai, text, shape, source)
 
 
-def as_geometry(poni: Any, shape: tuple[int, int] | None = None) -> Geometry:
+def as_geometry(poni: Any, shape: tuple[int, int] | None = None, *,
+                source: str | None = None) -> Geometry:
     """Turn a PONI path, PONI text, `Geometry` or pyFAI integrator into a cached `Geometry`.
 
     Parameters
@@ -200,6 +201,8 @@ def as_geometry(poni: Any, shape: tuple[int, int] | None = None) -> Geometry:
     shape
         Frame shape ``(rows, cols)`` in pixels; needed when the PONI names no detector shape.
         When the PONI does name one, a different ``shape`` raises `GeometryError`.
+    source
+        Where PONI text came from (e.g. the file it was read from), named in error messages.
     """
     if isinstance(poni, Geometry):
         if shape is not None:
@@ -218,7 +221,7 @@ def as_geometry(poni: Any, shape: tuple[int, int] | None = None) -> Geometry:
         text = path.read_text(errors="replace")
         source = str(path)
     elif isinstance(poni, str):
-        text, source = poni, "<memory>"
+        text, source = poni, source or "<memory>"
     else:
         raise GeometryError(
             f"cannot use {type(poni).__name__} as a geometry; pass a .poni path, PONI text, "
@@ -232,8 +235,11 @@ def _finish(geo: Geometry, shape: tuple[int, int] | None) -> Geometry:
     if shape is not None:
         geo.check_frame(tuple(shape))
     det_shape = _detector_of(geo.integrator).max_shape
-    if det_shape is not None and tuple(det_shape) != geo.shape:
-        geo.check_frame(tuple(det_shape))
+    if det_shape is not None and tuple(det_shape) != geo.shape:  # geo.shape is the frame's
+        raise GeometryError(
+            f"frame shape {geo.shape} does not match the detector shape {tuple(det_shape)} "
+            f"of the PONI from {geo.source}. Use the PONI calibrated for this detector, "
+            "or check that the frame was not binned, cropped or transposed.")
     return geo
 
 

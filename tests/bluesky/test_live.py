@@ -12,6 +12,7 @@ from xrd_bluesky_mask.bluesky.session import Session, stop_run_engine
 from xrd_bluesky_mask.geometry import as_geometry
 from xrd_bluesky_mask.integration import integrate
 from xrd_bluesky_mask.masking import get_masker
+from xrd_bluesky_mask.protocols import MaskCode
 from xrd_bluesky_mask.testing import FailingMasker
 from xrd_bluesky_mask.tiled.frames import as_frame
 from xrd_bluesky_mask.tiled.results import find_results, load_masks, load_patterns
@@ -58,7 +59,8 @@ def test_count_masks_every_frame_and_survives_a_bad_one(session, run_engine, til
         np.testing.assert_allclose(patterns.sel(frame=i).values, want.values.astype(np.float32),
                                    rtol=1e-6, equal_nan=True)
         np.testing.assert_allclose(patterns["two_theta"].values, want["two_theta"].values)
-    assert not masks[2].any()
+    assert (masks[2] == MaskCode.NOT_COMPUTED).all()  # the bad frame: no result, and says so
+    assert np.isnan(load_patterns(fresh, uid, only_done=False).sel(frame=2)).all()
     timings = cb.records[uid].frames[0].timings
     assert {"read", "mask", "integrate", "write", "latency"} <= set(timings)
 

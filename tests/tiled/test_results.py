@@ -9,6 +9,7 @@ import pytest
 import xarray as xr
 
 from xrd_bluesky_mask.pipeline.provenance import provenance
+from xrd_bluesky_mask.protocols import MaskCode
 from xrd_bluesky_mask.protocols import encode_mask as mask_codes
 from xrd_bluesky_mask.tiled.results import find_results, load_masks, load_patterns
 from xrd_bluesky_mask.tiled.sink import TiledResultSink
@@ -66,19 +67,44 @@ def test_sink_layout_out_of_order_and_beyond_expected(tiled_server):
     assert mask.dims == ("frame", "y", "x") and set(mask.chunks[0]) == {1}
     for i in (0, 2, 4):
         np.testing.assert_array_equal(mask[i], _codes(i))
-    assert not mask[1].any() and not mask[3].any()  # never written: zeros
+    # never computed: code 3, NaN patterns, so no reader takes them for spot-free results
+    assert (mask[1] == MaskCode.NOT_COMPUTED).all() and (mask[3] == MaskCode.NOT_COMPUTED).all()
+    assert node.metadata["mask_codes"]["3"] == "not computed"
 
     ds = node["pattern"].read()
     assert ds["intensity"].dims == ("frame", "radial") and ds["intensity"].dtype == np.float32
     assert ds["two_theta"].attrs["units"] == "deg" and ds["q"].attrs["units"] == "1/Å"
     np.testing.assert_allclose(ds["intensity"][4], 14.0)
     np.testing.assert_allclose(ds["sigma"][2], 2.5)
+    assert np.isnan(ds["intensity"][[1, 3]]).all() and np.isnan(ds["sigma"][[1, 3]]).all()
 
     pats = load_patterns(fresh, uid)
     assert list(pats["frame"].values) == [0, 2, 4]
     np.testing.assert_allclose(pats.sel(frame=2).values, 12.0)
     np.testing.assert_allclose(pats["two_theta"], _pattern(0)["two_theta"])
     assert load_masks(fresh, uid).shape == (5, H, W)
+
+
+def test_arrays_hold_the_frames_that_exist(tiled_server):
+    """A scan announcing 30 frames and stopped after 4 (the last one failed): 4 rows, not 30,
+    and the failed one reads "not computed"; a frame written twice leaves one row."""
+    uid = str(uuid.uuid4())
+    sink = TiledResultSink(tiled_server.client())
+    sink.open_run(uid, _metadata(uid, expected=30))
+    for i in (0, 1, 2, 2):
+        sink.write(uid, i, _codes(i), _pattern(i))
+    sink.annotate(uid, {"n_frames": 4, "scan_exit_status": "abort"})
+    sink.close_run(uid, "aborted", {3: "boom"})
+    node = tiled_server.client()[f"derived/xrd_mask/{uid}"]
+    assert node["mask"].shape == (4, H, W)
+    assert node["pattern"]["intensity"].shape == (4, BINS)
+    masks = node["mask"][:]
+    np.testing.assert_array_equal(masks[2], _codes(2))
+    assert (masks[3] == MaskCode.NOT_COMPUTED).all()
+    assert np.isnan(node["pattern"]["intensity"][3]).all()
+    md = node.metadata
+    assert md["status"] == "aborted" and md["scan_exit_status"] == "abort"
+    assert md["frames_done"] == [0, 1, 2] and md["n_frames"] == 4
 
 
 def test_unknown_length_and_resume(tiled_server):

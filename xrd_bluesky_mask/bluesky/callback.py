@@ -16,6 +16,11 @@ index); a `Worker` reads the frame from Tiled, masks and integrates it and write
 ``derived/xrd_mask/<run uid>``. It never raises into the RunEngine: errors are logged and
 recorded on the derived node.
 
+Nothing is lost when Tiled goes away: results are kept in a local journal on disk
+(`xrd_bluesky_mask.pipeline.journal`) and written from there, with back-off, once Tiled
+answers again, also by the next callback or ``xrd-mask worker`` started on the same journal
+if this process dies. The same path serves ``xrd-mask worker`` (`bluesky.remote`).
+
 Documents are routed per run by a small router of our own rather than `event_model.RunRouter`:
 RunRouter's Filler copies every event page, which for images carried inline in events means a
 full copy of each frame on the RunEngine's thread.
@@ -26,12 +31,14 @@ This module imports no torch (nor tiled, pyFAI or xarray) at import time.
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 from event_model import DocumentRouter
 
 from ..documents import find_image_field, find_poni
 from ..pipeline.items import CloseRun, FrameItem, OpenRun, RunSpec
+from ..pipeline.journal import DEFAULT_MAX_BYTES, Journal, default_journal_dir, journal_name
 from ..pipeline.worker import Worker
 from ..protocols import FrameSource, Masker, ResultSink
 
@@ -86,6 +93,8 @@ class _RunMasker(DocumentRouter):
             return
         shape = [int(n) for n in doc["data_keys"][field].get("shape") or []][-2:]
         poni, where = find_poni(self.start_doc, doc, owner.poni)
+        if where == "callback" and owner.poni_path:
+            where = owner.poni_path  # names the file in messages
         num = self.start_doc.get("num_points")
         self.spec = RunSpec(self.uid, doc.get("name", "primary"), field, poni,
                             (shape[0], shape[1]) if len(shape) == 2 else None,
@@ -118,7 +127,8 @@ class _RunMasker(DocumentRouter):
 
     def stop(self, doc: dict[str, Any]) -> None:
         if self.spec is not None:
-            self.owner.worker.submit(CloseRun(self.uid, str(doc.get("exit_status", ""))))
+            self.owner.worker.submit(CloseRun(self.uid, str(doc.get("exit_status", "")),
+                                              str(doc.get("reason") or "")))
 
 
 class XRDMaskCallback:
@@ -159,6 +169,18 @@ class XRDMaskCallback:
     batch
         Frames of a run masked together when several are waiting (see `Worker`); ``"auto"``:
         4 with the U-Net on a GPU, else 1.
+    journal
+        Where results wait until Tiled has them: ``"auto"`` (with the Tiled sink) a folder
+        per server and results root under ``$XRD_MASK_JOURNAL`` (default: the user state
+        folder, ``~/.local/state/xrd-bluesky-mask/journal`` on Linux); a folder path; a
+        `Journal`; or None to write directly (results are then lost if Tiled is unreachable
+        for longer than the client's own retries).
+    journal_max_bytes
+        Most bytes of frame results the journal holds (2 GiB); frames beyond are recorded as
+        failed, with the command that recovers them.
+    transient
+        Which errors of the sink mean "unreachable, retry later" (default: connection
+        errors, timeouts and HTTP 502/503/504, `xrd_bluesky_mask.tiled.retry.unreachable`).
     """
 
     def __init__(self, client: Any = None, *, masker: Masker | str | None = None,
@@ -167,7 +189,9 @@ class XRDMaskCallback:
                  root: str = "derived/xrd_mask", source: FrameSource | None = None,
                  sink: ResultSink | None = None,
                  frame_timeout: float = 30.0, niceness: int = 5,
-                 quiet_s: float = 0.5, batch: int | str = "auto") -> None:
+                 quiet_s: float = 0.5, batch: int | str = "auto", journal: Any = "auto",
+                 journal_max_bytes: int = DEFAULT_MAX_BYTES,
+                 transient: Any = None) -> None:
         if client is None and (source is None or sink is None):
             raise ValueError(
                 "XRDMaskCallback needs a Tiled client (the container TiledWriter writes runs "
@@ -177,13 +201,25 @@ class XRDMaskCallback:
             from ..tiled.frames import TiledFrameSource
 
             source = TiledFrameSource(client, timeout=frame_timeout)
+        if journal == "auto":
+            journal = None
+            if sink is None and client is not None:
+                journal = default_journal_dir() / journal_name(
+                    str(client.context.api_uri), root.strip("/"))
         if sink is None:
             from ..tiled.sink import TiledResultSink
 
             sink = TiledResultSink(client, root=root)
+        if journal is not None and not isinstance(journal, Journal):
+            journal = Journal(journal, max_bytes=journal_max_bytes)
+        if transient is None:
+            from ..tiled.retry import unreachable as transient
         self.field, self.stream, self.poni = field, stream, _text_of(poni)
+        self.poni_path = (str(poni) if isinstance(poni, str | os.PathLike)
+                          and "\n" not in str(poni) else None)
         self.worker = Worker(source, sink, masker=masker, integration=integration,
-                             niceness=niceness, quiet_s=quiet_s, batch=batch).start()
+                             niceness=niceness, quiet_s=quiet_s, batch=batch,
+                             journal=journal, transient=transient).start()
         self._runs: dict[str, _RunMasker] = {}
         self._by_descriptor: dict[str, str] = {}
         self._by_resource: dict[str, str] = {}

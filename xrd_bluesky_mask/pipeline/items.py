@@ -63,10 +63,16 @@ class FrameItem:
 
 @dataclass(frozen=True)
 class CloseRun:
-    """The run's stop document arrived: finish its results after its frames."""
+    """The run's stop document arrived: finish its results after its frames.
+
+    ``exit_status`` and ``reason`` are the stop document's (``"reprocess"`` when reprocessing);
+    ``n_frames`` is how many frames the source has (None: as many as were submitted), the rows
+    the result arrays end with."""
 
     run_uid: str
     exit_status: str = "success"
+    reason: str = ""
+    n_frames: int | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,7 @@ class RunRecord:
     frames: dict[int, FrameRecord] = field(default_factory=dict)
     run_errors: list[str] = field(default_factory=list)
     sink_failed: bool = False
+    journal_full: bool = False
     status: str = "queued"
     exit_status: str | None = None
     t_open: float | None = None

@@ -23,6 +23,14 @@ it, not during it; ``quiet_s=0`` processes at once, at the price of slowing such
 Items of a run keep their order through the pipeline, so a run's `CloseRun` is written after
 its last frame. A failing frame is recorded (index → error) and the
 others go on; run-level failures (no geometry, masker or sink unusable) make the run ``failed``.
+A scan that stopped with another exit status than ``success`` is closed ``aborted`` (the stop
+document's exit status and reason recorded as ``scan_exit_status``, ``scan_reason``).
+
+With a `Journal` the write stage hands every result to a `JournaledSink`: kept on disk first,
+then written by its own thread with back-off through outages of the store, and replayed after
+a restart (`xrd_bluesky_mask.pipeline.journal`). `wait` and `close` wait for it too. How far
+the worker is behind the scan is reported on the derived node and in the log
+(`xrd_bluesky_mask.pipeline.lag`).
 """
 
 from __future__ import annotations
@@ -32,14 +40,17 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ConfigError, RunFailed
+from ..errors import ConfigError, JournalFull, RunFailed
 from ..protocols import ExecutionPolicy, FrameSource, MaskCode, Masker, ResultSink
 from .items import CloseRun, FrameItem, FrameRecord, OpenRun, RunRecord, RunSpec, UseMasker
+from .journal import Journal, JournaledSink
+from .lag import LagMeter
 from .provenance import provenance
 
 if TYPE_CHECKING:  # xarray, pydantic and pyFAI load with the first run, not on import
@@ -84,19 +95,30 @@ class Worker:
     policy
         The other device-side choices (tiling, precision, where to integrate); its ``batch``
         is replaced by ``batch``.
+    journal
+        A `Journal`: results are kept there and written to ``sink`` by a `JournaledSink`
+        (through outages, and after a restart); None writes to ``sink`` directly.
+    transient
+        Which errors of ``sink`` mean "unreachable, retry later" (with a journal).
     """
 
     def __init__(self, source: FrameSource, sink: ResultSink, *,
                  masker: Masker | str | None = None,
                  integration: IntegrationSettings | None = None, prefetch: int = 2,
                  niceness: int = 5, quiet_s: float = 0.0, batch: int | str = "auto",
-                 policy: ExecutionPolicy | None = None) -> None:
+                 policy: ExecutionPolicy | None = None, journal: Journal | None = None,
+                 transient: Callable[[BaseException], bool] | None = None) -> None:
         if batch != "auto" and (not isinstance(batch, int) or batch < 1):
             raise ConfigError(f"batch must be 'auto' or an int >= 1, got {batch!r}")
         self.batch = batch
         self.policy = replace(policy or ExecutionPolicy(), batch=batch)  # type: ignore[arg-type]
         self._pipelines: dict[str, Pipeline] = {}  # run uid -> its pipeline
         self.source, self.sink = source, sink
+        self.journaled: JournaledSink | None = None
+        if journal is not None:
+            self.sink = self.journaled = JournaledSink(sink, journal, transient=transient,
+                                                       on_error=self._sink_error)
+        self.lag = LagMeter()
         self.quiet_s = float(quiet_s)
         self._last_doc = 0.0
         self._masker_spec, self._masker = masker, None
@@ -133,6 +155,8 @@ class Worker:
             return
         if isinstance(item, OpenRun):
             self.records.setdefault(item.spec.uid, RunRecord()).spec = item.spec
+        elif isinstance(item, FrameItem):
+            self.lag.announced(item.run_uid, item.index)
         with self._cond:
             self._pending += 1
         self._inbox.put(item)
@@ -160,20 +184,42 @@ class Worker:
             return self._pending
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until every submitted item is processed; False if ``timeout`` s passed first."""
+        """Block until every submitted item is processed and its results are written (out of
+        the journal); False if ``timeout`` s passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            return self._cond.wait_for(lambda: self._pending == 0, timeout=timeout)
+            if not self._cond.wait_for(lambda: self._pending == 0, timeout=timeout):
+                return False
+        if self.journaled is None:
+            return True
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self.journaled.wait(left)
 
     def close(self, timeout: float | None = None) -> bool:
-        """Finish the queued work (up to ``timeout`` s), then stop and join the threads."""
-        finished = self.wait(timeout)
+        """Finish the queued work (up to ``timeout`` s), then stop and join the threads.
+        Results still in the journal stay there (logged) for the next start."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            finished = self._cond.wait_for(lambda: self._pending == 0, timeout=timeout)
         self._closed = True
         if self._threads:
             self._inbox.put(_STOP)
             for t in self._threads:
                 t.join(timeout=5.0 if finished else 0.5)
             self._threads = []
+        if self.journaled is not None:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            finished = self.journaled.close(left) and finished
         return finished
+
+    def _sink_error(self, run_uid: str, index: int | None, message: str) -> None:
+        """A result the journal could not write (permanently): into the run's record."""
+        record = self.records.setdefault(run_uid, RunRecord())
+        if index is None:
+            record.run_errors.append(message)
+            record.status = "failed"
+        else:
+            record.frames.setdefault(index, FrameRecord(index)).error = message
 
     def set_masker(self, masker: Any) -> Any:
         """Use ``masker`` (a name, an instance, or None for the active U-Net model) from the
@@ -304,7 +350,9 @@ class Worker:
         elif not record.run_errors:
             try:
                 self._pipelines[spec.uid] = Pipeline(
-                    self.masker(), as_geometry(spec.poni, spec.shape), self.integration,
+                    self.masker(), as_geometry(spec.poni, spec.shape,
+                                               source=spec.geometry_source or None),
+                    self.integration,
                     policy=self.policy)
             except Exception as exc:
                 record.run_errors.append(f"geometry unusable: {_describe(exc)}")
@@ -320,8 +368,10 @@ class Worker:
         Each result is (mask codes, pattern, per-stage seconds) or the frame's exception."""
         run_uid = group[0][0].run_uid
         pipeline = self._pipelines.get(run_uid)
-        if pipeline is None:
-            return [RunFailed(f"no usable geometry for run {run_uid}")] * len(group)
+        if pipeline is None:  # the run's own reason, recorded when it was opened
+            errors = self.records[run_uid].run_errors if run_uid in self.records else []
+            reason = errors[0] if errors else f"no usable geometry for run {run_uid}"
+            return [RunFailed(reason)] * len(group)
         try:
             results = pipeline.process([payload[0] for _, payload in group])
         except Exception as exc:
@@ -359,8 +409,9 @@ class Worker:
             try:
                 self.sink.open_run(item.spec.uid, payload)
             except Exception as exc:
-                log.error("xrd-mask: results of run %s cannot be written: %s", item.spec.uid,
-                          _describe(exc))
+                log.error("xrd-mask: results of run %s cannot be written (%s); recover them "
+                          "with `xrd-mask reprocess %s` once the result store accepts them",
+                          item.spec.uid, _describe(exc), item.spec.uid)
                 record.sink_failed = True
                 record.run_errors.insert(0, f"results not written: {_describe(exc)}")
         elif isinstance(item, FrameItem):
@@ -372,42 +423,76 @@ class Worker:
         record = self.records.setdefault(item.run_uid, RunRecord())
         rec = FrameRecord(item.index)
         record.frames[item.index] = rec
-        if isinstance(payload, BaseException):
-            rec.error = _describe(payload)
-            log.warning("xrd-mask: frame %d of run %s failed: %s", item.index, item.run_uid,
-                        rec.error)
-            return
-        codes, pattern, timings = payload
-        rec.spot_fraction = float(np.count_nonzero(codes == MaskCode.SPOT)) / codes.size
-        rec.static_fraction = float(np.count_nonzero(codes == MaskCode.STATIC)) / codes.size
-        t0 = time.perf_counter()
         try:
-            self.sink.write(item.run_uid, item.index, codes, pattern)
+            if isinstance(payload, BaseException):
+                rec.error = _describe(payload)
+                log.warning("xrd-mask: frame %d of run %s failed: %s", item.index,
+                            item.run_uid, rec.error)
+                return
+            codes, pattern, timings = payload
+            rec.spot_fraction = float(np.count_nonzero(codes == MaskCode.SPOT)) / codes.size
+            rec.static_fraction = float(np.count_nonzero(codes == MaskCode.STATIC)) / codes.size
+            t0 = time.perf_counter()
+            try:
+                self.sink.write(item.run_uid, item.index, codes, pattern)
+            except JournalFull as exc:
+                rec.error = f"result not kept: {exc}"
+                if not record.journal_full:  # once per run: every later frame says it too
+                    log.error("xrd-mask: %s", exc)
+                record.journal_full = True
+            except Exception as exc:
+                rec.error = f"result not written: {_describe(exc)}"
+                log.warning("xrd-mask: frame %d of run %s: %s", item.index, item.run_uid,
+                            rec.error)
+            t1 = time.perf_counter()
+            rec.timings = {**timings, "write": t1 - t0, "latency": t1 - item.t_submitted}
+        finally:
+            report = self.lag.finished(item.run_uid, item.t_submitted)
+            if report is not None and not record.sink_failed:
+                self._annotate(item.run_uid, report)
+
+    def _annotate(self, run_uid: str, fields: dict[str, Any]) -> None:
+        """Progress fields for the run's metadata, if the sink takes them."""
+        annotate = getattr(self.sink, "annotate", None)
+        if annotate is None:
+            return
+        try:
+            annotate(run_uid, fields)
         except Exception as exc:
-            rec.error = f"result not written: {_describe(exc)}"
-            log.warning("xrd-mask: frame %d of run %s: %s", item.index, item.run_uid, rec.error)
-        t1 = time.perf_counter()
-        rec.timings = {**timings, "write": t1 - t0, "latency": t1 - item.t_submitted}
+            log.warning("xrd-mask: progress of run %s not recorded: %s", run_uid,
+                        _describe(exc))
 
     def _close(self, item: CloseRun) -> None:
         record = self.records.setdefault(item.run_uid, RunRecord())
         record.exit_status, record.t_close = item.exit_status, time.perf_counter()
         errors: dict[Any, str] = dict(record.errors)
+        scan_stopped = item.exit_status not in ("success", "reprocess", "")
         if record.run_errors:
             status = "failed"
             errors["run"] = "; ".join(record.run_errors)
+        elif scan_stopped:
+            status = "aborted"
         else:
             status = "complete_with_errors" if errors else "complete"
         record.status = status
+        n_frames = item.n_frames if item.n_frames is not None else self.lag.frames_seen(
+            item.run_uid)
+        self.lag.forget(item.run_uid)
         self._pipelines.pop(item.run_uid, None)
         self.source.forget(item.run_uid)
         if record.sink_failed:
             return  # the sink never opened this run
+        fields: dict[str, Any] = {"n_frames": n_frames, "lag_frames": 0}
+        if item.exit_status != "reprocess":
+            fields.update(scan_exit_status=item.exit_status or None,
+                          scan_reason=item.reason or None)
+        self._annotate(item.run_uid, fields)
         try:
             self.sink.close_run(item.run_uid, status, errors)
         except Exception as exc:
             log.error("xrd-mask: could not finish results of run %s: %s", item.run_uid,
                       _describe(exc))
             record.run_errors.append(f"close failed: {_describe(exc)}")
-        log.info("xrd-mask: run %s %s (%d frames done, %d failed)", item.run_uid, status,
-                 len(record.done), len(record.errors))
+        log.info("xrd-mask: run %s %s (%d frames done, %d failed%s)", item.run_uid, status,
+                 len(record.done), len(record.errors),
+                 f"; scan {item.exit_status}: {item.reason}" if scan_stopped else "")

@@ -57,9 +57,9 @@ def plan_jobs(root_client: Any, sources: list[Source], *, masker_settings: dict[
     jobs: list[Job] = []
     for src in sources:
         try:
-            as_geometry(src.poni, src.shape)
+            as_geometry(src.poni, src.shape, source=src.geometry_source)
         except GeometryError as exc:
-            problems.append(f"{src.source_id} (PONI from {src.geometry_source}): {exc}")
+            problems.append(f"{src.source_id}: {exc}")
             continue
         md = provenance(src.source_id, stream=src.stream, field=src.field,
                         masker_settings=masker_settings, poni=src.poni or "",
@@ -106,6 +106,12 @@ class JobSink:
     def write(self, source_uid: str, index: int, mask_codes: Any, pattern: Any) -> None:
         """Pass one frame's results on."""
         self.sink.write(source_uid, index, mask_codes, pattern)
+
+    def annotate(self, source_uid: str, fields: dict[str, Any]) -> None:
+        """Pass progress fields on (`TiledResultSink.annotate`)."""
+        annotate = getattr(self.sink, "annotate", None)
+        if annotate is not None:
+            annotate(source_uid, fields)
 
     def mark_done(self, source_uid: str, indices: Any) -> None:
         """Pass on frames written by other processes."""

@@ -253,6 +253,8 @@ def resolve_sources(client: Any, sources: Any, *, poni: Any = None) -> list[Sour
     from tiled.client import from_context
 
     text = poni_text_from(poni)
+    given = (str(poni) if isinstance(poni, str | Path) and "\n" not in str(poni)
+             else "given")  # a file path names the PONI in messages
     root = from_context(client.context)
     items = list(sources) if isinstance(sources, list | tuple | set) else [sources]
     out: dict[str, Source] = {}
@@ -267,6 +269,8 @@ def resolve_sources(client: Any, sources: Any, *, poni: Any = None) -> list[Sour
                 found = [(item, type(item).__name__)]
             for node, name in found:
                 src = _from_node(node, text, name)
+                if src.geometry_source == "given":
+                    src = dataclasses.replace(src, geometry_source=given)
                 out.setdefault(src.source_id, src)
         except UnknownSource as exc:
             problems.append(str(exc))

@@ -154,6 +154,12 @@ class RetryingSink(_Retrying):
         self._call(f"finish results of {source_uid}", self.inner.close_run, source_uid, status,
                    errors)
 
+    def annotate(self, source_uid: str, fields: dict[str, Any]) -> None:
+        """Progress fields for the next metadata write (`TiledResultSink.annotate`; local)."""
+        annotate = getattr(self.inner, "annotate", None)
+        if annotate is not None:
+            annotate(source_uid, fields)
+
     def mark_done(self, source_uid: str, indices: Any) -> None:
         """Record frames written elsewhere (`TiledResultSink.mark_done`), retried likewise."""
         indices = list(indices)

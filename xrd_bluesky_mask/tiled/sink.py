@@ -7,15 +7,21 @@ new metadata's is resumed (its ``frames_done`` kept); otherwise the next version
 beside the others (``<key>``, ``<key>_v2``, ...). Creation is create-first with HTTP 409 handled,
 so processes opening the same source at once end up in one version per settings.
 
-Arrays are preallocated with one chunk per frame when the run announces how many frames it will
-have (``frames_expected``) and filled with ``write_block``; frames beyond that (or when the count
-is unknown) extend the arrays with ``patch(..., extend=True)``. Frames may arrive in any order.
+Arrays hold exactly the frames that exist, one chunk per frame: the owner (the live worker,
+local reprocessing) grows them as frames arrive (``patch(..., extend=True)``), and a frame
+written past the end first fills the rows between with "not computed" (mask code 3, NaN pattern
+rows), so no row reads like a result it is not; `close_run` extends them to the source's
+``n_frames`` (`annotate`) the same way and marks every row still without a result. (A scan
+announcing 30 frames and aborted after 14 ends with 14 rows.) Attached writers (Dask tasks,
+whose frames all exist) preallocate to ``frames_expected`` and fill blocks with ``write_block``;
+the owner's `close_run` marks the rows that got no result. Frames may arrive in any order.
 Arrays (and the pattern's coordinates) are get-or-create, so several writers may share a version.
 
 To spare the server (which also serves TiledWriter during the scan), a frame's mask is written
 at once but its pattern rows are queued and flushed every ``progress_interval`` seconds (one
 request per array for each run of consecutive frames), followed by the progress metadata
-(``frames_done``, without keeping metadata revisions). A frame is listed in ``frames_done`` once
+(``frames_done``, without keeping metadata revisions, and the fields given to `annotate`: lag,
+results waiting in a journal, the scan's exit status). A frame is listed in ``frames_done`` once
 its mask and pattern are both written; `close_run` flushes and writes the final state.
 
 Every request may be repeated after a failure without harm (a `RetryingSink` does that through
@@ -47,6 +53,8 @@ log = logging.getLogger(__name__)
 
 #: Metadata a resumed version keeps from its earlier session (not overwritten by `open_run`).
 _KEPT_ON_RESUME = ("frames_done", "n_frames_done", "errors", "created", "result_version")
+#: Rows filled per request when marking frames without a result.
+_FILL_ROWS = 8
 
 
 @dataclass
@@ -66,6 +74,9 @@ class _RunState:
     pattern: dict[str, _Arrays] = field(default_factory=dict)
     pending: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     last_progress: float = field(default_factory=time.monotonic)
+    filled: set[int] = field(default_factory=set)  # rows written as "not computed"
+    extra: dict[str, Any] = field(default_factory=dict)  # from annotate, with the progress
+    frame_shape: tuple[int, int] | None = None
 
 
 def _conflict(exc: Exception) -> bool:
@@ -74,9 +85,10 @@ def _conflict(exc: Exception) -> bool:
 
 
 def _preallocate(parent: Any, key: str, shape: tuple[int, ...], dims: tuple[str, ...], dtype: str,
-                 specs: list[str] | None = None, metadata: dict | None = None) -> Any:
-    """``parent[key]``, or a new array of ``shape`` with one chunk per frame (axis 0) and no
-    data written yet (another writer may have created it first)."""
+                 specs: list[str] | None = None,
+                 metadata: dict | None = None) -> tuple[Any, bool]:
+    """``(array, created)``: ``parent[key]``, or a new array of ``shape`` with one chunk per
+    frame (axis 0) and no data written yet (another writer may have created it first)."""
     from tiled.client.utils import ClientError
     from tiled.structures.array import ArrayStructure, BuiltinDtype
     from tiled.structures.core import StructureFamily
@@ -88,11 +100,11 @@ def _preallocate(parent: Any, key: str, shape: tuple[int, ...], dims: tuple[str,
     source = DataSource(structure=structure, structure_family=StructureFamily.array)
     try:
         return parent.new(StructureFamily.array, [source], key=key, metadata=metadata or {},
-                          specs=specs or [])
+                          specs=specs or []), True
     except ClientError as exc:
         if not _conflict(exc):
             raise
-        return parent[key]
+        return parent[key], False
 
 
 def _get_or_create(parent: Any, key: str, *, create_first: bool = False,
@@ -166,6 +178,8 @@ class TiledResultSink:
             node, created = self._open_version(source_uid, metadata)
             state = _RunState(node, metadata.get("frames_expected"),
                               version=version_of(node.metadata))
+            shape = metadata.get("frame_shape_px")
+            state.frame_shape = (int(shape[0]), int(shape[1])) if shape else None
             if not created:  # resumed (a restarted worker, a repeated reprocess)
                 state.done = {int(i) for i in node.metadata.get("frames_done", [])}
                 node.update_metadata({k: v for k, v in metadata.items()
@@ -242,30 +256,39 @@ class TiledResultSink:
         return state
 
     # -- writing ------------------------------------------------------------------------
-    def _ensure_arrays(self, state: _RunState, index: int, codes: np.ndarray,
+    def _ensure_arrays(self, state: _RunState, index: int, shape: tuple[int, ...],
                        pattern: Any) -> None:
-        n = max(state.expected or 0, index + 1)
-        rows, cols = codes.shape
+        """Create the mask (and, given a ``pattern``, the pattern) arrays if missing: the
+        owner's with the rows up to ``index``, an attached writer's preallocated."""
+        rows, cols = shape
+        n = max(state.expected or 0, index + 1) if not state.owner else index + 1
         if state.mask is None:
-            mask = _preallocate(
+            mask, created = _preallocate(
                 state.node, "mask", (n, rows, cols), ("frame", "y", "x"), "uint8",
                 metadata={"mask_codes": {str(k): v for k, v in MaskCode.result_codes().items()},
-                          "attrs": {"flag_values": [0, 1, 2],
-                                    "flag_meanings": "keep spot static"}})
+                          "attrs": {"flag_values": sorted(MaskCode.result_codes()),
+                                    "flag_meanings": " ".join(
+                                        v.replace(" ", "_")
+                                        for _, v in sorted(MaskCode.result_codes().items()))}})
             state.mask = _Arrays(mask, mask.shape[0])
-        if len(state.pattern) == 2:
+            if state.owner and created:  # rows before ``index`` hold no result yet
+                self._fill(state, list(range(min(index, state.mask.length))))
+        if len(state.pattern) == 2 or pattern is None:
             return
         attrs = {k: v for k, v in pattern.attrs.items()
                  if k not in ("masked_pixels", "masked_fraction")}
         pat, _ = _get_or_create(state.node, "pattern", create_first=True,
                                 specs=["xarray_dataset"], metadata={"attrs": attrs})
         bins = int(pattern.sizes["radial"])
+        n = max(state.expected or 0, index + 1) if not state.owner else 1
         for key, long_name in (("intensity", "azimuthally averaged intensity"),
                                ("sigma", "standard error of intensity")):
-            arr = _preallocate(pat, key, (n, bins), ("frame", "radial"), "float32",
-                               specs=["xarray_data_var"],
-                               metadata={"attrs": {"units": "counts", "long_name": long_name}})
+            arr, created = _preallocate(
+                pat, key, (n, bins), ("frame", "radial"), "float32", specs=["xarray_data_var"],
+                metadata={"attrs": {"units": "counts", "long_name": long_name}})
             state.pattern[key] = _Arrays(arr, arr.shape[0])
+            if state.owner and created:  # its row 0 reads NaN until written
+                arr.write_block(np.full((n, bins), np.nan, np.float32), block=(0, 0))
         for name in ("two_theta", "q"):
             if name in pattern.coords:
                 self._write_coord(pat, name, pattern.coords[name])
@@ -285,18 +308,26 @@ class TiledResultSink:
                 raise
 
     @staticmethod
-    def _put(arrays: _Arrays, index: int, rows: np.ndarray) -> None:
-        """Write ``rows`` (frames ``index, index+1, ...``), extending the array if needed."""
+    def _put(arrays: _Arrays, index: int, rows: np.ndarray, fill: Any = None) -> list[int]:
+        """Write ``rows`` (frames ``index, index+1, ...``), extending the array if needed; rows
+        between the end and ``index`` are written as ``fill`` (one request). Returns them."""
+        gap = list(range(arrays.length, index)) if fill is not None else []
+        if gap:
+            rows = np.concatenate([np.full((len(gap), *rows.shape[1:]), fill, rows.dtype),
+                                   rows])
+            index = gap[0]
         end = index + rows.shape[0]
         if rows.shape[0] == 1 and end <= arrays.length:
             arrays.client.write_block(rows, block=(index, *([0] * (rows.ndim - 1))))
         else:
             arrays.client.patch(rows, offset=(index,), extend=end > arrays.length)
             arrays.length = max(arrays.length, end)
+        return gap
 
     def write(self, source_uid: str, index: int, mask_codes: np.ndarray, pattern: Any) -> None:
         """Write frame ``index``'s mask codes (uint8) now; queue its pattern (float32
-        intensity and sigma) for the next flush (every ``progress_interval`` s, and at close)."""
+        intensity and sigma) for the next flush (every ``progress_interval`` s, and at close).
+        Writing a frame again writes the same rows."""
         state = self._runs.get(source_uid)
         if state is None:
             raise RuntimeError(f"write({source_uid!r}, {index}) before open_run({source_uid!r})")
@@ -305,7 +336,7 @@ class TiledResultSink:
         sigma = (np.asarray(pattern.coords["sigma"].values, dtype=np.float32)
                  if "sigma" in pattern.coords else np.full_like(intensity, np.nan))
         with self._lock, self._errors(self.uri, f"write frame {index} of run {source_uid}"):
-            self._ensure_arrays(state, index, codes, pattern)
+            self._ensure_arrays(state, index, codes.shape, pattern)
             assert state.mask is not None
             bins = state.pattern["intensity"].client.shape[1]
             if intensity.shape[0] != bins:
@@ -313,10 +344,22 @@ class TiledResultSink:
                     f"frame {index} pattern has {intensity.shape[0]} bins, the stored patterns "
                     f"have {bins}: keep one IntegrationSettings per run."
                 )
-            self._put(state.mask, index, codes[None])
+            fill = MaskCode.NOT_COMPUTED if state.owner else None
+            state.filled.update(self._put(state.mask, index, codes[None], fill))
+            state.filled.discard(int(index))
             state.pending[int(index)] = (intensity, sigma)
             if time.monotonic() - state.last_progress >= self.progress_interval:
                 self._flush(state)
+
+    def annotate(self, source_uid: str, fields: dict[str, Any]) -> None:
+        """Fields for the run's metadata, written with the next progress (no request now):
+        ``lag_frames``, ``lag_s``, ``frames_pending`` (results waiting in a journal),
+        ``scan_exit_status``, ``scan_reason``; ``n_frames`` (frames the source has) also sets
+        the rows `close_run` leaves. Ignored for a run not open here."""
+        with self._lock:
+            state = self._runs.get(source_uid)
+            if state is not None:
+                state.extra.update(fields)
 
     def flush(self, source_uid: str) -> None:
         """Write the queued pattern rows of ``source_uid`` now (and progress, if the owner)."""
@@ -345,7 +388,8 @@ class TiledResultSink:
         for group in groups:
             for k, key in enumerate(("intensity", "sigma")):
                 rows = np.stack([state.pending[i][k] for i in group])
-                self._put(state.pattern[key], group[0], rows)
+                self._put(state.pattern[key], group[0], rows,
+                          np.nan if state.owner else None)
             for i in group:
                 del state.pending[i]
             state.done.update(group)
@@ -355,16 +399,54 @@ class TiledResultSink:
 
     @staticmethod
     def _progress(state: _RunState) -> dict[str, Any]:
-        return {"frames_done": sorted(state.done), "n_frames_done": len(state.done),
-                "updated": time.time()}
+        return {**state.extra, "frames_done": sorted(state.done),
+                "n_frames_done": len(state.done), "updated": time.time()}
+
+    def _fill(self, state: _RunState, indices: list[int]) -> None:
+        """Write rows ``indices`` as "not computed": mask code 3, NaN pattern rows."""
+        groups: list[list[int]] = []
+        for i in sorted(indices):
+            if groups and i == groups[-1][-1] + 1 and len(groups[-1]) < _FILL_ROWS:
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        for group in groups:
+            if state.mask is not None:
+                shape = state.mask.client.shape[1:]
+                self._put(state.mask, group[0],
+                          np.full((len(group), *shape), MaskCode.NOT_COMPUTED, np.uint8),
+                          MaskCode.NOT_COMPUTED)
+            for arrays in state.pattern.values():
+                self._put(arrays, group[0],
+                          np.full((len(group), arrays.client.shape[1]), np.nan, np.float32),
+                          np.nan)
+            state.filled.update(group)
+
+    def _finish_rows(self, state: _RunState) -> None:
+        """At close: rows for every frame the source has (``n_frames``), every row without a
+        result marked "not computed"."""
+        if state.mask is None:
+            self._load_arrays(state)
+        n = int(state.extra.get("n_frames") or 0)
+        if state.mask is None:
+            if n == 0 or state.frame_shape is None:
+                return
+            self._ensure_arrays(state, 0, state.frame_shape, None)
+            assert state.mask is not None
+        n = max(n, state.mask.length)
+        missing = [i for i in range(n) if i not in state.done and i not in state.filled]
+        self._fill(state, missing)
 
     def close_run(self, source_uid: str, status: str, errors: dict[int, str]) -> None:
-        """Flush, then write the final ``status``, ``errors`` (index → message; replaces the
-        errors of earlier sessions) and ``frames_done``. An attached sink only flushes."""
+        """Flush, mark the rows without a result "not computed" (up to the source's frames),
+        then write the final ``status``, ``errors`` (index → message; replaces the errors of
+        earlier sessions) and ``frames_done``. An attached sink only flushes."""
         state = self._state(source_uid)
         with self._errors(self.uri, f"finish results of run {source_uid}"):
             with self._lock:
                 self._flush(state)
+                if state.owner:
+                    self._finish_rows(state)
             if state.owner:
                 old = state.node.metadata.get("errors") or {}
                 new = {str(k): str(v) for k, v in errors.items()}
@@ -406,6 +488,12 @@ class InMemoryResultSink:
         with self._lock:
             self.masks[source_uid][int(index)] = np.array(mask_codes, dtype=np.uint8)
             self.patterns[source_uid][int(index)] = pattern
+
+    def annotate(self, source_uid: str, fields: dict[str, Any]) -> None:
+        """Progress fields for the run's metadata (lag, scan exit status, ``n_frames``)."""
+        with self._lock:
+            if source_uid in self.metadata:
+                self.metadata[source_uid].update(fields)
 
     def close_run(self, source_uid: str, status: str, errors: dict[int, str]) -> None:
         """Record the final status and errors."""
