@@ -43,12 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="tiled serve directory DIR with these adapters")
     serve.add_argument("directory", type=Path)
+    counter_help = ("which number of the file names counts frames: 1 the first, -1 the last "
+                    "(default: the one number that varies across a group of files)")
+    serve.add_argument("--counter", type=int, default=None, help=counter_help)
     reg = sub.add_parser("register", help="register DIR on a running Tiled server")
     reg.add_argument("uri", help="server URI, e.g. http://127.0.0.1:8000/api/v1")
     reg.add_argument("directory", type=Path)
     reg.add_argument("--api-key", default=None, help="default: $TILED_API_KEY")
     reg.add_argument("--prefix", default=None,
                      help="container path to register under (default: the folder's name)")
+    reg.add_argument("--counter", type=int, default=None, help=counter_help)
     sub.add_parser("flags", help="print the --walker/--adapter flags for tiled's own CLI")
     args, extra = parser.parse_known_args(argv)
     if args.command == "flags":
@@ -64,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         cmd = [_tiled_exe(), "serve", "directory", str(args.directory.resolve()),
                *tiled_flags(), *extra]
+        if args.counter is not None:
+            from .walkers import COUNTER_ENV
+
+            os.environ[COUNTER_ENV] = str(args.counter)
         os.execv(cmd[0], cmd) if os.path.isabs(cmd[0]) else os.execvp(cmd[0], cmd)
         return 1  # not reached
     from xrd_bluesky_mask.errors import XRDMaskError
@@ -76,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.INFO)
     try:
         client = connect(args.uri, args.api_key)
-        node = register_frames(client, args.directory, args.prefix)
+        node = register_frames(client, args.directory, args.prefix, counter=args.counter)
     except XRDMaskError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -38,6 +38,7 @@ from ._files import (
     read_pixels,
 )
 from .mimetypes import MIMETYPES_BY_FILE_EXT
+from .numbering import series_of
 
 __all__ = ["FabioSequenceAdapter", "series_files", "series_name", "series_number"]
 
@@ -69,13 +70,15 @@ def _order(path: Path) -> tuple:
 
 def series_files(directory: str | Path) -> list[Path]:
     """The detector images of a folder (extensions in `MIMETYPES_BY_FILE_EXT`), in series order
-    (by number, not by text: ``img_9`` before ``img_10``); hidden files left out."""
+    (by number, not by text: ``img_9`` before ``img_10``; by the counter wherever it is in the
+    name, see `tiled_adapters.numbering`); hidden files left out."""
     folder = Path(directory)
     if not folder.is_dir():
         raise InputFileError(f"{str(folder)!r} is not a folder")
     files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
              and p.suffix.lower() in MIMETYPES_BY_FILE_EXT]
-    return sorted(files, key=_order)
+    one = series_of(files)
+    return list(one.files) if one is not None else sorted(files, key=_order)
 
 
 def _names(paths: Sequence[Path]) -> str:
@@ -95,6 +98,7 @@ def scan_series(paths: Sequence[Path]) -> list[FrameInfo]:
     """
     if not paths:
         raise InputFileError("a series needs at least one file; none given")
+    name = _name_and_numbers(paths)[0]
     infos, unreadable = [], []
     for k, p in enumerate(paths):
         try:
@@ -104,7 +108,7 @@ def scan_series(paths: Sequence[Path]) -> list[FrameInfo]:
     if unreadable:
         first = str(unreadable[0][1])
         raise InputFileError(
-            f"{len(unreadable)} of {len(paths)} files of series {series_name(paths[0].name)!r} "
+            f"{len(unreadable)} of {len(paths)} files of series {name!r} "
             f"in {str(paths[0].parent)!r} cannot be read: "
             f"{_names([p for p, _ in unreadable])}. First error: {first}"
         )
@@ -116,34 +120,43 @@ def scan_series(paths: Sequence[Path]) -> list[FrameInfo]:
                           for (rows, cols), ps in sorted(by_shape.items(),
                                                          key=lambda kv: -len(kv[1])))
         raise FrameError(
-            f"series {series_name(paths[0].name)!r} in {str(paths[0].parent)!r} mixes frame "
+            f"series {name!r} in {str(paths[0].parent)!r} mixes frame "
             f"shapes: {parts}. A series is one (frame, y, x) array: move the odd files to "
             "another folder or rename them into a series of their own."
         )
     dtypes = {str(i.dtype) for i in infos if i.dtype is not None}
     if len(dtypes) > 1:
         raise FrameError(
-            f"series {series_name(paths[0].name)!r} in {str(paths[0].parent)!r} mixes pixel "
+            f"series {name!r} in {str(paths[0].parent)!r} mixes pixel "
             f"types ({', '.join(sorted(dtypes))}); a series is one array of one dtype."
         )
     multi = [info.path for info in infos if info.nframes != 1]
     if multi:
         raise FrameError(
-            f"series {series_name(paths[0].name)!r}: {_names(multi)} hold several frames each; "
+            f"series {name!r}: {_names(multi)} hold several frames each; "
             "a series takes one frame per file. Serve multi-frame files one by one "
             "(FabioImageAdapter gives each a (frame, y, x) array)."
         )
     return infos
 
 
+def _name_and_numbers(paths: Sequence[Path]) -> tuple[str, list[int | None]]:
+    """The series' name and each file's counter: from the one number that varies across the
+    names (`tiled_adapters.numbering`), else the number before the extension."""
+    found = series_of(paths)
+    if found is not None and list(found.files) == list(paths):
+        return found.name, list(found.numbers)
+    return series_name(paths[0].name), [series_number(p.name) for p in paths]
+
+
 def series_metadata(infos: Sequence[FrameInfo], geometry: dict[str, str] | None) -> dict:
     """Metadata of a series (the contract in the module docstring)."""
     first, last = infos[0].path, infos[-1].path
-    numbers = [series_number(i.path.name) for i in infos]
+    name, numbers = _name_and_numbers([i.path for i in infos])
     source: dict[str, Any] = {
         "format": infos[0].format,
         "directory": str(first.parent),
-        "series": series_name(first.name),
+        "series": name,
         "files": len(infos),
         "first_file": first.name,
         "last_file": last.name,
@@ -200,7 +213,7 @@ class FabioSequenceAdapter(FileSequenceAdapter):
                 structure = _series_structure(infos)
                 chunks = structure.chunks
             if metadata is None:
-                name = series_name(paths[0].name)
+                name, _ = _name_and_numbers(paths)
                 poni = find_poni(paths[0].parent, name, what=f"series {name!r}")
                 metadata = series_metadata(infos, geometry_metadata(poni))
         super().__init__(data_uris, structure, metadata=metadata, specs=specs, chunks=chunks)

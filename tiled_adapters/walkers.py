@@ -2,8 +2,9 @@
 
 `group_detector_series` is a Tiled *walker* (``tiled register --walker`` /
 ``tiled serve directory --walker``): in each folder it turns every numbered series of two or
-more detector images (``scan_0001.edf``, ``scan_0002.edf``, ...; numbers sorted as numbers) into
-one ``(frame, y, x)`` node served by `FabioSequenceAdapter`, every other detector image into a
+more detector images (``scan_0001.edf``, ``scan_0002.edf``, ...; numbers sorted as numbers; the
+counter need not be the last number, see `tiled_adapters.numbering`) into one ``(frame, y, x)``
+node served by `FabioSequenceAdapter`, every other detector image into a
 node of its own served by `FabioImageAdapter`, and consumes the ``.poni`` files (they become the
 ``geometry`` metadata of the frames beside them). Files of other kinds are left to Tiled's own
 walkers. A series or image that cannot be read (unreadable files, mixed shapes) is skipped with a
@@ -19,6 +20,7 @@ import collections
 import concurrent.futures
 import functools
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,7 @@ from .mimetypes import (
     SEQUENCE_ADAPTER,
     sequence_mimetype,
 )
-from .series import series_name, series_number
+from .numbering import group_numbered
 
 __all__ = ["REGISTRATION", "group_detector_series", "register_frames"]
 
@@ -98,15 +100,30 @@ async def _register(node: Any, key: str, mimetype: str, files: Sequence[Path], s
     return True
 
 
+#: Environment variable naming the frame counter (``--counter`` of ``python -m tiled_adapters``)
+#: for walkers run by ``tiled serve directory`` / ``tiled register``.
+COUNTER_ENV = "XRD_FRAME_COUNTER"
+
+
+def _counter_from_env() -> int | None:
+    text = os.environ.get(COUNTER_ENV, "").strip()
+    return int(text) if text else None
+
+
 async def group_detector_series(node: Any, path: Path, files: list[Path],
-                                directories: list[Path], settings: Any
+                                directories: list[Path], settings: Any, *,
+                                counter: int | None = None
                                 ) -> tuple[list[Path], list[Path]]:
     """Tiled walker: register the detector images of one folder (see the module docstring).
 
-    Returns the files it left alone (not detector images) and every sub-folder.
+    ``counter`` says which number of the file names counts frames (1 = the first, -1 = the
+    last; default: ``$XRD_FRAME_COUNTER``, else the one number that varies, see
+    `tiled_adapters.numbering`). Returns the files it left alone (not detector images) and
+    every sub-folder.
     """
-    groups: dict[tuple[str, str], list[Path]] = collections.defaultdict(list)
-    singles: list[tuple[Path, str]] = []
+    if counter is None:
+        counter = _counter_from_env()
+    by_type: dict[str, list[Path]] = collections.defaultdict(list)
     rest: list[Path] = []
     for f in files:
         ext = f.suffix.lower()
@@ -115,17 +132,16 @@ async def group_detector_series(node: Any, path: Path, files: list[Path],
         mimetype = MIMETYPES_BY_FILE_EXT.get(ext)
         if mimetype is None or not f.is_file():
             rest.append(f)
-        elif series_number(f.name) is None:
-            singles.append((f, mimetype))
         else:
-            groups[(series_name(f.name), mimetype)].append(f)
-    for (name, mimetype), members in list(groups.items()):
-        if len(members) == 1:  # a lone numbered file (e.g. calib_LaB6.tif) is an image
-            singles.append((members[0], mimetype))
-            del groups[(name, mimetype)]
-    names = collections.Counter(name for name, _ in groups)
-    for (name, mimetype), members in groups.items():
-        members.sort(key=lambda p: (series_number(p.name), p.name))
+            by_type[mimetype].append(f)
+    groups: list[tuple[str, str, list[Path]]] = []
+    singles: list[tuple[Path, str]] = []
+    for mimetype, members in by_type.items():
+        found, alone = group_numbered(members, counter)
+        groups += [(s.name, mimetype, list(s.files)) for s in found]
+        singles += [(f, mimetype) for f in alone]
+    names = collections.Counter(name for name, _, _ in groups)
+    for name, mimetype, members in groups:
         key = name or IMG_SEQUENCE_EMPTY_NAME_ROOT
         if names[name] > 1:  # the same series name in two formats
             key = f"{key}_{mimetype.rsplit('-', 1)[-1].rsplit('/', 1)[-1]}"
@@ -137,7 +153,7 @@ async def group_detector_series(node: Any, path: Path, files: list[Path],
 
 
 def register_frames(client: Any, directory: str | Path, prefix: str | None = None, *,
-                    overwrite: bool = True) -> Any:
+                    overwrite: bool = True, counter: int | None = None) -> Any:
     """Register a folder of detector images (recursively) on a running Tiled server.
 
     Parameters
@@ -152,6 +168,10 @@ def register_frames(client: Any, directory: str | Path, prefix: str | None = Non
         ``client["scan42"]``).
     overwrite
         Replace what an earlier registration put under ``prefix``.
+    counter
+        Which number of the file names counts frames (1 = the first, -1 = the last); None:
+        the one that varies across a group of files (``Fe3O4C_M1_map_1_P1_E1_001.tif``,
+        ``..._map_2_...``: the fourth).
 
     Returns
     -------
@@ -165,9 +185,12 @@ def register_frames(client: Any, directory: str | Path, prefix: str | None = Non
 
         raise InputFileError(f"{str(folder)!r} is not a folder of detector images")
     prefix = prefix if prefix is not None else folder.name
+    registration = dict(REGISTRATION)
+    if counter is not None:
+        registration["walkers"] = [functools.partial(group_detector_series, counter=counter)]
     coro = functools.partial(
         register, client, folder, prefix=prefix, overwrite=overwrite,
-        adapters_by_mimetype=dict(ADAPTERS_BY_MIMETYPE), **REGISTRATION)
+        adapters_by_mimetype=dict(ADAPTERS_BY_MIMETYPE), **registration)
     # in a thread: works whether or not this thread already runs an event loop (Jupyter)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pool.submit(lambda: asyncio.run(coro())).result()
