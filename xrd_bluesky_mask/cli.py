@@ -40,6 +40,12 @@ def add_masker(p: argparse.ArgumentParser, default: str = "unet") -> None:
                    help="U-Net inference: halo (whole-frame tiles, fast) or quilt (qlty windows)")
     g.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips")
     g.add_argument("--device", default=None, help="torch device (default: cuda if usable)")
+    g.add_argument("--precision", default="auto",
+                   choices=["auto", "fp32", "bf16", "bf16-fused", "fp16"],
+                   help="U-Net engine (default auto: the fastest on this machine whose masks "
+                   "agree with fp32, measured once per machine and model and cached)")
+    g.add_argument("--candidate-tiles", action="store_true",
+                   help="U-Net: run the network only on tiles holding candidate spot pixels")
 
 
 def masker_from_args(args: argparse.Namespace) -> Any:
@@ -61,7 +67,9 @@ def masker_from_args(args: argparse.Namespace) -> Any:
         raise ConfigError(f"--n-sigma {args.n_sigma:g}: must be greater than 0")
     if args.masker == "unet":
         return get_masker("unet", model=args.model, threshold=args.threshold,
-                          inference=args.inference, tta=args.tta, device=_device(args.device))
+                          inference=args.inference, tta=args.tta, device=_device(args.device),
+                          precision=getattr(args, "precision", "auto"),
+                          candidates=getattr(args, "candidate_tiles", False))
     if args.masker == "classical":
         return get_masker("classical", n_sigma=args.n_sigma)
     return get_masker(args.masker)
@@ -128,13 +136,30 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
         prog="xrd-mask",
         description="Mask single-crystal spots in powder-XRD frames and integrate them.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log INFO messages")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log this package's INFO messages; -vv also those of pyFAI, "
+                        "tiled and the other libraries")
     sub = parser.add_subparsers(dest="command", required=True)
     runners = {}
     for mod in command_modules():
         p = mod.add_parser(sub)
         runners[p.prog.split()[-1]] = mod
     return parser, runners
+
+
+#: Loggers that only say that an optional accelerator is missing (pyFAI runs without OpenCL).
+QUIET_LOGGERS = ("silx.opencl.common", "pyFAI.opencl")
+
+
+def configure_logging(verbosity: int) -> None:
+    """Log WARNING and above; with ``-v`` this package's INFO too (one line per run, epoch,
+    chosen engine), with ``-vv`` every library's INFO (pyFAI, tiled, numexpr, ...)."""
+    logging.basicConfig(level=logging.INFO if verbosity >= 2 else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if verbosity >= 1:
+        logging.getLogger("xrd_bluesky_mask").setLevel(logging.INFO)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,8 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser, runners = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose)
     try:
         return runners[args.command].run(args, argv)
     except XRDMaskError as exc:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, get_args, runtime_checkable
 
 import numpy as np
 
@@ -107,6 +107,9 @@ class MaskResult:
 CPU_TILE_PX = 768
 #: Frames per batch on a GPU (one network pass and one copy per batch).
 GPU_BATCH = 4
+#: The network's engines (numeric precision and kernels) an `ExecutionPolicy` can ask for.
+Precision = Literal["fp32", "bf16", "bf16-fused", "fp16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 @dataclass(frozen=True)
@@ -128,8 +131,10 @@ class ExecutionPolicy:
     halo
         Context around each tile, px (at least the network's receptive radius, 53 px).
     precision
-        ``"fp32"``, ``"bf16"`` or ``"fp16"`` autocast on the device; ``"auto"``: bf16 on a GPU
-        that has it, fp32 on the CPU.
+        The network's engine: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast on the device),
+        ``"bf16-fused"`` (the fused oneDNN plan in bf16, CPUs with bf16 kernels); ``"auto"``:
+        the masker's own choice (the U-Net measures its engines once per machine and model,
+        `xrd_bluesky_mask.masking.engines`), else bf16 on a GPU that has it, fp32 elsewhere.
     integrate_on_device
         Masked integration as a torch sparse product on the masker's device (True) or with
         pyFAI on the CPU (False); ``"auto"``: on a GPU.
@@ -140,14 +145,15 @@ class ExecutionPolicy:
     batch: int | Literal["auto"] = "auto"
     tile: int | None | Literal["auto"] = "auto"
     halo: int = 64
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    precision: Precision | Literal["auto"] = "auto"
     integrate_on_device: bool | Literal["auto"] = "auto"
     compile: bool = False
 
-    def resolved(self, device: str, *, batchable: bool, bf16: bool) -> ExecutionPolicy:
+    def resolved(self, device: str, *, batchable: bool, bf16: bool,
+                 preferred: str | None = None) -> ExecutionPolicy:
         """The same policy with every ``"auto"`` decided for a masker on ``device``
         (``"cuda"``, ``"cpu"``…) that can (``batchable``) or cannot mask batches, on hardware
-        with or without fast ``bf16``."""
+        with or without fast ``bf16``; ``preferred``: the masker's own engine choice."""
         gpu = device == "cuda"
         batch = self.batch
         if batch == "auto":
@@ -156,11 +162,14 @@ class ExecutionPolicy:
             raise ValueError(f"batch must be 'auto' or an int >= 1, got {batch!r}")
         precision = self.precision
         if precision == "auto":
-            precision = "bf16" if gpu and bf16 else "fp32"
+            precision = preferred or ("bf16" if gpu and bf16 else "fp32")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be 'auto' or one of {', '.join(PRECISIONS)}, "
+                             f"got {precision!r}")
         return ExecutionPolicy(
             batch=batch,
             tile=(None if gpu else CPU_TILE_PX) if self.tile == "auto" else self.tile,
-            halo=self.halo, precision=precision,
+            halo=self.halo, precision=cast(Precision, precision),
             integrate_on_device=(gpu if self.integrate_on_device == "auto"
                                  else bool(self.integrate_on_device)),
             compile=self.compile)

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from xrd_bluesky_mask.masking.tiling import HaloPredictor, QuiltPredictor
+from xrd_bluesky_mask.masking.tiling import (
+    SKIPPED_LOGIT,
+    CandidateRule,
+    HaloPredictor,
+    QuiltPredictor,
+)
 
 
 class Identity(torch.nn.Module):
@@ -85,3 +90,50 @@ def test_batchnorm_folding_keeps_outputs():
     x = torch.randn(2, 4, 96, 80)
     with torch.inference_mode():
         np.testing.assert_allclose(folded(x).numpy(), net(x).numpy(), atol=1e-4)
+
+
+def _excess_input(rows: int, cols: int, spots: list[tuple[int, int]], z: float) -> torch.Tensor:
+    """Network-like input: noise everywhere, ring excess ``z`` at single pixels ``spots``."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 4, rows, cols, generator=g) * 0.05
+    for r, c in spots:
+        x[0, 1, r, c] = float(np.arcsinh(z / 2) / 3)
+    return x
+
+
+def test_candidate_blocks_follow_the_ring_excess():
+    rule = CandidateRule(pixel_z=8.0, mean_z=1.0, block=64, reach=8)
+    x = _excess_input(256, 200, [(10, 10), (160, 30)], z=20.0)
+    blocks = rule.active_blocks(x)[0]
+    assert blocks.shape == (4, 4)
+    assert set(map(tuple, torch.nonzero(blocks).tolist())) == {(0, 0), (2, 0)}
+    near_edge = rule.active_blocks(_excess_input(256, 200, [(60, 60)], z=20.0))[0]
+    assert near_edge[:2, :2].all() and near_edge.sum() == 4  # within reach of 4 blocks
+    faint = rule.active_blocks(_excess_input(256, 200, [(10, 10)], z=5.0))[0]
+    assert not faint.any()  # one pixel at 5 sigma: noise, not a spot
+    x_wide = _excess_input(256, 200, [], z=0.0)
+    x_wide[0, 1, 100:103, 100:103] = float(np.arcsinh(3.0 / 2) / 3)  # 3x3 px at 3 sigma
+    assert rule.active_blocks(x_wide)[0, 1, 1]
+
+
+def test_candidate_tiles_equal_the_whole_frame_where_spots_can_be():
+    from xrd_bluesky_mask.models.network import NetworkConfig, build_network
+
+    torch.manual_seed(1)
+    net = build_network(NetworkConfig(depth=3, base_channels=4)).eval()
+    x = _excess_input(320, 384, [(40, 50), (300, 370)], z=30.0)
+    rule = CandidateRule(block=64, reach=8)
+    with torch.inference_mode():
+        whole = HaloPredictor(tile=128, halo=64, multiple=4)(x, net)
+        skipping = HaloPredictor(tile=128, halo=64, multiple=4, candidates=rule)
+        out = skipping(x, net)
+    ran = torch.zeros(320, 384, dtype=torch.bool)
+    ran[0:64, 0:64] = True  # the active block of the first tile
+    ran[256:320, 320:384] = True
+    np.testing.assert_allclose(out[0, :, ran].numpy(), whole[0, :, ran].numpy(), atol=1e-4)
+    assert (out[0, 0, ~ran] == 0).all() and (out[0, 1, ~ran] == SKIPPED_LOGIT).all()
+    assert skipping.coverage == pytest.approx(ran.float().mean().item())
+    assert "candidates" in skipping.settings()
+    with torch.inference_mode():
+        none = skipping(_excess_input(320, 384, [], z=0.0), net)
+    assert skipping.coverage == 0.0 and (none[:, 1] == SKIPPED_LOGIT).all()

@@ -64,8 +64,7 @@ def test_process_frame_takes_a_users_mask(sims, unet):
 def test_policy_is_resolved_per_device_and_checked(unet):
     assert isinstance(unet, BatchMasker)
     cpu = resolve(None, unet)
-    assert (cpu.batch, cpu.tile, cpu.precision, cpu.integrate_on_device) == (1, 768, "fp32",
-                                                                              False)
+    assert (cpu.batch, cpu.tile, cpu.integrate_on_device) == (1, 768, False)
     gpu = ExecutionPolicy().resolved("cuda", batchable=True, bf16=True)
     assert (gpu.batch, gpu.tile, gpu.precision, gpu.integrate_on_device) == (4, None, "bf16",
                                                                               True)
@@ -74,6 +73,18 @@ def test_policy_is_resolved_per_device_and_checked(unet):
     assert "768 px tiles" in cpu.describe()
     with pytest.raises(ConfigError, match="batch"):
         resolve(ExecutionPolicy(batch=0), unet)
+    with pytest.raises(ConfigError, match="precision"):
+        resolve(ExecutionPolicy(precision="int8"), unet)  # type: ignore[arg-type]
+
+
+def test_policy_takes_the_maskers_engine_unless_one_is_asked_for(unet):
+    assert resolve(None, unet).precision == unet.precision  # measured (or cached) here
+    bf16 = UNetMasker(unet.model, precision="bf16")
+    forced = resolve(None, bf16)
+    assert forced.precision == "bf16" and "bf16" in forced.describe()
+    assert resolve(ExecutionPolicy(precision="fp32"), bf16).precision == "fp32"
+    assert ExecutionPolicy().resolved("cpu", batchable=True, bf16=False,
+                                      preferred="bf16-fused").precision == "bf16-fused"
 
 
 def test_needs_geometry_and_takes_empty_batches(sims, unet):

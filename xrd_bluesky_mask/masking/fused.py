@@ -68,15 +68,20 @@ def _plan(seq: torch.nn.Module) -> list[_Conv] | None:
 
 
 class FusedTUNet:
-    """Callable like the network: ``plan(x) -> logits`` for channels-last CPU float32 ``x``.
+    """Callable like the network: ``plan(x) -> logits`` for CPU ``x`` (cast to the weights'
+    dtype, channels-last).
 
-    Built by `fuse_tunet` from a TUNet whose batch norms are folded (`fold_batchnorm`).
+    Built by `fuse_tunet` from a TUNet whose batch norms are folded (`fold_batchnorm`); a
+    network cast to bfloat16 gives a bf16 plan (oneDNN's bf16 kernels need AVX-512 or
+    AVX-NE-CONVERT, elsewhere the first call raises a RuntimeError).
     """
 
     def __init__(self, encoders: list[list[_Conv]], decoders: list[tuple[_Conv, _Conv,
                  list[_Conv]]], step_down: list[Any], step_up: list[Any]) -> None:
         self.encoders, self.decoders = encoders, decoders
         self.step_down, self.step_up = step_down, step_up
+        #: the weights' dtype (float32, or bfloat16 for a plan of a bf16 network)
+        self.dtype = encoders[0][0].weight.dtype
 
     @staticmethod
     def _run(x: torch.Tensor, steps: list[_Conv]) -> torch.Tensor:
@@ -93,7 +98,7 @@ class FusedTUNet:
 
         binary = torch.ops.mkldnn._convolution_pointwise.binary
         with torch.no_grad():
-            x = x.float().contiguous(memory_format=torch.channels_last)
+            x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
             skips = []
             for steps, down in zip(self.encoders[:-1], self.step_down, strict=True):
                 x = self._run(x, steps)

@@ -13,8 +13,10 @@ softmax, no probability image). Same masks as `predict` (tested ≥ 99.99 % of p
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,9 +28,10 @@ import numpy as np
 from ..geometry import Geometry
 from ..models.network import fold_batchnorm
 from ..protocols import ExecutionPolicy, MaskResult
+from .engines import ENGINES, EngineChoice, candidate_engines, check_frame, choose_engine
 from .fused import fuse_tunet
 from .preprocess import network_input, prepare_frame
-from .tiling import HaloPredictor, QuiltPredictor
+from .tiling import CandidateRule, HaloPredictor, QuiltPredictor
 
 if TYPE_CHECKING:
     import torch
@@ -72,8 +75,15 @@ class UNetMasker:
     window, step, border, batch_size
         qlty window size, step and ignored border (px) and windows per batch (quilt only).
     engine
-        How the network runs: ``"fused"`` (the `FusedTUNet` plan: CPU only), ``"module"``
-        (the dlsia module as it is) or ``"auto"`` (fused where it applies, else the module).
+        How fp32 runs: ``"fused"`` (the `FusedTUNet` plan: CPU only), ``"module"`` (the dlsia
+        module as it is) or ``"auto"`` (fused where it applies, else the module).
+    precision
+        The network's engine (`engines.ENGINES`: ``"fp32"``, ``"bf16"``, ``"bf16-fused"``,
+        ``"fp16"``), or ``"auto"``: the fastest on this machine whose masks agree with
+        fp32's, measured on first use and cached per machine and model (`engine_choice`).
+    candidates
+        Run the network only where spots can be (`tiling.CandidateRule`: blocks with a strong
+        ring-relative excess, halo inference only); the rest of the frame is "no spot".
     """
 
     name = "unet"
@@ -91,6 +101,8 @@ class UNetMasker:
         border: int = 32,
         batch_size: int = 16,
         engine: str = "auto",
+        precision: str = "auto",
+        candidates: bool = False,
     ) -> None:
         from ..models.registry import active_model_dir
         from ..models.store import LoadedModel, load_model
@@ -123,13 +135,24 @@ class UNetMasker:
             retain_freed_memory()  # feature maps reused, not page-faulted in anew (1.3x here)
         self._net: Any = plan if plan is not None else self.module
         self.engine = "fused" if plan is not None else "module"
+        if precision != "auto" and precision not in ENGINES:
+            raise ValueError(f"precision must be 'auto' or one of {', '.join(ENGINES)}, got "
+                             f"{precision!r}")
+        self._precision = precision
+        self._choice: EngineChoice | None = None
+        self._choice_lock = threading.Lock()
+        self._engine_nets: dict[str, Any] = {"fp32": self._net}
         if threshold is not None and not 0 < threshold < 1:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         self.threshold = float(threshold if threshold is not None else self.model.card.threshold)
+        self.candidates = CandidateRule() if candidates else None
+        if candidates and inference != "halo":
+            raise ValueError("candidates=True needs inference='halo'")
         if inference == "quilt":
             self.predictor: Any = QuiltPredictor(window, step, border, batch_size)
         elif inference == "halo":
-            self.predictor = HaloPredictor(multiple=self.model.card.architecture.size_multiple)
+            self.predictor = HaloPredictor(multiple=self.model.card.architecture.size_multiple,
+                                           candidates=self.candidates)
         else:
             raise ValueError(f"inference must be 'halo' or 'quilt', got {inference!r}")
         self.inference, self.tta = inference, tta
@@ -143,7 +166,7 @@ class UNetMasker:
         return next(self.model.net.parameters()).device
 
     def settings(self) -> dict[str, Any]:
-        """Provenance: model id and checksum, threshold, inference strategy."""
+        """Provenance: model id and checksum, threshold, inference strategy, engine."""
         card = self.model.card
         return {
             "masker": self.name,
@@ -153,6 +176,7 @@ class UNetMasker:
             "tta": self.tta,
             "device": str(self.device),
             "engine": self.engine,
+            "precision": self.precision,
             **{f"tiling_{k}": v for k, v in self.predictor.settings().items()},
         }
 
@@ -161,7 +185,7 @@ class UNetMasker:
         import torch
 
         timings = {"tile": 0.0, "network": 0.0, "stitch": 0.0}
-        net = self._net
+        net = self.network(self.precision)
         xt = torch.from_numpy(np.ascontiguousarray(x))[None].to(self.device)
         prob = None
         with torch.inference_mode():
@@ -213,7 +237,8 @@ class UNetMasker:
             return [self.predict(f, geometry) for f in frames]
         cuda = self.device.type == "cuda"
         p = (policy or ExecutionPolicy()).resolved(
-            self.device.type, batchable=True, bf16=cuda and torch.cuda.is_bf16_supported())
+            self.device.type, batchable=True, bf16=cuda and torch.cuda.is_bf16_supported(),
+            preferred=self.precision)
         t0 = time.perf_counter()
         if len(frames) == 1:
             prepared = [self.inputs(frames[0], geometry)]
@@ -230,14 +255,11 @@ class UNetMasker:
         predictor = self._halo.get((tile, p.halo))
         if predictor is None:
             predictor = self._halo[(tile, p.halo)] = HaloPredictor(
-                tile=tile, halo=p.halo, multiple=self.model.card.architecture.size_multiple)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(p.precision))
-        t = self.threshold
-        logit_cut = math.log(t / (1.0 - t))
+                tile=tile, halo=p.halo, multiple=self.model.card.architecture.size_multiple,
+                candidates=self.candidates)
         with torch.inference_mode():
-            with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-                logits = predictor(x, self._network(p.compile))
-            spots = ((logits[:, 1] - logits[:, 0]) >= logit_cut) & ~st
+            logits = predictor(x, self.network(str(p.precision), compile=p.compile))
+            spots = ((logits[:, 1] - logits[:, 0]) >= self.logit_cut) & ~st
             spots_np = spots.cpu().numpy()
         share = 1.0 / len(frames)
         timings = {"normalise": (t1 - t0) * share,
@@ -245,12 +267,94 @@ class UNetMasker:
         return [MaskResult(spots=spots_np[i], static=q[1], timings=dict(timings))
                 for i, q in enumerate(prepared)]
 
-    def _network(self, compile: bool) -> Any:
-        """The network to run: the fused/module one, or ``torch.compile`` of the module."""
-        if not compile:
-            return self._net
-        if self._compiled is None:
-            import torch
+    @property
+    def logit_cut(self) -> float:
+        """The threshold as a cut on the logit difference (spot - background)."""
+        t = self.threshold
+        return math.log(t / (1.0 - t))
 
-            self._compiled = torch.compile(self.module)
-        return self._compiled
+    @property
+    def precision(self) -> str:
+        """The engine the network runs in: the one asked for, or this machine's measured
+        choice (`engine_choice`, on first use)."""
+        return self._precision if self._precision != "auto" else self.engine_choice().engine
+
+    def engine_choice(self, *, refresh: bool = False, check_all: bool = False) -> EngineChoice:
+        """This machine's engine for this model (`engines.choose_engine`): cached, or measured
+        now (a few seconds, once per machine and model) and cached. A forced ``precision``
+        is returned as it is. ``refresh`` measures again; ``check_all`` compares the masks of
+        every engine that runs with fp32's, not only of those faster than fp32."""
+        if self._precision != "auto":
+            return EngineChoice(self._precision, "", "forced")
+        with self._choice_lock:
+            if self._choice is None or refresh:
+                import torch
+
+                card = self.model.card
+                cuda = self.device.type == "cuda"
+                gen = torch.Generator().manual_seed(0)
+                timing_x = torch.randn((1, len(card.input.channels), 256, 256), generator=gen)
+                self._choice = choose_engine(
+                    self.network_logits, candidate_engines(
+                        self.device.type, bf16=cuda and torch.cuda.is_bf16_supported()),
+                    device=self.device, model_id=card.model_id, model_sha256=card.sha256,
+                    check_x=self._check_input, timing_x=timing_x.to(self.device),
+                    logit_cut=self.logit_cut, refresh=refresh, check_all=check_all)
+            return self._choice
+
+    def _check_input(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network input and static mask of `engines.check_frame`, on the device."""
+        import torch
+
+        frame, geometry = check_frame()
+        _, static, x = self.inputs(frame, geometry)
+        return (torch.from_numpy(x)[None].to(self.device),
+                torch.from_numpy(static)[None].to(self.device))
+
+    def network_logits(self, engine: str, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, classes, rows, cols)`` of input ``x`` with ``engine``, through the
+        frame's halo tiles (all of them: no candidate rule)."""
+        plain = HaloPredictor(multiple=self.model.card.architecture.size_multiple)
+        return plain(x, self.network(engine))
+
+    def network(self, engine: str, *, compile: bool = False) -> Any:
+        """The network as a callable ``net(x) -> logits`` running in ``engine``
+        (`engines.ENGINES`); ``compile`` wraps the module in ``torch.compile``. A RuntimeError
+        where the engine cannot run here (``bf16-fused`` off the CPU)."""
+        import torch
+
+        key = engine + (" compiled" if compile else "")
+        net = self._engine_nets.get(key)
+        if net is not None:
+            return net
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+        if engine == "bf16-fused":
+            plan = fuse_tunet(copy.deepcopy(self.module).to(torch.bfloat16))
+            if plan is None or compile:
+                raise RuntimeError("bf16-fused needs the fused oneDNN plan on the CPU, "
+                                   "without compile")
+            net = plan
+        else:
+            base = self._net if engine == "fp32" and not compile else self.module
+            if compile:
+                if self._compiled is None:
+                    self._compiled = torch.compile(self.module)
+                base = self._compiled
+            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(engine)
+            net = base if dtype is None else _Autocast(base, self.device.type, dtype)
+        self._engine_nets[key] = net
+        return net
+
+
+class _Autocast:
+    """``net`` called under ``torch.autocast(device_type, dtype)``."""
+
+    def __init__(self, net: Any, device_type: str, dtype: Any) -> None:
+        self.net, self.device_type, self.dtype = net, device_type, dtype
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            return self.net(x)

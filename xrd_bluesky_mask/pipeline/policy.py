@@ -1,7 +1,9 @@
 """Decide an `ExecutionPolicy`'s ``"auto"`` fields for one masker, once, and log the choice.
 
-The choices depend on where the masker runs (GPU or CPU) and on what it can do (batches or
-not); the pipeline, the worker and the benchmark all take them from here.
+The choices depend on where the masker runs (GPU or CPU), on what it can do (batches or
+not) and, for the precision, on the masker's own measured engine choice (the U-Net's
+``precision``: `xrd_bluesky_mask.masking.engines`); the pipeline, the worker and the
+benchmark all take them from here.
 """
 
 from __future__ import annotations
@@ -33,10 +35,14 @@ def resolve(policy: ExecutionPolicy | None, masker: Any) -> ExecutionPolicy:
     from ..errors import ConfigError
 
     device = masker_device(masker)
+    policy = policy or ExecutionPolicy()
+    # the U-Net's engine for this machine: cached, or measured now (once per machine and model)
+    preferred = getattr(masker, "precision", None) if policy.precision == "auto" else None
     try:
-        resolved = (policy or ExecutionPolicy()).resolved(
+        resolved = policy.resolved(
             device, batchable=isinstance(masker, BatchMasker),
-            bf16=device == "cuda" and cuda_bf16())
+            bf16=device == "cuda" and cuda_bf16(),
+            preferred=preferred if isinstance(preferred, str) else None)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     log.info("xrd-mask: masker %s on %s: %s", getattr(masker, "name", type(masker).__name__),
