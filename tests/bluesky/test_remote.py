@@ -23,6 +23,7 @@ from tests.bluesky.remote_helpers import Gate, start_proxy, start_worker
 from xrd_bluesky_mask.api import predict_mask
 from xrd_bluesky_mask.bluesky.session import Session
 from xrd_bluesky_mask.cli import main
+from xrd_bluesky_mask.protocols import MaskCode
 from xrd_bluesky_mask.testing import free_port, serve_tiled, wait_for
 from xrd_bluesky_mask.tiled.frames import as_frame
 from xrd_bluesky_mask.tiled.results import find_results, result_versions
@@ -109,13 +110,15 @@ def test_worker_masks_runs_published_over_0mq(remote, worker):
 
 def _written(client, uid: str, rows: int):
     """The results node once mask rows ``0 .. rows-1`` are in Tiled (the sink writes a mask as
-    soon as it is computed; unwritten rows read as zeros, and every frame of these scans has
-    spots), else None."""
+    soon as it is computed; the arrays grow with the frames written, a row without a result
+    reads "not computed"), else None."""
     node = _node(client, uid)
     if node is None or "mask" not in node:
         return None
     mask = node["mask"]
-    return node if all(mask[i].any() for i in range(rows)) else None
+    if mask.shape[0] < rows:
+        return None
+    return node if all((mask[i] != MaskCode.NOT_COMPUTED).any() for i in range(rows)) else None
 
 
 @pytest.mark.slow

@@ -6,11 +6,13 @@ The beamline session publishes its documents (``RE.subscribe(Publisher("host:557
 writing results to Tiled. The raw data must reach Tiled through TiledWriter (``batch_size=1``)
 before the documents reach the worker: subscribe the Publisher *after* TiledWriter.
 
-Outages: frame reads and result writes go through `RetryingSource` / `RetryingSink`, which wait
-for an unreachable Tiled server with back-off (``retry_for`` seconds per call) and then resume,
-so nothing is lost while it restarts. A worker that dies mid-run leaves its results ``running``
-with the frames written so far in ``frames_done``; ``xrd-mask reprocess UID`` with the same
-settings completes them.
+Outages: frame reads go through `RetryingSource`, which waits for an unreachable Tiled server
+with back-off (``retry_for`` seconds per read); results go through the same local journal as
+the in-process callback (`xrd_bluesky_mask.pipeline.journal`): kept on disk, written with
+back-off as soon as Tiled answers, however long it is away. A worker killed with results in its
+journal writes them when it starts again on the same journal folder (``--journal``); runs it
+was in the middle of are then closed ``interrupted``, and ``xrd-mask reprocess UID`` with the
+same settings completes them.
 
 Documents that arrive while the worker is down are not replayed by 0MQ; Kafka consumer groups
 resume from their last committed offset. Either way ``reprocess`` fills any gap.
@@ -71,22 +73,30 @@ def kafka_dispatcher(bootstrap: str, topics: Iterable[str], *, group_id: str = "
 def make_callback(client: Any, *, runs: Any = None, masker: Any = None, poni: Any = None,
                   integration: Any = None, root: str = "derived/xrd_mask",
                   quiet_s: float = 0.0, frame_timeout: float = 30.0,
-                  retry_for: float = 600.0) -> Any:
+                  retry_for: float = 600.0, journal: Any = None,
+                  journal_max_bytes: int | None = None) -> Any:
     """The `XRDMaskCallback` of a worker service: Tiled reads and writes that ride out outages.
 
     ``client`` is any node on the server (results go under ``root`` from its root); ``runs`` is
-    the container TiledWriter writes the runs to (default: ``client``).
+    the container TiledWriter writes the runs to (default: ``client``). ``journal``: the
+    results journal's folder (None: the one the in-process callback uses for this server and
+    root, so either replays what the other left).
     """
+    from ..pipeline.journal import DEFAULT_MAX_BYTES, default_journal_dir, journal_name
     from ..tiled.frames import TiledFrameSource
-    from ..tiled.retry import RetryingSink, RetryingSource
+    from ..tiled.retry import RetryingSource
     from ..tiled.sink import TiledResultSink
     from .callback import XRDMaskCallback
 
     source = RetryingSource(TiledFrameSource(runs if runs is not None else client,
                                              timeout=frame_timeout), give_up_after=retry_for)
-    sink = RetryingSink(TiledResultSink(client, root=root), give_up_after=retry_for)
+    sink = TiledResultSink(client, root=root)
+    if journal is None:
+        journal = default_journal_dir() / journal_name(sink.uri, root.strip("/"))
     return XRDMaskCallback(source=source, sink=sink, masker=masker, poni=poni,
-                           integration=integration, quiet_s=quiet_s, niceness=0)
+                           integration=integration, quiet_s=quiet_s, niceness=0,
+                           journal=journal,
+                           journal_max_bytes=journal_max_bytes or DEFAULT_MAX_BYTES)
 
 
 def serve(dispatcher: Any, callback: Callable[[str, dict], Any], *,

@@ -34,7 +34,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="wait until no document came for this many seconds before working "
                         "(0: at once; use ~0.5 on the RunEngine's own machine)")
     p.add_argument("--retry-for", type=float, default=600.0,
-                   help="seconds to keep retrying a read or write while Tiled is unreachable")
+                   help="seconds to keep retrying a frame read while Tiled is unreachable "
+                        "(results wait in the journal as long as it takes)")
+    p.add_argument("--journal", default=None, metavar="DIR",
+                   help="folder of the results journal (default: per server and root under "
+                        "$XRD_MASK_JOURNAL or the user state folder); a restarted worker "
+                        "writes what its predecessor left there")
+    p.add_argument("--journal-max-gb", type=float, default=2.0,
+                   help="most GB of results the journal holds while Tiled is away (2)")
     add_masker(p)
     add_integration(p)
     return p
@@ -58,7 +65,9 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     masker = masker_from_options(args)
     callback = make_callback(client, runs=runs, masker=masker, poni=args.poni,
                              integration=integration, root=args.root,
-                             quiet_s=args.quiet_s, retry_for=args.retry_for)
+                             quiet_s=args.quiet_s, retry_for=args.retry_for,
+                             journal=args.journal,
+                             journal_max_bytes=int(args.journal_max_gb * 1e9))
     if not args.verbose:
         logging.getLogger("xrd_bluesky_mask").setLevel(logging.INFO)
         logging.getLogger("xrd_bluesky_mask.integration").setLevel(logging.WARNING)
