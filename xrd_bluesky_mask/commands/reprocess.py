@@ -107,6 +107,9 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
         raise GeometryError(f"PONI file {str(args.poni)!r} not found; pass --poni FILE")
     settings = integration_from_args(args)
     _, runs = connect_from_args(args)
+    from ..tiled.access import check_writable
+
+    check_writable(runs, uri=args.tiled)  # one clear error before any frame, nothing written
     masker = masker_from_options(args)
     summary = reprocess(runs, sources, masker=masker, poni=args.poni,
                         settings=settings, root=args.root, dask=args.dask,
