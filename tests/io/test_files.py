@@ -335,3 +335,18 @@ def test_poni_from_xy_header(tmp_path: Path) -> None:
     plain.write_text("# 2th_deg I\n1.0 2.0\n2.0 3.0\n")
     with pytest.raises(InputFileError, match="calibration header"):
         poni_from_xy_header(plain)
+
+
+def test_a_truncated_edf_is_an_error_not_a_zero_padded_frame(tmp_path):
+    import fabio
+
+    from xrd_bluesky_mask.io.frames import read_frame
+
+    path = tmp_path / "frame.edf"
+    data = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) + 1
+    fabio.edfimage.EdfImage(data=data).write(str(path))
+    np.testing.assert_array_equal(read_frame(path), data)
+    with open(path, "r+b") as fh:  # a copy that stopped 1000 bytes short
+        fh.truncate(path.stat().st_size - 1000)
+    with pytest.raises(FrameError, match="truncated"):
+        read_frame(path)

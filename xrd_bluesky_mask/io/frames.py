@@ -150,6 +150,7 @@ def _read_fabio(p: Path, index: int | None, dataset: str | None) -> np.ndarray:
 
     img = fabio.open(str(p))
     try:
+        _refuse_incomplete(img, p)
         n = int(getattr(img, "nframes", 1) or 1)
         if n > 1:
             if index is None:
@@ -164,6 +165,17 @@ def _read_fabio(p: Path, index: int | None, dataset: str | None) -> np.ndarray:
         close = getattr(img, "close", None)
         if close is not None:
             close()
+
+
+def _refuse_incomplete(img: Any, p: Path) -> None:
+    """fabio pads the pixels missing from a truncated file with zeros and only logs it; such a
+    frame must fail, not be masked and integrated as if it were whole."""
+    if getattr(img, "incomplete_file", False) or getattr(img, "incomplete_data", False):
+        raise FrameError(
+            f"{str(p)!r} is truncated: its header announces more pixel data than the file "
+            "holds (a transfer or write that did not finish). Copy the file again; the frame "
+            "is not used."
+        )
 
 
 def _read_tiff(p: Path, index: int | None, dataset: str | None) -> np.ndarray:
