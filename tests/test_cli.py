@@ -192,3 +192,13 @@ def test_every_error_is_one_family_with_its_builtin():
                     and b not in (object, BaseException, Exception)], cls
     assert issubclass(errors.ConfigError, ValueError)
     assert UnknownSource is errors.UnknownSource
+
+
+def test_verbose_logs_this_package_without_the_libraries_chatter(tiff_and_poni, tmp_path):
+    tif, poni, _ = tiff_and_poni
+    res = _cli("-v", "predict", str(tif), "--poni", str(poni), "--masker", "classical",
+               "--out", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "pyOpenCl" not in res.stderr
+    infos = [line for line in res.stderr.splitlines() if line.startswith("INFO ")]
+    assert infos and all(line.startswith("INFO xrd_bluesky_mask") for line in infos), infos

@@ -150,6 +150,8 @@ def test_a_masker_that_cannot_load_turns_masking_off_with_the_reason(tmp_path, t
     xrd.close()  # idempotent
 
 
+# the README's retraining snippet runs in it too: a short training and a held-out scoring
+@pytest.mark.timeout(300)
 def test_startup_files_headless_then_count_gives_derived_results(
         tmp_path, monkeypatch, capsys, tiled_server, live_base):
     """Against a running server named by the environment (the session's, which reads
@@ -202,9 +204,30 @@ def test_startup_files_headless_then_count_gives_derived_results(
         assert patterns.sizes["frame"] == 3 and "two_theta" in patterns.coords
         assert client[uids[0]].metadata["start"]["beamline_id"] == "test"
         _check_readme_http(xrd.uri, tiled_server.api_key, uids[0])
+        _check_readme_retrain(ns, tmp_path, monkeypatch, capsys)
     finally:
         if "xrd" in ns:
             ns["xrd"].close()
+
+
+def _check_readme_retrain(ns: dict, tmp_path: Path, monkeypatch, capsys) -> None:
+    """The README's "Retraining at the beamline" snippet, with the profile's names as written
+    (small settings so that it takes seconds; a temporary model registry)."""
+    from xrd_bluesky_mask.retrain import RetrainSettings
+
+    monkeypatch.setenv("XRD_MASK_MODELS", str(tmp_path / "registry"))
+    xrd, RE, client = ns["xrd"], ns["RE"], ns["tiled_client"]
+    uid = xrd.results().metadata["source_uid"]
+    ns["accept_masks"](client, uid, frames=[0, 1, 2])
+    small = RetrainSettings(epochs=2, batch_size=2, window=64, min_spot_px=1)
+    (retrain_uid,) = RE(ns["retrain"](ns["annotated_runs"](client), settings=small,
+                                      callback=ns["xrd_callback"]))
+    row = client[retrain_uid]["result"].read()
+    assert int(row["model_version"][0]) == 1
+    assert client[retrain_uid].metadata["stop"]["exit_status"] == "success"
+    err = capsys.readouterr().err
+    assert "retrain: epoch 1/2" in err and "retrain: epoch 2/2" in err, err[-2000:]
+    RE(ns["set_model"]("default", callback=ns["xrd_callback"]))
 
 
 def _check_readme_http(base: str, api_key: str, uid: str) -> None:

@@ -35,7 +35,7 @@ def run_demo(
 ) -> list[dict]:
     """Simulate ``frames`` frames of ``size`` px, mask them with ``masker`` (default U-Net) and
     with the classical filter, integrate, print a table and write PNGs + ``summary.json``."""
-    from tqdm.auto import tqdm
+    from ..progress import progress as tqdm
 
     from ..simulate import simulate_frame
 

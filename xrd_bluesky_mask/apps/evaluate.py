@@ -302,7 +302,7 @@ def evaluate(
 ) -> Report:
     """Score each masker (None = no mask, `ORACLE` = the labels) on the held-out frames of
     ``sets``, ``size`` x ``size`` px."""
-    from tqdm.auto import tqdm
+    from ..progress import progress as tqdm
 
     report = Report()
     for case in tqdm(heldout_cases(frames_per_set, sets), desc="evaluating", unit="frame",

@@ -134,7 +134,7 @@ def run_live_demo(
         ``tiled_uri`` unreachable, or the key refused.
     """
     from bluesky.plans import count
-    from tqdm.auto import tqdm
+    from ..progress import progress as tqdm
 
     from ..bluesky.session import Session
     from ..tiled.results import find_results

@@ -75,7 +75,7 @@ def predict_files(
     the masks written are, so an earlier ``NAME_mask.tif`` can serve as one.
     ``check`` runs `check_geometry` on every frame (about 0.2-0.5 s for 1 Mpx).
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress as tqdm
 
     turn = Orientation.parse(orientation)
     if flipud:

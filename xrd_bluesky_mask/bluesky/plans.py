@@ -146,6 +146,14 @@ def _emit(readable: _Values, values: dict[str, Any], stream: str) -> MsgGenerato
     yield from bps.save()
 
 
+def _epoch_done(readable: _Values, record: dict[str, Any], epochs: int) -> MsgGenerator:
+    """Log one training epoch (the plan's progress in a terminal or a log file), then emit it."""
+    log.info("retrain: epoch %d/%d  loss %.4f  held-out recall %.3f at TNR %.4f  (%.0f s)",
+             record["epoch"], epochs, record["loss"], record["val_recall"], record["val_tnr"],
+             record["seconds"])
+    yield from _emit(readable, record, "primary")
+
+
 def _registry(registry: Any) -> Any:
     from ..models.registry import ModelRegistry
 
@@ -357,7 +365,7 @@ def retrain(
         epoch_values = _Values("retrain", {k: "integer" if k == "epoch" else "number"
                                            for k in _EPOCH_KEYS})
         outcome = yield from _wait(jobs[-1], poll_s,
-                                   lambda rec: _emit(epoch_values, rec, "primary"))
+                                   lambda rec: _epoch_done(epoch_values, rec, cfg.epochs))
         result, masker = yield from _commit(outcome, base, uids, cfg, mode, callback, reg,
                                             model_id, description, run_uid, poll_s)
     finally:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
+from ..progress import progress as tqdm
 
 from .operating_point import operating_point
 

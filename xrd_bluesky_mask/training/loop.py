@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch.optim.lr_scheduler import LambdaLR
-from tqdm.auto import tqdm
+from ..progress import progress as tqdm
 
 from ..models.card import ModelCard
 from ..models.network import NetworkConfig, build_network, select_device

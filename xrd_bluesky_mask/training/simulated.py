@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from tqdm.auto import tqdm
+from ..progress import progress as tqdm
 
 from ..masking.preprocess import network_input, prepare_frame
 from .dataset import TileSet, tiles_from_pair

@@ -13,6 +13,11 @@ if importlib.util.find_spec("xrd_bluesky_mask.bluesky.plans") is None:
 else:
     try:
         from xrd_bluesky_mask.bluesky.plans import retrain, set_model  # noqa: F401
+        from xrd_bluesky_mask.tiled.annotations import (  # noqa: F401
+            accept_masks,
+            annotate_run,
+            annotated_runs,
+        )
 
         xrd_plans += ["retrain", "set_model"]
     except ImportError as exc:
