@@ -4,8 +4,8 @@ One container per source and *result version*, under ``<root>`` (default ``deriv
 spec ``XRDMask``::
 
     derived/xrd_mask/<key>                 version 1: container, specs ["XRDMask"], provenance
-        mask                               uint8 (frame, y, x): 0 keep, 1 spot, 2 static;
-                                           one chunk per frame
+        mask                               uint8 (frame, y, x): 0 keep, 1 spot, 2 static,
+                                           3 not computed; one chunk per frame
         pattern                            container, specs ["xarray_dataset"] (reads as an
                                            xarray.Dataset with any plain tiled client)
             intensity                      float32 (frame, radial), counts
@@ -27,12 +27,23 @@ source share ``source_uid``. Re-running with the same settings resumes that vers
 adding one. `find_results` returns the newest version unless ``version=`` is given;
 `result_versions` lists them all. A schema-1 node reads as version 1.
 
-Arrays are preallocated to ``frames_expected`` with one chunk per frame, and grow past it if
-needed. Frames are written as they finish and may arrive out of order; a frame's mask is written
-at once and its pattern rows within about a second (batched). The metadata key ``frames_done``
-(sorted frame indices) says which frames hold both; frames not done read as 0. ``status`` is
-``running``, ``complete``, ``complete_with_errors`` (``errors`` maps frame index → message) or
-``failed`` (``errors["run"]`` says why: no geometry, masker or results store unusable).
+Arrays hold one row per frame that exists, one chunk per frame: they grow as frames are
+written (a scan announcing 30 frames and aborted after 14 has 14 rows; ``n_frames`` says how many
+the source has, ``frames_expected`` what the scan announced). Frames are written as they finish
+and may arrive out of order; a frame's mask is written at once and its pattern rows within
+about a second (batched). The metadata key ``frames_done`` (sorted frame indices) says which
+frames hold both. A row without a result (failed, or not written yet) reads mask code 3 ("not
+computed") and NaN pattern values, so a plain client never takes it for a spot-free result.
+(Dask reprocessing preallocates the rows of a stored series; until the run is closed, rows its
+tasks have not written yet read 0.)
+
+``status`` is ``running``, ``complete``, ``complete_with_errors`` (``errors`` maps frame index →
+message), ``failed`` (``errors["run"]`` says why: no geometry, masker or results store unusable),
+``aborted`` (the scan stopped early: ``scan_exit_status`` and ``scan_reason`` from its stop
+document) or ``interrupted`` (the writing process died before the scan ended; its journal was
+replayed, ``xrd-mask reprocess`` completes it). While a run is written, ``lag_frames`` and
+``lag_s`` say how far the worker is behind the scan and ``frames_pending`` how many results wait
+in its local journal (Tiled unreachable).
 
 Plain tiled clients read everything: ``client["derived/xrd_mask/<uid>/mask"][i]``,
 ``client["derived/xrd_mask/<uid>_v2/pattern"].read()``, or every version of a run with
@@ -212,9 +223,8 @@ def frames_done(node: Any) -> list[int]:
 
 def load_masks(client: Any, source: Any = None, *, root: str = DEFAULT_ROOT,
                version: int | None = None) -> np.ndarray:
-    """The mask codes of every frame, uint8 ``(frames, rows, cols)``: 0 keep, 1 spot, 2 static.
-
-    Frames not processed (see ``frames_done``) read as 0. ``version``: see `find_results`.
+    """The mask codes of every frame, uint8 ``(frames, rows, cols)``: 0 keep, 1 spot, 2 static,
+    3 not computed (see ``frames_done``). ``version``: see `find_results`.
     """
     node = find_results(client, source, root=root, version=version)
     return np.asarray(node["mask"].read())
