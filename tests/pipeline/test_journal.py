@@ -1,0 +1,116 @@
+"""The results journal on its own: kept on disk, replayed in order through refusals, replayed
+by the next journal on the folder, bounded. (Against real Tiled servers: tests/bluesky/
+test_durable.py.)"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from xrd_bluesky_mask.errors import JournalFull
+from xrd_bluesky_mask.pipeline.journal import Journal, JournaledSink
+from xrd_bluesky_mask.testing import wait_for
+from xrd_bluesky_mask.tiled.sink import InMemoryResultSink
+
+BINS = 16
+
+
+def _pattern(i: int) -> xr.DataArray:
+    tth = np.linspace(1, 30, BINS)
+    return xr.DataArray(np.full(BINS, 10.0 + i, np.float32), dims=("radial",),
+                        name="intensity",
+                        coords={"two_theta": ("radial", tth, {"units": "deg"}),
+                                "sigma": ("radial", np.full(BINS, 0.5))},
+                        attrs={"units": "counts", "method": ("bbox", "csr", "cython")})
+
+
+def _codes(i: int) -> np.ndarray:
+    codes = np.zeros((40, 30), np.uint8)
+    codes[i, :5] = 1
+    return codes
+
+
+class Refusing(InMemoryResultSink):
+    """An in-memory store that is unreachable until ``up`` is set; counts what it is asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up, self.calls = False, []
+
+    def _check(self, name: str) -> None:
+        self.calls.append(name)
+        if not self.up:
+            raise ConnectionError("store down")
+
+    def open_run(self, source_uid, metadata):
+        self._check("open")
+        super().open_run(source_uid, metadata)
+
+    def write(self, source_uid, index, mask_codes, pattern):
+        self._check("write")
+        super().write(source_uid, index, mask_codes, pattern)
+
+    def close_run(self, source_uid, status, errors):
+        self._check("close")
+        super().close_run(source_uid, status, errors)
+
+
+def _feed(sink, run: str, frames) -> None:
+    sink.open_run(run, {"source_uid": run})
+    for i in frames:
+        sink.write(run, i, _codes(i), _pattern(i))
+    sink.close_run(run, "complete", {})
+
+
+def test_results_wait_on_disk_and_are_written_once_the_store_answers(tmp_path):
+    store = Refusing()
+    sink = JournaledSink(store, Journal(tmp_path), first_wait=0.01, max_wait=0.05)
+    _feed(sink, "r1", [0, 1, 2])
+    wait_for(lambda: len(store.calls) >= 3, 10, "the store to refuse the opening thrice")
+    assert store.calls == ["open"] * len(store.calls)  # in order: nothing before the opening
+    assert sink.journal.frames_waiting("r1") == 3
+    assert len(list((tmp_path / "slot-0").glob("*-write.npz"))) == 3
+    store.up = True
+    assert sink.wait(30)
+    sink.close(5)
+    md = store.metadata["r1"]
+    assert md["status"] == "complete" and md["frames_done"] == [0, 1, 2]
+    assert md["frames_pending"] == 0
+    np.testing.assert_array_equal(store.masks["r1"][2], _codes(2))
+    assert list(store.patterns["r1"][1].attrs["method"]) == ["bbox", "csr", "cython"]
+    np.testing.assert_allclose(store.patterns["r1"][1].values, 11.0)
+    assert not any((tmp_path / "slot-0").iterdir())  # everything applied, nothing left
+
+
+def test_the_next_journal_on_the_folder_replays_what_was_left(tmp_path):
+    store = Refusing()
+    first = JournaledSink(store, Journal(tmp_path), first_wait=0.01, max_wait=0.01)
+    first.open_run("r2", {"source_uid": "r2"})
+    first.write("r2", 0, _codes(0), _pattern(0))
+    assert first.close(0.2) is False  # stopped with both waiting (a process that ends)
+    store.up = True
+    again = JournaledSink(store, Journal(tmp_path))  # slot 0 is free again
+    assert again.journal.directory.name == "slot-0"
+    assert again.wait(30)
+    again.close(5)
+    md = store.metadata["r2"]
+    assert md["frames_done"] == [0]
+    assert md["status"] == "interrupted" and "xrd-mask reprocess r2" in md["errors"]["run"]
+
+
+def test_two_journals_on_one_folder_take_two_slots(tmp_path):
+    a, b = Journal(tmp_path), Journal(tmp_path)
+    assert {a.directory.name, b.directory.name} == {"slot-0", "slot-1"}
+    a.release()
+    b.release()
+
+
+def test_the_budget_refuses_frames_not_runs(tmp_path):
+    journal = Journal(tmp_path, max_bytes=100)
+    journal.append("open", "r3", {"metadata": {}})
+    with pytest.raises(JournalFull, match="xrd-mask reprocess r3"):
+        journal.append_write("r3", 0, _codes(0), _pattern(0))
+    journal.append("close", "r3", {"status": "complete", "errors": {}})
+    assert len(journal) == 2 and journal.frames_waiting() == 0
+    journal.release()
