@@ -106,3 +106,30 @@ def test_sector_channels_separate_po_bands_from_spots(small_geometry, rng):
     assert np.median(x[2][band]) > 0.5 and np.median(x[3][band]) > 0.5
     # the spot is bright in the ring channel only: its sector and the opposite one are quiet
     assert x[1][230, 30] > 1.0 and abs(x[2][230, 30]) < 0.3 and abs(x[3][230, 30]) < 0.3
+
+
+def test_compressed_excess_is_asinh_of_half_z_over_3():
+    """The in-place arithmetic gives numpy's asinh(z/2)/3, sign included, at any magnitude."""
+    import torch
+
+    from xrd_bluesky_mask.masking.preprocess import _compress
+
+    z = np.concatenate([-np.logspace(-6, 6, 200), [0.0], np.logspace(-6, 6, 200)])
+    out = torch.empty(z.size, dtype=torch.float32)
+    zt = torch.from_numpy(z.astype(np.float32))
+    _compress(zt, out)
+    np.testing.assert_allclose(out.numpy(), np.arcsinh(z / 2) / 3, rtol=2e-6, atol=1e-7)
+    assert torch.equal(zt, torch.from_numpy(z.astype(np.float32)))  # z left as it was
+
+
+def test_ring_excess_channel_is_the_excess_over_the_ring(small_geometry, rng):
+    from xrd_bluesky_mask.masking.rings import ring_stats
+
+    frame = rng.poisson(100.0, small_geometry.shape).astype(np.float32)
+    frame[50, 60] = 5000.0
+    f32, static = prepare_frame(frame, small_geometry)
+    x = network_input(f32, static, small_geometry)
+    stats = ring_stats(f32, ~static, small_geometry, max_per_bin=256)
+    expected = np.arcsinh(stats.excess(f32) / 2) / 3
+    np.testing.assert_allclose(x[1], np.where(static, 0.0, expected), rtol=1e-5, atol=1e-5)
+    assert x[1, 50, 60] == x[1].max() > 1.0

@@ -109,12 +109,15 @@ def flagged_pixels(raw: np.ndarray, f32: np.ndarray) -> np.ndarray:
 
 def _compress(z, out) -> None:
     """``asinh(z / 2) / 3`` into ``out`` (torch), computed as log(a + sqrt(a² + 1)) with the
-    sign restored: torch.asinh is several times slower on CPU."""
+    sign of z copied back: torch.asinh is several times slower on CPU. Two temporaries, the
+    rest in place (2.4x faster than with a temporary per operation, same values)."""
     import torch
 
     a = z.abs().mul_(0.5)
-    torch.log(a + torch.sqrt(a * a + 1.0), out=out)
-    out *= torch.where(z >= 0, 1.0 / 3.0, -1.0 / 3.0)
+    t = a * a
+    t.add_(1.0).sqrt_().add_(a)
+    torch.log(t, out=out)
+    out.copysign_(z).mul_(1.0 / 3.0)
 
 
 def network_input(
@@ -159,12 +162,19 @@ def network_input(
     # elementwise work in torch: 5-10x faster than numpy's log1p/arcsinh on 8 Mpx
     f = torch.from_numpy(frame32).reshape(-1)
     out = torch.empty((4, frame32.size), dtype=torch.float32)
-    torch.log1p(f / level, out=out[0])
-    out[0] *= 0.5
+    torch.div(f, level, out=out[0])
+    out[0].log1p_().mul_(0.5)
     med = np.nan_to_num(stats.median, nan=0.0)
     sig = np.nan_to_num(stats.sigma, nan=1.0)
-    idx = stats.bins.index_tensor
-    _compress((f - torch.from_numpy(med)[idx]) / torch.from_numpy(sig)[idx], out[1])
+    # z = f / sigma - median / sigma: two index_select gathers of per-ring tables into one
+    # buffer (advanced indexing and a temporary per operation took 2.5x as long)
+    z = torch.empty_like(f)
+    torch.index_select(torch.from_numpy((1.0 / sig).astype(np.float32)), 0,
+                       stats.bins.index_tensor, out=z)
+    z.mul_(f).add_(torch.index_select(torch.from_numpy((-med / sig).astype(np.float32)), 0,
+                                      stats.bins.index_tensor))
+    _compress(z, out[1])
+    del z
     cells = sector_bins(geometry, stats.bins.bin_width_deg / geometry.tth_per_pixel_deg(),
                         SECTOR_ARC_PX)
     ring = cells.ring_of_cell
