@@ -3,7 +3,8 @@
     python -m tiled_adapters serve DIR [tiled serve directory options]
         ``tiled serve directory DIR`` with the walker and adapters (temporary catalog).
     python -m tiled_adapters register URI DIR [--api-key KEY] [--prefix PATH]
-        Register DIR on a running server (e.g. one started from serve_frames.yml).
+        Register DIR on a running server (e.g. one started from serve_frames.yml). Checks
+        first that the server can read DIR; exit 2 with what to do if not.
     python -m tiled_adapters flags
         Print the ``--walker``/``--adapter`` flags for ``tiled serve directory`` or
         ``tiled register``.
@@ -65,6 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.directory.is_dir():
         print(f"error: {str(args.directory)!r} is not a folder", file=sys.stderr)
         return 2
+    from xrd_bluesky_mask.errors import XRDMaskError
+
+    from .server_reads import check_folder_readable
+
+    try:
+        check_folder_readable(args.directory)
+    except XRDMaskError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.command == "serve":
         cmd = [_tiled_exe(), "serve", "directory", str(args.directory.resolve()),
                *tiled_flags(), *extra]
@@ -74,7 +84,6 @@ def main(argv: list[str] | None = None) -> int:
             os.environ[COUNTER_ENV] = str(args.counter)
         os.execv(cmd[0], cmd) if os.path.isabs(cmd[0]) else os.execvp(cmd[0], cmd)
         return 1  # not reached
-    from xrd_bluesky_mask.errors import XRDMaskError
     from xrd_bluesky_mask.tiled.server import connect
 
     from .walkers import register_frames
@@ -87,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         node = register_frames(client, args.directory, args.prefix, counter=args.counter)
     except XRDMaskError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     for key, child in node.items():
         print(f"{node.uri.split('/metadata/', 1)[-1]}/{key}: "
               f"{getattr(child, 'shape', 'container')}")

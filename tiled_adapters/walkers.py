@@ -8,7 +8,9 @@ node served by `FabioSequenceAdapter`, every other detector image into a
 node of its own served by `FabioImageAdapter`, and consumes the ``.poni`` files (they become the
 ``geometry`` metadata of the frames beside them). Files of other kinds are left to Tiled's own
 walkers. A series or image that cannot be read (unreadable files, mixed shapes) is skipped with a
-warning that says which files and why; the rest of the folder is registered.
+warning that says which files and why; the rest of the folder is registered. Files that fabio
+reads but no adapter serves (``.spe``, ``.mccd``, ...) are named in a warning
+(`tiled_adapters.unserved`).
 
 `register_frames` does the same from Python, for a running server.
 """
@@ -26,7 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from tiled.client.register import IMG_SEQUENCE_EMPTY_NAME_ROOT, create_node_or_drop_collision
+from tiled.client.register import (
+    IMG_SEQUENCE_EMPTY_NAME_ROOT,
+    create_node_or_drop_collision,
+    resolve_mimetype,
+)
 from tiled.client.utils import ClientError
 from tiled.structures.data_source import Asset, DataSource, Management
 from tiled.utils import ensure_uri, import_object
@@ -39,6 +45,7 @@ from .mimetypes import (
     sequence_mimetype,
 )
 from .numbering import group_numbered
+from .unserved import report_unserved, unserved_files
 
 __all__ = ["REGISTRATION", "group_detector_series", "register_frames"]
 
@@ -56,6 +63,18 @@ def _adapter_for(settings: Any, mimetype: str, default: str) -> Any:
     if adapter is None or (isinstance(adapter, type) and adapter.__module__.startswith("tiled.")):
         adapter = default  # Tiled's own TIFF adapters know no detector header nor PONI
     return import_object(adapter) if isinstance(adapter, str) else adapter
+
+
+def _served_by(settings: Any) -> Any:
+    """Whether Tiled, with ``settings``, has an adapter for a file (as its walkers decide)."""
+    by_ext = getattr(settings, "mimetypes_by_file_ext", None) or {}
+    hook = getattr(settings, "mimetype_detection_hook", None)
+    adapters = getattr(settings, "adapters_by_mimetype", None) or {}
+
+    def served(path: Path) -> bool:
+        return resolve_mimetype(path, by_ext, hook) in adapters
+
+    return served
 
 
 def _data_source(adapter: Any, mimetype: str, files: Sequence[Path], series: bool) -> DataSource:
@@ -134,6 +153,8 @@ async def group_detector_series(node: Any, path: Path, files: list[Path],
             rest.append(f)
         else:
             by_type[mimetype].append(f)
+    report_unserved(path, await anyio.to_thread.run_sync(unserved_files, rest,
+                                                         _served_by(settings)))
     groups: list[tuple[str, str, list[Path]]] = []
     singles: list[tuple[Path, str]] = []
     for mimetype, members in by_type.items():
@@ -162,7 +183,9 @@ def register_frames(client: Any, directory: str | Path, prefix: str | None = Non
         A writable tiled client node (e.g. the root). The server's catalog must know the MIME
         types in `ADAPTERS_BY_MIMETYPE` (``tiled_adapters/serve_frames.yml`` does).
     directory
-        The folder; the server must be able to read it (``readable_storage``).
+        The folder; the server must be able to read it (``readable_storage``). Checked first
+        (`tiled_adapters.server_reads`): a folder the server cannot read is an error, with
+        nothing registered, instead of a registration whose every read fails.
     prefix
         Container path to register under; None: the folder's name (``/data/scan42`` →
         ``client["scan42"]``).
@@ -176,14 +199,25 @@ def register_frames(client: Any, directory: str | Path, prefix: str | None = Non
     Returns
     -------
     The container holding the registered nodes.
+
+    Raises
+    ------
+    InputFileError
+        ``directory`` is not a folder, this process may not read it, or the server cannot.
+    TiledAuthError
+        The server does not let nodes be registered.
     """
     from tiled.client.register import register
+
+    from .server_reads import check_folder_readable, check_server_reads
 
     folder = Path(directory).resolve()
     if not folder.is_dir():
         from xrd_bluesky_mask.errors import InputFileError
 
         raise InputFileError(f"{str(folder)!r} is not a folder of detector images")
+    check_folder_readable(folder)
+    check_server_reads(client, folder, uri=str(getattr(client, "uri", "the Tiled server")))
     prefix = prefix if prefix is not None else folder.name
     registration = dict(REGISTRATION)
     if counter is not None:

@@ -26,6 +26,20 @@ class FramesFolder:
     cbf: np.ndarray             # nogeometry/run_001..002.cbf, int32, no PONI beside
 
 
+def write_spe(path: Path, image: np.ndarray) -> None:
+    """A Princeton Instruments SPE (v2) file of one uint16 frame, as fabio reads it (fabio
+    cannot write SPE): a 4100-byte header (x size at byte 42, y size at 656, data type 3 =
+    uint16 at 108, frame count at 1446, date and time at 20 and 172), then the pixels."""
+    header = bytearray(4100)
+    ny, nx = image.shape
+    for offset, value in ((0, np.int16(1)), (6, np.int16(nx)), (10, np.float32(1.0)),
+                          (42, np.int16(nx)), (108, np.uint16(3)), (656, np.int16(ny)),
+                          (1446, np.int32(1))):
+        header[offset:offset + value.nbytes] = value.tobytes()
+    header[20:29], header[172:178] = b"01Jan2024", b"120000"
+    path.write_bytes(bytes(header) + image.astype("<u2").tobytes())
+
+
 def _write_folder(root: Path) -> FramesFolder:
     import tifffile
     from fabio.cbfimage import CbfImage
@@ -70,6 +84,13 @@ def _write_folder(root: Path) -> FramesFolder:
     broken.mkdir()
     EdfImage(data=dark).write(str(broken / "junk_0001.edf"))
     (broken / "junk_0002.edf").write_bytes(b"this is not an EDF file" * 20)
+
+    princeton = root / "princeton"  # a type fabio reads but no adapter serves, beside a TIFF
+    princeton.mkdir()
+    for k in range(4):
+        write_spe(princeton / f"shot_{k + 1:03d}.spe", np.clip(series[k % N_FRAMES], 0, 65535))
+    tifffile.imwrite(princeton / "overview.tif", series[0])
+    (princeton / "log.xml").write_text("<log>not an image, though fabio knows .xml</log>\n")
     return FramesFolder(root, series, poni, dark, flat, cbf)
 
 
@@ -77,7 +98,8 @@ def _write_folder(root: Path) -> FramesFolder:
 def frames_folder(tmp_path_factory) -> FramesFolder:
     """``frames/``: a TIFF series with its PONI, single EDF and TIFF images, a CBF series
     without PONI (``nogeometry/``), a series of mixed shapes (``mixed/``), one with an
-    unreadable file (``broken/``) and one a test damages (``later/``)."""
+    unreadable file (``broken/``), one a test damages (``later/``) and Princeton ``.spe``
+    frames that no adapter serves beside a TIFF (``princeton/``)."""
     return _write_folder(tmp_path_factory.mktemp("legacy") / "frames")
 
 

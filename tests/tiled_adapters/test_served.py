@@ -3,6 +3,8 @@ of simulated detector images, read by a real client and over plain HTTP."""
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 import warnings
 
@@ -108,3 +110,63 @@ def test_registering_again_replaces_what_was_there(frames_server, frames_folder,
                                                   frames_folder.root / "nogeometry", "again")
     assert list(node) == ["run"] and node["run"].shape == (2, 256, 256)
     assert list(frames_server.client["again"]) == ["run"]
+
+
+def test_files_fabio_reads_but_no_adapter_serves_are_named_in_a_warning(registered):
+    node, _, records = registered
+    assert list(node["princeton"]) == ["overview"]
+    (warning,) = [r for r in records if "NOT REGISTERED" in r.getMessage()]
+    message = warning.getMessage()
+    assert warning.levelno == logging.WARNING
+    assert "4 files in" in message and "princeton" in message
+    assert "4 .spe (SpeImage: shot_001.spe, shot_002.spe, shot_003.spe, ... (1 more))" in message
+    assert "fabio-convert -F edfimage" in message and "register the folder again" in message
+    assert "log.xml" not in message and "overview" not in message
+
+
+def test_a_folder_outside_the_servers_readable_storage_is_refused_up_front(
+        frames_server, frames_folder, tmp_path, capsys):
+    """The server accepts the registration of files it cannot read and answers every read
+    with HTTP 500 (retried by clients for ~27 s): registration checks a read first."""
+    import tifffile
+
+    from tiled_adapters.__main__ import main
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    tifffile.imwrite(outside / "scan_0001.tif", frames_folder.series[0])
+    tifffile.imwrite(outside / "scan_0002.tif", frames_folder.series[1])
+    code = main(["register", frames_server.uri, str(outside), "--api-key",
+                 frames_server.api_key])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"cannot read the files in {str(outside)!r}" in err and "HTTP 500" in err
+    assert "XRD_FRAMES_DIR" in err and "nothing was registered" in err
+    keys = list(frames_server.client)
+    assert "elsewhere" not in keys
+    assert not [k for k in keys if k.startswith("xrd_mask_read_check_")]
+
+
+def test_a_folder_inside_the_readable_storage_registers_from_the_command_line(
+        frames_server, frames_folder, capsys):
+    from tiled_adapters.__main__ import main
+
+    with pytest.warns(NoGeometryWarning):
+        code = main(["register", frames_server.uri, str(frames_folder.root / "nogeometry"),
+                     "--prefix", "cli", "--api-key", frames_server.api_key])
+    assert code == 0, capsys.readouterr().err
+    assert "cli/run: (2, 256, 256)" in capsys.readouterr().out
+    assert not [k for k in frames_server.client if k.startswith("xrd_mask_read_check_")]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder whatever its mode")
+def test_a_folder_this_user_cannot_read_is_an_error(tmp_path, capsys):
+    from tiled_adapters.__main__ import main
+
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0)
+    try:
+        code = main(["serve", str(locked)])
+    finally:
+        locked.chmod(0o755)
+    assert code == 2 and "cannot read the folder" in capsys.readouterr().err
