@@ -96,3 +96,32 @@ def test_packaged_light_model_by_name_and_id(small_geometry, rng):
 
     with pytest.raises(ModelError, match="no model"):
         UNetMasker("heavy", device="cpu")
+
+
+def test_candidate_tiles_on_the_fast_path_or_everywhere(tiny_model_dir, small_geometry, rng):
+    # flat background: nothing but the spot stands out from its ring
+    frame, _ = ring_frame(small_geometry, rng, ring_peak=0.0, spots=[(40, 50, 1.5, 8000.0)])
+    off = UNetMasker(tiny_model_dir, device="cpu", precision="fp32", candidates="off")
+    fast = UNetMasker(off.model, precision="fp32")
+    on = UNetMasker(off.model, precision="fp32", candidates="on")
+    assert fast.candidates == "fast" and fast.settings()["candidate_rule"]["pixel_z"] == 8.0
+    assert "candidate_rule" not in off.settings()
+    whole = off.predict(frame, small_geometry)
+    assert whole.probability is not None
+    # "fast" leaves the single-frame path (and its probability image) whole
+    fast_one = fast.predict(frame, small_geometry)
+    assert fast_one.probability is not None
+    np.testing.assert_array_equal(fast_one.probability, whole.probability)
+    skipped = on.predict(frame, small_geometry)
+    assert skipped.probability is not None
+    ran = skipped.probability > 0
+    assert ran[40, 50] and 0 < ran.mean() < 1  # the spot's blocks ran, not the whole frame
+    np.testing.assert_allclose(skipped.probability[ran], whole.probability[ran], atol=1e-5)
+    assert not skipped.spots[~ran].any()
+    batch = fast.predict_batch([frame], small_geometry)[0]
+    np.testing.assert_array_equal(batch.spots, skipped.spots)
+    assert off.predict_batch([frame], small_geometry)[0].spots.sum() == whole.spots.sum()
+    with pytest.raises(ValueError, match="candidates"):
+        UNetMasker(off.model, inference="quilt", candidates="on")
+    with pytest.raises(ValueError, match="candidates"):
+        UNetMasker(off.model, candidates="yes")

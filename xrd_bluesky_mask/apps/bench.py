@@ -5,11 +5,12 @@ the U-Net on the fast path (`Pipeline.process` → `UNetMasker.predict_batch`: b
 whole frames and integration as a sparse product on the device; on a CPU halo tiles through the
 fused oneDNN plan and pyFAI), the U-Net on the reference path (`Pipeline.process_frame` →
 `UNetMasker.predict` running the dlsia module itself, with its probability image), the
-classical per-ring filter, and optionally the paper's configuration (256 px qlty windows at
-step 128, the dlsia module). Each path
-gets one warm-up batch that is not counted. It reports per-stage and end-to-end ms/frame,
-frames/s, peak memory, the machine, the ratios, and how many mask pixels the fast path shares
-with the reference path.
+classical per-ring filter, the fast path with the network over whole tiles (no candidate
+tiles, to show what they save), and optionally the paper's configuration (256 px qlty windows
+at step 128, the dlsia module). Each path gets one warm-up batch that is not counted. It
+reports per-stage and end-to-end ms/frame, frames/s, peak memory, the machine, the ratios, how
+many mask pixels the fast path shares with the reference path, and every network engine
+measured for this machine (`UNetMasker.engine_choice`, measured afresh).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 from ..sysinfo import machine
 
 STAGES = ("normalise", "network", "integrate", "total")
-PATHS = ("fast", "reference", "classical", "paper")
+PATHS = ("fast", "whole", "reference", "classical", "paper")
 
 
 @dataclass
@@ -53,6 +54,9 @@ class BenchReport:
     ratios: dict[str, float] = field(default_factory=dict)
     mask_agreement: float | None = None
     pattern_max_rel_diff: float | None = None
+    engine: str = ""
+    engines: str = ""
+    network_coverage: float | None = None
 
     def table(self) -> str:
         """A Markdown table: ms/frame per stage, frames/s, peak memory."""
@@ -75,6 +79,12 @@ class BenchReport:
         if self.mask_agreement is not None:
             out.append(f"fast vs reference masks: {100 * self.mask_agreement:.4f} % of pixels "
                        f"equal; patterns max relative difference {self.pattern_max_rel_diff:.1e}")
+        if self.network_coverage is not None:
+            out.append(f"candidate tiles: the network ran on {100 * self.network_coverage:.0f} % "
+                       "of the pixels (median over the fast path's frames)")
+        if self.engines:
+            out += ["", f"network engines on this machine (fast path uses {self.engine}):",
+                    self.engines]
         return "\n".join(out)
 
     def to_json(self, path: str | Path) -> Path:
@@ -127,12 +137,15 @@ def _time_path(name: str, run_batch: Callable[[list[np.ndarray]], list[Any]],
 
 
 def run_bench(size: int = 2880, frames: int = 4, *, batch: int | None = None,
-              paths: Sequence[str] = ("fast", "reference", "classical"),
+              paths: Sequence[str] = ("fast", "whole", "reference", "classical"),
               model: str | None = None, device: str | None = None,
-              preset: str = "rings_spots", progress: bool = True) -> BenchReport:
+              preset: str = "rings_spots", progress: bool = True,
+              precision: str = "auto", engines: bool = True) -> BenchReport:
     """Time the ``paths`` on ``frames`` simulated ``size`` x ``size`` frames (plus warm-ups).
 
-    ``batch``: frames per fast-path batch; None = 4 on a GPU, 1 on the CPU."""
+    ``batch``: frames per fast-path batch; None = 4 on a GPU, 1 on the CPU. ``precision``:
+    the U-Net's engine (``"auto"``: this machine's choice). ``engines``: measure every
+    engine afresh first (and cache the result) and report them."""
     import torch
     from tqdm.auto import tqdm
 
@@ -153,8 +166,12 @@ def run_bench(size: int = 2880, frames: int = 4, *, batch: int | None = None,
     geometry = sims[0].geometry
     images = [s.image for s in sims]
     del sims
-    unet = UNetMasker(model, device=device)
+    unet = UNetMasker(model, device=device, precision=precision)
     report = BenchReport(machine=machine(), size=size, frames=frames)
+    if engines:
+        choice = unet.engine_choice(refresh=True, check_all=True)
+        report.engines = choice.table()
+    report.engine = unet.precision
 
     def one_by_one(masker: Any) -> Callable[[list[np.ndarray]], list[Any]]:
         pipeline = Pipeline(masker, geometry, policy=ExecutionPolicy(batch=1))
@@ -163,8 +180,21 @@ def run_bench(size: int = 2880, frames: int = 4, *, batch: int | None = None,
     runners: dict[str, tuple[str, Callable, int]] = {}
     if "fast" in paths:
         fast = Pipeline(unet, geometry, policy=ExecutionPolicy(batch=batch))
+        coverage: list[float] = []
+
+        def fast_run(fs: list[np.ndarray]) -> list[Any]:
+            out = fast.process(fs)
+            coverage.append(unet.network_coverage)
+            return out
+
         runners["fast"] = (f"U-Net fast path ({fast.policy.describe()}, {unet.device.type}, "
-                           f"{unet.engine} network)", fast.process, batch)
+                           f"{unet.engine} network, candidate tiles {unet.candidates})",
+                           fast_run, batch)
+    if "whole" in paths:
+        whole_unet = UNetMasker(unet.model, device=device, precision=unet.precision,
+                                candidates="off")
+        whole = Pipeline(whole_unet, geometry, policy=ExecutionPolicy(batch=batch))
+        runners["whole"] = ("U-Net fast path, network over whole tiles", whole.process, batch)
     if "reference" in paths:
         module = UNetMasker(model, device=device, engine="module")
         runners["reference"] = (f"U-Net reference path (dlsia module, halo tiles, "
@@ -179,6 +209,8 @@ def run_bench(size: int = 2880, frames: int = 4, *, batch: int | None = None,
     for key, (name, fn, b) in tqdm(runners.items(), desc="timing paths", disable=not progress):
         use = images[batch - b:] if b < batch else images  # every path times the same frames
         report.results[key], outputs[key] = _time_path(name, fn, use, b, unet.device)
+        if key == "fast":
+            report.network_coverage = statistics.median(coverage[1:] or coverage)
     total = {k: r.ms["total"] for k, r in report.results.items()}
     best_unet = "fast" if "fast" in total else "reference"
     if best_unet in total and "classical" in total:
@@ -187,6 +219,9 @@ def run_bench(size: int = 2880, frames: int = 4, *, batch: int | None = None,
     if "paper" in total and best_unet in total:
         report.ratios[f"paper configuration / {best_unet} U-Net (ms per frame)"] = \
             total["paper"] / total[best_unet]
+    if "fast" in total and "whole" in total:
+        report.ratios["whole tiles / candidate tiles (fast path, ms per frame)"] = \
+            total["whole"] / total["fast"]
     if "fast" in total and "reference" in total:
         report.ratios["reference / fast U-Net (ms per frame)"] = \
             total["reference"] / total["fast"]
