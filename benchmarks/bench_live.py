@@ -5,7 +5,9 @@ XRD detector (frames rendered before timing, so the scan measures acquisition an
 simulator; ``--exposure`` adds a per-frame exposure). Each repeat runs ``count([det],
 num=frames)`` three times: TiledWriter alone; TiledWriter + `XRDMaskCallback` with its default
 ``quiet_s`` (the worker waits for gaps between documents); and with ``quiet_s=0`` (the worker
-processes at once). The callback's work is waited for before the next scan. Prints a Markdown
+processes at once); the three alternate within each repeat, so a load that comes and goes on the
+machine touches them alike. The callback's work (through its results journal, kept in the
+benchmark's temporary folder) is waited for before the next scan. Prints a Markdown
 table: the RunEngine's scan time (ratio to TiledWriter alone; target <= 1.05), the pipeline's
 frames per second end to end (Tiled read + mask + integrate + Tiled write, from the scan's start
 to the last result written) and the median milliseconds per stage. Run:
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 import tempfile
 import time
@@ -53,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     from xrd_bluesky_mask.pipeline import process_frame
 
     base = Path(tempfile.mkdtemp(prefix="bench_live_"))
+    os.environ.setdefault("XRD_MASK_JOURNAL", str(base / "journal"))  # results journal
     raw = base / "raw"
     shape = (args.size, args.size)
     variants = {"TiledWriter only": None, "+ XRDMaskCallback (default quiet_s=0.5)": {},

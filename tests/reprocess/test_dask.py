@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
+from pathlib import Path
 
 import distributed
 import numpy as np
 import pytest
 
 from tests.reprocess.test_reprocess import _series
+from xrd_bluesky_mask.masking.classical import RingOutlierMasker
 from xrd_bluesky_mask.reprocess import reprocess
 from xrd_bluesky_mask.tiled.results import find_results
 
@@ -81,3 +85,41 @@ def test_a_task_reads_and_writes_itself_and_returns_only_numbers(tiled_server):
     node = client[owner.result_path(src.source_id)]
     assert node["mask"][1].any() and not node["mask"][0].any()
     assert node.metadata["frames_done"] == []  # metadata is the driver's job
+
+
+class StallsOnce(RingOutlierMasker):
+    """The classical masker, except that its very first frame (in any worker process) stalls
+    until the test releases it: a worker that stops answering."""
+
+    def __init__(self, folder: str) -> None:
+        super().__init__()
+        self.folder = folder
+
+    def predict(self, frame, geometry, **kwargs):
+        folder = Path(self.folder)
+        try:
+            os.close(os.open(folder / "stalled", os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return super().predict(frame, geometry, **kwargs)
+        deadline = time.monotonic() + 120
+        while not (folder / "release").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return super().predict(frame, geometry, **kwargs)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # a chunk waits out its 25 s deadline at least once
+def test_a_stalled_chunk_is_submitted_again(tiled_server, dask_client, tmp_path, caplog):
+    client = tiled_server.client()
+    node_path, _, _ = _series(client, "series", 3)
+    try:
+        summary = reprocess(client, node_path, masker=StallsOnce(str(tmp_path)),
+                            root=f"derived/stall_{uuid.uuid4().hex[:8]}", dask=dask_client,
+                            progress=False, chunk_timeout=25)
+    finally:
+        (tmp_path / "release").touch()
+    (run,) = summary.runs
+    assert (tmp_path / "stalled").exists()  # one chunk did stall
+    assert run.status == "complete" and run.processed == 3, run
+    assert any("did not finish within 25 s; submitted again" in r.getMessage()
+               for r in caplog.records)

@@ -9,10 +9,17 @@ frame. The driver is the only one writing the version's metadata: it records fin
 
 Chunks of all sources are submitted at once, so runs and frames spread over the workers
 together. Missing ``distributed``: `MissingExtra` names what to install.
+
+No chunk can hang the call: each has a deadline (``chunk_timeout`` seconds; by default 10 times
+the slowest chunk finished so far, at least 120 s, and 600 s before any finished). A chunk past
+it (a worker that stopped answering) is cancelled and submitted again, up to ``retries`` times;
+then its frames are recorded as failed with the reason, and ``reprocess`` again redoes them.
+Writes are idempotent, so a stalled task that finishes late writes the same rows.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -25,6 +32,7 @@ from .sources import SeriesFrameSource, Source
 
 __all__ = ["ChunkTask", "dask_client", "process_chunk", "run_dask"]
 
+log = logging.getLogger(__name__)
 _clients: dict[tuple[str, str | None], Any] = {}
 _clients_lock = threading.Lock()
 
@@ -151,7 +159,8 @@ def _chunks(todo: list[int], size: int) -> list[list[int]]:
 
 
 def run_dask(jobs: list[Job], root_client: Any, *, masker: Any, integration: Any, root: str,
-             client: Any, progress: bool = True, chunk_size: int | None = None) -> None:
+             client: Any, progress: bool = True, chunk_size: int | None = None,
+             chunk_timeout: float | None = None, retries: int = 2) -> None:
     """Process every job's ``todo`` frames on the Dask cluster behind ``client``; results and
     final state go into ``job.summary``."""
     import dask.config
@@ -161,12 +170,40 @@ def run_dask(jobs: list[Job], root_client: Any, *, masker: Any, integration: Any
     # all busy waiting for it: a deadlock. Reads run in the calling thread instead.
     with dask.config.set(scheduler="synchronous"):
         _run_dask(jobs, root_client, masker=masker, integration=integration, root=root,
-                  client=client, progress=progress, chunk_size=chunk_size)
+                  client=client, progress=progress, chunk_size=chunk_size,
+                  deadline=_Deadline(chunk_timeout), retries=retries)
+
+
+class _Deadline:
+    """Seconds a chunk may take: fixed, or 10x the slowest finished (120 s at least; 600 s
+    before any finished)."""
+
+    def __init__(self, fixed: float | None) -> None:
+        self.fixed, self.slowest = fixed, 0.0
+
+    def finished(self, seconds: float) -> None:
+        self.slowest = max(self.slowest, seconds)
+
+    @property
+    def seconds(self) -> float:
+        if self.fixed is not None:
+            return self.fixed
+        return max(120.0, 10 * self.slowest) if self.slowest else 600.0
+
+
+@dataclass
+class _Chunk:
+    job: Job
+    task: ChunkTask
+    indices: list[int]
+    started: float
+    tries: int = 1
 
 
 def _run_dask(jobs: list[Job], root_client: Any, *, masker: Any, integration: Any, root: str,
-              client: Any, progress: bool, chunk_size: int | None) -> None:
-    from distributed import as_completed
+              client: Any, progress: bool, chunk_size: int | None, deadline: _Deadline,
+              retries: int) -> None:
+    from distributed import wait
     from tqdm.auto import tqdm
 
     from ..tiled.retry import RetryingSink
@@ -178,7 +215,7 @@ def _run_dask(jobs: list[Job], root_client: Any, *, masker: Any, integration: An
     uri, api_key = str(root_client.context.api_uri), root_client.context.api_key
     threads = max(1, sum(client.nthreads().values()))
     masker_future = client.scatter(masker, broadcast=True)
-    futures: dict[Any, Job] = {}
+    futures: dict[Any, _Chunk] = {}
     remaining: dict[str, int] = {}
     started: dict[str, float] = {}
     bars: dict[str, Any] = {}
@@ -194,21 +231,66 @@ def _run_dask(jobs: list[Job], root_client: Any, *, masker: Any, integration: An
         bars[sid] = tqdm(total=len(job.todo), desc=job.source.label, unit="frame",
                          leave=False, disable=not progress, position=position)
         for chunk in chunks:
-            futures[client.submit(process_chunk, task, chunk, masker_future, pure=False)] = job
+            futures[client.submit(process_chunk, task, chunk, masker_future, pure=False)] = \
+                _Chunk(job, task, chunk, time.monotonic())
         if not chunks:
             _finish(job, sink)
     n_todo = sum(len(j.todo) for j in work)
     total = tqdm(total=n_todo, desc="reprocess (dask)", unit="frame",
                  disable=not progress or n_todo == 0, position=0)
-    try:
-        for future in as_completed(list(futures)):
-            job = futures[future]
-            sid = job.source.source_id
+    def overdue(future: Any, chunk: _Chunk) -> list[dict[str, Any]] | None:
+        """Resubmit a chunk past its deadline; its failure records once out of tries."""
+        limit = deadline.seconds
+        try:  # the worker that stopped answering is not asked again
+            stuck = {w for w, keys in client.processing().items() if future.key in keys}
+        except Exception:
+            stuck = set()
+        others = [w for w in client.nthreads() if w not in stuck]
+        future.cancel()
+        if chunk.tries > retries:
+            message = (f"Dask chunk of frames {chunk.indices[0]}-{chunk.indices[-1]} did not "
+                       f"finish within {limit:.0f} s, {chunk.tries} tries (a worker stopped "
+                       f"answering); run `xrd-mask reprocess {chunk.job.source.source_id}` "
+                       "again for these frames")
+            return [{"index": i, "error": message} for i in chunk.indices]
+        again = client.submit(process_chunk, chunk.task, chunk.indices, masker_future,
+                              pure=False, workers=others or None)
+        futures[again] = _Chunk(chunk.job, chunk.task, chunk.indices, time.monotonic(),
+                                chunk.tries + 1)
+        log.warning("xrd-mask: Dask chunk of frames %d-%d of %s did not finish within %.0f s; "
+                    "submitted again (try %d)", chunk.indices[0], chunk.indices[-1],
+                    chunk.job.source.label, limit, chunk.tries + 1)
+        return None
+
+    def finished() -> Any:
+        """(chunk, records) as each chunk finishes or gives up, until none is left."""
+        while futures:
             try:
-                records = future.result()
-            except Exception as exc:  # the task itself died: its frames stay to do
-                records = [{"index": "run", "error": f"Dask task failed: "
-                                                     f"{type(exc).__name__}: {exc}"}]
+                wait(list(futures), timeout=min(5.0, deadline.seconds),
+                     return_when="FIRST_COMPLETED")
+            except TimeoutError:  # none finished meanwhile: look at the deadlines
+                pass
+            now = time.monotonic()
+            for future, chunk in list(futures.items()):
+                if future.done():
+                    del futures[future]
+                    try:
+                        records = future.result()
+                        deadline.finished(now - chunk.started)
+                    except Exception as exc:  # the task itself died: its frames stay to do
+                        records = [{"index": "run", "error": f"Dask task failed: "
+                                                             f"{type(exc).__name__}: {exc}"}]
+                    yield chunk, records
+                elif now - chunk.started > deadline.seconds:
+                    del futures[future]
+                    records = overdue(future, chunk)
+                    if records is not None:
+                        yield chunk, records
+
+    try:
+        for chunk, records in finished():
+            job = chunk.job
+            sid = job.source.source_id
             ok = [r["index"] for r in records if r["index"] != "run" and r["error"] is None]
             for r in records:
                 if r["error"] is not None:
@@ -236,5 +318,6 @@ def _finish(job: Job, sink: JobSink) -> None:
         status = "failed"
     else:
         status = "complete_with_errors" if errors else "complete"
+    sink.annotate(job.source.source_id, {"n_frames": job.source.n_frames})
     sink.close_run(job.source.source_id, status, errors)
     job.summary.errors = errors

@@ -22,6 +22,7 @@ def reprocess(
     dask: Any = None,
     workers: int | None = None,
     progress: bool = True,
+    chunk_timeout: float | None = None,
 ) -> ReprocessSummary:
     """Mask and integrate every frame of ``sources`` into Tiled result versions.
 
@@ -56,6 +57,9 @@ def reprocess(
     workers
         Start a local Dask cluster of this many worker processes (ignored with ``dask``).
         Neither: everything runs in this process (read, compute and write threads).
+    chunk_timeout
+        Dask only: seconds a chunk of frames may take before it is submitted again (None: 10x
+        the slowest chunk so far, at least 120 s; see `xrd_bluesky_mask.reprocess.cluster`).
     progress
         Show progress bars (overall and per source) and print the summary table at the end.
 
@@ -103,7 +107,7 @@ def reprocess(
         mode = f"dask, {len(dclient.nthreads())} workers"
         try:
             run_dask(jobs, root_client, masker=chosen, integration=integration, root=root,
-                     client=dclient, progress=progress)
+                     client=dclient, progress=progress, chunk_timeout=chunk_timeout)
         finally:
             close()
     else:

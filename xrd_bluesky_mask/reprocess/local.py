@@ -41,7 +41,7 @@ def run_local(jobs: list[Job], root_client: Any, *, masker: Any, integration: An
                                           src.shape, src.n_frames, src.geometry_source)))
             for index in job.todo:
                 worker.submit(FrameItem(src.source_id, src.stream, src.field, index))
-            worker.submit(CloseRun(src.source_id, "reprocess"))
+            worker.submit(CloseRun(src.source_id, "reprocess", n_frames=src.n_frames))
             record = worker.records[src.source_id]
             finished = False
             while not finished:
