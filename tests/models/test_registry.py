@@ -13,7 +13,13 @@ import pytest
 from xrd_bluesky_mask.cli import main
 from xrd_bluesky_mask.errors import ModelError
 from xrd_bluesky_mask.masking import get_masker
-from xrd_bluesky_mask.models import DEFAULT_MODEL_DIR, ModelCard, read_card, save_model
+from xrd_bluesky_mask.models import (
+    DEFAULT_MODEL_DIR,
+    PACKAGED_MODELS,
+    ModelCard,
+    read_card,
+    save_model,
+)
 from xrd_bluesky_mask.models.card import CARD_SCHEMA_VERSION
 from xrd_bluesky_mask.models.registry import (
     ModelRegistry,
@@ -219,7 +225,9 @@ def test_models_cli(registry, tiny_model_dir, capsys):
     assert "active model: version 1 (cli-1" in capsys.readouterr().out
     assert main(["models", "list", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
-    assert [(m["version"], m["active"]) for m in listing] == [(0, False), (1, True)]
+    assert [(m["version"], m["active"]) for m in listing] == [(0, False), (1, True),
+                                                              (None, False)]
+    assert listing[2]["name"] == "light"
     assert main(["models", "show", "active"]) == 0
     out = capsys.readouterr().out
     assert "version 1 (active): cli-1" in out and "depth 2" in out
@@ -230,3 +238,26 @@ def test_models_cli(registry, tiny_model_dir, capsys):
     other = tiny_model_dir.parent / "elsewhere"
     assert main(["models", "--registry", str(other), "list"]) == 0
     assert str(other) in capsys.readouterr().out and not other.exists()
+
+
+def test_the_packaged_light_model_is_listed_shown_and_activated_as_its_error_says(registry,
+                                                                                  capsys):
+    light = read_card(PACKAGED_MODELS["light"])
+    assert main(["models", "list"]) == 0
+    (row,) = [line for line in capsys.readouterr().out.splitlines() if light.model_id in line]
+    assert row.split()[:2] == ["light", light.model_id] and not row.startswith("*")
+    assert main(["models", "show", "light"]) == 0
+    out = capsys.readouterr().out
+    assert f"packaged model 'light': {light.model_id}" in out and "depth 4" in out
+    assert registry.get(light.model_id).path == PACKAGED_MODELS["light"]
+    with pytest.raises(ModelError, match="is a packaged model"):
+        registry.remove("light")
+    assert main(["models", "activate", "light"]) == 2
+    err = capsys.readouterr().err
+    assert "is not a registry version" in err
+    command = err.split("activate that: ", 1)[1].split()
+    assert command[:3] == ["xrd-mask", "models", "register"]
+    assert main(command[1:]) == 0
+    active = registry.active()
+    assert active.version == 1 and active.model_id == light.model_id
+    assert active.sha256 == light.sha256

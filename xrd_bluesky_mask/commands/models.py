@@ -13,7 +13,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     m = sub.add_parser(
         "models", help="list, show, register and activate model versions",
         description="The model registry: numbered model versions with cards (version 0 is the "
-        "packaged model). The active version is what the U-Net masker, predict_mask and the "
+        "packaged default model; the other packaged models, e.g. 'light', are listed by name). "
+        "The active version is what the U-Net masker, predict_mask and the "
         "Bluesky callback use when no model is given. Directory: --registry, else "
         "$XRD_MASK_MODELS, else models/ in the user data folder (on Linux "
         "$XDG_DATA_HOME/xrd-bluesky-mask/models, by default "
@@ -21,10 +22,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     m.add_argument("--registry", type=Path, default=None, help="registry directory")
     actions = m.add_subparsers(dest="action", required=True)
-    ls = actions.add_parser("list", help="one line per version; * marks the active one")
+    ls = actions.add_parser("list", help="one line per version and packaged model; * marks "
+                            "the active one")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     show = actions.add_parser("show", help="the model card of a version")
-    show.add_argument("id", help="version number (3 or v3), model id, 'active' or 'default'")
+    show.add_argument("id", help="version number (3 or v3), model id, 'active', 'default' or "
+                      "a packaged model's name ('light')")
     show.add_argument("--json", action="store_true", help="print the whole card as JSON")
     act = actions.add_parser("activate", help="make a version the active model")
     act.add_argument("id", help="version number (3 or v3), model id or 'default'")
@@ -51,19 +54,19 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
 
     registry = ModelRegistry(args.registry)
     if args.action == "list":
-        entries = registry.entries()
+        entries = registry.entries() + registry.packaged()
         if args.json:
-            print(json.dumps([{"version": e.version, "model_id": e.model_id, "active": e.active,
-                               "path": str(e.path), "sha256": e.sha256,
+            print(json.dumps([{"version": e.version, "name": e.name, "model_id": e.model_id,
+                               "active": e.active, "path": str(e.path), "sha256": e.sha256,
                                "parent": e.card.parent, "created": e.card.created}
                               for e in entries], indent=1))
             return 0
         print(f"registry: {registry.root}")
-        print(f"  {'ver':>4}  {'model id':28s} {'created':25s} {'parent':22s} "
+        print(f"  {'ver':>7}  {'model id':28s} {'created':25s} {'parent':22s} "
               f"{'recall':18s} sha256")
         for e in entries:
             mark = "*" if e.active else " "
-            print(f"{mark} {e.version:>4}  {e.model_id:28s} {e.card.created:25s} "
+            print(f"{mark} {e.label:>7}  {e.model_id:28s} {e.card.created:25s} "
                   f"{(e.card.parent or '-'):22s} {_heldout_recall(e.card):18s} {e.sha256[:12]}")
         return 0
     if args.action == "show":
@@ -72,7 +75,9 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
             print(entry.card.model_dump_json(indent=2))
             return 0
         card = entry.card
-        print(f"version {entry.version}{' (active)' if entry.active else ''}: {card.model_id}")
+        what = (f"version {entry.version}" if entry.version is not None
+                else f"packaged model {entry.name!r}")
+        print(f"{what}{' (active)' if entry.active else ''}: {card.model_id}")
         print(f"  folder       {entry.path}")
         print(f"  sha256       {card.sha256}")
         print(f"  created      {card.created}")
@@ -97,7 +102,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
         entry = registry.register(args.folder, model_id=args.model_id)
         print(f"registered {entry.model_id} as version {entry.version} ({entry.path})")
         if args.activate:
-            registry.activate(entry.version)
+            registry.activate(entry.label)
             print(f"active model: version {entry.version} ({entry.model_id})")
         return 0
     entry = registry.activate(args.id)

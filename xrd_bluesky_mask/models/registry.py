@@ -10,6 +10,8 @@ override with the ``XRD_MASK_MODELS`` environment variable or the ``root`` argum
         active.json                    {"version", "model_id", "sha256", "activated", "by"}
 
 Version 0 is the model packaged with xrd-bluesky-mask (``models/default``); it is never copied.
+The other packaged models (``light``, see `PACKAGED_MODELS`) are listed and found by short name
+or model id beside the versions, without a number; to make one active, register it as a version.
 Without ``active.json`` the active model is version 0. The active model is what
 ``get_masker("unet")``, ``predict_mask`` and `XRDMaskCallback` use when no model is given.
 
@@ -39,7 +41,15 @@ from filelock import FileLock
 
 from ..errors import ModelError
 from .card import ModelCard
-from .store import CARD_FILE, DEFAULT_MODEL_DIR, LoadedModel, load_model, read_card, sha256_of
+from .store import (
+    CARD_FILE,
+    DEFAULT_MODEL_DIR,
+    PACKAGED_MODELS,
+    LoadedModel,
+    load_model,
+    read_card,
+    sha256_of,
+)
 
 __all__ = [
     "ENV_VAR",
@@ -74,19 +84,28 @@ class ModelEntry:
     Attributes
     ----------
     version
-        Its number (0 = the packaged default).
+        Its number (0 = the packaged default); None for the other packaged models.
     path
         The model folder (card + weights).
     card
         Its model card.
     active
         Whether it is the active model.
+    name
+        The short name of a packaged model (``"default"``, ``"light"``); None for a
+        registered version.
     """
 
-    version: int
+    version: int | None
     path: Path
     card: ModelCard
     active: bool = False
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How ``xrd-mask models`` shows and takes it: the version number, else the name."""
+        return str(self.version) if self.version is not None else str(self.name)
 
     @property
     def model_id(self) -> str:
@@ -162,10 +181,12 @@ class ModelRegistry:
         card = read_card(folder)
         if version and card.version not in (None, version):
             raise ModelError(f"{folder} holds a card for version {card.version}, not {version}")
-        return ModelEntry(version, folder, card, version == active)
+        return ModelEntry(version, folder, card, version == active,
+                          name="default" if version == 0 else None)
 
     def entries(self) -> list[ModelEntry]:
-        """Every readable version, oldest first (version 0 first); damaged ones are logged."""
+        """Every readable version, oldest first (version 0 first); damaged ones are logged.
+        The other packaged models are in `packaged`."""
         active = self._active_version()
         out = [self._entry(0, active)]
         for n in self._numbers():
@@ -175,9 +196,22 @@ class ModelRegistry:
                 log.warning("model registry %s: skipping version %d: %s", self.root, n, exc)
         return out
 
+    def packaged(self) -> list[ModelEntry]:
+        """The packaged models other than version 0 (e.g. ``light``), never active; version
+        None. A damaged one is logged and left out."""
+        out = []
+        for name, folder in PACKAGED_MODELS.items():
+            if folder == DEFAULT_MODEL_DIR:
+                continue
+            try:
+                out.append(ModelEntry(None, folder, read_card(folder), name=name))
+            except ModelError as exc:
+                log.warning("packaged model %r (%s) cannot be read: %s", name, folder, exc)
+        return out
+
     def get(self, ref: int | str | None = "active") -> ModelEntry:
         """A version by number (``3``, ``"3"``, ``"v3"``), model id, ``"default"`` (0) or
-        ``"active"``/None.
+        ``"active"``/None, or another packaged model by short name (``"light"``) or model id.
 
         Raises
         ------
@@ -212,6 +246,9 @@ class ModelRegistry:
                 if entry.active and entry.version != 0:
                     self._check_pointer(entry)
                 return entry
+        for entry in self.packaged():
+            if ref in (entry.name, entry.model_id):
+                return entry
         raise ModelError(f"no model {ref!r} in {self.root}; {self._known()}")
 
     def _check_pointer(self, entry: ModelEntry) -> None:
@@ -224,7 +261,10 @@ class ModelRegistry:
 
     def _known(self) -> str:
         rows = ", ".join(f"{e.version} ({e.model_id})" for e in self.entries())
-        return f"registered versions: {rows}. See `xrd-mask models list`."
+        packaged = ", ".join(f"{e.name} ({e.model_id})" for e in self.packaged())
+        return (f"registered versions: {rows}"
+                + (f"; packaged models: {packaged}" if packaged else "")
+                + ". See `xrd-mask models list`.")
 
     def active(self) -> ModelEntry:
         """The active model (version 0 unless another was activated)."""
@@ -272,7 +312,7 @@ class ModelRegistry:
             raise ModelError(f"checksum mismatch for {weights}; refusing to register it")
         with self._locked():
             entries = self.entries()
-            numbers = [e.version for e in entries]
+            numbers = [e.version for e in entries if e.version is not None]
             n = max(numbers) + 1 if version is None else int(version)
             target = self._folder(n)
             if n < 1 or n in numbers or target.exists():
@@ -313,8 +353,21 @@ class ModelRegistry:
         return self._entry(n, self._active_version())
 
     def activate(self, ref: int | str) -> ModelEntry:
-        """Make a version the active model (its weights' checksum is verified first)."""
+        """Make a version the active model (its weights' checksum is verified first).
+
+        Raises
+        ------
+        ModelError
+            Unknown ``ref``, a checksum mismatch, or a packaged model that is not a version
+            (the message gives the command that registers it as one).
+        """
         entry = self.get(ref)
+        if entry.version is None:
+            raise ModelError(
+                f"the packaged model {entry.name!r} ({entry.model_id}) is not a registry version "
+                "and cannot be activated as it is; register it as one and activate that: "
+                f"xrd-mask models register {entry.path} --activate"
+            )
         digest = sha256_of(entry.path / entry.card.weights_file)
         if entry.sha256 and digest != entry.sha256:
             raise ModelError(f"checksum mismatch for version {entry.version} ({entry.path}); "
@@ -340,6 +393,9 @@ class ModelRegistry:
     def remove(self, ref: int | str) -> None:
         """Delete a version (not version 0, not the active one), e.g. to undo a registration."""
         entry = self.get(ref)
+        if entry.version is None:
+            raise ModelError(f"{entry.name!r} ({entry.model_id}) is a packaged model; only "
+                             "registered versions can be removed")
         if entry.version == 0 or entry.active:
             raise ModelError(f"version {entry.version} ({entry.model_id}) is "
                              f"{'the packaged model' if entry.version == 0 else 'active'}; "
