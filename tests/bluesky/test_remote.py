@@ -130,7 +130,7 @@ def test_worker_rides_out_a_tiled_restart_mid_run(remote, worker):
     wait_for(lambda: _written(client, uid, 2), 90, "the masks of frames 0 and 1")
     remote.server.kill()  # mid-run: frames 2.. are still to mask and write
     remote.gate.open()
-    worker.wait_output("Tiled unreachable while trying to", 60)  # the outage is seen
+    worker.wait_output("result store unreachable", 60)  # results wait in the journal
     remote.server.start()
     client = remote.server.client()
     node = wait_for(lambda: _done(client, uid), 120, "the run to complete after the restart")
