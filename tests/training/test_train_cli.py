@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -9,9 +11,11 @@ from xrd_bluesky_mask.cli import main
 from xrd_bluesky_mask.errors import FrameError
 from xrd_bluesky_mask.io import write_mask_tiff
 from xrd_bluesky_mask.models import read_card
+from xrd_bluesky_mask.models.network import NetworkConfig
 from xrd_bluesky_mask.protocols import encode_mask as mask_codes
 from xrd_bluesky_mask.simulate import preset, simulate_frame
 from xrd_bluesky_mask.training.files import tiles_from_files
+from xrd_bluesky_mask.training.loop import TrainConfig
 
 
 def test_train_on_simulated_frames(tmp_path):
@@ -24,6 +28,27 @@ def test_train_on_simulated_frames(tmp_path):
     assert card.training["data"]["source"] == "simulator"
     assert card.training["command"].startswith("xrd-mask train --out")
     assert (out / "train.log").exists() and list(out.glob("tiles-3-256-7.pt"))
+    config = card.training["config"]  # options not given: TrainConfig's defaults
+    default = TrainConfig()
+    assert (config["lr"], config["lr_schedule"], config["class_weights"]) == (
+        default.lr, default.lr_schedule, list(default.class_weights))
+
+
+@pytest.mark.parametrize(("option", "default"), [
+    ("--epochs EPOCHS", lambda: TrainConfig().epochs),
+    ("--spot-weight SPOT_WEIGHT", lambda: f"{TrainConfig().class_weights[1]:g}"),
+    ("--depth DEPTH", lambda: NetworkConfig().depth),
+    ("--frames FRAMES", lambda: 32),
+])
+def test_help_shows_the_defaults_of_the_training_config(capsys, option, default):
+    with pytest.raises(SystemExit) as done:
+        main(["train", "--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # help lines are wrapped
+    assert f"{option} " in text
+    entry, _, rest = text.split(f"{option} ", 1)[1].partition("(default: ")
+    assert not re.search(r"--[a-z-]+ [A-Z_]+", entry)  # still this option's help
+    assert rest.split(")", 1)[0] == str(default())
 
 
 @pytest.fixture

@@ -1,15 +1,70 @@
-"""``xrd-mask train``: train or fine-tune a U-Net on simulated frames or image+mask files."""
+"""``xrd-mask train``: train or fine-tune a U-Net on simulated frames or image+mask files.
+
+The defaults of the training and network options are those of `TrainConfig` and
+`NetworkConfig`, read from them (one source of truth): the options default to None ("not
+given"), ``--help`` shows the config's value and `run` fills it in. ``TrainConfig`` is read only
+then, since importing it imports torch, which ``xrd-mask --help`` should not.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 ORDER = 2
 
+#: Option (argparse dest) → (config, field[, index in a tuple field]) that holds its default.
+FROM_CONFIG: dict[str, tuple[Any, ...]] = {
+    "epochs": ("train", "epochs"),
+    "batch_size": ("train", "batch_size"),
+    "lr": ("train", "lr"),
+    "lr_schedule": ("train", "lr_schedule"),
+    "spot_weight": ("train", "class_weights", 1),
+    "seed": ("train", "seed"),
+    "max_minutes": ("train", "max_minutes"),
+    "distill_weight": ("train", "distill_weight"),
+    "depth": ("network", "depth"),
+    "base_channels": ("network", "base_channels"),
+    "growth_rate": ("network", "growth_rate"),
+}
+#: Options that only show their config default: None tells `train_from_args` that they were
+#: not given (an ``--init`` or ``--teacher`` model's architecture is kept then).
+SHOWN_ONLY = ("depth", "base_channels", "growth_rate")
+
+
+def config_defaults() -> dict[str, Any]:
+    """The default of each option in `FROM_CONFIG`, from `TrainConfig` / `NetworkConfig`."""
+    from ..models.network import NetworkConfig
+    from ..training.loop import TrainConfig
+
+    models = {"train": TrainConfig, "network": NetworkConfig}
+    out = {}
+    for dest, (model, field, *index) in FROM_CONFIG.items():
+        value = models[model].model_fields[field].default
+        out[dest] = value[index[0]] if index else value
+    return out
+
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``(default: ...)`` after every option's help: the config's value for `FROM_CONFIG`
+    options, argparse's default for the others that have one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.dest in FROM_CONFIG:
+            value = config_defaults()[action.dest]
+            shown = "no limit" if value is None else f"{value:g}" if isinstance(
+                value, float) else str(value)
+            return f"{text} (default: {shown})"
+        if action.default is None or action.default is False:
+            return text
+        return super()._get_help_string(action)
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    t = sub.add_parser("train", help="train a U-Net on simulated frames or image+mask files")
+    t = sub.add_parser("train", help="train a U-Net on simulated frames or image+mask files",
+                       formatter_class=_DefaultsFormatter)
     t.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log, best/)")
     t.add_argument("--images", nargs="+", type=Path, default=None,
                    help="train on these frames instead of simulated ones (needs --masks, --poni)")
@@ -24,33 +79,43 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     t.add_argument("--prune-teacher", action="store_true",
                    help="start from the teacher's most important channels (network slimming) "
                    "instead of random weights; needs --teacher")
-    t.add_argument("--distill-weight", type=float, default=1.0,
-                   help="weight of the teacher term (default 1)")
-    t.add_argument("--depth", type=int, default=None, help="U-Net levels (default 4)")
+    t.add_argument("--distill-weight", type=float, default=None,
+                   help="weight of the teacher term")
+    t.add_argument("--depth", type=int, default=None,
+                   help="U-Net levels; if not given, an --init or --teacher model's own")
     t.add_argument("--base-channels", type=int, default=None,
-                   help="feature maps at full resolution (default 8)")
+                   help="feature maps at full resolution; if not given, an --init or --teacher "
+                   "model's own")
     t.add_argument("--growth-rate", type=float, default=None,
-                   help="feature-map growth per level (default 2)")
-    t.add_argument("--frames", type=int, default=32, help="simulated frames (default 32)")
+                   help="feature-map growth per level; if not given, an --init or --teacher "
+                   "model's own")
+    t.add_argument("--frames", type=int, default=32, help="simulated frames")
     t.add_argument("--size", type=int, default=1024, help="simulated frame size, px")
     t.add_argument("--scenes", default="v2", choices=["v2", "v3"],
                    help="simulated scene set: v2 (the first models') or v3 (long streaks, "
                    "heavy tails, edges, extreme pixels, beamstop rims, other shapes)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--epochs", type=int, default=20)
-    t.add_argument("--batch-size", type=int, default=50)
-    t.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (paper: 1e-2)")
-    t.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"])
-    t.add_argument("--spot-weight", type=float, default=4.0, help="CE weight of the spot class")
+    t.add_argument("--seed", type=int, default=None,
+                   help="seed of the simulation, the split and the augmentation")
+    t.add_argument("--epochs", type=int, default=None, help="training epochs")
+    t.add_argument("--batch-size", type=int, default=None, help="tiles per optimiser step")
+    t.add_argument("--lr", type=float, default=None, help="Adam learning rate (paper: 1e-2)")
+    t.add_argument("--lr-schedule", default=None, choices=["constant", "cosine"],
+                   help="constant (the paper) or cosine decay to lr/100")
+    t.add_argument("--spot-weight", type=float, default=None,
+                   help="cross-entropy weight of the spot class")
     t.add_argument("--max-minutes", type=float, default=None, help="stop after this wall time")
-    t.add_argument("--model-id", default="xrdmask-unet")
+    t.add_argument("--model-id", default="xrdmask-unet", help="the model card's id")
     t.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")
-    t.add_argument("--device", default=None)
+    t.add_argument("--device", default=None,
+                   help="torch device, e.g. cpu or cuda:0 (default: a GPU if one works)")
     return t
 
 
 def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     from ..training.run import train_from_args
 
+    for dest, value in config_defaults().items():
+        if getattr(args, dest, None) is None and dest not in SHOWN_ONLY:
+            setattr(args, dest, value)
     train_from_args(args, argv)
     return 0
