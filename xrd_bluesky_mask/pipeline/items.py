@@ -102,6 +102,9 @@ class RunRecord:
     run_errors: list[str] = field(default_factory=list)
     sink_failed: bool = False
     journal_full: bool = False
+    #: `GeometryVerdict.as_metadata()` of the run's first frame (None until it is computed).
+    geometry_check: dict[str, Any] | None = None
+    geometry_noted: bool = False
     status: str = "queued"
     exit_status: str | None = None
     t_open: float | None = None

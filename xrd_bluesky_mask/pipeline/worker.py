@@ -372,6 +372,7 @@ class Worker:
             errors = self.records[run_uid].run_errors if run_uid in self.records else []
             reason = errors[0] if errors else f"no usable geometry for run {run_uid}"
             return [RunFailed(reason)] * len(group)
+        self._check_geometry(run_uid, pipeline, group[0][1][0])
         try:
             results = pipeline.process([payload[0] for _, payload in group])
         except Exception as exc:
@@ -384,6 +385,24 @@ class Worker:
                                             "integrate": r.timings["integrate"],
                                             "batch": len(group)})
                 for r, (_, payload) in zip(results, group, strict=True)]
+
+    def _check_geometry(self, run_uid: str, pipeline: Any, frame: Any) -> None:
+        """Once per run, on its first frame: do the PONI's rings fit the frame (orientation,
+        beam centre)? A misfit is logged as a warning; the verdict goes to the run's metadata."""
+        from ..integration.geometry_check import check_geometry
+
+        record = self.records.setdefault(run_uid, RunRecord())
+        if record.geometry_check is not None:
+            return
+        try:
+            verdict = check_geometry(frame, pipeline.geometry)
+        except Exception as exc:  # the check only advises: never fail a frame over it
+            record.geometry_check = {"status": "not checked", "reason": _describe(exc)}
+            return
+        record.geometry_check = verdict.as_metadata()
+        warning = verdict.warning()
+        if warning:
+            log.warning("xrd-mask: run %s: %s", run_uid, warning)
 
     def _write_loop(self) -> None:
         while True:
@@ -447,8 +466,11 @@ class Worker:
             t1 = time.perf_counter()
             rec.timings = {**timings, "write": t1 - t0, "latency": t1 - item.t_submitted}
         finally:
-            report = self.lag.finished(item.run_uid, item.t_submitted)
-            if report is not None and not record.sink_failed:
+            report = self.lag.finished(item.run_uid, item.t_submitted) or {}
+            if record.geometry_check is not None and not record.geometry_noted:
+                report = {**report, "geometry_check": record.geometry_check}
+                record.geometry_noted = True
+            if report and not record.sink_failed:
                 self._annotate(item.run_uid, report)
 
     def _annotate(self, run_uid: str, fields: dict[str, Any]) -> None:
