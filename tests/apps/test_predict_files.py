@@ -57,3 +57,35 @@ def test_predict_warns_with_the_flag_to_use(tmp_path, capsys) -> None:
     assert "warning: scan" not in capsys.readouterr().err
     assert main([*argv, "--no-geometry-check"]) == 0
     assert "warning: scan" not in capsys.readouterr().err
+
+
+def test_each_frame_of_a_stack_gets_outputs_named_by_its_index(tmp_path, capsys) -> None:
+    """A loop over ``--index`` keeps every frame's outputs instead of overwriting one set."""
+    from xrd_bluesky_mask.simulate import preset, simulate_frame
+
+    frames = [simulate_frame(preset("rings_spots", shape=(256, 256)), seed=k) for k in range(3)]
+    stack = tmp_path / "stack.npy"
+    np.save(stack, np.stack([f.image for f in frames]))
+    poni = tmp_path / "det.poni"
+    poni.write_text(frames[0].geometry.poni_text)
+    out = tmp_path / "out"
+    for index in (0, 2):
+        assert main(["predict", str(stack), "--index", str(index), "--poni", str(poni),
+                     "--masker", "classical", "--out", str(out), "--no-geometry-check"]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in out.iterdir()) == [
+        "stack_0000.nc", "stack_0000.xy", "stack_0000_mask.tif",
+        "stack_0002.nc", "stack_0002.xy", "stack_0002_mask.tif"]
+    masks = [tifffile.imread(out / f"stack_{i:04d}_mask.tif") for i in (0, 2)]
+    assert not np.array_equal(masks[0], masks[1])  # frame 2's mask did not replace frame 0's
+    for i in (0, 2):
+        _, _, header = read_xy(out / f"stack_{i:04d}.xy")
+        assert f"frame_index: {i}" in header
+        with xr.open_dataarray(out / f"stack_{i:04d}.nc") as da:
+            assert da.attrs["frame_index"] == i
+    np.save(tmp_path / "one.npy", frames[1].image)  # without an index: the plain names
+    (single,) = predict_files([tmp_path / "one.npy"], poni, get_masker("classical"),
+                              tmp_path / "single", progress=False, check=False)
+    assert single.error is None
+    assert sorted(p.name for p in (tmp_path / "single").iterdir()) == [
+        "one.nc", "one.xy", "one_mask.tif"]

@@ -2,8 +2,10 @@
 
 For every input ``NAME.ext`` it writes ``NAME_mask.tif`` (uint8: 0 = keep, 1 = spot,
 2 = static: gaps, detector mask, flag/dummy values, NaN), ``NAME.xy`` (text) and ``NAME.nc``
-(netCDF, xarray), and ``NAME_overlay.png`` on request. A file that fails writes nothing;
-failures are collected and reported together at the end.
+(netCDF, xarray), and ``NAME_overlay.png`` on request. With a frame ``index`` (one frame of a
+stack) every name carries it: ``NAME_0003_mask.tif``, ``NAME_0003.xy``, ..., so a loop over the
+frames of a stack keeps every frame's output. A file that fails writes nothing; failures are
+collected and reported together at the end.
 
 When the PONI applies to the image turned (``orientation``, e.g. flipped up-down for a Dioptas
 PONI), the frame is turned before masking and integration, and the mask and overlay are turned
@@ -52,6 +54,13 @@ class FileOutcome:
         return self.verdict.warning() if self.verdict is not None else None
 
 
+def output_stem(path: str | Path, out_dir: Path, index: int | None = None) -> Path:
+    """``out_dir/NAME`` for input ``NAME.ext``, ``out_dir/NAME_0003`` for frame 3 of a stack
+    (the index as given: ``NAME_-001`` for the last frame)."""
+    name = Path(path).stem
+    return out_dir / (name if index is None else f"{name}_{index:04d}")
+
+
 def predict_files(
     paths: list[Path],
     poni: str | Path,
@@ -96,11 +105,13 @@ def predict_files(
                     log.info("%s: %s", path, outcome.warning)
             res = process_frame(frame, geometry, masker, settings=settings,
                                 extra_static=extra_static)
-            stem = out_dir / Path(path).stem
+            stem = output_stem(path, out_dir, index)
             provenance = _provenance(turn, outcome.verdict)
             header = {"source": str(path), **masker.settings()}
             pattern = res.pattern.copy()
             pattern.attrs.update(provenance)
+            if index is not None:
+                pattern.attrs["frame_index"] = index
             outcome.written = [
                 write_mask_tiff(f"{stem}_mask.tif", turn.undo(res.mask.codes)),
                 write_xy(f"{stem}.xy", pattern, header=header),
@@ -112,7 +123,7 @@ def predict_files(
                 outcome.written.append(save_overlay(
                     f"{stem}_overlay.png", raw, turn.undo(res.mask.spots),
                     static=turn.undo(res.mask.static), patterns={"masked": res.pattern},
-                    title=f"{Path(path).name}: {masker.name}",
+                    title=f"{stem.name}: {masker.name}",
                 ))
             outcome.spot_fraction = res.mask.spot_fraction
             outcome.static_fraction = float(res.mask.static.mean())

@@ -27,7 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="transpose frames (first, before any flip)")
     g.add_argument("--no-geometry-check", action="store_true",
                    help="skip the check of orientation and PONI (about 0.2-0.5 s per Mpx frame)")
-    p.add_argument("--index", type=int, default=None, help="frame index in a 3D HDF5 stack")
+    p.add_argument("--index", type=int, default=None,
+                   help="frame index in a stack (HDF5, NPY, multi-frame EDF/TIFF); the outputs "
+                   "are named NAME_0003_mask.tif, NAME_0003.xy, ...")
     p.add_argument("--dataset", default=None, help="HDF5 dataset path (default: auto)")
     p.add_argument("--user-mask", type=Path, default=None,
                    help="image file, non-zero = always exclude (beamstop, bad pixels)")
