@@ -92,6 +92,19 @@ def test_settings_defaults_and_validation() -> None:
 # ------------------------------------------------------------------------------------------
 
 
+def test_the_readme_plot_is_against_two_theta(geo: Geometry, rng: np.random.Generator) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    da = Integrator(geo, IntegrationSettings(npt=64)).integrate(ring_frame(geo, rng))
+    (line,) = da.plot.line(x="two_theta")
+    np.testing.assert_allclose(line.get_xdata(), da.two_theta.values)
+    assert "2θ" in line.axes.get_xlabel()
+    plt.close("all")
+
+
 def test_dataarray_layout(geo: Geometry, rng: np.random.Generator) -> None:
     frame = ring_frame(geo, rng)
     settings = IntegrationSettings(npt=128, polarization_factor=0.99)

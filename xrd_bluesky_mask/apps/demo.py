@@ -17,7 +17,7 @@ from ..integration import IntegrationSettings, integrate
 from ..masking import Masker, get_masker
 from ..metrics import rwp
 from ..pipeline import process_frame
-from .evaluate import score_mask
+from .evaluate import SPOTS_PCT_HEAD, SPOTS_PCT_NOTE, score_mask
 from .plotting import save_overlay
 
 PRESETS = ("rings_spots", "spots_po", "spots_texture", "perfect")
@@ -36,7 +36,6 @@ def run_demo(
     """Simulate ``frames`` frames of ``size`` px, mask them with ``masker`` (default U-Net) and
     with the classical filter, integrate, print a table and write PNGs + ``summary.json``."""
     from ..progress import progress as tqdm
-
     from ..simulate import simulate_frame
 
     out = Path(out_dir)
@@ -91,7 +90,7 @@ def _fmt(x: float, spec: str) -> str:
 
 
 def _print_table(rows: list[dict], name: str) -> None:
-    head = (f"{'frame':>5} {'scene':14} {'masker':10} {'masked %':>9} {'recall':>7} "
+    head = (f"{'frame':>5} {'scene':14} {'masker':10} {SPOTS_PCT_HEAD:>9} {'recall':>7} "
             f"{'TNR':>8} {'spot rec':>8} {'Rwp':>7} {'s':>6}")
     print(head)
     print("-" * len(head))
@@ -104,3 +103,4 @@ def _print_table(rows: list[dict], name: str) -> None:
                   f"{m['seconds']:6.2f}")
         print(f"{r['frame']:5d} {r['scene']:14} {'no mask':10} {'':>9} {'':>7} {'':>8} {'':>8} "
               f"{_fmt(r['no_mask']['rwp'], '7.4f'):>7}")
+    print(SPOTS_PCT_NOTE)

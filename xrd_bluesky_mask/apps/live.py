@@ -125,8 +125,8 @@ def run_live_demo(
     dict
         ``run_uid``, ``tiled_uri``, ``results_path``, ``status``, ``masker`` (settings),
         ``scan_s``, ``processing_s`` (scan start to last result), ``frames`` (per frame:
-        ``index``, ``spot_fraction``, ``static_fraction``, ``seconds``, ``latency_s``,
-        ``error``), ``errors``, ``png``, ``out_dir``.
+        ``index``, ``spot_fraction`` (of the pixels that are not static), ``static_fraction``
+        (of all pixels), ``seconds``, ``latency_s``, ``error``), ``errors``, ``png``, ``out_dir``.
 
     Raises
     ------
@@ -134,9 +134,9 @@ def run_live_demo(
         ``tiled_uri`` unreachable, or the key refused.
     """
     from bluesky.plans import count
-    from ..progress import progress as tqdm
 
     from ..bluesky.session import Session
+    from ..progress import progress as tqdm
     from ..tiled.results import find_results
 
     out = Path(out_dir).resolve()
@@ -195,6 +195,7 @@ def _report(client: Any, uid: str, uri: str, key: str | None, masker: Any, poni:
             out: Path, record: Any, scan_s: float, processing_s: float,
             find_results: Any) -> dict[str, Any]:
     from ..tiled.results import DEFAULT_ROOT
+    from .evaluate import SPOTS_PCT_HEAD, SPOTS_PCT_NOTE
 
     node = find_results(client, uid)
     node.refresh()
@@ -206,18 +207,21 @@ def _report(client: Any, uid: str, uri: str, key: str | None, masker: Any, poni:
     model = f", model {settings['model_id']}" if settings.get("model_id") else ""
     print(f"masker: {masker.name}{model}")
     print(f"results: {uri}/metadata/{path}  status: {md.get('status')}")
-    print(f"{'frame':>5}  {'spots %':>8}  {'static %':>8}  {'seconds':>7}  {'latency s':>9}")
+    print(f"{'frame':>5}  {SPOTS_PCT_HEAD:>8}  {'static %':>8}  {'seconds':>7}  {'latency s':>9}")
     for i in sorted(record.frames if record else []):
         f = record.frames[i]
         seconds = sum(f.timings.get(k, 0.0) for k in ("mask", "integrate"))
-        rows.append({"index": i, "spot_fraction": f.spot_fraction,
+        # the record's fractions are of all pixels; the table's of the non-static ones
+        spots = f.spot_fraction / (1 - f.static_fraction) if f.static_fraction < 1 else 0.0
+        rows.append({"index": i, "spot_fraction": spots,
                      "static_fraction": f.static_fraction, "seconds": seconds,
                      "latency_s": f.timings.get("latency"), "error": f.error})
         if f.error:
             print(f"{i:>5}  failed: {f.error}")
         else:
-            print(f"{i:>5}  {100 * f.spot_fraction:>8.3f}  {100 * f.static_fraction:>8.3f}  "
+            print(f"{i:>5}  {100 * spots:>8.3f}  {100 * f.static_fraction:>8.3f}  "
                   f"{seconds:>7.2f}  {f.timings.get('latency', float('nan')):>9.2f}")
+    print(SPOTS_PCT_NOTE + "; static %: of all pixels")
     print("\nquery them with a plain Tiled client:\n")
     print(_snippet(uri, key, uid, DEFAULT_ROOT))
     field = (record.spec.field if record and record.spec else "det")

@@ -204,8 +204,8 @@ def _run_dask(jobs: list[Job], root_client: Any, *, masker: Any, integration: An
               client: Any, progress: bool, chunk_size: int | None, deadline: _Deadline,
               retries: int) -> None:
     from distributed import wait
-    from tqdm.auto import tqdm
 
+    from ..progress import progress as tqdm
     from ..tiled.retry import RetryingSink
     from ..tiled.sink import TiledResultSink
 

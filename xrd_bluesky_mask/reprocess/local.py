@@ -15,10 +15,9 @@ __all__ = ["run_local"]
 def run_local(jobs: list[Job], root_client: Any, *, masker: Any, integration: Any, root: str,
               progress: bool = True, retry_for: float = 60.0) -> None:
     """Process every job's ``todo`` frames; results and final state go into ``job.summary``."""
-    from tqdm.auto import tqdm
-
     from ..pipeline.items import CloseRun, FrameItem, OpenRun, RunSpec
     from ..pipeline.worker import Worker
+    from ..progress import progress as tqdm
     from ..tiled.retry import RetryingSink, RetryingSource
     from ..tiled.sink import TiledResultSink
 

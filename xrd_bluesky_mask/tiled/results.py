@@ -200,9 +200,11 @@ def find_results(client: Any, source: Any = None, *, root: str = DEFAULT_ROOT,
     versions = result_versions(client, sid, root=root)
     if not versions:
         raise KeyError(
-            f"no xrd_mask results for {sid}: nothing under {root} and no node with metadata "
-            "source_uid == it. Was XRDMaskCallback subscribed during the run, or run "
-            "`xrd-mask reprocess UID`?"
+            f"no xrd_mask results for {sid} yet: nothing under {root} and no node with "
+            "metadata source_uid == it. If the scan has just ended, the callback may still be "
+            "opening them: call its wait() first (the beamline profile's xrd.results() waits "
+            "for you). Otherwise XRDMaskCallback was not subscribed during the run; "
+            f"`xrd-mask reprocess {sid}` makes them."
         )
     if version is None:
         return versions[-1][1]

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ..progress import progress as tqdm
 
+from ..progress import progress as tqdm
 from .operating_point import operating_point
 
 #: Calibration frames use seeds from here; training runs use seeds below it.

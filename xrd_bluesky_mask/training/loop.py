@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch.optim.lr_scheduler import LambdaLR
-from ..progress import progress as tqdm
 
 from ..models.card import ModelCard
 from ..models.network import NetworkConfig, build_network, select_device
 from ..models.store import save_model
+from ..progress import progress as tqdm
 from .dataset import IGNORE, TileSet
 from .operating_point import operating_point
 

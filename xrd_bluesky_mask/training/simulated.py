@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from ..progress import progress as tqdm
 
 from ..masking.preprocess import network_input, prepare_frame
+from ..progress import progress as tqdm
 from .dataset import TileSet, tiles_from_pair
 
 
