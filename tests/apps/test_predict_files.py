@@ -4,6 +4,7 @@ input's orientation, the orientation and the geometry check recorded, the warnin
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tifffile
 import xarray as xr
 
@@ -89,3 +90,34 @@ def test_each_frame_of_a_stack_gets_outputs_named_by_its_index(tmp_path, capsys)
     assert single.error is None
     assert sorted(p.name for p in (tmp_path / "single").iterdir()) == [
         "one.nc", "one.xy", "one_mask.tif"]
+
+
+def test_spots_percent_is_a_share_of_the_pixels_that_are_not_static(tmp_path, capsys) -> None:
+    """Half the frame NaN (static): the table's spots % is of the other half, as in every
+    table, and says so."""
+    from xrd_bluesky_mask.apps.evaluate import SPOTS_PCT_HEAD, SPOTS_PCT_NOTE
+    from xrd_bluesky_mask.masking.preprocess import NonFiniteWarning
+    from xrd_bluesky_mask.simulate import preset, simulate_frame
+
+    frame = simulate_frame(preset("rings_spots", shape=(256, 256)), seed=4)
+    image = frame.image.astype(np.float32)
+    image[:, :128] = np.nan
+    np.save(tmp_path / "half.npy", image)
+    poni = tmp_path / "det.poni"
+    poni.write_text(frame.geometry.poni_text)
+    out = tmp_path / "out"
+    with pytest.warns(NonFiniteWarning, match="32768 pixels are NaN"):
+        assert main(["predict", str(tmp_path / "half.npy"), "--poni", str(poni), "--masker",
+                     "classical", "--out", str(out), "--no-geometry-check"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    head = next(line for line in lines if line.startswith("file"))
+    assert head.split()[1:3] == SPOTS_PCT_HEAD.split()
+    (row,) = [line for line in lines if line.startswith("half.npy")]
+    spots_pct, static_pct = (float(v) for v in row.split()[1:3])
+    codes = tifffile.imread(out / "half_mask.tif")
+    spots, static = np.count_nonzero(codes == 1), np.count_nonzero(codes == 2)
+    assert spots > 0 and static >= codes.size // 2
+    assert spots_pct == pytest.approx(100 * spots / (codes.size - static), abs=5e-4)
+    assert spots_pct > 1.5 * 100 * spots / codes.size  # not the share of all pixels
+    assert static_pct == pytest.approx(100 * static / codes.size, abs=5e-4)
+    assert any(line.startswith(SPOTS_PCT_NOTE) for line in lines)

@@ -66,8 +66,10 @@ def save_overlay(
     path = Path(path)
     ncols = 3 if patterns else 2
     fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 5.6), constrained_layout=True)
-    pct = 100.0 * np.count_nonzero(spots) / spots.size
-    _show(axes[0], frame, spots, static, f"frame, spots masked: {pct:.3f} % of pixels")
+    valid = np.ones(spots.shape, bool) if static is None else ~np.asarray(static, bool)
+    pct = 100.0 * np.count_nonzero(spots & valid) / max(np.count_nonzero(valid), 1)
+    _show(axes[0], frame, spots, static,
+          f"frame, spots masked: {pct:.3f} % of the non-static pixels")
     rs, cs = _busiest_window(spots, zoom_px)
     _show(
         axes[1], frame[rs, cs], spots[rs, cs], None if static is None else static[rs, cs],

@@ -56,12 +56,16 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
         png=args.png, orientation=turn, check=not args.no_geometry_check, index=args.index,
         dataset=args.dataset, user_mask=user_mask,
     )
-    print(f"{'file':40s} {'spots %':>8s} {'static %':>9s} {'s':>6s}")
+    from ..apps.evaluate import SPOTS_PCT_HEAD, SPOTS_PCT_NOTE
+
+    print(f"{'file':40s} {SPOTS_PCT_HEAD:>8s} {'static %':>9s} {'s':>6s}")
     for o in outcomes:
         if o.error:
             continue
         print(f"{o.path.name:40s} {100 * o.spot_fraction:8.3f} "
               f"{100 * o.static_fraction:9.3f} {o.seconds:6.2f}")
+    if any(not o.error for o in outcomes):
+        print(SPOTS_PCT_NOTE + "; static %: of all pixels")
     _report_geometry(outcomes)
     failed = [o for o in outcomes if o.error]
     if failed:
