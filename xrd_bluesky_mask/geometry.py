@@ -124,18 +124,43 @@ def parse_poni_text(text: str) -> dict[str, Any]:
     return config
 
 
+#: PONI keys that must be present.
+_REQUIRED = ("distance", "poni1", "poni2")
+#: PONI keys holding one number, with its unit (in pyFAI's PONI files).
+_NUMBERS = {"distance": "m", "poni1": "m", "poni2": "m", "rot1": "rad", "rot2": "rad",
+            "rot3": "rad", "wavelength": "m", "pixelsize1": "m", "pixelsize2": "m"}
+
+
+def _unparsable(config: dict[str, Any]) -> list[str]:
+    """One line per numeric PONI value that is not a number, naming its key and value (an
+    optional key may say ``None``, as pyFAI writes an unset wavelength)."""
+    problems = []
+    for key, unit in _NUMBERS.items():
+        value = config.get(key)
+        if value is None or (key not in _REQUIRED and str(value).lower() == "none"):
+            continue
+        try:
+            float(value)
+        except (TypeError, ValueError):
+            problems.append(f"{key.capitalize()}: {value!r} is not a number (expected {unit})")
+    return problems
+
+
 def integrator_from_poni_text(text: str, source: str = "<memory>") -> AzimuthalIntegrator:
     """Build a pyFAI ``AzimuthalIntegrator`` from PONI text, with a clear error if it fails."""
     from pyFAI.integrator.azimuthal import AzimuthalIntegrator
     from pyFAI.io.ponifile import PoniFile
 
     config = parse_poni_text(text)
-    required = {"distance", "poni1", "poni2"}
-    missing = sorted(required - set(config))
+    problems = _unparsable(config)
+    missing = [key.capitalize() for key in _REQUIRED if key not in config]
     if missing:
+        problems.append(f"it has no {', '.join(missing)}, so it does not look like a pyFAI "
+                        "PONI file")
+    if problems:
         raise GeometryError(
-            f"the PONI from {source} lacks {', '.join(missing)}; it does not look like a pyFAI "
-            "PONI file. Calibrate the detector with pyFAI-calib2 and pass the .poni it writes."
+            f"the PONI from {source} cannot be used: {'; '.join(problems)}. Fix the file, or "
+            "calibrate the detector with pyFAI-calib2 and pass the .poni it writes."
         )
     try:
         poni = PoniFile(config)

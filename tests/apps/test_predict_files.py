@@ -121,3 +121,18 @@ def test_spots_percent_is_a_share_of_the_pixels_that_are_not_static(tmp_path, ca
     assert spots_pct > 1.5 * 100 * spots / codes.size  # not the share of all pixels
     assert static_pct == pytest.approx(100 * static / codes.size, abs=5e-4)
     assert any(line.startswith(SPOTS_PCT_NOTE) for line in lines)
+
+
+def test_a_frame_of_nan_is_reported_as_such_without_a_geometry_warning(tmp_path,
+                                                                       capsys) -> None:
+    from xrd_bluesky_mask.simulate import preset, simulate_frame
+
+    frame = simulate_frame(preset("rings_spots", shape=(128, 128)), seed=1)
+    np.save(tmp_path / "nan.npy", np.full((128, 128), np.nan, np.float32))
+    poni = tmp_path / "det.poni"
+    poni.write_text(frame.geometry.poni_text)
+    assert main(["predict", str(tmp_path / "nan.npy"), "--poni", str(poni), "--masker",
+                 "classical", "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "nan.npy: FrameError: the frame has no finite pixels" in err
+    assert "warning:" not in err and "is zero" not in err

@@ -79,10 +79,11 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
 
 
 def _report_geometry(outcomes: list) -> None:
-    """The geometry check's warnings, one per kind (the first file's text, and how many more)."""
+    """The geometry check's warnings, one per kind (the first file's text, and how many more).
+    A file that failed has its own message (a frame of NaN also "fits no PONI")."""
     kinds: dict[tuple[str, str], list] = {}
     for o in outcomes:
-        if o.warning:
+        if o.warning and not o.error:
             kinds.setdefault((o.verdict.status, o.verdict.best.name), []).append(o)
     for found in kinds.values():
         more = f" (and {len(found) - 1} more file(s) alike)" if len(found) > 1 else ""

@@ -64,6 +64,12 @@ def prepare_frame(
     geometry.check_frame(a.shape)
     f = a.astype(np.float32, copy=True)
     finite = np.isfinite(f)
+    if not finite.any():
+        raise FrameError(
+            f"the frame has no finite pixels: all {a.size} are NaN or infinite, so there is "
+            "nothing to mask or integrate. Check the file and the detector read-out (a failed "
+            "read, or a correction that divided by zero)."
+        )
     static = ~finite | geometry.detector_mask()
     if not finite.all():
         n = int((~finite).sum())
@@ -72,13 +78,23 @@ def prepare_frame(
             NonFiniteWarning,
             stacklevel=2,
         )
-    static |= flagged_pixels(a, f)
+    flagged = flagged_pixels(a, f)
+    static |= flagged
     if extra_static is not None:
         if extra_static.shape != f.shape:
             raise FrameError(
                 f"user mask shape {extra_static.shape} differs from frame shape {f.shape}"
             )
         static |= extra_static.astype(bool)
+    if static.all():
+        raise FrameError(
+            f"every pixel of the frame is excluded ({int((~finite).sum())} NaN or infinite, "
+            f"{int(geometry.detector_mask().sum())} in the detector mask, {int(flagged.sum())} "
+            "flag values such as -1/-2"
+            + ("" if extra_static is None else
+               f", {int(np.count_nonzero(extra_static))} in the user mask")
+            + f", of {a.size}): nothing to mask. Check the frame and the masks."
+        )
     f[static] = 0.0
     if not np.any(f):
         raise FrameError(
