@@ -10,8 +10,10 @@ Tiled like any other array, so that plain Tiled clients, xarray, HTTP and
   one chunk (one file) per frame.
 - Metadata of both: ``geometry`` (``{"poni": <PONI text>, "poni_file": <name>}``, when a PONI
   file lies beside the frames), ``detector_header`` (the first frame's header) and ``source``.
-- `group_detector_series`: the Tiled walker that registers folders with them;
-  `register_frames` registers a folder from Python.
+- `group_detector_series`: the Tiled walker that registers folders with them, and warns about
+  files fabio reads but no adapter serves (`tiled_adapters.unserved`); `register_frames`
+  registers a folder from Python, after checking that the server can read it
+  (`tiled_adapters.server_reads`).
 - MIME types and the ``adapters_by_mimetype`` a server needs: `tiled_adapters.mimetypes`;
   a ready server config: ``tiled_adapters/serve_frames.yml``.
 
