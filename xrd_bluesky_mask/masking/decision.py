@@ -97,12 +97,19 @@ def apply_decision(spots: np.ndarray, z: np.ndarray, ring_median: np.ndarray,
     return out & valid
 
 
+def _label(image: np.ndarray) -> np.ndarray:
+    """8-connected component labels of a bool image (0 = background)."""
+    labels = np.zeros(image.shape, np.int32)
+    ndimage.label(image, structure=np.ones((3, 3), bool), output=labels)
+    return labels
+
+
 def _grow(seeds: np.ndarray, candidates: np.ndarray, reach_px: int) -> np.ndarray:
     """Candidate pixels connected (8-neighbours) to a seed, within ``reach_px`` of one; only
     the bounding boxes of the seeds' components (widened by ``reach_px``) are visited."""
     grown = np.zeros_like(seeds)
-    labels, n = ndimage.label(seeds, structure=np.ones((3, 3), bool))
-    if n == 0:
+    labels = _label(seeds)
+    if not labels.any():
         return grown
     rows, cols = seeds.shape
     size = 2 * reach_px + 1
@@ -116,7 +123,7 @@ def _grow(seeds: np.ndarray, candidates: np.ndarray, reach_px: int) -> np.ndarra
         seed = seeds[r0:r1, c0:c1]
         near = ndimage.maximum_filter(seed, size=size, mode="constant")
         allowed = (candidates[r0:r1, c0:c1] & near) | seed
-        lab, _ = ndimage.label(allowed, structure=np.ones((3, 3), bool))
+        lab = _label(allowed)
         keep = np.unique(lab[seed])
         grown[r0:r1, c0:c1] |= np.isin(lab, keep[keep > 0])
     return grown
