@@ -11,9 +11,10 @@ calibration as a ``GeometryContext`` (pixel 2θ and χ, PONI parameters) and the
 drew; it returns a bool mask of the image's shape, True = masked.
 
 Dioptas calls plugins on its GUI thread, so the work is kept short: the network runs once per
-image and calibration (about 2 s for a 1043 x 981 Pilatus 1M frame on 2 busy CPU cores, see
-the README); a new threshold only re-cuts the stored spot probability, and drawing a mask, or
-going back to one of the last `CACHED_IMAGES` images, reuses the stored result (milliseconds).
+image and calibration (2-5 s for a 1043 x 981 Pilatus 1M frame on 2 CPU cores, the more as
+other work shares them; see the README); a new threshold only re-cuts the stored spot
+probability, and drawing a mask, or going back to one of the last `CACHED_IMAGES` images,
+reuses the stored result (milliseconds).
 The drawn mask is therefore not given to the network (every stroke would run it again); the
 gaps and flag values of the frame are found and left out of its statistics all the same. The
 model loads on the first image, not when Dioptas starts, and is shared by every plugin instance
@@ -42,7 +43,7 @@ __all__ = ["UNetSpotMaskPlugin", "geometry_from_dioptas"]
 log = logging.getLogger(__name__)
 
 #: pyFAI detector orientations tried, in order: unspecified/pyFAI's default (bottom right),
-#: then Dioptas' own convention (top right), then the two left-handed ones.
+#: then Dioptas' own convention (top right), then the two others (flipped left-right).
 _ORIENTATIONS = (0, 2, 1, 4)
 #: Largest 2θ difference, radians, between Dioptas' pixel array and ours (corners and centre)
 #: for one geometry; float32 degrees hold 2θ to about 1e-7 rad.
@@ -105,8 +106,8 @@ class UNetSpotMaskPlugin(MaskPluginBase):
     description = (
         "Masks single-crystal spots and streaks on the powder rings with the U-Net of "
         "xrd-bluesky-mask, keeping textured and preferred-orientation rings. Needs the "
-        "calibration; the network runs once per image (about 2 s per megapixel on 2 CPU "
-        "cores), the threshold is applied at once."
+        "calibration; the network runs once per image (2-5 s per megapixel on 2 CPU "
+        "cores; the first image also loads the model), a new threshold is applied at once."
     )
     is_dynamic = True
     needs_geometry = True
@@ -143,6 +144,7 @@ class UNetSpotMaskPlugin(MaskPluginBase):
         return spots | result.static if self.mask_static else spots
 
     def get_settings_schema(self) -> dict:
+        """The settings Dioptas' dialog shows: model, spot-probability cut, static pixels."""
         return {
             "model": {
                 "type": "str", "default": "", "label": "Model",
@@ -162,6 +164,7 @@ class UNetSpotMaskPlugin(MaskPluginBase):
         }
 
     def update_settings(self, settings: dict) -> None:
+        """Take the dialog's values (a bad cut is a `ValueError`, which Dioptas logs)."""
         self.model = str(settings.get("model", self.model)).strip()
         threshold = float(settings.get("threshold", self.threshold))
         if not 0.0 <= threshold < 1.0:
@@ -170,6 +173,7 @@ class UNetSpotMaskPlugin(MaskPluginBase):
         self.mask_static = bool(settings.get("mask_static", self.mask_static))
 
     def get_settings(self) -> dict:
+        """The current values, by the keys of `get_settings_schema`."""
         return {"model": self.model, "threshold": self.threshold,
                 "mask_static": self.mask_static}
 
