@@ -91,10 +91,21 @@ def test_failed_frames_are_retried_and_the_run_completed(prefect_api, served_run
     assert frames_done(server.client()[result["result_path"]]) == [0, 1, 2, 3]
 
 
-def test_an_unknown_run_fails_the_flow(prefect_api, served_run):
+def test_an_unknown_run_fails_at_once(prefect_api, served_run):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
     from xrd_bluesky_mask.integrations.prefect_flow import xrd_mask_end_of_run
 
     server, _ = served_run
-    with pytest.raises(UnknownSource):
-        xrd_mask_end_of_run(stop_document={"run_start": "no-such-run", "exit_status": "fail"},
-                            masker="classical", retries=0, **_tiled(server))
+    state = xrd_mask_end_of_run(stop_document={"run_start": "no-such-run"}, masker="classical",
+                                retries=3, retry_delay_s=0, return_state=True,
+                                **_tiled(server))
+    assert state.is_failed()
+    with pytest.raises(UnknownSource, match="no-such-run"):
+        state.result()
+    with get_client(sync_client=True) as prefect:
+        runs = prefect.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    (attempt,) = [r for r in runs if r.name.startswith("xrd-mask reprocess")]
+    assert attempt.run_count == 1  # not retried: only a person can fix an unknown uid

@@ -4,8 +4,10 @@ Facilities run their end-of-run processing as Prefect flows started by each stop
 (``end_of_run_workflow(stop_doc)`` at NSLS-II, ALS); `xrd_mask_end_of_run` is one more of them. It
 takes the stop document (or the run's uid), runs `xrd_bluesky_mask.reprocess.reprocess` on the
 run (resumable: frames done with the same settings are skipped, so a retry only finishes the
-rest; with ``dask``/``workers`` the frames go to a Dask cluster), retries on failure, and returns
-where the result lives (``result_path``, the derived node's path from the server root).
+rest; with ``dask``/``workers`` the frames go to a Dask cluster), retries on failure (failed
+frames, an unreachable server; not what only a person can fix: an unknown run, a refused key, a
+read-only catalog, a bad option, a PONI or model that cannot be used), and returns where the
+result lives (``result_path``, the derived node's path from the server root).
 
 Without a Prefect server (no ``PREFECT_API_URL``), calling the flow runs it in this process on
 Prefect's temporary local API. The ``prefect`` extra installs Prefect:
@@ -19,7 +21,15 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from ..errors import ConfigError, RunFailed
+from ..errors import (
+    ConfigError,
+    GeometryError,
+    MissingExtra,
+    ModelError,
+    RunFailed,
+    TiledAuthError,
+    UnknownSource,
+)
 from ..tiled.results import DEFAULT_ROOT
 
 __all__ = ["reprocess_run", "run_uid", "xrd_mask_end_of_run"]
@@ -35,7 +45,17 @@ def run_uid(stop_document: dict[str, Any] | None = None, uid: str | None = None)
     raise ConfigError("give the run's stop document (with 'run_start') or its uid")
 
 
-@task(name="xrd-mask reprocess")
+#: Failures a retry cannot mend: they need a person (the message says what to do).
+_NOT_RETRIED = (TiledAuthError, UnknownSource, ConfigError, GeometryError, ModelError,
+                MissingExtra)
+
+
+def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's retry condition: retry unless the failure is one of `_NOT_RETRIED`."""
+    return not isinstance(state.data, _NOT_RETRIED)
+
+
+@task(name="xrd-mask reprocess", retry_condition_fn=_worth_retrying)
 def reprocess_run(
     uid: str,
     tiled_uri: str,
@@ -58,11 +78,13 @@ def reprocess_run(
         A frame or the run failed (the result records which); Prefect retries the task.
     """
     from ..reprocess import reprocess
+    from ..tiled.access import check_writable
     from ..tiled.server import connect
 
     logger = get_run_logger()
     client = connect(tiled_uri, api_key)
     runs = client[catalog] if catalog else client
+    check_writable(runs, uri=tiled_uri)  # a read-only catalog: one clear error, no frame tried
     summary = reprocess(runs, [uid], masker=_masker(masker, model, threshold), poni=poni,
                         root=root, dask=dask, workers=workers, progress=False)
     logger.info("xrd-mask reprocessing of %s:\n%s", uid, summary.table())
@@ -135,7 +157,8 @@ def xrd_mask_end_of_run(
         neither: in the flow's process.
     retries, retry_delay_s
         How often the reprocessing is tried again after a failure, and the wait between tries
-        (s). A retry resumes: frames already written are not computed again.
+        (s). A retry resumes: frames already written are not computed again. Failures that
+        need a person (unknown run, refused key, bad option) fail at once.
 
     Returns
     -------
