@@ -10,7 +10,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 py=${PYTHON:-python3.11}
 command -v "$py" >/dev/null 2>&1 || py=python3
-pins=$(cat requirements/runtime.txt requirements/nodeps.txt requirements/test.txt | sha256sum | cut -c1-12)
+pins=$(cat requirements/runtime.txt requirements/nodeps.txt requirements/test.txt requirements/extras.txt | sha256sum | cut -c1-12)
 venv=${XRD_MASK_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/xrd-bluesky-mask/venv-$pins}
 if [ ! -f "$venv/.complete" ]; then
     echo "setup: building $venv (first run with these pins: about 3 minutes, 6 GB)"
@@ -19,9 +19,9 @@ if [ ! -f "$venv/.complete" ]; then
     pipq() { "$venv/bin/python" -m pip install -q --disable-pip-version-check "$@" 2>&1 \
         | grep -v "^WARNING: Location" || true; }
     pipq --upgrade pip
-    pipq -r requirements/runtime.txt -r requirements/test.txt
+    pipq -r requirements/runtime.txt -r requirements/test.txt -r requirements/extras.txt
     pipq --no-deps -r requirements/nodeps.txt
-    "$venv/bin/python" -c "import torch, dlsia.core.networks.tunet, qlty.qlty2D, pyFAI, tiled"
+    "$venv/bin/python" -c "import torch, dlsia.core.networks.tunet, qlty.qlty2D, pyFAI, tiled, prefect"
     touch "$venv/.complete"
 else
     echo "setup: reusing $venv"

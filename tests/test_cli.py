@@ -10,6 +10,8 @@ import fabio
 import numpy as np
 import pytest
 
+from tests.extras import require_extra
+from tests.real_data import require_real_data
 from xrd_bluesky_mask.cli import main
 from xrd_bluesky_mask.io import read_xy
 
@@ -56,6 +58,31 @@ def test_predict_with_a_unet_model_folder(tiff_and_poni, tmp_path, tiny_model_di
     assert rc == 0
     _, _, header = read_xy(out / "scan_0001.xy")
     assert any("tiny-untrained" in h for h in header)
+
+
+def test_predict_exports_masks_pyfai_and_dioptas_load(tmp_path, capsys):
+    """A real Pilatus frame whose PONI applies to it flipped up-down (--flipud): the exported
+    masks are in the file's orientation (pyFAI) and in Dioptas' own (.mask)."""
+    real = require_real_data()
+    require_extra("dioptas", "dioptas")
+    from dioptas.model.MaskModel import MaskModel
+
+    out = tmp_path / "out"
+    rc = main(["predict", str(real / "CeO2_Pilatus1M.tif"), "--poni",
+               str(real / "CeO2_Pilatus1M.poni"), "--flipud", "--out", str(out), "--masker",
+               "classical", "--npt", "500", "--export", "edf", "--export", "npy",
+               "--export", "dioptas"])
+    assert rc == 0, capsys.readouterr().err
+    raw = fabio.open(str(real / "CeO2_Pilatus1M.tif")).data
+    codes = fabio.open(str(out / "CeO2_Pilatus1M_mask.tif")).data  # the input's orientation
+    exclude = codes != 0
+    assert (codes == 1).sum() > 100 and exclude[raw < 0].all()
+    edf = fabio.open(str(out / "CeO2_Pilatus1M_mask.edf")).data
+    npy = np.load(out / "CeO2_Pilatus1M_mask.npy")
+    for got in (edf, npy):
+        assert got.shape == raw.shape and np.array_equal(got != 0, exclude)
+    dioptas = MaskModel.read_mask_file(str(out / "CeO2_Pilatus1M.mask"))
+    assert np.array_equal(dioptas != 0, np.flipud(exclude))  # as Dioptas shows the frame
 
 
 def test_bad_inputs_write_nothing_and_are_reported_together(tiff_and_poni, tmp_path, capsys):

@@ -2,10 +2,12 @@
 
 For every input ``NAME.ext`` it writes ``NAME_mask.tif`` (uint8: 0 = keep, 1 = spot,
 2 = static: gaps, detector mask, flag/dummy values, NaN), ``NAME.xy`` (text) and ``NAME.nc``
-(netCDF, xarray), and ``NAME_overlay.png`` on request. With a frame ``index`` (one frame of a
-stack) every name carries it: ``NAME_0003_mask.tif``, ``NAME_0003.xy``, ..., so a loop over the
-frames of a stack keeps every frame's output. A file that fails writes nothing; failures are
-collected and reported together at the end.
+(netCDF, xarray), and on request ``NAME_overlay.png`` and the mask for other tools
+(`xrd_bluesky_mask.io.mask_exports`: ``NAME_mask.edf``/``.npy`` for pyFAI, ``NAME.mask`` for
+Dioptas). With a frame ``index`` (one frame of a stack) every name carries it:
+``NAME_0003_mask.tif``, ``NAME_0003.xy``, ..., so a loop over the frames of a stack keeps every
+frame's output. A file that fails writes nothing; failures are collected and reported together
+at the end.
 
 When the PONI applies to the image turned (``orientation``, e.g. flipped up-down for a Dioptas
 PONI), the frame is turned before masking and integration, and the mask and overlay are turned
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +32,7 @@ from ..geometry import as_geometry
 from ..integration import IntegrationSettings
 from ..integration.geometry_check import GeometryVerdict, check_geometry
 from ..integration.orientation import Orientation
-from ..io import read_frame, write_mask_tiff, write_netcdf, write_xy
+from ..io import export_mask, read_frame, write_mask_tiff, write_netcdf, write_xy
 from ..masking import Masker
 from ..pipeline import process_frame
 
@@ -69,6 +72,7 @@ def predict_files(
     *,
     settings: IntegrationSettings | None = None,
     png: bool = False,
+    exports: Sequence[str] = (),
     flipud: bool = False,
     orientation: Orientation | str | None = None,
     check: bool = True,
@@ -83,6 +87,8 @@ def predict_files(
     before the PONI applies; ``user_mask`` (True = exclude) is in the input's orientation, as
     the masks written are, so an earlier ``NAME_mask.tif`` can serve as one.
     ``check`` runs `check_geometry` on every frame (about 0.2-0.5 s for 1 Mpx).
+    ``exports``: mask formats for other tools (``"edf"``, ``"npy"``, ``"dioptas"``, see
+    `xrd_bluesky_mask.io.mask_exports`), also in the input's orientation.
     """
     from ..progress import progress as tqdm
 
@@ -117,6 +123,8 @@ def predict_files(
                 write_xy(f"{stem}.xy", pattern, header=header),
                 write_netcdf(f"{stem}.nc", pattern),
             ]
+            if exports:
+                outcome.written += export_mask(stem, turn.undo(res.mask.mask), exports)
             if png:
                 from .plotting import save_overlay
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from ..cli import add_integration, add_masker, integration_from_args, masker_from_args
 
 ORDER = 1
+#: `xrd_bluesky_mask.io.mask_exports.MASK_FORMATS` (named here so `xrd-mask --help` stays light)
+EXPORT_FORMATS = ("edf", "npy", "dioptas")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -17,6 +19,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--poni", required=True, type=Path, help="pyFAI PONI file of the detector")
     p.add_argument("--out", type=Path, default=Path("."), help="output folder (default .)")
     p.add_argument("--png", action="store_true", help="also write an overlay PNG per frame")
+    p.add_argument("--export", action="append", default=[], choices=EXPORT_FORMATS,
+                   metavar="FORMAT",
+                   help="also write the mask for another tool, in the input's orientation: "
+                        "edf or npy (NAME_mask.edf/.npy for pyFAI-integrate --mask), dioptas "
+                        "(NAME.mask for Dioptas' Load mask); repeatable")
     g = p.add_argument_group(
         "orientation", "how the frame is turned before the PONI applies (the outputs keep the "
         "input's orientation); every frame is checked and a warning names the options to use")
@@ -53,7 +60,8 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     turn = Orientation(transpose=args.transpose, flipud=args.flipud, fliplr=args.fliplr)
     outcomes = predict_files(
         args.images, args.poni, masker, args.out, settings=settings,
-        png=args.png, orientation=turn, check=not args.no_geometry_check, index=args.index,
+        png=args.png, exports=args.export, orientation=turn,
+        check=not args.no_geometry_check, index=args.index,
         dataset=args.dataset, user_mask=user_mask,
     )
     from ..apps.evaluate import SPOTS_PCT_HEAD, SPOTS_PCT_NOTE

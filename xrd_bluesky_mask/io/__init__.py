@@ -1,7 +1,8 @@
 """Detector files in (`frames.read_frame`) and results out (`outputs`: mask TIFFs, ``.xy`` and
-netCDF patterns), every writer atomic."""
+netCDF patterns; `mask_exports`: masks for pyFAI and Dioptas), every writer atomic."""
 
 from .frames import SUPPORTED_FORMATS, read_frame
+from .mask_exports import MASK_FORMATS, export_mask, write_dioptas_mask, write_pyfai_mask
 from .outputs import (
     atomic_write,
     netcdf_safe_attrs,
@@ -12,5 +13,6 @@ from .outputs import (
     write_xy,
 )
 
-__all__ = ["SUPPORTED_FORMATS", "atomic_write", "netcdf_safe_attrs", "poni_from_xy_header",
-           "read_frame", "read_xy", "write_mask_tiff", "write_netcdf", "write_xy"]
+__all__ = ["MASK_FORMATS", "SUPPORTED_FORMATS", "atomic_write", "export_mask", "netcdf_safe_attrs",
+           "poni_from_xy_header", "read_frame", "read_xy", "write_dioptas_mask",
+           "write_mask_tiff", "write_netcdf", "write_pyfai_mask", "write_xy"]
