@@ -44,10 +44,10 @@ def add_masker(p: argparse.ArgumentParser, default: str = "unet") -> None:
                    choices=["auto", "fp32", "bf16", "bf16-fused", "fp16"],
                    help="U-Net engine (default auto: the fastest on this machine whose masks "
                    "agree with fp32, measured once per machine and model and cached)")
-    g.add_argument("--candidate-tiles", default="fast", choices=["off", "fast", "on"],
+    g.add_argument("--candidate-tiles", default="off", choices=["off", "fast", "on"],
                    help="U-Net: run the network only on the parts of tiles holding candidate "
-                   "spot pixels: on the batched fast path (fast, the default), also for single "
-                   "frames with their probability image (on), or nowhere (off)")
+                   "spot pixels: on the batched fast path (fast), also for single frames with "
+                   "their probability image (on), or nowhere (off, the default)")
 
 
 def masker_from_args(args: argparse.Namespace) -> Any:
@@ -71,7 +71,7 @@ def masker_from_args(args: argparse.Namespace) -> Any:
         return get_masker("unet", model=args.model, threshold=args.threshold,
                           inference=args.inference, tta=args.tta, device=_device(args.device),
                           precision=getattr(args, "precision", "auto"),
-                          candidates=getattr(args, "candidate_tiles", "fast"))
+                          candidates=getattr(args, "candidate_tiles", "off"))
     if args.masker == "classical":
         return get_masker("classical", n_sigma=args.n_sigma)
     return get_masker(args.masker)

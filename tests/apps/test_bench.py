@@ -12,7 +12,7 @@ def test_bench_command_prints_table_and_json(tmp_path, capsys, monkeypatch):
     assert rc == 0
     text = capsys.readouterr().out
     assert "| U-Net fast path" in text and "| classical per-ring filter" in text
-    assert "| U-Net fast path, network over whole tiles" in text
+    assert "| U-Net fast path with candidate tiles" in text
     assert "machine:" in text and "fast vs reference masks" in text
     assert "candidate tiles: the network ran on" in text
     # every engine measured is shown, with the one the fast path uses
@@ -23,13 +23,13 @@ def test_bench_command_prints_table_and_json(tmp_path, capsys, monkeypatch):
     assert data["engine"] in ("fp32", "bf16", "bf16-fused")
     assert f"| {data['engine']} |" in data["engines"] and "chosen" in data["engines"]
     assert 0.0 <= data["network_coverage"] <= 1.0
-    assert set(data["results"]) == {"fast", "whole", "reference", "classical"}
+    assert set(data["results"]) == {"fast", "candidates", "reference", "classical"}
     for r in data["results"].values():
         assert r["frames_per_s"] > 0
         assert r["ms"]["total"] >= r["ms"]["network"]
     assert data["mask_agreement"] >= 0.9999
     assert data["ratios"]["fast U-Net / classical (ms per frame)"] > 0
-    assert data["ratios"]["whole tiles / candidate tiles (fast path, ms per frame)"] > 0
+    assert data["ratios"]["fast path / with candidate tiles (ms per frame)"] > 0
 
 
 def test_bench_takes_a_forced_engine(tmp_path, capsys, monkeypatch):

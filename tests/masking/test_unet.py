@@ -101,10 +101,10 @@ def test_packaged_light_model_by_name_and_id(small_geometry, rng):
 def test_candidate_tiles_on_the_fast_path_or_everywhere(tiny_model_dir, small_geometry, rng):
     # flat background: nothing but the spot stands out from its ring
     frame, _ = ring_frame(small_geometry, rng, ring_peak=0.0, spots=[(40, 50, 1.5, 8000.0)])
-    off = UNetMasker(tiny_model_dir, device="cpu", precision="fp32", candidates="off")
-    fast = UNetMasker(off.model, precision="fp32")
+    off = UNetMasker(tiny_model_dir, device="cpu", precision="fp32")
+    fast = UNetMasker(off.model, precision="fp32", candidates="fast")
     on = UNetMasker(off.model, precision="fp32", candidates="on")
-    assert fast.candidates == "fast" and fast.settings()["candidate_rule"]["pixel_z"] == 8.0
+    assert off.candidates == "off" and fast.settings()["candidate_rule"]["pixel_z"] == 8.0
     assert "candidate_rule" not in off.settings()
     whole = off.predict(frame, small_geometry)
     assert whole.probability is not None

@@ -5,9 +5,10 @@ the U-Net on the fast path (`Pipeline.process` → `UNetMasker.predict_batch`: b
 whole frames and integration as a sparse product on the device; on a CPU halo tiles through the
 fused oneDNN plan and pyFAI), the U-Net on the reference path (`Pipeline.process_frame` →
 `UNetMasker.predict` running the dlsia module itself, with its probability image), the
-classical per-ring filter, the fast path with the network over whole tiles (no candidate
-tiles, to show what they save), and optionally the paper's configuration (256 px qlty windows
-at step 128, the dlsia module). Each path gets one warm-up batch that is not counted. It
+classical per-ring filter, the fast path with candidate tiles (the network only where spots
+can be, to show what that saves or costs), and optionally the paper's configuration (256 px
+qlty windows at step 128, the dlsia module). Each path gets one warm-up batch that is not
+counted. It
 reports per-stage and end-to-end ms/frame, frames/s, peak memory, the machine, the ratios, how
 many mask pixels the fast path shares with the reference path, and every network engine
 measured for this machine (`UNetMasker.engine_choice`, measured afresh).
@@ -28,7 +29,7 @@ import numpy as np
 from ..sysinfo import machine
 
 STAGES = ("normalise", "network", "integrate", "total")
-PATHS = ("fast", "whole", "reference", "classical", "paper")
+PATHS = ("fast", "candidates", "reference", "classical", "paper")
 
 
 @dataclass
@@ -81,7 +82,7 @@ class BenchReport:
                        f"equal; patterns max relative difference {self.pattern_max_rel_diff:.1e}")
         if self.network_coverage is not None:
             out.append(f"candidate tiles: the network ran on {100 * self.network_coverage:.0f} % "
-                       "of the pixels (median over the fast path's frames)")
+                       "of the pixels (median over the frames)")
         if self.engines:
             out += ["", f"network engines on this machine (fast path uses {self.engine}):",
                     self.engines]
@@ -137,7 +138,7 @@ def _time_path(name: str, run_batch: Callable[[list[np.ndarray]], list[Any]],
 
 
 def run_bench(size: int = 2880, frames: int = 4, *, batch: int | None = None,
-              paths: Sequence[str] = ("fast", "whole", "reference", "classical"),
+              paths: Sequence[str] = ("fast", "candidates", "reference", "classical"),
               model: str | None = None, device: str | None = None,
               preset: str = "rings_spots", progress: bool = True,
               precision: str = "auto", engines: bool = True) -> BenchReport:
@@ -180,36 +181,35 @@ def run_bench(size: int = 2880, frames: int = 4, *, batch: int | None = None,
     runners: dict[str, tuple[str, Callable, int]] = {}
     if "fast" in paths:
         fast = Pipeline(unet, geometry, policy=ExecutionPolicy(batch=batch))
-        coverage: list[float] = []
+        runners["fast"] = (f"U-Net fast path ({fast.policy.describe()}, {unet.device.type}, "
+                           f"{unet.engine} network)", fast.process, batch)
+    coverage: list[float] = []
+    if "candidates" in paths:
+        cand_unet = UNetMasker(unet.model, device=device, precision=unet.precision,
+                               candidates="fast")
+        cand = Pipeline(cand_unet, geometry, policy=ExecutionPolicy(batch=batch))
 
-        def fast_run(fs: list[np.ndarray]) -> list[Any]:
-            out = fast.process(fs)
-            coverage.append(unet.network_coverage)
+        def cand_run(fs: list[np.ndarray]) -> list[Any]:
+            out = cand.process(fs)
+            coverage.append(cand_unet.network_coverage)
             return out
 
-        runners["fast"] = (f"U-Net fast path ({fast.policy.describe()}, {unet.device.type}, "
-                           f"{unet.engine} network, candidate tiles {unet.candidates})",
-                           fast_run, batch)
-    if "whole" in paths:
-        whole_unet = UNetMasker(unet.model, device=device, precision=unet.precision,
-                                candidates="off")
-        whole = Pipeline(whole_unet, geometry, policy=ExecutionPolicy(batch=batch))
-        runners["whole"] = ("U-Net fast path, network over whole tiles", whole.process, batch)
+        runners["candidates"] = ("U-Net fast path with candidate tiles", cand_run, batch)
     if "reference" in paths:
-        module = UNetMasker(model, device=device, engine="module")
+        module = UNetMasker(model, device=device, engine="module", precision="fp32")
         runners["reference"] = (f"U-Net reference path (dlsia module, halo tiles, "
                                 f"{unet.device.type})", one_by_one(module), 1)
     if "classical" in paths:
         runners["classical"] = ("classical per-ring filter", one_by_one(RingOutlierMasker()), 1)
     if "paper" in paths:
         paper = UNetMasker(model, inference="quilt", window=256, step=128, border=32,
-                           batch_size=32, device=device, engine="module")
+                           batch_size=32, device=device, engine="module", precision="fp32")
         runners["paper"] = ("U-Net paper configuration (qlty 256/128)", one_by_one(paper), 1)
     outputs = {}
     for key, (name, fn, b) in tqdm(runners.items(), desc="timing paths", disable=not progress):
         use = images[batch - b:] if b < batch else images  # every path times the same frames
         report.results[key], outputs[key] = _time_path(name, fn, use, b, unet.device)
-        if key == "fast":
+        if key == "candidates":
             report.network_coverage = statistics.median(coverage[1:] or coverage)
     total = {k: r.ms["total"] for k, r in report.results.items()}
     best_unet = "fast" if "fast" in total else "reference"
@@ -219,9 +219,9 @@ def run_bench(size: int = 2880, frames: int = 4, *, batch: int | None = None,
     if "paper" in total and best_unet in total:
         report.ratios[f"paper configuration / {best_unet} U-Net (ms per frame)"] = \
             total["paper"] / total[best_unet]
-    if "fast" in total and "whole" in total:
-        report.ratios["whole tiles / candidate tiles (fast path, ms per frame)"] = \
-            total["whole"] / total["fast"]
+    if "fast" in total and "candidates" in total:
+        report.ratios["fast path / with candidate tiles (ms per frame)"] = \
+            total["fast"] / total["candidates"]
     if "fast" in total and "reference" in total:
         report.ratios["reference / fast U-Net (ms per frame)"] = \
             total["reference"] / total["fast"]

@@ -11,7 +11,7 @@ ORDER = 6
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     b = sub.add_parser(
         "bench", help="time masking + integration of full frames (U-Net vs classical)",
-        description="Times the U-Net fast path (with and without candidate tiles), the U-Net "
+        description="Times the U-Net fast path (without and with candidate tiles), the U-Net "
         "reference path and the classical filter on the same simulated frames in one process, "
         "and prints a table per stage and end to end with the machine, ratios, the fast path's "
         "agreement with the reference and every network engine measured on this machine.")
@@ -23,8 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     b.add_argument("--paper", action="store_true",
                    help="also time the paper's configuration (256 px qlty windows, step 128)")
     b.add_argument("--paths", nargs="+", default=None,
-                   choices=["fast", "whole", "reference", "classical", "paper"],
-                   help="time only these paths (whole: the fast path without candidate tiles)")
+                   choices=["fast", "candidates", "reference", "classical", "paper"],
+                   help="time only these paths (candidates: the fast path with candidate "
+                   "tiles)")
     b.add_argument("--precision", default="auto",
                    choices=["auto", "fp32", "bf16", "bf16-fused", "fp16"],
                    help="the U-Net's engine (default: this machine's measured choice)")
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     from ..apps.bench import run_bench
     from ..errors import ConfigError
 
-    paths = args.paths or ["fast", "whole", "reference", "classical"] + (
+    paths = args.paths or ["fast", "candidates", "reference", "classical"] + (
         ["paper"] if args.paper else [])
     for option, value in (("--frames", args.frames), ("--batch", args.batch)):
         if value is not None and value < 1:
