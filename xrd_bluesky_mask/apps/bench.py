@@ -8,10 +8,9 @@ fused oneDNN plan and pyFAI), the U-Net on the reference path (`Pipeline.process
 classical per-ring filter, the fast path with candidate tiles (the network only where spots
 can be, to show what that saves or costs), and optionally the paper's configuration (256 px
 qlty windows at step 128, the dlsia module). Each path gets one warm-up batch that is not
-counted. It
-reports per-stage and end-to-end ms/frame, frames/s, peak memory, the machine, the ratios, how
-many mask pixels the fast path shares with the reference path, and every network engine
-measured for this machine (`UNetMasker.engine_choice`, measured afresh).
+counted. It reports per-stage and end-to-end ms/frame, frames/s, peak memory, the machine, the
+ratios, how many mask pixels the fast path shares with the reference path, and every network
+engine measured for this machine (`UNetMasker.engine_choice`, measured afresh).
 """
 
 from __future__ import annotations
