@@ -5,7 +5,8 @@ defaults vs tuned, for one or more models, each combination in a fresh process.
 
 Prints a Markdown table: median and minimum seconds per frame of the network (halo tiles of
 768 px, 64 px halo) and the speed-up over the first row (the first model's dlsia module with
-glibc's defaults).
+glibc's defaults). Every row runs in fp32 (the engines of other precisions are timed per
+machine by `xrd_bluesky_mask.masking.engines` and shown by ``xrd-mask bench``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import json, sys, time
 import numpy as np
 from xrd_bluesky_mask.masking.unet import UNetMasker
 model, engine, repeats, size = sys.argv[1] or None, sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-m = UNetMasker(model, engine=engine, device="cpu")
+m = UNetMasker(model, engine=engine, device="cpu", precision="fp32")
 x = np.random.default_rng(0).normal(size=(4, size, size)).astype(np.float32)
 m.probability(x[:, :1024, :1024])
 ts = []
@@ -33,7 +34,7 @@ print(json.dumps({"model": m.model.card.model_id, "params": sum(
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--model", nargs="+", default=[""], help="model folders or ids "
                     "(default: the active model)")
     ap.add_argument("--repeats", type=int, default=4)

@@ -232,18 +232,25 @@ def measure_engines(run: Runner, engines: tuple[str, ...], timing_x: torch.Tenso
 
     timings = {e: EngineTiming(e) for e in engines}
     samples: dict[str, list[float]] = {}
+    cuda = timing_x.device.type == "cuda"
+
+    def timed(e: str) -> float:
+        t0 = time.perf_counter()
+        run(e, timing_x)
+        if cuda:  # kernels run asynchronously: wait for them
+            torch.cuda.synchronize(timing_x.device)
+        return time.perf_counter() - t0
+
     with torch.inference_mode():
         for e in engines:  # warm-up: one-off kernel and plan creation
             try:
-                run(e, timing_x)
+                timed(e)
                 samples[e] = []
             except RuntimeError as exc:
                 timings[e].note = f"unavailable: {str(exc).splitlines()[0][:120]}"
         for i in range(repeats):
             for e in list(samples):
-                t0 = time.perf_counter()
-                run(e, timing_x)
-                samples[e].append(time.perf_counter() - t0)
+                samples[e].append(timed(e))
             best = min(min(s) for s in samples.values())
             if i == 0:  # one pass of an engine far slower than the best is enough
                 for e, s in list(samples.items()):
