@@ -50,3 +50,16 @@ def test_key_from_uri_and_environment(tiled_server, monkeypatch):
     monkeypatch.setenv("TILED_API_KEY", tiled_server.api_key)
     client = connect(tiled_server.uri)
     assert client.context.api_key == tiled_server.api_key
+
+
+def test_servers_in_one_process_share_the_key_tiled_keeps_per_process(tiled_server):
+    """Tiled's settings are one object per process: a second embedded server with its own key
+    would lock the first one's clients out, so it takes the running key."""
+    before = connect(tiled_server.uri, tiled_server.api_key)
+    with start_local_server() as second:
+        assert second.api_key == tiled_server.api_key
+        assert list(connect(second.uri, second.api_key)) == []
+        list(before)  # the first server still answers its own clients
+        with pytest.raises(ValueError, match="one key per process"):
+            start_local_server(api_key="other123")
+    list(connect(tiled_server.uri, tiled_server.api_key))

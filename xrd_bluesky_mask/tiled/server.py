@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,7 @@ class LocalTiledServer:
         """Stop the server (a temporary directory is deleted with it); idempotent."""
         closer, self._closer = self._closer, None
         if closer is not None:
+            _IN_PROCESS.discard(self)
             closer()
 
     def __enter__(self) -> LocalTiledServer:
@@ -140,6 +142,16 @@ def start_local_server(
     TiledConnectionError
         If the server does not start (the message names its log file).
     """
+    if mode == "thread" and _IN_PROCESS:
+        # Tiled's server settings are one object per process: every SimpleTiledServer in it
+        # answers to the key of the one started last. Share it rather than lock the others out.
+        running = next(iter(_IN_PROCESS)).api_key
+        if api_key is not None and api_key != running:
+            raise ValueError(
+                "another Tiled server already runs in this process with another API key, and "
+                "Tiled keeps one key per process; give api_key=None (share its key) or "
+                "mode='process'")
+        api_key = running
     api_key = _check_api_key(api_key) if api_key is not None else secrets.token_hex(16)
     paths = [str(Path(p).resolve()) for p in readable_storage]
     for p in paths:
@@ -151,7 +163,13 @@ def start_local_server(
     else:
         raise ValueError(f"mode must be 'thread' or 'process', got {mode!r}")
     log.info("Tiled server at %s (directory %s)", local.uri, local.directory)
+    if mode == "thread":
+        _IN_PROCESS.add(local)
     return local
+
+
+#: Servers started in this process with ``mode="thread"`` and not closed yet.
+_IN_PROCESS: weakref.WeakSet[LocalTiledServer] = weakref.WeakSet()
 
 
 def _start_thread(directory: str | Path | None, api_key: str, paths: list[str]) -> Any:
