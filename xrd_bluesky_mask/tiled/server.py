@@ -142,6 +142,8 @@ def start_local_server(
     TiledConnectionError
         If the server does not start (the message names its log file).
     """
+    if api_key is not None:
+        api_key = _check_api_key(api_key)
     if mode == "thread" and _IN_PROCESS:
         # Tiled's server settings are one object per process: every SimpleTiledServer in it
         # answers to the key of the one started last. Share it rather than lock the others out.
@@ -152,7 +154,7 @@ def start_local_server(
                 "Tiled keeps one key per process; give api_key=None (share its key) or "
                 "mode='process'")
         api_key = running
-    api_key = _check_api_key(api_key) if api_key is not None else secrets.token_hex(16)
+    api_key = api_key if api_key is not None else secrets.token_hex(16)
     paths = [str(Path(p).resolve()) for p in readable_storage]
     for p in paths:
         Path(p).mkdir(parents=True, exist_ok=True)
