@@ -16,29 +16,17 @@ pytest_plugins = ["xrd_bluesky_mask.testing"]
 def isolated_model_registry(tmp_path_factory):
     """A fresh model registry for the whole run, so a developer's own active model (or a test
     that activates one) never changes what the other tests load."""
-    import os
-
-    old = os.environ.get("XRD_MASK_MODELS")
-    os.environ["XRD_MASK_MODELS"] = str(tmp_path_factory.mktemp("registry"))
-    yield
-    if old is None:
-        os.environ.pop("XRD_MASK_MODELS", None)
-    else:
-        os.environ["XRD_MASK_MODELS"] = old
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XRD_MASK_MODELS", str(tmp_path_factory.mktemp("registry")))
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_journal(tmp_path_factory):
     """Live masking keeps its results journal in a folder of this test run, never the user's."""
-    import os
-
-    old = os.environ.get("XRD_MASK_JOURNAL")
-    os.environ["XRD_MASK_JOURNAL"] = str(tmp_path_factory.mktemp("journal"))
-    yield
-    if old is None:
-        os.environ.pop("XRD_MASK_JOURNAL", None)
-    else:
-        os.environ["XRD_MASK_JOURNAL"] = old
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XRD_MASK_JOURNAL", str(tmp_path_factory.mktemp("journal")))
+        yield
 
 
 @pytest.fixture

@@ -114,7 +114,6 @@ def _grow(seeds: np.ndarray, candidates: np.ndarray, reach_px: int) -> np.ndarra
     rows, cols = seeds.shape
     size = 2 * reach_px + 1
     boxes = ndimage.find_objects(labels)
-    # merge overlapping widened boxes by working on their union mask, one window per box
     for box in boxes:
         if box is None:
             continue
