@@ -33,7 +33,7 @@ def test_predict_shapes_and_static(masker, small_geometry, rng):
     assert 0.0 <= res.probability.min() and res.probability.max() <= 1.0
     assert res.static[:, 10:12].all() and not (res.spots & res.static).any()
     np.testing.assert_array_equal(res.spots, (res.probability >= masker.threshold) & ~res.static)
-    assert {"normalise", "network", "threshold"} <= set(res.timings)
+    assert {"normalise", "network", "decision"} <= set(res.timings)
 
 
 def test_threshold_override_changes_mask(tiny_model_dir, small_geometry, rng):
@@ -125,3 +125,32 @@ def test_candidate_tiles_on_the_fast_path_or_everywhere(tiny_model_dir, small_ge
         UNetMasker(off.model, inference="quilt", candidates="on")
     with pytest.raises(ValueError, match="candidates"):
         UNetMasker(off.model, candidates="yes")
+
+
+def test_decision_step_of_the_card_runs_on_every_path(tiny_model_dir, tmp_path,
+                                                      small_geometry, rng):
+    """A card's decision step is applied by `predict` and by the fast path alike: with a
+    threshold the untrained network never reaches, only the model-free extreme-pixel rule
+    can mask, and it masks the extreme pixel and nothing else."""
+    import shutil
+
+    from xrd_bluesky_mask.masking.decision import DecisionRule
+    from xrd_bluesky_mask.models.store import read_card, write_card
+
+    frame, _ = ring_frame(small_geometry, rng)
+    frame[60, 70] = float(np.median(frame)) * 5000
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "with-rule")
+    rule = DecisionRule(extreme_z=50.0, extreme_ratio=50.0)
+    card = read_card(folder)
+    write_card(folder, card.model_copy(update={"decision": rule.to_dict(),
+                                               "threshold": 0.999999}))
+    ruled = UNetMasker(folder, device="cpu")
+    assert ruled.decision == rule and ruled.settings()["decision"] == rule.to_dict()
+    one = ruled.predict(frame, small_geometry)
+    assert one.probability.max() < ruled.threshold
+    assert one.spots[60, 70] and one.spots.sum() == 1
+    (fast,) = ruled.predict_batch([frame], small_geometry)
+    np.testing.assert_array_equal(fast.spots, one.spots)
+    plain = UNetMasker(folder, device="cpu", decision=DecisionRule.off())
+    assert not plain.predict(frame, small_geometry).spots.any()
+    assert plain.settings()["decision"] == "off"

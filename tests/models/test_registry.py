@@ -198,11 +198,12 @@ def test_cards_of_schema_1_load_and_newer_ones_are_refused(tmp_path, tiny_model_
     v1 = shutil.copytree(tiny_model_dir, tmp_path / "v1")
     old = json.loads((v1 / "model_card.json").read_text())
     old["schema_version"] = 1  # a card written before the registry existed
-    for key in ("version", "parent_sha256", "runs"):
+    for key in ("version", "parent_sha256", "runs", "decision"):
         old.pop(key, None)
     (v1 / "model_card.json").write_text(json.dumps(old))
     card = read_card(v1)
-    assert card.schema_version == CARD_SCHEMA_VERSION == 2 and card.runs == []
+    assert card.schema_version == CARD_SCHEMA_VERSION == 3
+    assert card.runs == [] and card.decision == {}
     assert read_card(DEFAULT_MODEL_DIR).schema_version == CARD_SCHEMA_VERSION
     newer = shutil.copytree(tiny_model_dir, tmp_path / "newer")
     data = json.loads((newer / "model_card.json").read_text())

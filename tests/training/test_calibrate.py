@@ -33,3 +33,26 @@ def test_cli_writes_threshold_and_keeps_checksum(model, capsys):
     assert after.metrics["calibration"]["target_tnr"] == 0.99
     assert load_model(model).card.threshold == after.threshold  # checksum still verifies
     assert "threshold" in capsys.readouterr().out
+
+
+def test_decision_step_is_calibrated_with_the_threshold(model, capsys):
+    """The TNR is that of the final mask: a rule that adds spots needs a higher threshold
+    for the same target, and the CLI writes rule and threshold together."""
+    from xrd_bluesky_mask.masking.decision import DecisionRule
+
+    rule = DecisionRule(grow_z=2.0, grow_px=12)
+    plain = calibrate_threshold(model, frames=2, size=256, target_tnr=0.995,
+                                decision=DecisionRule.off(), progress=False)
+    ruled = calibrate_threshold(model, frames=2, size=256, target_tnr=0.995, decision=rule,
+                                progress=False)
+    assert plain["decision"] == "off" and ruled["decision"] == rule.to_dict()
+    assert ruled["tnr"] >= 0.995 and ruled["threshold"] >= plain["threshold"]
+    assert main(["calibrate", str(model), "--frames", "2", "--size", "256", "--target-tnr",
+                 "0.995", "--decision", "grow_z=2,grow_px=12"]) == 0
+    assert read_card(model).decision == rule.to_dict()
+    assert "grow_z" in capsys.readouterr().out
+    assert main(["calibrate", str(model), "--frames", "2", "--size", "256", "--target-tnr",
+                 "0.995", "--decision", "off"]) == 0
+    assert read_card(model).decision == {}
+    assert main(["calibrate", str(model), "--decision", "grow_z=fast"]) != 0
+    assert "give card, off or fields of the decision rule" in capsys.readouterr().err

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..sysinfo import machine
 
-STAGES = ("normalise", "network", "integrate", "total")
+STAGES = ("normalise", "network", "decision", "integrate", "total")
 PATHS = ("fast", "candidates", "reference", "classical", "paper")
 
 

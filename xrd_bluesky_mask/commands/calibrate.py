@@ -19,20 +19,46 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="true negative rate to keep on whole frames (default 0.999)")
     c.add_argument("--frames", type=int, default=8, help="frames to simulate (default 8)")
     c.add_argument("--size", type=int, default=1024, help="frame size, px (default 1024)")
+    c.add_argument("--scenes", choices=["v2", "v3"], default=None,
+                   help="simulated scene set (default: the one the model was trained on)")
+    c.add_argument("--decision", default="card", metavar="card|off|K=V,...",
+                   help="decision step after the threshold, written to the card with it: "
+                   "the card's (default), none (off), or DecisionRule fields, e.g. "
+                   "grow_z=4,extreme_z=50")
     c.add_argument("--dry-run", action="store_true", help="print, do not write the card")
     return c
 
 
 def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     from ..errors import ConfigError
+    from ..masking.decision import DecisionRule
     from ..training.calibrate import calibrate_threshold, write_threshold
 
     if not 0.5 < args.target_tnr < 1:
         raise ConfigError(f"--target-tnr {args.target_tnr:g}: must be in (0.5, 1)")
     cal = calibrate_threshold(args.model, frames=args.frames, size=args.size,
-                              target_tnr=args.target_tnr)
+                              target_tnr=args.target_tnr, scenes=args.scenes,
+                              decision=_rule(args.decision, DecisionRule))
     print(f"threshold {cal['threshold']:.4f}: TNR {cal['tnr']:.5f}, recall {cal['recall']:.4f} "
-          f"on {cal['frames']} frames of {cal['size_px']} px")
+          f"on {cal['frames']} {cal['scenes']} frames of {cal['size_px']} px "
+          f"(decision step: {cal['decision']})")
     if not args.dry_run:
         print(f"wrote {write_threshold(args.model, cal)}")
     return 0
+
+
+def _rule(spec: str, rule_type: type) -> object | None:
+    """``--decision``: None for the card's rule, else a rule (``off`` = the plain threshold)."""
+    from ..errors import ConfigError
+
+    if spec == "card":
+        return None
+    if spec == "off":
+        return rule_type.off()
+    try:
+        fields = dict(item.split("=", 1) for item in spec.split(","))
+        return rule_type.from_dict({k.strip(): float(v) if k.strip() != "grow_px" else int(v)
+                                    for k, v in fields.items()})
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"--decision {spec!r}: give card, off or fields of the decision "
+                          f"rule such as grow_z=4,extreme_z=50 ({err})") from None

@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["DecisionRule", "apply_decision"]
+from .rings import RingStats
+
+__all__ = ["DecisionRule", "apply_decision", "decide"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,16 @@ def apply_decision(spots: np.ndarray, z: np.ndarray, ring_median: np.ndarray,
         out |= valid & (z > rule.extreme_z) & (frame > rule.extreme_ratio
                                                 * np.maximum(ring_median, 1.0))
     return out & valid
+
+
+def decide(spots: np.ndarray, frame32: np.ndarray, static: np.ndarray, stats: RingStats,
+           rule: DecisionRule) -> np.ndarray:
+    """`apply_decision` with z and the ring medians taken from ``stats`` (the ring statistics
+    the network input was made from), computed only when ``rule`` is active."""
+    if not rule.active:
+        return spots
+    med = np.nan_to_num(stats.median, nan=0.0)[stats.bins.index].reshape(frame32.shape)
+    return apply_decision(spots, stats.excess(frame32), med, frame32, static, rule)
 
 
 def _label(image: np.ndarray) -> np.ndarray:

@@ -1,14 +1,17 @@
 """`UNetMasker`: the dlsia U-Net run over a frame's scale-free input channels.
 
 normalise (``preprocess.network_input``) ▸ tiles (qlty windows, or halo tiles) ▸ network
-(CPU or GPU, batched) ▸ stitch ▸ softmax ▸ threshold. Optional test-time augmentation
-averages the probability over the 8 rotations/flips of the frame. On a CPU the network runs
-as a fused oneDNN plan of the same weights (`fused.FusedTUNet`, about 1.5x faster).
+(CPU or GPU, batched) ▸ stitch ▸ softmax ▸ threshold ▸ decision step (`decision`: spots
+grown into their wings, extreme pixels of their ring, as the model card says). Optional
+test-time augmentation averages the probability over the 8 rotations/flips of the frame. On a
+CPU the network runs as a fused oneDNN plan of the same weights (`fused.FusedTUNet`, about 1.5x
+faster).
 
 `UNetMasker.predict_batch` is the fast path the pipeline uses: frames prepared in threads
 (numba and pyFAI release the GIL) ▸ stacked (pinned memory on a GPU) ▸ one network pass over
 the batch in the policy's precision and tiling ▸ threshold on the logit difference (no
-softmax, no probability image). Same masks as `predict` (tested ≥ 99.99 % of pixels).
+softmax, no probability image) ▸ the same decision step. Same masks as `predict` (tested
+≥ 99.99 % of pixels).
 """
 
 from __future__ import annotations
@@ -28,9 +31,11 @@ import numpy as np
 from ..geometry import Geometry
 from ..models.network import fold_batchnorm
 from ..protocols import ExecutionPolicy, MaskResult
+from .decision import DecisionRule, decide
 from .engines import ENGINES, EngineChoice, candidate_engines, check_frame, choose_engine
 from .fused import fuse_tunet
 from .preprocess import network_input, prepare_frame
+from .rings import RingStats, ring_stats
 from .tiling import CandidateRule, HaloPredictor, QuiltPredictor
 
 if TYPE_CHECKING:
@@ -108,6 +113,7 @@ class UNetMasker:
         engine: str = "auto",
         precision: str = "auto",
         candidates: str = "off",
+        decision: DecisionRule | None = None,
     ) -> None:
         from ..models.registry import active_model_dir
         from ..models.store import LoadedModel, load_model
@@ -150,6 +156,8 @@ class UNetMasker:
         if threshold is not None and not 0 < threshold < 1:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         self.threshold = float(threshold if threshold is not None else self.model.card.threshold)
+        self.decision = (decision if decision is not None
+                         else DecisionRule.from_dict(self.model.card.decision))
         if candidates not in ("off", "fast", "on"):
             raise ValueError(f"candidates must be 'off', 'fast' or 'on', got {candidates!r}")
         if candidates == "on" and inference != "halo":
@@ -184,6 +192,7 @@ class UNetMasker:
             "model_id": card.model_id,
             "model_sha256": card.sha256,
             "threshold": self.threshold,
+            "decision": self.decision.to_dict() if self.decision.active else "off",
             "tta": self.tta,
             "device": str(self.device),
             "engine": self.engine,
@@ -218,20 +227,29 @@ class UNetMasker:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(frame32, static, x)``: the checked float32 frame, its static mask and the network
         input ``(C, rows, cols)`` that `predict` gives the network."""
+        f32, static, x, _ = UNetMasker._prepare(frame, geometry, extra_static=extra_static)
+        return f32, static, x
+
+    @staticmethod
+    def _prepare(
+        frame: np.ndarray, geometry: Geometry, *, extra_static: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, RingStats]:
+        """`inputs` and the ring statistics the input was made from (for the decision step)."""
         f32, static = prepare_frame(frame, geometry, extra_static=extra_static)
-        return f32, static, network_input(f32, static, geometry)
+        stats = ring_stats(f32, ~static & (f32 >= 0), geometry, max_per_bin=256)
+        return f32, static, network_input(f32, static, geometry, stats=stats), stats
 
     def predict(
         self, frame: np.ndarray, geometry: Geometry, *, extra_static: np.ndarray | None = None
     ) -> MaskResult:
         """Mask one frame (``(rows, cols)`` counts) with its geometry."""
         t0 = time.perf_counter()
-        _, static, x = self.inputs(frame, geometry, extra_static=extra_static)
+        f32, static, x, stats = self._prepare(frame, geometry, extra_static=extra_static)
         t1 = time.perf_counter()
         prob, timings = self.probability(x)
         t2 = time.perf_counter()
-        spots = (prob >= self.threshold) & ~static
-        timings = {"normalise": t1 - t0, **timings, "threshold": time.perf_counter() - t2}
+        spots = decide((prob >= self.threshold) & ~static, f32, static, stats, self.decision)
+        timings = {"normalise": t1 - t0, **timings, "decision": time.perf_counter() - t2}
         return MaskResult(spots=spots, static=static, probability=prob, timings=timings)
 
     def predict_batch(self, frames: Sequence[np.ndarray], geometry: Geometry, *,
@@ -254,12 +272,13 @@ class UNetMasker:
             preferred=self.precision)
         t0 = time.perf_counter()
         if len(frames) == 1:
-            prepared = [self.inputs(frames[0], geometry)]
+            prepared = [self._prepare(frames[0], geometry)]
         else:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(8, thread_name_prefix="xrd-mask-prepare")
-            prepared = list(self._pool.map(lambda f: self.inputs(f, geometry), frames))
-        x, st = (torch.from_numpy(np.stack([q[k] for q in prepared])) for k in (2, 1))
+            prepared = list(self._pool.map(lambda f: self._prepare(f, geometry), frames))
+        x = torch.from_numpy(np.stack([q[2] for q in prepared]))
+        st = torch.from_numpy(np.stack([q[1] for q in prepared]))
         if cuda:
             x, st = x.pin_memory(), st.pin_memory()
         x, st = x.to(self.device, non_blocking=True), st.to(self.device, non_blocking=True)
@@ -275,11 +294,14 @@ class UNetMasker:
             self.network_coverage = predictor.coverage
             spots = ((logits[:, 1] - logits[:, 0]) >= self.logit_cut) & ~st
             spots_np = spots.cpu().numpy()
+        t2 = time.perf_counter()
+        decided = [decide(spots_np[i], q[0], q[1], q[3], self.decision)
+                   for i, q in enumerate(prepared)]
         share = 1.0 / len(frames)
-        timings = {"normalise": (t1 - t0) * share,
-                   "network": (time.perf_counter() - t1) * share}
-        return [MaskResult(spots=spots_np[i], static=q[1], timings=dict(timings))
-                for i, q in enumerate(prepared)]
+        timings = {"normalise": (t1 - t0) * share, "network": (t2 - t1) * share,
+                   "decision": (time.perf_counter() - t2) * share}
+        return [MaskResult(spots=spots, static=q[1], timings=dict(timings))
+                for spots, q in zip(decided, prepared, strict=True)]
 
     @property
     def logit_cut(self) -> float:

@@ -7,6 +7,8 @@ Schema versions (each card carries ``schema_version``; older cards are upgraded 
 2. Adds ``version`` (its number in a model registry; 0 is the packaged default),
    ``parent_sha256`` and ``runs`` (the Bluesky runs and frame indices a model was trained and
    evaluated on). A version-1 card reads as version 2 with those fields empty.
+3. Adds ``decision``: the decision step after the network (`masking.decision.DecisionRule`
+   settings; empty = the plain threshold). A version-2 card reads as version 3 with it empty.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .network import CHANNELS, NORMALISATION_VERSION, NetworkConfig
 
-CARD_SCHEMA_VERSION = 2
+CARD_SCHEMA_VERSION = 3
 
 
 class InputSpec(BaseModel):
@@ -48,7 +50,12 @@ def _upgrade_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "schema_version": 2}
 
 
-_UPGRADES = {1: _upgrade_v1_to_v2}
+def _upgrade_v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 only adds ``decision`` (empty: the plain threshold, as before)."""
+    return {**data, "schema_version": 3}
+
+
+_UPGRADES = {1: _upgrade_v1_to_v2, 2: _upgrade_v2_to_v3}
 
 
 class ModelCard(BaseModel):
@@ -63,6 +70,10 @@ class ModelCard(BaseModel):
     network: str = "dlsia.core.networks.tunet.TUNet"
     input: InputSpec = Field(default_factory=InputSpec)
     threshold: float = Field(default=0.5, gt=0, lt=1, description="spot probability cut")
+    decision: dict[str, Any] = Field(
+        default_factory=dict,
+        description="decision step after the threshold (DecisionRule fields); empty = none",
+    )
     weights_file: str = "model.safetensors"
     sha256: str = ""
     parent: str | None = None

@@ -4,11 +4,15 @@ Training picks a threshold on validation *tiles*, which are sorted towards spot-
 whole frames (mostly background, rings, texture) the same threshold gives a higher TNR than
 asked, and recall is left on the table. Calibration re-chooses it on whole frames that neither
 training (seeds below 500,000 by default) nor evaluation (seeds from 1,000,000, held-out phases)
-use, so the evaluation stays a held-out test.
+use, so the evaluation stays a held-out test. The frames are of the scene set the model was
+trained on (the card's ``training.data.scene_set``), and the TNR is that of the final mask:
+where the card turns on a decision step (`masking.decision`), the threshold is raised until the
+mask after that step keeps the target.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +25,28 @@ from .operating_point import operating_point
 CALIBRATION_SEED_BASE = 500_000
 
 
+def model_scene_set(model: str | Path) -> str:
+    """The scene set (``"v2"``, ``"v3"``) a model was trained on; ``"v2"`` if its card does
+    not say (cards written before scene sets were recorded)."""
+    from ..models.store import read_card
+
+    data = read_card(model).training.get("data", {})
+    if "scene_set" in data:
+        return str(data["scene_set"])
+    return "v3" if "scenes='v3'" in str(data.get("scenes", "")) else "v2"
+
+
 def calibrate_threshold(model: str | Path, *, frames: int = 8, size: int = 1024,
                         target_tnr: float = 0.999, seed: int = CALIBRATION_SEED_BASE,
+                        scenes: str | None = None, decision: Any = None,
                         progress: bool = True) -> dict[str, Any]:
     """Threshold reaching ``target_tnr`` on ``frames`` random training-style scenes.
 
-    Returns ``{"threshold", "tnr", "recall", "target_tnr", "frames", "size_px", "seed"}``
-    (recall and TNR over the pixels of all frames, static pixels and unlabelled margins left
-    out).
+    ``scenes``: the scene set (None: the one the model was trained on). ``decision``: a
+    `DecisionRule` applied after the threshold (None: the card's). Returns ``{"threshold",
+    "tnr", "recall", "target_tnr", "frames", "size_px", "seed", "scenes", "decision"}``
+    (recall and TNR of the final mask over the pixels of all frames, static pixels and
+    unlabelled margins left out).
     """
     import torch
 
@@ -36,26 +54,74 @@ def calibrate_threshold(model: str | Path, *, frames: int = 8, size: int = 1024,
     from ..simulate import known_phases, random_scene, simulate_frame
     from ..simulate.presets import HELD_OUT_PHASES
 
-    masker = UNetMasker(model)
+    masker = UNetMasker(model, decision=decision)
+    scenes = scenes or model_scene_set(model)
     pool = tuple(p for p in known_phases() if p not in HELD_OUT_PHASES)
-    probs, labels = [], []
+    probs, labels, kept = [], [], []
     for i in tqdm(range(frames), desc="calibrating", unit="frame", disable=not progress):
         rng = np.random.default_rng(seed + i)
-        sim = simulate_frame(random_scene(rng, shape=(size, size), phase_pool=pool), seed=seed + i)
-        _, static, x = masker.inputs(sim.image, sim.geometry)
+        sim = simulate_frame(random_scene(rng, shape=(size, size), phase_pool=pool,
+                                          scenes=scenes), seed=seed + i)
+        f32, static, x, stats = masker._prepare(sim.image, sim.geometry)
         prob, _ = masker.probability(x)
         y = np.where(static | sim.static_mask, -1, sim.labels).astype(np.int8)
         probs.append(torch.from_numpy(prob.ravel()))
         labels.append(torch.from_numpy(y.ravel()))
+        kept.append((prob, f32, static, stats, y))
     point = operating_point(torch.cat(probs), torch.cat(labels), target_tnr)
-    return {**point, "target_tnr": target_tnr, "frames": frames, "size_px": size, "seed": seed}
+    if masker.decision.active:
+        point = _with_decision(kept, masker.decision, target_tnr, point["threshold"])
+    return {**point, "target_tnr": target_tnr, "frames": frames, "size_px": size, "seed": seed,
+            "scenes": scenes,
+            "decision": masker.decision.to_dict() if masker.decision.active else "off"}
+
+
+def _with_decision(kept: list[tuple], rule: Any, target_tnr: float,
+                   start: float, steps: int = 16) -> dict[str, float]:
+    """The lowest threshold (from ``start`` up, bisected in logit) whose mask after ``rule``
+    keeps ``target_tnr``; the decision step only adds spots, so the TNR falls as the
+    threshold falls."""
+    from ..masking.decision import decide
+
+    def point(thr: float) -> dict[str, float]:
+        tp = fn = fp = tn = 0
+        for prob, f32, static, stats, y in kept:
+            spots = decide((prob >= thr) & ~static, f32, static, stats, rule)
+            pos, neg = y == 1, y == 0
+            tp += int((spots & pos).sum())
+            fn += int((~spots & pos).sum())
+            fp += int((spots & neg).sum())
+            tn += int((~spots & neg).sum())
+        return {"threshold": thr, "tnr": tn / max(tn + fp, 1),
+                "recall": tp / (tp + fn) if tp + fn else float("nan")}
+
+    def logit(p: float) -> float:
+        return math.log(p / (1 - p))
+
+    best = point(start)
+    if best["tnr"] >= target_tnr:
+        return best
+    lo, hi = logit(start), logit(1 - 1e-6)
+    top = point(1 - 1e-6)
+    best = top
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        cand = point(1 / (1 + math.exp(-mid)))
+        if cand["tnr"] >= target_tnr:
+            best, hi = cand, mid
+        else:
+            lo = mid
+    return best
 
 
 def write_threshold(model: str | Path, calibration: dict[str, Any]) -> Path:
-    """Store a calibration's threshold in the model card (weights and checksum unchanged)."""
+    """Store a calibration's threshold and decision step in the model card (weights and
+    checksum unchanged): the two make one operating point."""
     from ..models.store import read_card, write_card
 
     card = read_card(model)
     metrics = {**card.metrics, "calibration": calibration}
+    rule = calibration.get("decision", "off")
     return write_card(model, card.model_copy(update={
-        "threshold": float(calibration["threshold"]), "metrics": metrics}))
+        "threshold": float(calibration["threshold"]), "metrics": metrics,
+        "decision": rule if isinstance(rule, dict) else {}}))

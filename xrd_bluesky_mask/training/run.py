@@ -37,7 +37,8 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
         scenes = getattr(args, "scenes", "v2")
         tiles = _cached_tiles(out, args.frames, args.size, args.seed, scenes)
         data = {"source": "simulator", "frames": args.frames, "shape_px": [args.size, args.size],
-                "seed": args.seed, "scenes": f"simulate.random_scene(scenes={scenes!r}), all "
+                "seed": args.seed, "scene_set": scenes,
+                "scenes": f"simulate.random_scene(scenes={scenes!r}), all "
                 "styles, phases except simulate.presets.HELD_OUT_PHASES"}
     from ..errors import ModelError
     from ..models.network import NetworkConfig, build_network
