@@ -27,7 +27,10 @@ def test_bench_command_prints_table_and_json(tmp_path, capsys, monkeypatch):
     for r in data["results"].values():
         assert r["frames_per_s"] > 0
         assert r["ms"]["total"] >= r["ms"]["network"]
-    assert data["mask_agreement"] >= 0.9999
+    # in fp32 the fast and reference paths are the same arithmetic in another order; a bf16
+    # engine (chosen where the CPU has native bf16) flips a few dozen pixels at the threshold
+    # of this small spot-dense frame (99.94 %; 99.9994 % at 2880 px, README "Performance")
+    assert data["mask_agreement"] >= (0.9999 if data["engine"] == "fp32" else 0.999)
     assert data["ratios"]["fast U-Net / classical (ms per frame)"] > 0
     assert data["ratios"]["fast path / with candidate tiles (ms per frame)"] > 0
 

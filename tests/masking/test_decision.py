@@ -51,3 +51,29 @@ def test_rules_round_trip_through_a_card_dict():
     rule = DecisionRule(grow_z=4.0, grow_px=8, extreme_z=50.0)
     assert DecisionRule.from_dict(rule.to_dict()) == rule
     assert DecisionRule.from_dict(None) == DecisionRule.off()
+
+
+def test_extreme_rule_from_ring_stats_equals_the_image_rule(small_geometry, rng):
+    """`decide` takes a sparse path for the extreme rule alone: same pixels as
+    `apply_decision` on full z and median images."""
+    from xrd_bluesky_mask.masking.decision import decide
+    from xrd_bluesky_mask.masking.preprocess import prepare_frame
+    from xrd_bluesky_mask.masking.rings import ring_stats
+
+    from .frames import ring_frame
+
+    frame, _ = ring_frame(small_geometry, rng)
+    level = float(np.median(frame))
+    for r, c, gain in ((30, 40, 2000), (100, 120, 80), (150, 60, 20), (10, 10, 3000)):
+        frame[r, c] = level * gain
+    f32, static = prepare_frame(frame, small_geometry)
+    static[10, 10] = True
+    stats = ring_stats(f32, ~static & (f32 >= 0), small_geometry, max_per_bin=256)
+    med = np.nan_to_num(stats.median, nan=0.0)[stats.bins.index].reshape(f32.shape)
+    none = np.zeros(f32.shape, bool)
+    for rule in (DecisionRule(extreme_z=50.0, extreme_ratio=50.0),
+                 DecisionRule(extreme_z=5.0, extreme_ratio=10.0)):
+        sparse = decide(none, f32, static, stats, rule)
+        dense = apply_decision(none, stats.excess(f32), med, f32, static, rule)
+        np.testing.assert_array_equal(sparse, dense)
+        assert sparse[30, 40] and not sparse[10, 10]

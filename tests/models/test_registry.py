@@ -227,8 +227,8 @@ def test_models_cli(registry, tiny_model_dir, capsys):
     assert main(["models", "list", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
     assert [(m["version"], m["active"]) for m in listing] == [(0, False), (1, True),
-                                                              (None, False)]
-    assert listing[2]["name"] == "light"
+                                                              (None, False), (None, False)]
+    assert [m["name"] for m in listing[2:]] == ["light", "default-v2"]
     assert main(["models", "show", "active"]) == 0
     out = capsys.readouterr().out
     assert "version 1 (active): cli-1" in out and "depth 2" in out

@@ -147,11 +147,11 @@ def run_bench(size: int = 2880, frames: int = 4, *, batch: int | None = None,
     the U-Net's engine (``"auto"``: this machine's choice). ``engines``: measure every
     engine afresh first (and cache the result) and report them."""
     import torch
-    from tqdm.auto import tqdm
 
     from ..masking.classical import RingOutlierMasker
     from ..masking.unet import UNetMasker
     from ..pipeline import ExecutionPolicy, Pipeline
+    from ..progress import progress as tqdm
     from ..simulate import simulate_frame
 
     if batch is None:

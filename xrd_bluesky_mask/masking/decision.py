@@ -105,8 +105,31 @@ def decide(spots: np.ndarray, frame32: np.ndarray, static: np.ndarray, stats: Ri
     the network input was made from), computed only when ``rule`` is active."""
     if not rule.active:
         return spots
-    med = np.nan_to_num(stats.median, nan=0.0)[stats.bins.index].reshape(frame32.shape)
-    return apply_decision(spots, stats.excess(frame32), med, frame32, static, rule)
+    if rule.grow_z > 0:
+        med = np.nan_to_num(stats.median, nan=0.0)[stats.bins.index].reshape(frame32.shape)
+        return apply_decision(spots, stats.excess(frame32), med, frame32, static, rule)
+    return spots | _extreme_pixels(frame32, static, stats, rule)
+
+
+def _extreme_pixels(frame32: np.ndarray, static: np.ndarray, stats: RingStats,
+                    rule: DecisionRule) -> np.ndarray:
+    """The extreme rule of `apply_decision` alone, without full z and median images: one torch
+    gather of each ring's ``extreme_ratio`` x median finds the few pixels above it, and z is
+    computed for those only (about 10x faster on 8 Mpx)."""
+    import torch
+
+    med = np.nan_to_num(stats.median, nan=0.0).astype(np.float32)
+    sig = np.nan_to_num(stats.sigma, nan=1.0).astype(np.float32)
+    cut = torch.index_select(torch.from_numpy(rule.extreme_ratio * np.maximum(med, 1.0)), 0,
+                             stats.bins.index_tensor)
+    over = torch.from_numpy(frame32).reshape(-1) > cut
+    flat = over.nonzero().squeeze(1).numpy()
+    flat = flat[~static.ravel()[flat]]
+    ring = stats.bins.index[flat]
+    keep = flat[(frame32.ravel()[flat] - med[ring]) / sig[ring] > rule.extreme_z]
+    out = np.zeros(frame32.shape, bool)
+    out.ravel()[keep] = True
+    return out
 
 
 def _label(image: np.ndarray) -> np.ndarray:

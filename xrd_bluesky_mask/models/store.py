@@ -23,7 +23,10 @@ CARD_FILE = "model_card.json"
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default"
 #: Models shipped in the package, by short name: the default, and a lighter network for CPUs
 #: (about 1.9x faster, held-out numbers within a few percent; README, "Lighter network").
-PACKAGED_MODELS = {"default": DEFAULT_MODEL_DIR, "light": Path(__file__).parent / "light"}
+#: Packaged models by short name: the default, a lighter network, and the previous default
+#: (kept for comparison while the default is not better on every held-out group).
+PACKAGED_MODELS = {"default": DEFAULT_MODEL_DIR, "light": Path(__file__).parent / "light",
+                   "default-v2": Path(__file__).parent / "default_v2"}
 
 
 def packaged_model_dir(name: str) -> Path | None:
