@@ -10,7 +10,8 @@ machine touches them alike. The callback's work (through its results journal, ke
 benchmark's temporary folder) is waited for before the next scan. Prints a Markdown
 table: the RunEngine's scan time (ratio to TiledWriter alone; target <= 1.05), the pipeline's
 frames per second end to end (Tiled read + mask + integrate + Tiled write, from the scan's start
-to the last result written) and the median milliseconds per stage. Run:
+to the last result written) and the median milliseconds per stage, then each frame's latency
+in the last scan (does it grow?). Run:
 
     .venv/bin/python benchmarks/bench_live.py [--frames 5] [--size 2880] [--masker classical]
 """
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     scan: dict[str, list[float]] = {v: [] for v in variants}
     fps: dict[str, list[float]] = {v: [] for v in variants}
     stages: dict[str, dict[str, list[float]]] = {v: {s: [] for s in STAGES} for v in variants}
+    trend: dict[str, list[float]] = {}  # latency of each frame of the last scan, s
     # the embedded server, a RunEngine with TiledWriter(batch_size=1) subscribed
     with Session(directory=base / "tiled", readable_storage=[raw],
                  server_mode=args.server) as session:
@@ -95,6 +97,8 @@ def main(argv: list[str] | None = None) -> None:
                     for s in STAGES:
                         if s in frame.timings:
                             stages[name][s].append(frame.timings[s])
+                trend[name] = [record.frames[i].timings.get("latency", float("nan"))
+                               for i in sorted(record.frames)]
 
     names = list(variants)
     base_scan = med(scan[names[0]])
@@ -115,6 +119,10 @@ def main(argv: list[str] | None = None) -> None:
         label = "latency, frame announced to result written" if s == "latency" else s
         print(f"| {label} (median ms per frame) | " + " | ".join(
             f"{1000 * med(stages[n][s]):.0f}" if stages[n][s] else "-" for n in names) + " |")
+    print("\nLatency of each frame of the last scan, frame announced to result written (s): "
+          "growing means the masking does not keep up with the detector.\n")
+    for n, values in trend.items():
+        print(f"- {n}: " + ", ".join(f"{v:.2f}" for v in values))
 
 
 if __name__ == "__main__":
