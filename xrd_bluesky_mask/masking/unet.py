@@ -227,11 +227,11 @@ class UNetMasker:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(frame32, static, x)``: the checked float32 frame, its static mask and the network
         input ``(C, rows, cols)`` that `predict` gives the network."""
-        f32, static, x, _ = UNetMasker._prepare(frame, geometry, extra_static=extra_static)
+        f32, static, x, _ = UNetMasker.inputs_and_stats(frame, geometry, extra_static=extra_static)
         return f32, static, x
 
     @staticmethod
-    def _prepare(
+    def inputs_and_stats(
         frame: np.ndarray, geometry: Geometry, *, extra_static: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, RingStats]:
         """`inputs` and the ring statistics the input was made from (for the decision step)."""
@@ -244,7 +244,7 @@ class UNetMasker:
     ) -> MaskResult:
         """Mask one frame (``(rows, cols)`` counts) with its geometry."""
         t0 = time.perf_counter()
-        f32, static, x, stats = self._prepare(frame, geometry, extra_static=extra_static)
+        f32, static, x, stats = self.inputs_and_stats(frame, geometry, extra_static=extra_static)
         t1 = time.perf_counter()
         prob, timings = self.probability(x)
         t2 = time.perf_counter()
@@ -272,11 +272,11 @@ class UNetMasker:
             preferred=self.precision)
         t0 = time.perf_counter()
         if len(frames) == 1:
-            prepared = [self._prepare(frames[0], geometry)]
+            prepared = [self.inputs_and_stats(frames[0], geometry)]
         else:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(8, thread_name_prefix="xrd-mask-prepare")
-            prepared = list(self._pool.map(lambda f: self._prepare(f, geometry), frames))
+            prepared = list(self._pool.map(lambda f: self.inputs_and_stats(f, geometry), frames))
         x = torch.from_numpy(np.stack([q[2] for q in prepared]))
         st = torch.from_numpy(np.stack([q[1] for q in prepared]))
         if cuda:

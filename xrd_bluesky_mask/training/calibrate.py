@@ -62,7 +62,7 @@ def calibrate_threshold(model: str | Path, *, frames: int = 8, size: int = 1024,
         rng = np.random.default_rng(seed + i)
         sim = simulate_frame(random_scene(rng, shape=(size, size), phase_pool=pool,
                                           scenes=scenes), seed=seed + i)
-        f32, static, x, stats = masker._prepare(sim.image, sim.geometry)
+        f32, static, x, stats = masker.inputs_and_stats(sim.image, sim.geometry)
         prob, _ = masker.probability(x)
         y = np.where(static | sim.static_mask, -1, sim.labels).astype(np.int8)
         probs.append(torch.from_numpy(prob.ravel()))
