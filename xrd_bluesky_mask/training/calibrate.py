@@ -82,16 +82,12 @@ def _with_decision(kept: list[tuple], rule: Any, target_tnr: float,
     keeps ``target_tnr``; the decision step only adds spots, so the TNR falls as the
     threshold falls."""
     from ..masking.decision import decide
+    from ..metrics import pixel_metrics
 
     def point(thr: float) -> dict[str, float]:
-        tp = fn = fp = tn = 0
-        for prob, f32, static, stats, y in kept:
-            spots = decide((prob >= thr) & ~static, f32, static, stats, rule)
-            pos, neg = y == 1, y == 0
-            tp += int((spots & pos).sum())
-            fn += int((~spots & pos).sum())
-            fp += int((spots & neg).sum())
-            tn += int((~spots & neg).sum())
+        counts = [pixel_metrics(decide((prob >= thr) & ~static, f32, static, stats, rule),
+                                y == 1, y >= 0) for prob, f32, static, stats, y in kept]
+        tp, fp, fn, tn = (sum(c[k] for c in counts) for k in ("tp", "fp", "fn", "tn"))
         return {"threshold": thr, "tnr": tn / max(tn + fp, 1),
                 "recall": tp / (tp + fn) if tp + fn else float("nan")}
 
@@ -102,8 +98,7 @@ def _with_decision(kept: list[tuple], rule: Any, target_tnr: float,
     if best["tnr"] >= target_tnr:
         return best
     lo, hi = logit(start), logit(1 - 1e-6)
-    top = point(1 - 1e-6)
-    best = top
+    best = point(1 - 1e-6)
     for _ in range(steps):
         mid = (lo + hi) / 2
         cand = point(1 / (1 + math.exp(-mid)))
