@@ -13,37 +13,33 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 from xrd_bluesky_mask.apps.evaluate import SETS, evaluate
 from xrd_bluesky_mask.masking import get_masker
-from xrd_bluesky_mask.masking.decision import DecisionRule, apply_decision
-from xrd_bluesky_mask.masking.preprocess import prepare_frame
-from xrd_bluesky_mask.masking.rings import ring_stats
+from xrd_bluesky_mask.masking.decision import DecisionRule, decide
 from xrd_bluesky_mask.protocols import MaskResult
 
 RULES = {
-    "grow z>4": DecisionRule(grow_z=4.0),
-    "grow z>3": DecisionRule(grow_z=3.0),
-    "grow z>6": DecisionRule(grow_z=6.0),
-    "extreme": DecisionRule(extreme_z=50.0, extreme_ratio=50.0),
-    "grow z>4 + extreme": DecisionRule(grow_z=4.0, extreme_z=50.0, extreme_ratio=50.0),
+    "extreme (ring median)": DecisionRule(extreme_z=50.0, extreme_ratio=50.0, level="ring"),
+    "extreme (local)": DecisionRule(extreme_z=50.0, extreme_ratio=50.0),
+    "extreme 30x (local)": DecisionRule(extreme_z=50.0, extreme_ratio=30.0),
+    "grow z>4 (local)": DecisionRule(grow_z=4.0),
+    "grow z>4 + extreme (local)": DecisionRule(grow_z=4.0, extreme_z=50.0, extreme_ratio=50.0),
 }
 
 
 class _Shared:
-    """The network's result and the ring statistics of the frame last seen, computed once."""
+    """The network's plain-threshold result and the statistics of the frame last seen,
+    computed once."""
 
     def __init__(self, masker) -> None:
         self.masker, self._key, self._value = masker, None, None
 
-    def get(self, frame, geometry):
+    def get(self, frame, geometry, extra_static):
         if self._key is not frame:
-            res = self.masker.predict(frame, geometry)
-            f32, static = prepare_frame(frame, geometry)
-            stats = ring_stats(f32, ~static & (f32 >= 0), geometry, max_per_bin=256)
-            med = np.nan_to_num(stats.median, nan=0.0)[stats.bins.index].reshape(f32.shape)
-            self._key, self._value = frame, (res, f32, stats.excess(f32), med)
+            res = self.masker.predict(frame, geometry, extra_static=extra_static)
+            f32, _, _, stats = self.masker.inputs_and_stats(frame, geometry,
+                                                            extra_static=extra_static)
+            self._key, self._value = frame, (res, f32, stats)
         return self._value
 
 
@@ -52,12 +48,11 @@ class _Decided:
         self.shared, self.rule = shared, rule
 
     def predict(self, frame, geometry, *, extra_static=None) -> MaskResult:
-        res, f32, z, med = self.shared.get(frame, geometry)
-        static = res.static if extra_static is None else res.static | extra_static
-        spots = res.spots & ~static
+        res, f32, stats = self.shared.get(frame, geometry, extra_static)
+        spots = res.spots & ~res.static
         if self.rule is not None:
-            spots = apply_decision(spots, z, med, f32, static, self.rule)
-        return MaskResult(spots=spots, static=static, probability=res.probability)
+            spots = decide(spots, f32, res.static, stats, self.rule)
+        return MaskResult(spots=spots, static=res.static, probability=res.probability)
 
 
 def main() -> None:
@@ -68,7 +63,7 @@ def main() -> None:
     ap.add_argument("--sets", nargs="+", default=list(SETS))
     ap.add_argument("--out", type=Path, default=None, help="write the summary JSON here")
     args = ap.parse_args()
-    shared = _Shared(get_masker("unet", model=args.model))
+    shared = _Shared(get_masker("unet", model=args.model, decision=DecisionRule.off()))
     maskers = {"threshold": _Decided(shared, None),
                **{name: _Decided(shared, rule) for name, rule in RULES.items()}}
     report = evaluate(maskers, size=args.size, frames_per_set=args.frames_per_set,

@@ -313,6 +313,36 @@ def test_random_scenes_are_broad_and_deterministic():
         random_scene(np.random.default_rng(1), preset="bogus")
 
 
+def test_v4_scenes_hold_faint_spots_and_spot_free_hard_negatives():
+    """The v4 styles are what they say: faint spots 0.3-2x the local powder level on rings;
+    spot-free sharp, oriented and grainy rings at low or high counts; integer counts on a
+    share of frames (whole numbers in the image)."""
+    from xrd_bluesky_mask.simulate.presets import V4_STYLES
+
+    rng = np.random.default_rng(5)
+    scenes = {s: [random_scene(rng, shape=SMALL, preset=s) for _ in range(12)]
+              for s in V4_STYLES}
+    for s in scenes["faint_spots"] + scenes["faint_on_texture"]:
+        assert s.spots.count > 0 and s.spots.rel_brightness[1] <= 2.0
+        assert s.spots.on_ring_fraction >= 0.6 and s.spots.saturated_fraction == 0
+    assert all(s.texture.enabled for s in scenes["faint_on_texture"])
+    for s in scenes["negative_sharp"]:
+        assert s.spots.count == 0 and s.ring_fwhm_deg <= 0.02 and s.pixel_floor >= 1.0
+    assert any(s.po.enabled and s.po.strength >= 10 for s in scenes["negative_sharp"])
+    assert any(not s.po.enabled for s in scenes["negative_sharp"])
+    flux = [s.flux for s in scenes["negative_grainy"]]
+    assert all(s.spots.count == 0 and s.texture.amplitude >= 0.6
+               for s in scenes["negative_grainy"])
+    assert min(flux) <= 300 and max(flux) >= 1e4 and not any(300 < f < 1e4 for f in flux)
+    every = [s for group in scenes.values() for s in group]
+    integer = [s for s in every if s.noise.integer]
+    assert 0 < len(integer) < len(every)
+    frame = simulate_frame(integer[0].with_shape((96, 128)), seed=2)
+    assert np.array_equal(frame.image, np.round(frame.image))
+    with pytest.raises(ValueError, match="unknown scene set"):
+        random_scene(rng, shape=SMALL, scenes="v9")
+
+
 def test_random_scenes_render():
     rng = np.random.default_rng(3)
     for style in ("spots_po", "negative_texture"):

@@ -39,7 +39,8 @@ class Oracle:
 
 def test_heldout_cases_are_not_training_seeds():
     cases = heldout_cases(5)
-    assert {c.set_name for c in cases} == {"presets", "transfer", "shapes"} and len(cases) == 15
+    assert {c.set_name for c in cases} == {"presets", "transfer", "shapes", "negatives"}
+    assert len(cases) == 20
     assert min(c.seed for c in cases) >= 1_000_000
     assert len({c.seed for c in cases}) == len(cases)
     shapes = {c.style for c in cases if c.set_name == "shapes"}

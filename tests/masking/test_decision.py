@@ -55,10 +55,10 @@ def test_rules_round_trip_through_a_card_dict():
 
 def test_extreme_rule_from_ring_stats_equals_the_image_rule(small_geometry, rng):
     """`decide` takes a sparse path for the extreme rule alone: same pixels as
-    `apply_decision` on full z and median images."""
+    `apply_decision` on full z and level images, for both levels."""
     from xrd_bluesky_mask.masking.decision import decide
     from xrd_bluesky_mask.masking.preprocess import prepare_frame
-    from xrd_bluesky_mask.masking.rings import ring_stats
+    from xrd_bluesky_mask.masking.rings import local_stats, ring_stats
 
     from .frames import ring_frame
 
@@ -68,12 +68,92 @@ def test_extreme_rule_from_ring_stats_equals_the_image_rule(small_geometry, rng)
         frame[r, c] = level * gain
     f32, static = prepare_frame(frame, small_geometry)
     static[10, 10] = True
-    stats = ring_stats(f32, ~static & (f32 >= 0), small_geometry, max_per_bin=256)
-    med = np.nan_to_num(stats.median, nan=0.0)[stats.bins.index].reshape(f32.shape)
+    valid = ~static & (f32 >= 0)
+    rs = ring_stats(f32, valid, small_geometry, max_per_bin=256)
+    stats = local_stats(f32, valid, small_geometry, rs)
+    med = np.nan_to_num(rs.median, nan=0.0)[rs.bins.index].reshape(f32.shape)
     none = np.zeros(f32.shape, bool)
-    for rule in (DecisionRule(extreme_z=50.0, extreme_ratio=50.0),
-                 DecisionRule(extreme_z=5.0, extreme_ratio=10.0)):
-        sparse = decide(none, f32, static, stats, rule)
-        dense = apply_decision(none, stats.excess(f32), med, f32, static, rule)
+    for extreme in ({"extreme_z": 50.0, "extreme_ratio": 50.0},
+                    {"extreme_z": 5.0, "extreme_ratio": 10.0}):
+        ring_rule = DecisionRule(**extreme, level="ring")
+        sparse = decide(none, f32, static, stats, ring_rule)
+        dense = apply_decision(none, rs.excess(f32), med, f32, static, ring_rule)
         np.testing.assert_array_equal(sparse, dense)
         assert sparse[30, 40] and not sparse[10, 10]
+        # the local level only refines the cell level upwards around each candidate: the local
+        # rule fires on a subset of the image rule on cell levels, itself a subset of the ring
+        local = decide(none, f32, static, stats, DecisionRule(**extreme))
+        cells = apply_decision(none, stats.excess(f32), stats.level(f32.shape), f32, static,
+                               DecisionRule(**extreme))
+        assert not (local & ~cells).any() and not (cells & ~sparse).any()
+        assert local[30, 40] and not local[10, 10]
+
+
+def _po_scene(geometry, rng, *, integer: bool, width_deg: float = 0.1):
+    """One ring (FWHM 1.4 px by default: sharp) with a strong preferred-orientation band
+    (crests 80x the ring between the bands, narrower than a χ sector) on a low background, no
+    spot; float32 or integer counts."""
+    from xrd_bluesky_mask.masking.preprocess import prepare_frame
+
+    from .frames import ring_frame
+
+    frame, _ = ring_frame(geometry, rng, level=2.0, ring_tth=8.0, ring_peak=400.0,
+                          width_deg=width_deg, po_strength=80.0, po_width_deg=6.0)
+    raw = frame.astype(np.int32) if integer else frame * np.float32(1.37)
+    return prepare_frame(raw, geometry)
+
+
+def _local(f32, static, geometry, bin_px=2.0):
+    from xrd_bluesky_mask.masking.rings import local_stats, ring_stats
+
+    valid = ~static & (f32 >= 0)
+    return local_stats(f32, valid, geometry,
+                       ring_stats(f32, valid, geometry, bin_px=bin_px, max_per_bin=256))
+
+
+def test_local_rules_leave_preferred_orientation_bands_that_the_ring_median_cuts(
+        small_geometry, rng):
+    """A band's crest is far above its whole ring's median (most of the ring is the dim part
+    between the bands), so the ring-level extreme rule cuts it; the local level (the pixel's
+    cell and the opposite cell) keeps it, on float32 and integer counts alike."""
+    from xrd_bluesky_mask.masking.decision import decide
+
+    extreme = {"extreme_z": 50.0, "extreme_ratio": 50.0}
+    for integer, width, bin_px in ((False, 0.1, 2.0), (True, 0.1, 0.5), (False, 0.3, 0.5),
+                                   (True, 0.3, 2.0)):
+        f32, static = _po_scene(small_geometry, rng, integer=integer, width_deg=width)
+        stats = _local(f32, static, small_geometry, bin_px)
+        none = np.zeros(f32.shape, bool)
+        ring = decide(none, f32, static, stats, DecisionRule(**extreme, level="ring"))
+        assert ring.sum() > 50  # the property the local level is for: the ring rule fires
+        for rule in (DecisionRule(**extreme), DecisionRule(grow_z=4.0, **extreme)):
+            assert not decide(none, f32, static, stats, rule).any()
+
+
+def test_local_extreme_rule_still_catches_spots_on_a_band_and_between_bands(small_geometry, rng):
+    from xrd_bluesky_mask.masking.decision import decide
+
+    f32, static = _po_scene(small_geometry, rng, integer=False)
+    stats0 = _local(f32, static, small_geometry)
+    on_ring = (np.abs(small_geometry.tth_deg() - 8.0) < 0.03) & ~static
+    crest = float(np.percentile(f32[on_ring], 99))
+    band = on_ring & (f32 > 0.5 * crest)
+    dim = on_ring & (f32 < 0.02 * crest)
+    picks = [tuple(np.argwhere(band)[0]), tuple(np.argwhere(dim)[len(np.argwhere(dim)) // 2])]
+    flat = np.array([r * f32.shape[1] + c for r, c in picks])
+    near = stats0.neighbourhood_level(f32, ~static, flat)
+    assert near[0] > 5 * near[1]  # one on the band's crest, one on the dim ring between
+    for (r, c), lv in zip(picks, near, strict=True):
+        f32[r, c] = 400.0 * max(float(lv), 1.0)
+    stats = _local(f32, static, small_geometry)
+    rule = DecisionRule(extreme_z=50.0, extreme_ratio=50.0)
+    none = np.zeros(f32.shape, bool)
+    out = decide(none, f32, static, stats, rule)
+    assert all(out[p] for p in picks) and out.sum() == len(picks)
+
+
+def test_a_rule_level_other_than_local_or_ring_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="local, ring"):
+        DecisionRule(extreme_z=50.0, level="sector")

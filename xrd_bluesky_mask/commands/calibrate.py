@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="true negative rate to keep on whole frames (default 0.999)")
     c.add_argument("--frames", type=int, default=8, help="frames to simulate (default 8)")
     c.add_argument("--size", type=int, default=1024, help="frame size, px (default 1024)")
-    c.add_argument("--scenes", choices=["v2", "v3"], default=None,
+    c.add_argument("--scenes", choices=["v2", "v3", "v4"], default=None,
                    help="simulated scene set (default: the one the model was trained on)")
     c.add_argument("--decision", default="card", metavar="card|off|K=V,...",
                    help="decision step after the threshold, written to the card with it: "
@@ -57,8 +57,9 @@ def _rule(spec: str, rule_type: type) -> object | None:
         return rule_type.off()
     try:
         fields = dict(item.split("=", 1) for item in spec.split(","))
-        return rule_type.from_dict({k.strip(): float(v) if k.strip() != "grow_px" else int(v)
+        typed = {"grow_px": int, "level": str}
+        return rule_type.from_dict({k.strip(): typed.get(k.strip(), float)(v.strip())
                                     for k, v in fields.items()})
     except (ValueError, TypeError) as err:
         raise ConfigError(f"--decision {spec!r}: give card, off or fields of the decision "
-                          f"rule such as grow_z=4,extreme_z=50 ({err})") from None
+                          f"rule such as grow_z=4,extreme_z=50,level=local ({err})") from None

@@ -91,9 +91,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "model's own")
     t.add_argument("--frames", type=int, default=32, help="simulated frames")
     t.add_argument("--size", type=int, default=1024, help="simulated frame size, px")
-    t.add_argument("--scenes", default="v2", choices=["v2", "v3"],
-                   help="simulated scene set: v2 (the first models') or v3 (long streaks, "
-                   "heavy tails, edges, extreme pixels, beamstop rims, other shapes)")
+    t.add_argument("--scenes", default="v2", choices=["v2", "v3", "v4"],
+                   help="simulated scene set: v2 (the first models'), v3 (long streaks, "
+                   "heavy tails, edges, extreme pixels, beamstop rims, other shapes) or v4 "
+                   "(v3 plus faint spots on bright and grainy rings, integer counts, spot-free "
+                   "sharp, oriented and grainy rings)")
     t.add_argument("--seed", type=int, default=None,
                    help="seed of the simulation, the split and the augmentation")
     t.add_argument("--epochs", type=int, default=None, help="training epochs")

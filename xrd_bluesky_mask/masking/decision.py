@@ -1,18 +1,26 @@
 """The decision step after the network: spots grown into their tails, and extreme pixels.
 
-The network's threshold finds the cores of spots; two model-free rules then act on the ring
-statistics the network input already has (each pixel's excess over its 2θ ring, in robust
-standard deviations z):
+The network's threshold finds the cores of spots; two model-free rules then act on each pixel's
+excess over the powder level of its own neighbourhood (`rings.LocalStats`: the larger of the
+median of its (ring, χ-sector) cell and of the cell at χ + 180°, in robust standard deviations
+z of its ring):
 
 ``grow`` (hysteresis)
-    Pixels connected to a detected spot and above ``grow_z`` of their ring join it, up to
-    ``grow_px`` pixels from the detected core: heavy-tailed wings and the faint ends of streaks
-    follow their core, while a ring's texture (not connected to a detected spot) stays.
+    Pixels connected to a detected spot and above ``grow_z`` of their local level join it, up
+    to ``grow_px`` pixels from the detected core: heavy-tailed wings and the faint ends of
+    streaks follow their core, while a ring's texture (not connected to a detected spot) stays.
 ``extreme``
-    Pixels that are at once ``extreme_z`` robust sigma above their ring and ``extreme_ratio``
-    times its median are spots whatever the network says: a single pixel hundreds of times
-    brighter than its sharp ring is never powder signal, but a network that learnt that
+    Pixels that are at once ``extreme_z`` robust sigma above their local level and
+    ``extreme_ratio`` times it are spots whatever the network says: a single pixel hundreds of
+    times brighter than its sharp ring is never powder signal, but a network that learnt that
     bright rings are powder can miss it.
+
+Why local: on a ring with strong preferred orientation most of the ring is the dim part
+between the bands, so against the whole ring's median a band's crest is more than 50 sigma and
+50x above: powder read as "extreme" (``level="ring"``, the rule before card schema 4, kept only
+to measure that). Preferred orientation is centro-symmetric and spans a stretch of χ, a
+single-crystal spot does neither, so against the larger of the two cells a band's crest is
+close to its level and a spot still stands out.
 
 Both are measured on the held-out groups (``xrd-mask evaluate``) before a model card turns them
 on; `DecisionRule.off()` is the plain threshold.
@@ -26,9 +34,12 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .rings import RingStats
+from .rings import LocalStats
 
-__all__ = ["DecisionRule", "apply_decision", "decide"]
+__all__ = ["LEVELS", "DecisionRule", "apply_decision", "decide"]
+
+#: What a pixel is compared with: its neighbourhood (``"local"``) or its whole ring (``"ring"``).
+LEVELS = ("local", "ring")
 
 
 @dataclass(frozen=True)
@@ -38,18 +49,28 @@ class DecisionRule:
     Attributes
     ----------
     grow_z
-        Hysteresis threshold, robust sigma above the ring median; 0 turns growing off.
+        Hysteresis threshold, robust sigma above the local level; 0 turns growing off.
     grow_px
         Largest distance grown from a detected spot, pixels (Chebyshev).
     extreme_z, extreme_ratio
-        A pixel above both (sigma above its ring, and times the ring's median) is a spot;
+        A pixel above both (sigma above its level, and times its level) is a spot;
         ``extreme_z = 0`` turns the rule off.
+    level
+        ``"local"`` (the default): the level of the pixel's (ring, χ-sector) cell and its
+        opposite; ``"ring"``: the whole ring's median, which cuts preferred-orientation bands
+        (kept to measure that, never in a card).
     """
 
     grow_z: float = 0.0
     grow_px: int = 12
     extreme_z: float = 0.0
     extreme_ratio: float = 50.0
+    level: str = "local"
+
+    def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            raise ValueError(f"decision level must be one of {', '.join(LEVELS)}, "
+                             f"got {self.level!r}")
 
     @classmethod
     def off(cls) -> DecisionRule:
@@ -68,7 +89,7 @@ class DecisionRule:
         return cls(**(d or {}))
 
 
-def apply_decision(spots: np.ndarray, z: np.ndarray, ring_median: np.ndarray,
+def apply_decision(spots: np.ndarray, z: np.ndarray, level: np.ndarray,
                    frame: np.ndarray, static: np.ndarray, rule: DecisionRule) -> np.ndarray:
     """The final spot mask from the network's ``spots`` (bool ``(rows, cols)``).
 
@@ -77,15 +98,15 @@ def apply_decision(spots: np.ndarray, z: np.ndarray, ring_median: np.ndarray,
     spots
         The network's thresholded spots.
     z
-        float32 excess of each pixel over its 2θ ring, robust sigma (`RingStats.excess`).
-    ring_median
-        float32 median of each pixel's ring, counts (same shape).
+        float32 excess of each pixel over its level, robust sigma (`LocalStats.excess`).
+    level
+        float32 level each pixel is compared with, counts (same shape; `LocalStats.level`).
     frame
         float32 counts (static pixels are never spots).
     static
         bool static mask.
     rule
-        What to apply.
+        What to apply (its ``level`` says which level ``z`` and ``level`` must be).
     """
     if not rule.active:
         return spots
@@ -95,38 +116,71 @@ def apply_decision(spots: np.ndarray, z: np.ndarray, ring_median: np.ndarray,
         out |= _grow(spots, valid & (z > rule.grow_z), rule.grow_px)
     if rule.extreme_z > 0:
         out |= valid & (z > rule.extreme_z) & (frame > rule.extreme_ratio
-                                                * np.maximum(ring_median, 1.0))
+                                                * np.maximum(level, 1.0))
     return out & valid
 
 
-def decide(spots: np.ndarray, frame32: np.ndarray, static: np.ndarray, stats: RingStats,
+def decide(spots: np.ndarray, frame32: np.ndarray, static: np.ndarray, stats: LocalStats,
            rule: DecisionRule) -> np.ndarray:
-    """`apply_decision` with z and the ring medians taken from ``stats`` (the ring statistics
-    the network input was made from), computed only when ``rule`` is active."""
+    """`apply_decision` with z and the levels taken from ``stats`` (the statistics the
+    network input was made from), computed only when ``rule`` is active."""
     if not rule.active:
         return spots
+    out = spots
     if rule.grow_z > 0:
-        med = np.nan_to_num(stats.median, nan=0.0)[stats.bins.index].reshape(frame32.shape)
-        return apply_decision(spots, stats.excess(frame32), med, frame32, static, rule)
-    return spots | _extreme_pixels(frame32, static, stats, rule)
+        z, level = _excess_and_level(frame32, stats, rule)
+        out = apply_decision(spots, z, level, frame32, static,
+                             DecisionRule(grow_z=rule.grow_z, grow_px=rule.grow_px))
+    if rule.extreme_z > 0:
+        out = out | _extreme_pixels(frame32, static, stats, rule)
+    return out
 
 
-def _extreme_pixels(frame32: np.ndarray, static: np.ndarray, stats: RingStats,
+def _excess_and_level(frame32: np.ndarray, stats: LocalStats,
+                      rule: DecisionRule) -> tuple[np.ndarray, np.ndarray]:
+    """The z and level images ``rule`` compares with (its ``level``)."""
+    if rule.level == "local":
+        level = stats.level(frame32.shape)
+        sig = np.nan_to_num(stats.ring.sigma, nan=1.0)[stats.ring.bins.index]
+        z = (frame32 - level) / sig.reshape(frame32.shape)
+        return z.astype(np.float32, copy=False), level
+    ring = stats.ring
+    level = np.nan_to_num(ring.median, nan=0.0)[ring.bins.index].reshape(frame32.shape)
+    return ring.excess(frame32), level
+
+
+def _extreme_pixels(frame32: np.ndarray, static: np.ndarray, stats: LocalStats,
                     rule: DecisionRule) -> np.ndarray:
-    """The extreme rule of `apply_decision` alone, without full z and median images: one torch
-    gather of each ring's ``extreme_ratio`` x median finds the few pixels above it, and z is
-    computed for those only (about 10x faster on 8 Mpx)."""
+    """The extreme rule without full z images: torch gathers of each cell's (or ring's) level
+    find the few candidate pixels above ``extreme_ratio`` x level; with the local level,
+    each candidate's level is then refined around it (`LocalStats.neighbourhood_level`, never
+    lower than its cell's), and z is computed for those only."""
     import torch
 
-    med = np.nan_to_num(stats.median, nan=0.0).astype(np.float32)
-    sig = np.nan_to_num(stats.sigma, nan=1.0).astype(np.float32)
-    cut = torch.index_select(torch.from_numpy(rule.extreme_ratio * np.maximum(med, 1.0)), 0,
-                             stats.bins.index_tensor)
+    ring = stats.ring
+    sig = np.nan_to_num(ring.sigma, nan=1.0).astype(np.float32)
+    ring_med = np.nan_to_num(ring.median, nan=0.0).astype(np.float32)
+    if rule.level == "local":
+        level = torch.index_select(torch.from_numpy(stats.cell_level), 0,
+                                   stats.cells.index_tensor)
+        if not stats.same_bins:
+            level = torch.maximum(level, torch.index_select(torch.from_numpy(ring_med), 0,
+                                                            ring.bins.index_tensor))
+    else:
+        level = torch.index_select(torch.from_numpy(ring_med), 0, ring.bins.index_tensor)
+    cut = level.clamp(min=1.0).mul_(rule.extreme_ratio)
     over = torch.from_numpy(frame32).reshape(-1) > cut
     flat = over.nonzero().squeeze(1).numpy()
     flat = flat[~static.ravel()[flat]]
-    ring = stats.bins.index[flat]
-    keep = flat[(frame32.ravel()[flat] - med[ring]) / sig[ring] > rule.extreme_z]
+    values = frame32.ravel()[flat]
+    if rule.level == "local":  # the candidates' levels, refined around each of them
+        lv = stats.neighbourhood_level(frame32, ~static & (frame32 >= 0), flat)
+        flat, values, lv = (a[values > rule.extreme_ratio * np.maximum(lv, 1.0)]
+                            for a in (flat, values, lv))
+    else:
+        lv = level.numpy()[flat]
+    z = (values - lv) / sig[ring.bins.index[flat]]
+    keep = flat[z > rule.extreme_z]
     out = np.zeros(frame32.shape, bool)
     out.ravel()[keep] = True
     return out

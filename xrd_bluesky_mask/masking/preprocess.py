@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import FrameError
 from ..geometry import Geometry
-from .rings import RingStats, cell_medians, ring_stats, sector_bins
+from .rings import LocalStats, RingStats, local_stats, ring_stats
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,8 @@ def network_input(
     geometry: Geometry,
     *,
     stats: RingStats | None = None,
+    local: LocalStats | None = None,
+    bin_px: float = 2.0,
     max_per_bin: int | None = 256,
 ) -> np.ndarray:
     """The U-Net's input, float32 ``(4, rows, cols)``; static and negative pixels are 0 in every
@@ -151,23 +153,30 @@ def network_input(
         ``log1p(frame / level) / 2`` with ``level`` the frame's median valid pixel, so frames
         whose flux differs by orders of magnitude look alike.
     ``ring_excess``
-        The pixel's excess over the median of its 2θ ring in robust standard deviations z,
-        compressed as ``asinh(z / 2) / 3``: spots are local positive excursions whatever the
-        flux or geometry.
+        The pixel's excess over the median of its 2θ ring (rings ``bin_px`` px of radius wide:
+        the model card's ``input.ring_bin_px``) in robust standard deviations z, compressed as
+        ``asinh(z / 2) / 3``: spots are local positive excursions whatever the flux or
+        geometry.
     ``sector_excess``
-        The same for the median of the pixel's (ring, χ sector) cell, sectors about 64 px of
-        arc long: high where the ring is bright over a stretch of χ (preferred orientation,
+        The same for the median of the pixel's (ring, χ sector) cell, cells
+        `rings.SECTOR_BIN_PX` px of radius by about 64 px of arc, against rings of the cells'
+        width: high where the ring is bright over a stretch of χ (preferred orientation,
         arcs), near 0 for a spot, which covers a small part of its cell.
     ``opposite_sector_excess``
         ``sector_excess`` of the cell at χ + 180° on the same ring: preferred orientation is
         centro-symmetric, a single-crystal spot is not. 0 where that cell is off the detector.
+
+    ``local`` (its ring statistics and cell medians, `rings.local_stats`) or ``stats`` (ring
+    statistics only, of ``bin_px``) skip computing what the caller already has.
     """
     import torch
 
     static = static | (frame32 < 0)  # read-noise negatives: zero input, as in training
     valid = ~static
-    if stats is None:
-        stats = ring_stats(frame32, valid, geometry, max_per_bin=max_per_bin)
+    if local is not None:
+        stats = local.ring
+    elif stats is None:
+        stats = ring_stats(frame32, valid, geometry, bin_px=bin_px, max_per_bin=max_per_bin)
     step = max(1, frame32.size // 65536)
     flat, ok = frame32.ravel()[::step], valid.ravel()[::step]
     sample = flat[ok]
@@ -191,10 +200,13 @@ def network_input(
                                       stats.bins.index_tensor))
     _compress(z, out[1])
     del z
-    cells = sector_bins(geometry, stats.bins.bin_width_deg / geometry.tth_per_pixel_deg(),
-                        SECTOR_ARC_PX)
+    if local is None:
+        local = local_stats(frame32, valid, geometry, stats, arc_px=SECTOR_ARC_PX)
+    cells = local.cells
     ring = cells.ring_of_cell
-    cz = (cell_medians(frame32, valid, cells) - med[ring]) / sig[ring]
+    cmed = np.nan_to_num(local.cell_ring.median, nan=0.0)
+    csig = np.nan_to_num(local.cell_ring.sigma, nan=1.0)
+    cz = (local.cell_median - cmed[ring]) / csig[ring]
     cz = np.nan_to_num(cz, nan=0.0).astype(np.float32)
     czt = torch.from_numpy(cz)
     compressed = torch.empty_like(czt)

@@ -205,6 +205,152 @@ class RingStats:
         return z.reshape(frame.shape).astype(np.float32, copy=False)
 
 
+#: Radial width of the (ring, χ-sector) cells, px: what the sector channels were trained on.
+SECTOR_BIN_PX = 2.0
+#: Half-width of the window of `LocalStats.neighbourhood_level`, px, and the 2θ distance (px at
+#: the beam centre) within which its pixels count as the pixel's own ring.
+NEIGHBOURHOOD_HALF_PX = 32
+NEIGHBOURHOOD_RADIAL_PX = 0.5
+
+
+@numba.njit(cache=True, nogil=True)
+def _window_medians(frame, valid, tth, flat, half, dtth):  # pragma: no cover - numba
+    rows, cols = frame.shape
+    out = np.full(flat.shape[0], np.nan, dtype=np.float32)
+    buf = np.empty((2 * half + 1) ** 2, dtype=np.float32)
+    for k in range(flat.shape[0]):
+        r0, c0 = flat[k] // cols, flat[k] % cols
+        t0 = tth[r0, c0]
+        n = 0
+        for r in range(max(r0 - half, 0), min(r0 + half + 1, rows)):
+            for c in range(max(c0 - half, 0), min(c0 + half + 1, cols)):
+                if valid[r, c] and abs(tth[r, c] - t0) <= dtth:
+                    buf[n] = frame[r, c]
+                    n += 1
+        if n > 0:
+            out[k] = np.median(buf[:n])
+    return out
+
+
+@dataclass(frozen=True)
+class LocalStats:
+    """The powder level of every pixel's neighbourhood on its ring.
+
+    A pixel's local level is the largest of its (ring, χ-sector) cell median, the median of
+    the cell at χ + 180° on the same ring, and its ring's median at the pixel's own 2θ.
+    Preferred orientation and arcs are centro-symmetric and span a stretch of χ, so on a band
+    both cells are bright and the band's crest is close to its level; a single-crystal spot
+    is neither, so it stands far above the level of its cell. Against the whole ring's median
+    alone a band's crest reads as hundreds of sigma above it (most of an oriented ring is the
+    dim part between the bands). The ring's median stays a floor, so that a dark stretch of a
+    grainy ring (both cells below the ring's median) does not make its grains look brighter
+    than the ring rule would (measured: 1,465 against 5 false pixels on a grainy,
+    integer-count frame without the floor): a rule judged on the local level fires on a
+    subset of what it fires on the ring median at the same bins.
+
+    The ring statistics may be finer (``ring``, bins of the model's ``ring_bin_px``) than the
+    rings of the cells (``cell_ring``, `SECTOR_BIN_PX`): ring medians are cheap at any
+    resolution and follow a sharp ring's profile, while cell medians cost in proportion to
+    the number of cells.
+
+    Attributes
+    ----------
+    ring
+        Median and robust sigma of every 2θ ring at the finest resolution (the spread used
+        for z, and the floor of the level).
+    cell_ring
+        The ring statistics at the cells' radial resolution (the same object as ``ring``
+        when the bins agree).
+    cells
+        The (ring, χ-sector) cells (`sector_bins`).
+    cell_median
+        float32 ``(n_cells,)``: median of each cell's valid pixels, NaN where it has none.
+    geometry
+        The detector geometry (for `neighbourhood_level`).
+    """
+
+    ring: RingStats
+    cell_ring: RingStats
+    cells: SectorBins
+    cell_median: np.ndarray
+    geometry: Geometry
+
+    @functools.cached_property
+    def cell_level(self) -> np.ndarray:
+        """float32 ``(n_cells,)``: the larger of each cell's median, its opposite cell's
+        median and its ring's median (cell resolution), counts."""
+        own, opposite = self.cell_median, self.cell_median[self.cells.opposite]
+        ring = np.nan_to_num(self.cell_ring.median, nan=0.0)[self.cells.ring_of_cell]
+        return np.fmax(np.fmax(own, opposite), ring).astype(np.float32)  # fmax skips NaN
+
+    @property
+    def same_bins(self) -> bool:
+        """Whether the fine rings are the cells' rings (then ``level`` is ``cell_level``)."""
+        return self.ring is self.cell_ring
+
+    def level(self, shape: tuple[int, int]) -> np.ndarray:
+        """The local level of every pixel, float32 image of ``shape``, counts."""
+        level = self.cell_level[self.cells.index]
+        if not self.same_bins:
+            np.fmax(level, np.nan_to_num(self.ring.median, nan=0.0)[self.ring.bins.index],
+                    out=level)
+        return level.reshape(shape)
+
+    def neighbourhood_level(self, frame: np.ndarray, valid: np.ndarray, flat: np.ndarray, *,
+                            half_px: int = NEIGHBOURHOOD_HALF_PX,
+                            radial_px: float = NEIGHBOURHOOD_RADIAL_PX) -> np.ndarray:
+        """The local level of the pixels ``flat`` (row-major indices), refined: the larger of
+        `level` and the median of the valid pixels on the pixel's own ring within a window
+        centred on it.
+
+        The cells are fixed in χ, so a preferred-orientation band narrower than a cell and
+        near its edge leaves its crest far above the cell's median; the window centred on
+        the pixel always holds the band's flanks, and a spot (at most about half the window's
+        ring length) still stands above it. Pixels of the window count when their 2θ is
+        within ``radial_px`` px of the pixel's (a sharp ring's flank is not its crest).
+        Costs about 4,000 pixel visits per pixel asked: for the few candidates of a rule.
+
+        Parameters
+        ----------
+        frame, valid
+            float32 counts and bool valid pixels, ``(rows, cols)``.
+        flat
+            int64 row-major pixel indices.
+        half_px
+            Half-width of the square window, px (the ring runs about 2 x ``half_px`` through
+            it).
+        radial_px
+            Largest 2θ distance from the pixel's, px at the beam centre.
+        """
+        base = self.level(frame.shape).ravel()[flat]
+        if flat.size == 0:
+            return base
+        tth = self.geometry.tth_deg()
+        window = _window_medians(frame, valid, tth, flat.astype(np.int64), int(half_px),
+                                 np.float32(radial_px * self.geometry.tth_per_pixel_deg()))
+        return np.fmax(base, window)
+
+    def excess(self, frame: np.ndarray) -> np.ndarray:
+        """Each pixel's excess over its local level, in robust sigma of its ring (float32)."""
+        sig = np.nan_to_num(self.ring.sigma, nan=1.0)[self.ring.bins.index]
+        z = (frame.ravel() - self.level(frame.shape).ravel()) / sig
+        return z.reshape(frame.shape).astype(np.float32, copy=False)
+
+
+def local_stats(frame: np.ndarray, valid: np.ndarray, geometry: Geometry, ring: RingStats, *,
+                arc_px: float = 64.0, cell_bin_px: float = SECTOR_BIN_PX) -> LocalStats:
+    """`LocalStats` of ``frame``: ``ring`` (any bin width) and cells of ``cell_bin_px`` px of
+    radius by about ``arc_px`` px of arc (the cells of the network's sector channels)."""
+    ring_px = ring.bins.bin_width_deg / geometry.tth_per_pixel_deg()
+    if abs(ring_px - cell_bin_px) < 1e-6:
+        cell_ring = ring
+    else:
+        cell_ring = ring_stats(frame, valid, geometry, bin_px=cell_bin_px,
+                               max_per_bin=256 if len(ring.bins.order) < frame.size else None)
+    cells = sector_bins(geometry, cell_bin_px, arc_px)
+    return LocalStats(ring, cell_ring, cells, cell_medians(frame, valid, cells), geometry)
+
+
 def ring_stats(
     frame: np.ndarray,
     valid: np.ndarray,

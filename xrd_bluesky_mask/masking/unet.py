@@ -34,8 +34,8 @@ from ..protocols import ExecutionPolicy, MaskResult
 from .decision import DecisionRule, decide
 from .engines import ENGINES, EngineChoice, candidate_engines, check_frame, choose_engine
 from .fused import fuse_tunet
-from .preprocess import network_input, prepare_frame
-from .rings import RingStats, ring_stats
+from .preprocess import SECTOR_ARC_PX, network_input, prepare_frame
+from .rings import LocalStats, local_stats, ring_stats
 from .tiling import CandidateRule, HaloPredictor, QuiltPredictor
 
 if TYPE_CHECKING:
@@ -221,23 +221,26 @@ class UNetMasker:
         prob = prob / (8 if self.tta else 1)
         return prob.float().cpu().numpy(), timings
 
-    @staticmethod
     def inputs(
-        frame: np.ndarray, geometry: Geometry, *, extra_static: np.ndarray | None = None
+        self, frame: np.ndarray, geometry: Geometry, *, extra_static: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(frame32, static, x)``: the checked float32 frame, its static mask and the network
         input ``(C, rows, cols)`` that `predict` gives the network."""
-        f32, static, x, _ = UNetMasker.inputs_and_stats(frame, geometry, extra_static=extra_static)
+        f32, static, x, _ = self.inputs_and_stats(frame, geometry, extra_static=extra_static)
         return f32, static, x
 
-    @staticmethod
     def inputs_and_stats(
-        frame: np.ndarray, geometry: Geometry, *, extra_static: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, RingStats]:
-        """`inputs` and the ring statistics the input was made from (for the decision step)."""
+        self, frame: np.ndarray, geometry: Geometry, *, extra_static: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, LocalStats]:
+        """`inputs` and the ring and (ring, χ-sector) statistics the input was made from (the
+        decision step compares pixels with the same local levels). Rings are the model
+        card's ``input.ring_bin_px`` wide."""
         f32, static = prepare_frame(frame, geometry, extra_static=extra_static)
-        stats = ring_stats(f32, ~static & (f32 >= 0), geometry, max_per_bin=256)
-        return f32, static, network_input(f32, static, geometry, stats=stats), stats
+        valid = ~static & (f32 >= 0)
+        ring = ring_stats(f32, valid, geometry, bin_px=self.model.card.input.ring_bin_px,
+                          max_per_bin=256)
+        stats = local_stats(f32, valid, geometry, ring, arc_px=SECTOR_ARC_PX)
+        return f32, static, network_input(f32, static, geometry, local=stats), stats
 
     def predict(
         self, frame: np.ndarray, geometry: Geometry, *, extra_static: np.ndarray | None = None

@@ -9,6 +9,11 @@ Schema versions (each card carries ``schema_version``; older cards are upgraded 
    evaluated on). A version-1 card reads as version 2 with those fields empty.
 3. Adds ``decision``: the decision step after the network (`masking.decision.DecisionRule`
    settings; empty = the plain threshold). A version-2 card reads as version 3 with it empty.
+4. The decision step's ``level``: its rules compare a pixel with the powder level of its own
+   (ring, χ-sector) cell and the opposite cell (``"local"``), never with the whole ring's median,
+   which cut preferred-orientation bands. A version-3 card's rule is read as local: the local
+   rule fires on a subset of what the ring rule did (a cell's level is never below the
+   ring's on a band), so its calibrated TNR can only rise.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .network import CHANNELS, NORMALISATION_VERSION, NetworkConfig
 
-CARD_SCHEMA_VERSION = 3
+CARD_SCHEMA_VERSION = 4
 
 
 class InputSpec(BaseModel):
@@ -55,7 +60,15 @@ def _upgrade_v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "schema_version": 3}
 
 
-_UPGRADES = {1: _upgrade_v1_to_v2, 2: _upgrade_v2_to_v3}
+def _upgrade_v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 4 makes the decision step's level explicit: local (see the module docstring)."""
+    decision = dict(data.get("decision") or {})
+    if decision:
+        decision["level"] = "local"
+    return {**data, "decision": decision, "schema_version": 4}
+
+
+_UPGRADES = {1: _upgrade_v1_to_v2, 2: _upgrade_v2_to_v3, 3: _upgrade_v3_to_v4}
 
 
 class ModelCard(BaseModel):

@@ -15,12 +15,15 @@ class Noise(_Model):
 
     ``gain`` is counts (ADU) per photon; ``read_noise`` is in counts. With ``enabled=False``
     the image is the noise-free expectation, but ``gain`` and ``read_noise`` still set the
-    σ that the label rule uses.
+    σ that the label rule uses. ``integer`` rounds what the detector reports to whole counts,
+    as photon-counting detectors (Pilatus, Eiger) and most integrating ones write them (the
+    frame stays float32; its values are integers).
     """
 
     enabled: bool = True
     gain: float = Field(default=1.0, gt=0)
     read_noise: float = Field(default=2.0, ge=0)
+    integer: bool = False
 
 
 class Beamstop(_Model):

@@ -237,6 +237,8 @@ def _observe(config: SceneConfig, expected: np.ndarray, parts: dict[str, np.ndar
             image += rng.standard_normal(expected.shape, dtype=np.float32) * np.float32(read)
     else:
         image = expected.astype(np.float32, copy=True)
+    if config.noise.integer:
+        np.rint(image, out=image)
     np.minimum(image, np.float32(det.saturation), out=image)
     image[parts["gaps"]] = det.gap_value
     image[parts["dead"]] = det.dead_value

@@ -136,7 +136,39 @@ FOCUS_STYLES: dict[str, str] = {
     "extreme_pixels": "spots_texture",
 }
 
-SCENE_SETS = ("v2", "v3")
+#: Styles of ``random_scene(scenes="v4")``: the v3 styles plus faint spots on bright and grainy
+#: rings (the bulk of what v3 missed) and spot-free hard negatives with sharp rings, strong
+#: preferred orientation on sharp rings, and grainy texture at low and high counts (what v3
+#: over-masked); see `broaden_scene_v4`.
+STYLES_V4: dict[str, float] = {
+    "rings_spots": 0.12,
+    "spots_po": 0.09,
+    "spots_texture": 0.10,
+    "negative_po": 0.05,
+    "negative_texture": 0.06,
+    "perfect": 0.02,
+    "streaks": 0.06,
+    "heavy_tails": 0.05,
+    "edges": 0.04,
+    "extreme_pixels": 0.05,
+    "faint_spots": 0.12,
+    "faint_on_texture": 0.10,
+    "negative_sharp": 0.07,
+    "negative_grainy": 0.07,
+}
+
+#: Focus styles and the base style each one is drawn on.
+FOCUS_STYLES.update({
+    "faint_spots": "rings_spots",
+    "faint_on_texture": "spots_texture",
+    "negative_sharp": "negative_po",
+    "negative_grainy": "negative_texture",
+})
+
+#: Styles that only the v4 scene set has.
+V4_STYLES = ("faint_spots", "faint_on_texture", "negative_sharp", "negative_grainy")
+
+SCENE_SETS = ("v2", "v3", "v4")
 
 
 def random_scene(rng: np.random.Generator, *, shape: tuple[int, int] = (2880, 2880),
@@ -177,19 +209,23 @@ def random_scene(rng: np.random.Generator, *, shape: tuple[int, int] = (2880, 28
     """
     if scenes not in SCENE_SETS:
         raise ValueError(f"unknown scene set {scenes!r}; use one of {', '.join(SCENE_SETS)}")
-    styles = STYLES if scenes == "v2" else STYLES_V3
+    styles = {"v2": STYLES, "v3": STYLES_V3, "v4": STYLES_V4}[scenes]
     if preset is None:
         names = list(styles)
         p = np.array([styles[n] for n in names])
         style = names[int(rng.choice(len(names), p=p / p.sum()))]
-    elif preset in STYLES_V3:
+    elif preset in STYLES_V4:
         style = preset
     else:
-        raise ValueError(f"unknown scene style {preset!r}; known styles: {', '.join(STYLES_V3)}")
+        raise ValueError(f"unknown scene style {preset!r}; known styles: {', '.join(STYLES_V4)}")
+    if style in V4_STYLES:
+        scenes = "v4"
     cfg = _base_scene(rng, (int(shape[0]), int(shape[1])), FOCUS_STYLES.get(style, style),
                       phase_pool)
-    if scenes == "v3" or style in FOCUS_STYLES:
+    if scenes != "v2" or style in FOCUS_STYLES:
         cfg = broaden_scene(cfg, style, rng)
+    if scenes == "v4":
+        cfg = broaden_scene_v4(cfg, style, rng)
     return cfg.model_copy(update={"name": style})
 
 
@@ -336,4 +372,55 @@ def broaden_scene(cfg: SceneConfig, style: str, rng: np.random.Generator) -> Sce
             upd["ring_fwhm_deg"] = _lu(rng, 0.012, 0.04)
             upd["pixel_floor"] = float(rng.uniform(0.5, 1.0))
         upd["spots"] = sp
+    return cfg.updated(**upd) if upd else cfg
+
+
+def broaden_scene_v4(cfg: SceneConfig, style: str, rng: np.random.Generator) -> SceneConfig:
+    """Add the v4 cases to a (v3-broadened) random scene: faint spots and hard negatives.
+
+    Every scene: integer counts (a photon-counting detector: gain 1, no read noise) a third of
+    the time, and a quarter of the spots of a scene with spots faint (0.3-2x the local powder
+    level, sharp or wide). Focus styles:
+
+    ``faint_spots``, ``faint_on_texture``
+        Most spots 0.3-2x the local powder level, FWHM 0.8-12 px, mostly on rings, on smooth
+        or grainy textured rings, at every count level.
+    ``negative_sharp``
+        No spots; sharp rings (FWHM 1-1.5 px, pixel-limited), half of the time with strong
+        preferred orientation (bands 10-100x, the ring between them at 0.05-0.5).
+    ``negative_grainy``
+        No spots; grainy, textured rings with arcs at low (10-300) or high (1e4-1e5) counts.
+    """
+    upd: dict[str, Any] = {}
+    if rng.random() < 1.0 / 3.0:
+        upd["noise"] = {"gain": 1.0, "read_noise": 0.0, "integer": True}
+    if cfg.spots.count > 0:
+        faint = style in ("faint_spots", "faint_on_texture")
+        sp: dict[str, Any] = {}
+        if faint or rng.random() < 0.25:
+            sp["rel_brightness"] = (0.3, float(rng.uniform(1.0, 2.0)))
+            sp["size_px"] = (float(rng.uniform(0.8, 1.5)), float(rng.uniform(4.0, 12.0)))
+            sp["saturated_fraction"] = 0.0
+            sp["extreme_fraction"] = 0.0
+        if faint:
+            sp["on_ring_fraction"] = float(rng.uniform(0.6, 0.95))
+            sp["kinds"] = {"gaussian": 0.5, "lorentzian": 0.25, "streak": 0.15, "pair": 0.1}
+            upd["flux"] = _lu(rng, 10.0, 1e5)
+        if sp:
+            upd["spots"] = sp
+    if style == "negative_sharp":
+        upd["ring_fwhm_deg"] = _lu(rng, 0.005, 0.02)
+        upd["pixel_floor"] = float(rng.uniform(1.0, 1.5))
+        if rng.random() < 0.5:
+            upd["po"] = {"enabled": False}
+        else:  # strong, narrow-based bands: crests far above the ring between them
+            strength = _lu(rng, 10.0, 100.0)
+            upd["po"] = {"strength": strength, "base": _lu(rng, 0.05, 0.5)}
+            upd["detector"] = {"saturation": max(cfg.detector.saturation,
+                                                 4.0 * cfg.flux * strength)}
+    elif style == "negative_grainy":
+        upd["flux"] = _lu(rng, 10.0, 300.0) if rng.random() < 0.5 else _lu(rng, 1e4, 1e5)
+        upd["texture"] = {"amplitude": float(rng.uniform(0.6, 1.5)),
+                          "correlation_deg": _lu(rng, 0.05, 1.0),
+                          "arcs_per_ring": float(rng.uniform(0.5, 3.0))}
     return cfg.updated(**upd) if upd else cfg

@@ -36,10 +36,10 @@ def simulated_tiles(
     presets
         Cycle through these scene presets as the base of each random scene; None = any.
     scenes
-        ``"v2"`` or ``"v3"`` (`~xrd_bluesky_mask.simulate.random_scene`). With ``"v3"``
-        every other frame takes another detector shape of about the same area (non-square,
-        Pilatus-like, wide), so the network meets edges, gaps and aspect ratios other than
-        ``shape``'s.
+        ``"v2"``, ``"v3"`` or ``"v4"`` (`~xrd_bluesky_mask.simulate.random_scene`). From
+        ``"v3"`` on, every other frame takes another detector shape of about the same area
+        (non-square, Pilatus-like, wide), so the network meets edges, gaps and aspect ratios
+        other than ``shape``'s.
     """
     from ..simulate import known_phases, random_scene, simulate_frame
     from ..simulate.presets import HELD_OUT_PHASES
@@ -51,7 +51,7 @@ def simulated_tiles(
         rng = np.random.default_rng(seed + i)
         preset = presets[i % len(presets)] if presets else None
         frame_shape = shape
-        if scenes == "v3" and i % 2 == 1:
+        if scenes != "v2" and i % 2 == 1:
             frame_shape = _other_shape(shape, rng)
         cfg = random_scene(rng, shape=frame_shape, preset=preset, phase_pool=pool,
                            scenes=scenes)
