@@ -34,6 +34,29 @@ def test_train_on_simulated_frames(tmp_path):
         default.lr, default.lr_schedule, list(default.class_weights))
 
 
+def test_ring_width_and_bf16_training_reach_the_card_and_the_masker(tmp_path):
+    """A model trained on rings of 0.5 px with bf16 autocast records both; its masker builds
+    its input from rings of that width, and a fine-tuning run from it keeps the width."""
+    from xrd_bluesky_mask.masking.unet import UNetMasker
+
+    out = tmp_path / "fine"
+    assert main(["train", "--out", str(out), "--frames", "2", "--size", "256", "--epochs", "1",
+                 "--batch-size", "2", "--seed", "3", "--ring-bin-px", "0.5",
+                 "--precision", "bf16", "--scenes", "v4"]) == 0
+    card = read_card(out / "best")
+    assert card.input.ring_bin_px == 0.5 and card.training["config"]["precision"] == "bf16"
+    assert list(out.glob("tiles-2-256-3-v4-bin0.5.pt"))
+    sim = simulate_frame(preset("rings_spots", shape=(256, 256)), seed=4)
+    _, _, _, stats = UNetMasker(out / "best", device="cpu").inputs_and_stats(sim.image,
+                                                                              sim.geometry)
+    width_px = stats.ring.bins.bin_width_deg / sim.geometry.tth_per_pixel_deg()
+    assert width_px == pytest.approx(0.5) and not stats.same_bins
+    again = tmp_path / "again"
+    assert main(["train", "--out", str(again), "--frames", "2", "--size", "256", "--epochs",
+                 "1", "--batch-size", "2", "--seed", "3", "--init", str(out / "best")]) == 0
+    assert read_card(again / "best").input.ring_bin_px == 0.5
+
+
 @pytest.mark.parametrize(("option", "default"), [
     ("--epochs EPOCHS", lambda: TrainConfig().epochs),
     ("--spot-weight SPOT_WEIGHT", lambda: f"{TrainConfig().class_weights[1]:g}"),

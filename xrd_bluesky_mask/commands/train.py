@@ -73,6 +73,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     t.add_argument("--poni", type=Path, default=None, help="PONI of the --images detector")
     t.add_argument("--init", type=Path, default=None,
                    help="fine-tune from this model folder instead of a fresh network")
+    t.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="training arithmetic: bf16 autocast of the forward pass (master weights "
+                   "fp32) is faster where the CPU has native bf16; measure it with "
+                   "benchmarks/bench_training.py before a long run (default fp32)")
+    t.add_argument("--ring-bin-px", type=float, default=None,
+                   help="width of the 2θ rings of the ring-excess input channel, px of radius: "
+                   "finer than the narrowest ring keeps sharp rings and grainy texture out of "
+                   "it (default: the --init model's, else 2)")
     t.add_argument("--teacher", type=Path, default=None,
                    help="distil this trained model folder: its spot probability joins the "
                    "labels in the loss (to train a lighter network)")

@@ -30,12 +30,14 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
 
         if not args.masks or args.poni is None:
             raise FrameError("training on --images needs --masks (one per image) and --poni")
-        tiles = tiles_from_files(args.images, args.masks, args.poni, seed=args.seed)
+        tiles = tiles_from_files(args.images, args.masks, args.poni, seed=args.seed,
+                                 bin_px=_ring_bin_px(args))
         data = {"source": "files", "images": [str(p) for p in args.images],
                 "masks": [str(p) for p in args.masks], "poni": str(args.poni)}
     else:
         scenes = getattr(args, "scenes", "v2")
-        tiles = _cached_tiles(out, args.frames, args.size, args.seed, scenes)
+        tiles = _cached_tiles(out, args.frames, args.size, args.seed, scenes,
+                              _ring_bin_px(args))
         data = {"source": "simulator", "frames": args.frames, "shape_px": [args.size, args.size],
                 "seed": args.seed, "scene_set": scenes,
                 "scenes": f"simulate.random_scene(scenes={scenes!r}), all "
@@ -84,6 +86,7 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
         lr_schedule=args.lr_schedule,
         class_weights=(1.0, args.spot_weight), max_minutes=args.max_minutes, device=args.device,
         architecture=architecture, distill_weight=getattr(args, "distill_weight", 1.0),
+        ring_bin_px=_ring_bin_px(args), precision=getattr(args, "precision", "fp32"),
     )
     result = train(
         tiles, out, cfg, model_id=args.model_id, resume=not args.no_resume,
@@ -96,16 +99,30 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
     return result
 
 
-def _cached_tiles(out: Path, frames: int, size: int, seed: int, scenes: str = "v2") -> TileSet:
-    """Simulated tiles, kept in ``out/tiles-<frames>-<size>-<seed>[-v3].pt`` so a resumed run
-    does not simulate again (the simulation is deterministic, so this only saves time)."""
+def _ring_bin_px(args: argparse.Namespace) -> float:
+    """The ring width of the ring-excess channel: ``--ring-bin-px``, else the ``--init``
+    model's (fine-tuning keeps its input), else 2 px."""
+    if getattr(args, "ring_bin_px", None) is not None:
+        return float(args.ring_bin_px)
+    if getattr(args, "init", None) is not None:
+        from ..models.store import read_card
+
+        return read_card(args.init).input.ring_bin_px
+    return 2.0
+
+
+def _cached_tiles(out: Path, frames: int, size: int, seed: int, scenes: str = "v2",
+                  bin_px: float = 2.0) -> TileSet:
+    """Simulated tiles, kept in ``out/tiles-<frames>-<size>-<seed>[-v3][-bin0.5].pt`` so a
+    resumed run does not simulate again (the simulation is deterministic, so this only saves
+    time)."""
     import torch
 
-    suffix = "" if scenes == "v2" else f"-{scenes}"
+    suffix = ("" if scenes == "v2" else f"-{scenes}") + ("" if bin_px == 2.0 else f"-bin{bin_px:g}")
     cache = out / f"tiles-{frames}-{size}-{seed}{suffix}.pt"
     if cache.exists():
         data = torch.load(cache, weights_only=True)
         return TileSet(data["x"].to(torch.float16), data["y"])  # caches of float32 tiles too
-    tiles = simulated_tiles(frames, shape=(size, size), seed=seed, scenes=scenes)
+    tiles = simulated_tiles(frames, shape=(size, size), seed=seed, scenes=scenes, bin_px=bin_px)
     torch.save({"x": tiles.x, "y": tiles.y}, cache)
     return tiles
