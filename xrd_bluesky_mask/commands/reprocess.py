@@ -116,4 +116,9 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
                         workers=args.workers, progress=not args.no_progress)
     if args.no_progress:
         print(summary.table())
+    base = args.tiled.split("?")[0].rstrip("/")
+    for r in summary.runs:  # where each result is, for a client or curl
+        if r.result_path:
+            print(f"{r.label}: result version {r.version} at {r.result_path} "
+                  f"({base}/metadata/{r.result_path})")
     return 0 if summary.ok else 1
