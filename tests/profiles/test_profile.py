@@ -213,7 +213,7 @@ def test_startup_files_headless_then_count_gives_derived_results(
 
 
 def _check_readme_retrain(ns: dict, tmp_path: Path, monkeypatch, caplog) -> None:
-    """The README's "Retraining at the beamline" snippet, with the profile's names as written
+    """The retraining snippet of docs/beamline.md, with the profile's names as written
     (small settings so that it takes seconds; a temporary model registry)."""
     from xrd_bluesky_mask.retrain import RetrainSettings
 
@@ -235,7 +235,7 @@ def _check_readme_retrain(ns: dict, tmp_path: Path, monkeypatch, caplog) -> None
 
 
 def _check_readme_http(base: str, api_key: str, uid: str) -> None:
-    """The HTTP examples of the README's "Querying results", against the profile's server."""
+    """The HTTP examples of docs/live-and-tiled.md, against the profile's server."""
     with httpx.Client(headers={"Authorization": f"Apikey {api_key}"}, timeout=30,
                       trust_env=False) as http:
         md = http.get(f"{base}/metadata/derived/xrd_mask/{uid}").json()
