@@ -198,16 +198,12 @@ def _overlay_note(outcome: FileOutcome) -> str | None:
 def _provenance(turn: Orientation, verdict: GeometryVerdict | None,
                 applied_from: Orientation | None = None) -> dict[str, str | dict]:
     """What every output records about the orientation and the geometry check."""
-    found: dict[str, str | dict] = {
-        "orientation": turn.name,
-        "orientation_note": (
-            "the PONI applies to the input image as given" if turn.is_identity else
+    note = ("the PONI applies to the input image as given" if turn.is_identity else
             f"the PONI applies to the input image {turn.words}; the mask and overlay are "
-            "turned back to the input's orientation"),
-    }
+            "turned back to the input's orientation")
     if applied_from is not None:
-        found["orientation_note"] += (
-            f" (applied by the geometry check instead of {applied_from.name!r}, asked for)")
+        note += f" (applied by the geometry check instead of {applied_from.name!r}, asked for)"
+    found: dict[str, str | dict] = {"orientation": turn.name, "orientation_note": note}
     if verdict is not None:
         found["geometry_check"] = verdict.as_metadata()
     return found
