@@ -174,11 +174,15 @@ class ExecutionPolicy:
                                  else bool(self.integrate_on_device)),
             compile=self.compile)
 
-    def describe(self) -> str:
-        """One line for logs and benchmark tables (of a resolved policy)."""
-        pieces = "whole frames" if self.tile is None else f"{self.tile} px tiles"
+    def describe(self, *, network: bool = True) -> str:
+        """One line for logs and benchmark tables (of a resolved policy); ``network=False``
+        for a masker without a network (classical), to which tiles and precision do not
+        apply."""
         where = "torch integration on the device" if self.integrate_on_device is True \
             else "pyFAI"
+        if not network:
+            return f"batch {self.batch}, whole frames (no network), {where}"
+        pieces = "whole frames" if self.tile is None else f"{self.tile} px tiles"
         return (f"batch {self.batch}, {pieces} (halo {self.halo} px), {self.precision}, "
                 f"{where}" + (", compiled" if self.compile else ""))
 

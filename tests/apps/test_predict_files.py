@@ -3,6 +3,8 @@ input's orientation, the orientation and the geometry check recorded, the warnin
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
@@ -39,7 +41,10 @@ def test_real_pilatus_with_flipud_writes_outputs_in_the_input_orientation(tmp_pa
         assert '"best_orientation": "flipud"' in da.attrs["geometry_check"]
 
 
-def test_predict_warns_with_the_flag_to_use(tmp_path, capsys) -> None:
+def test_a_batch_with_a_misfit_orientation_is_refused_unless_told(tmp_path, capsys) -> None:
+    """Frames stored flipped up-down for their PONI: by default nothing is written for them
+    and the exit code is 1, naming the flag; ``apply`` masks them flipped and says so in the
+    table and the headers; ``keep`` writes them as asked with the warning before the table."""
     from xrd_bluesky_mask.simulate import preset, simulate_frame
 
     cfg = preset("rings_spots", shape=(384, 384)).updated(beam_center_frac=(0.42, 0.58))
@@ -51,13 +56,80 @@ def test_predict_warns_with_the_flag_to_use(tmp_path, capsys) -> None:
     out = tmp_path / "out"
     argv = ["predict", str(tmp_path / "scan_1.tif"), str(tmp_path / "scan_2.tif"),
             "--poni", str(poni), "--masker", "classical", "--out", str(out)]
-    assert main(argv) == 0
-    err = capsys.readouterr().err
-    assert "scan_1.tif (and 1 more file(s) alike)" in err and "use --flipud" in err
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "2 of 2 file(s) failed; nothing was written" in captured.err
+    assert "use --flipud" in captured.err and "--if-misoriented apply" in captured.err
+    assert not out.exists() or not any(out.iterdir())
+
+    assert main([*argv, "--if-misoriented", "keep"]) == 0
+    captured = capsys.readouterr()
+    assert "scan_1.tif (and 1 more file(s) alike)" in captured.err
+    assert "use --flipud" in captured.err
+    row = next(line for line in captured.out.splitlines() if line.startswith("scan_1.tif"))
+    assert row.endswith("as-given")
+    kept = tifffile.imread(out / "scan_1_mask.tif")
+
+    assert main([*argv, "--if-misoriented", "apply"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: scan" not in captured.err
+    row = next(line for line in captured.out.splitlines() if line.startswith("scan_1.tif"))
+    assert row.endswith("flipud (applied; asked as-given)")
+    applied = tifffile.imread(out / "scan_1_mask.tif")
+    _, _, header = read_xy(out / "scan_1.xy")
+    assert "orientation: flipud" in header
+    assert any("applied by the geometry check" in line for line in header)
+
     assert main([*argv, "--flipud"]) == 0
     assert "warning: scan" not in capsys.readouterr().err
+    np.testing.assert_array_equal(tifffile.imread(out / "scan_1_mask.tif"), applied)
+    # the wrong orientation masks ring pixels as spots: many more than the right one
+    assert np.count_nonzero(kept == 1) > 2 * np.count_nonzero(applied == 1)
     assert main([*argv, "--no-geometry-check"]) == 0
     assert "warning: scan" not in capsys.readouterr().err
+
+
+def _red_pixels_above_the_panels(png: Path) -> int:
+    """Pure-red pixels in the top 6 % of a PNG (the title band, where the note goes)."""
+    import matplotlib.image
+
+    rgb = (matplotlib.image.imread(png)[..., :3] * 255).astype(int)
+    top = rgb[: rgb.shape[0] * 6 // 100]
+    return int(np.count_nonzero((top[..., 0] > 200) & (top[..., 1] < 80) & (top[..., 2] < 80)))
+
+
+def test_the_warning_comes_before_the_table_and_on_the_overlay(tmp_path) -> None:
+    """The packaged sample without --flipud, written anyway (``keep``): in one terminal stream
+    the warning comes before the results table, the overlay carries it in red (one made with
+    --flipud has no red title), and the overlay is 0644 like the other outputs."""
+    import os
+    import subprocess
+    import sys
+
+    sample = Path(__file__).resolve().parents[2] / "sample_data"
+    xrd_mask = Path(sys.executable).parent / "xrd-mask"
+    base = [str(xrd_mask), "predict", str(sample / "CeO2_Pilatus1M_crop.cbf"), "--poni",
+            str(sample / "CeO2_Pilatus1M_crop.poni"), "--masker", "classical", "--png"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the order a terminal shows
+
+    def run(*extra: str, out: Path) -> str:
+        done = subprocess.run([*base, "--out", str(out), *extra],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=env, timeout=300, preexec_fn=lambda: os.umask(0o022))
+        assert done.returncode == 0, done.stdout
+        return done.stdout
+
+    text = run("--if-misoriented", "keep", out=tmp_path / "kept")
+    warning = text.index("warning: CeO2_Pilatus1M_crop.cbf")
+    assert "use --flipud" in text[warning:]
+    assert warning < text.index("file ") < text.index("CeO2_Pilatus1M_crop.cbf  ")
+    png = tmp_path / "kept" / "CeO2_Pilatus1M_crop_overlay.png"
+    for p in png.parent.iterdir():
+        assert p.stat().st_mode & 0o777 == 0o644, p.name
+    assert _red_pixels_above_the_panels(png) > 200
+    assert "warning:" not in run("--flipud", out=tmp_path / "flipped")
+    assert _red_pixels_above_the_panels(
+        tmp_path / "flipped" / "CeO2_Pilatus1M_crop_overlay.png") == 0
 
 
 def test_each_frame_of_a_stack_gets_outputs_named_by_its_index(tmp_path, capsys) -> None:

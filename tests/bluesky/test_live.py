@@ -3,6 +3,8 @@ wired by the session's `Session` (the `xrd_bluesky_mask.testing` fixtures)."""
 
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 import pytest
 from bluesky.plans import count
@@ -96,6 +98,13 @@ def test_live_demo_against_a_running_server(tiled_server, live_base, capsys):
     assert summary["png"] and summary["png"].endswith(".png")
     out = capsys.readouterr().out
     assert summary["run_uid"] in out and "from tiled.client import from_uri" in out
+    # the printed export lines and curl command run as printed, against the server
+    shell = out.split("or over HTTP, in a shell", 1)[1].split("\n\n", 1)[1].split("\n\n")[0]
+    assert shell.startswith("export TILED=") and "TILED_API_KEY=" in shell
+    done = subprocess.run(["bash", "-c", shell + " -s -f"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert '"status":"complete"' in done.stdout.replace(" ", "")
     assert find_results(tiled_server.client(), summary["run_uid"])["mask"].shape[0] == 2
 
 

@@ -222,6 +222,14 @@ def test_models_cli(registry, tiny_model_dir, capsys):
     packaged = registry.get(0).model_id
     rows = [line for line in out.splitlines() if "cli-1" in line or packaged in line]
     assert rows[0].startswith("*") and not rows[1].startswith("*")
+    # every row's columns line up with the header's, the long packaged names included
+    table = [line for line in out.splitlines()[1:] if line.strip()]
+    assert len(table) == 5
+    starts = {line.index(" xrdmask-") if " xrdmask-" in line else line.index(" cli-1")
+              for line in table[1:]}
+    assert starts == {table[0].index(" model id")}
+    assert len({line.index("sha256") for line in table[:1]} | {
+        len(line.rstrip()) - 12 for line in table[1:]}) == 1
     assert main(["models", "activate", "v1"]) == 0
     assert "active model: version 1 (cli-1" in capsys.readouterr().out
     assert main(["models", "list", "--json"]) == 0

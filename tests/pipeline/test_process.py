@@ -91,3 +91,35 @@ def test_needs_geometry_and_takes_empty_batches(sims, unet):
     with pytest.raises(GeometryError, match="geometry"):
         Pipeline(unet, None)
     assert Pipeline(unet, sims[0].geometry).process([]) == []
+
+
+def test_the_policy_log_names_only_what_applies_to_the_masker(unet, caplog):
+    """Tiles, halo and precision are the network's: the classical masker's line has none."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="xrd_bluesky_mask.pipeline.policy"):
+        resolve(None, RingOutlierMasker())
+        resolve(None, unet)
+    classical, network = (r.getMessage() for r in caplog.records)
+    assert "masker classical on cpu" in classical and "no network" in classical
+    assert "tiles" not in classical and "halo" not in classical and "fp32" not in classical
+    assert "px tiles (halo" in network
+
+
+def test_importing_the_package_quiets_the_missing_opencl_message() -> None:
+    """pyFAI's lazy OpenCL probe logs a warning a user can do nothing about; with this
+    package imported (as the profile and the Prefect flow do) it is not printed."""
+    import subprocess
+    import sys
+
+    code = ("import logging; logging.basicConfig(level=logging.WARNING)\n"
+            "import numpy as np, pyFAI\n"
+            "{imp}"
+            "ai = pyFAI.load({{'detector': 'Pilatus100k', 'dist': 0.1, 'wavelength': 1e-10}})\n"
+            "ai.integrate1d(np.ones((195, 487)), 50)\n")
+    runs = {imp: subprocess.run([sys.executable, "-c", code.format(imp=imp)], timeout=120,
+                                capture_output=True, text=True)
+            for imp in ("", "import xrd_bluesky_mask\n")}
+    assert all(r.returncode == 0 for r in runs.values()), runs
+    assert "pyOpenCl" in runs[""].stderr  # the probe does warn without the package
+    assert "pyOpenCl" not in runs["import xrd_bluesky_mask\n"].stderr

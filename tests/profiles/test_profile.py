@@ -7,7 +7,9 @@ import json
 import os
 import re
 import runpy
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -211,7 +213,7 @@ def test_startup_files_headless_then_count_gives_derived_results(
 
 
 def _check_readme_retrain(ns: dict, tmp_path: Path, monkeypatch, caplog) -> None:
-    """The README's "Retraining at the beamline" snippet, with the profile's names as written
+    """The retraining snippet of docs/beamline.md, with the profile's names as written
     (small settings so that it takes seconds; a temporary model registry)."""
     from xrd_bluesky_mask.retrain import RetrainSettings
 
@@ -233,7 +235,7 @@ def _check_readme_retrain(ns: dict, tmp_path: Path, monkeypatch, caplog) -> None
 
 
 def _check_readme_http(base: str, api_key: str, uid: str) -> None:
-    """The HTTP examples of the README's "Querying results", against the profile's server."""
+    """The HTTP examples of docs/live-and-tiled.md, against the profile's server."""
     with httpx.Client(headers={"Authorization": f"Apikey {api_key}"}, timeout=30,
                       trust_env=False) as http:
         md = http.get(f"{base}/metadata/derived/xrd_mask/{uid}").json()
@@ -260,7 +262,11 @@ def test_ipython_profile_dir_starts_counts_and_exits(tmp_path):
     shutil.copytree(PROFILE, profile, ignore=shutil.ignore_patterns(
         "history.sqlite*", "log", "pid", "security", "db"))
     code = ("uids = RE(count([det], 2)); node = xrd.results(uids[0]); "
-            "print('RESULT', node.metadata['status'], node['mask'].shape)")
+            "print('RESULT', node.metadata['status'], node['mask'].shape); "
+            "from xrd_bluesky_mask.masking import get_masker; "
+            "s = reprocess(tiled_client, uids, masker=get_masker('classical', n_sigma=5), "
+            "progress=False); "
+            "print('REPROCESSED', s.ok, s.runs[0].result_path); print('UID', uids[0])")
     env = {**os.environ, "XRD_SETTINGS": str(_settings_file(tmp_path, shape=96)),
            "IPYTHONDIR": str(tmp_path / "ipython")}
     for var in ("XRD_TILED_URI", "TILED_URI", "XRD_MASKER", "XRD_MODEL", "XRD_DATA_DIR"):
@@ -274,3 +280,28 @@ def test_ipython_profile_dir_starts_counts_and_exits(tmp_path):
     assert "xrd-bluesky-mask beamline profile" in out and "masking   classical" in out
     assert "(embedded, catalog in" in out
     assert "RESULT complete (2, 96, 96)" in out, out[-3000:]
+    assert "pyOpenCl" not in out  # a warning nobody can act on
+    uid = out.split("\nUID ", 1)[1].split()[0]
+    assert f"REPROCESSED True derived/xrd_mask/{uid}_v2" in out
+    # after IPython exited: the banner's 'reopen' command serves the catalog again, and
+    # `xrd-mask reprocess UID` reaches it with the URI and key that command prints
+    reopen = next(line for line in out.splitlines() if line.startswith("  reopen"))
+    argv = shlex.split(reopen.split(None, 1)[1].split("   (")[0])
+    assert argv[:2] == ["xrd-mask", "serve"]
+    xrd_mask = str(Path(sys.executable).with_name("xrd-mask"))
+    env.pop("TILED_API_KEY", None)
+    server = subprocess.Popen([xrd_mask, *argv[1:]], stdout=subprocess.PIPE, text=True,
+                              stderr=subprocess.STDOUT, env=env)
+    try:
+        assert server.stdout is not None
+        printed = [server.stdout.readline() for _ in range(5)]
+        exports = next(line for line in printed if "export TILED_URI=" in line)
+        uri, key = (part.split("=", 1)[1] for part in exports.split()[1:3])
+        done = subprocess.run([xrd_mask, "reprocess", uid, "--masker", "classical",
+                               "--no-progress"], capture_output=True, text=True, timeout=120,
+                              env={**env, "TILED_URI": uri, "TILED_API_KEY": key})
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"at derived/xrd_mask/{uid}" in done.stdout and uri in done.stdout
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)

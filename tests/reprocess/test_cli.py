@@ -10,7 +10,7 @@ from xrd_bluesky_mask.testing import free_port
 from xrd_bluesky_mask.tiled.results import find_results
 
 
-def test_reprocess_command(stored_run, tiled_server, capsys):
+def test_reprocess_command(stored_run, tiled_server, tmp_path, capsys):
     uid, sample, _ = stored_run
     client = tiled_server.client()
     node, _, _ = _series(client, "series", 2)
@@ -20,10 +20,21 @@ def test_reprocess_command(stored_run, tiled_server, capsys):
     assert main(["reprocess", uid, "--node", node, *args]) == 0
     out = capsys.readouterr().out
     assert uid[:8] in out and node[-8:] in out and "complete" in out
+    # where each result is: its path, and the URL a plain client or curl reads
+    assert f"result version 1 at {root}/{uid} ({tiled_server.uri}/metadata/{root}/{uid})" in out
     assert find_results(client, uid, root=root).metadata["frames_done"] == [0, 1, 2, 3]
     assert find_results(client, node, root=root).metadata["status"] == "complete"
     assert main(["reprocess", "--query", f"sample={sample}", *args, "--n-sigma", "5"]) == 0
-    assert "v2*" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "v2*" in out and f"result version 2 at {root}/{uid}_v2" in out
+    # export-mask with two versions says which one it took
+    tiled = args[:4] + ["--root", root]
+    assert main(["export-mask", uid, "--frame", "0", "--out", str(tmp_path), *tiled]) == 0
+    assert (f"exported result version 2 of {uid} (the newest; --version N for another; "
+            "versions: 1, 2)") in capsys.readouterr().err
+    assert main(["export-mask", uid, "--frame", "0", "--out", str(tmp_path), *tiled,
+                 "--version", "1"]) == 0
+    assert f"exported result version 1 of {uid} (--version;" in capsys.readouterr().err
 
 
 def _error(argv: list[str], capsys) -> str:

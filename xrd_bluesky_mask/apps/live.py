@@ -50,6 +50,15 @@ def _snippet(uri: str, api_key: str | None, uid: str, root: str) -> str:
     )
 
 
+def _shell_exports(uri: str, api_key: str | None, uid: str, root: str) -> str:
+    """The ``export`` lines the README's curl commands need, and one such command."""
+    import shlex
+
+    key = shlex.quote(api_key) if api_key else "<your API key>"
+    return (f"export TILED={shlex.quote(uri)} TILED_API_KEY={key} RUN={uid}\n"
+            f'curl -H "Authorization: Apikey $TILED_API_KEY" "$TILED/metadata/{root}/$RUN"')
+
+
 def _write_png(client: Any, uid: str, field: str, node: Any, record: Any, masker: Any,
                poni: str, out_dir: Path) -> Path | None:
     from ..geometry import as_geometry
@@ -224,6 +233,8 @@ def _report(client: Any, uid: str, uri: str, key: str | None, masker: Any, poni:
     print(SPOTS_PCT_NOTE + "; static %: of all pixels")
     print("\nquery them with a plain Tiled client:\n")
     print(_snippet(uri, key, uid, DEFAULT_ROOT))
+    print("\nor over HTTP, in a shell (the README's curl examples use these variables):\n")
+    print(_shell_exports(uri, key, uid, DEFAULT_ROOT))
     field = (record.spec.field if record and record.spec else "det")
     png = None
     try:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
+
+from ..io.outputs import atomic_write
 
 SPOT_RGBA = (1.0, 0.1, 0.1, 0.85)
 STATIC_RGBA = (0.3, 0.5, 1.0, 0.5)
@@ -52,11 +52,14 @@ def save_overlay(
     patterns: Mapping[str, xr.DataArray] | None = None,
     title: str = "",
     zoom_px: int = 256,
+    note: str | None = None,
 ) -> Path:
     """Write a PNG: the frame with spots (red) and static pixels (blue), a zoom on the busiest
     region, and the 1D patterns (e.g. raw vs masked vs classical) against 2θ (degrees).
 
-    The file is written to a temporary and renamed, so a failure leaves no half-written PNG.
+    ``note`` (e.g. the geometry check's warning) is printed under the title, both in red.
+    The file is written to a temporary and renamed (`atomic_write`), so a failure leaves no
+    half-written PNG, with the permissions of the other outputs (0644 under the usual umask).
     """
     import matplotlib
 
@@ -84,16 +87,15 @@ def save_overlay(
         ax.set_yscale("log")
         ax.legend(fontsize=8)
         ax.set_title("1D patterns", fontsize=9)
-    if title:
+    if note:
+        import textwrap
+
+        fig.suptitle("\n".join([title, textwrap.fill(note, 40 * ncols)]).strip(),
+                     fontsize=10, color="red")
+    elif title:
         fig.suptitle(title, fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

@@ -15,6 +15,13 @@ back: every image written has the input's orientation, and the ``.xy`` header an
 attributes record the orientation and the geometry check (`check_geometry`), whose warning
 (another orientation fits clearly better, the beam centre is off, no sharp rings at all) is
 kept in `FileOutcome.warning` (and logged at INFO; the command summarises them).
+
+When the check is decisive that another orientation fits (status ``"orientation"``),
+``if_misoriented`` decides, so that a batch never keeps wrong masks silently: ``"refuse"``
+(the default) writes nothing for that file and reports it as failed, naming the option that
+fits; ``"apply"`` masks and integrates in the orientation that fits and records it in the
+outputs, the table and the overlay; ``"keep"`` writes the outputs in the orientation asked,
+with the warning on the overlay.
 """
 
 from __future__ import annotations
@@ -27,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import XRDMaskError
+from ..errors import GeometryError, XRDMaskError
 from ..geometry import as_geometry
-from ..integration import IntegrationSettings
+from ..integration import IntegrationSettings, integrate
 from ..integration.geometry_check import GeometryVerdict, check_geometry
 from ..integration.orientation import Orientation
 from ..io import export_mask, read_frame, write_mask_tiff, write_netcdf, write_xy
@@ -37,6 +44,9 @@ from ..masking import Masker
 from ..pipeline import process_frame
 
 log = logging.getLogger(__name__)
+
+#: What `predict_files` does when another orientation clearly fits better.
+IF_MISORIENTED = ("refuse", "apply", "keep")
 
 
 @dataclass
@@ -50,6 +60,10 @@ class FileOutcome:
     seconds: float = 0.0
     error: str | None = None
     verdict: GeometryVerdict | None = None
+    #: The orientation the outputs were computed in (``None`` until the frame was read).
+    orientation: Orientation | None = None
+    #: Set when ``if_misoriented="apply"`` turned the frame another way than asked.
+    applied_from: Orientation | None = None
 
     @property
     def warning(self) -> str | None:
@@ -80,6 +94,7 @@ def predict_files(
     dataset: str | None = None,
     user_mask: np.ndarray | None = None,
     progress: bool = True,
+    if_misoriented: str = "refuse",
 ) -> list[FileOutcome]:
     """Mask and integrate every file; never raises for one bad file (see `FileOutcome.error`).
 
@@ -89,9 +104,14 @@ def predict_files(
     ``check`` runs `check_geometry` on every frame (about 0.2-0.5 s for 1 Mpx).
     ``exports``: mask formats for other tools (``"edf"``, ``"npy"``, ``"dioptas"``, see
     `xrd_bluesky_mask.io.mask_exports`), also in the input's orientation.
+    ``if_misoriented`` (one of `IF_MISORIENTED`): what happens to a file whose check finds
+    that another orientation clearly fits (see the module's docstring); it needs ``check``.
     """
     from ..progress import progress as tqdm
 
+    if if_misoriented not in IF_MISORIENTED:
+        raise ValueError(f"if_misoriented must be one of {IF_MISORIENTED}, not "
+                         f"{if_misoriented!r}")
     turn = Orientation.parse(orientation)
     if flipud:
         turn = Orientation(turn.transpose, not turn.flipud, turn.fliplr)
@@ -103,35 +123,57 @@ def predict_files(
         t0 = time.perf_counter()
         try:
             raw = read_frame(path, index=index, dataset=dataset)
-            frame = np.ascontiguousarray(turn.apply(raw))
+            used, static_in = turn, extra_static
+            frame = np.ascontiguousarray(used.apply(raw))
             geometry = as_geometry(poni, frame.shape[-2:] if frame.ndim >= 2 else None)
+            outcome.orientation = used
             if check:
-                outcome.verdict = check_geometry(raw, geometry, orientation=turn)
-                if outcome.warning:
+                outcome.verdict = check_geometry(raw, geometry, orientation=used)
+                better = outcome.verdict.better_orientation
+                if better is not None and if_misoriented == "refuse":
+                    raise GeometryError(
+                        f"refused: {outcome.warning} Nothing was written for this file; "
+                        "--if-misoriented apply masks it in the orientation that fits, keep "
+                        "writes it as asked.")
+                if better is not None and if_misoriented == "apply":
+                    outcome.applied_from, used = used, better
+                    frame = np.ascontiguousarray(used.apply(raw))
+                    geometry = as_geometry(poni, frame.shape[-2:])
+                    outcome.verdict = check_geometry(raw, geometry, orientation=used)
+                    outcome.orientation = used
+                    if user_mask is not None:
+                        static_in = np.ascontiguousarray(used.apply(user_mask))
+                    log.info("%s: orientation %r applied instead of %r (the geometry check's "
+                             "rings are sharper)", path, used.name, turn.name)
+                elif outcome.warning:
                     log.info("%s: %s", path, outcome.warning)
             res = process_frame(frame, geometry, masker, settings=settings,
-                                extra_static=extra_static)
+                                extra_static=static_in)
             stem = output_stem(path, out_dir, index)
-            provenance = _provenance(turn, outcome.verdict)
+            provenance = _provenance(used, outcome.verdict, outcome.applied_from)
             header = {"source": str(path), **masker.settings()}
             pattern = res.pattern.copy()
             pattern.attrs.update(provenance)
             if index is not None:
                 pattern.attrs["frame_index"] = index
             outcome.written = [
-                write_mask_tiff(f"{stem}_mask.tif", turn.undo(res.mask.codes)),
+                write_mask_tiff(f"{stem}_mask.tif", used.undo(res.mask.codes)),
                 write_xy(f"{stem}.xy", pattern, header=header),
                 write_netcdf(f"{stem}.nc", pattern),
             ]
             if exports:
-                outcome.written += export_mask(stem, turn.undo(res.mask.mask), exports)
+                outcome.written += export_mask(stem, used.undo(res.mask.mask), exports)
             if png:
                 from .plotting import save_overlay
 
                 outcome.written.append(save_overlay(
-                    f"{stem}_overlay.png", raw, turn.undo(res.mask.spots),
-                    static=turn.undo(res.mask.static), patterns={"masked": res.pattern},
-                    title=f"{stem.name}: {masker.name}",
+                    f"{stem}_overlay.png", raw, used.undo(res.mask.spots),
+                    static=used.undo(res.mask.static),
+                    patterns={"raw (static pixels masked)": integrate(
+                        frame, geometry, mask=res.mask.static, settings=settings),
+                        "spots masked": res.pattern},
+                    title=f"{stem.name}: {masker.name}, orientation {used.name}",
+                    note=_overlay_note(outcome),
                 ))
             outcome.spot_fraction = res.mask.spot_fraction
             outcome.static_fraction = float(res.mask.static.mean())
@@ -145,15 +187,23 @@ def predict_files(
     return outcomes
 
 
-def _provenance(turn: Orientation, verdict: GeometryVerdict | None) -> dict[str, str | dict]:
+def _overlay_note(outcome: FileOutcome) -> str | None:
+    """The line the overlay shows in red: the orientation applied, or the check's warning."""
+    if outcome.applied_from is not None and outcome.orientation is not None:
+        return (f"orientation {outcome.orientation.name!r} applied instead of "
+                f"{outcome.applied_from.name!r}: the geometry check's rings are sharper")
+    return f"warning: {outcome.warning}" if outcome.warning else None
+
+
+def _provenance(turn: Orientation, verdict: GeometryVerdict | None,
+                applied_from: Orientation | None = None) -> dict[str, str | dict]:
     """What every output records about the orientation and the geometry check."""
-    found: dict[str, str | dict] = {
-        "orientation": turn.name,
-        "orientation_note": (
-            "the PONI applies to the input image as given" if turn.is_identity else
+    note = ("the PONI applies to the input image as given" if turn.is_identity else
             f"the PONI applies to the input image {turn.words}; the mask and overlay are "
-            "turned back to the input's orientation"),
-    }
+            "turned back to the input's orientation")
+    if applied_from is not None:
+        note += f" (applied by the geometry check instead of {applied_from.name!r}, asked for)"
+    found: dict[str, str | dict] = {"orientation": turn.name, "orientation_note": note}
     if verdict is not None:
         found["geometry_check"] = verdict.as_metadata()
     return found

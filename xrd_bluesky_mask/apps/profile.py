@@ -260,6 +260,17 @@ class Beamline:
         if plans_note:
             lines.append(f"  note      {plans_note}")
         lines += [f"  note      {n}" for n in self.notes]
+        if self.server is not None:  # what reaches these runs from outside, now and later
+            import shlex
+
+            key = self.server.api_key
+            lines.append(f"  api key   {key}   (export TILED_URI={self.uri} "
+                         f"TILED_API_KEY={shlex.quote(key)})")
+            lines.append("  reprocess in a shell with those exports, while this session runs: "
+                         "xrd-mask reprocess UID; here: reprocess(tiled_client, [uid])")
+            lines.append(f"  reopen    xrd-mask serve {shlex.quote(str(self.server.directory))}"
+                         f" -r {shlex.quote(str(self.raw_dir))}   (after exit: serves this "
+                         "catalog again)")
         if self.settings.source:
             lines.append(f"  settings  {self.settings.source}")
         return "\n".join(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .predict import EXPORT_FORMATS
@@ -44,4 +45,18 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
         raise UnknownSource(str(exc.args[0]) if exc.args else str(exc)) from None
     for path in written:
         print(path)
+    _say_which_version(client, args)
     return 0
+
+
+def _say_which_version(client, args: argparse.Namespace) -> None:
+    """When the source has several result versions, name the one exported (on stderr, so
+    the list of files on stdout stays a plain list)."""
+    from ..tiled.results import result_versions
+
+    versions = [v for v, _ in result_versions(client, args.source, root=args.root)]
+    if len(versions) > 1:
+        took = versions[-1] if args.version is None else args.version
+        how = "the newest; --version N for another" if args.version is None else "--version"
+        print(f"exported result version {took} of {args.source} ({how}; versions: "
+              f"{', '.join(map(str, versions))})", file=sys.stderr)

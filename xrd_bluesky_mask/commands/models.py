@@ -62,12 +62,17 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
                               for e in entries], indent=1))
             return 0
         print(f"registry: {registry.root}")
-        print(f"  {'ver':>7}  {'model id':28s} {'created':25s} {'parent':22s} "
-              f"{'recall':18s} sha256")
-        for e in entries:
-            mark = "*" if e.active else " "
-            print(f"{mark} {e.label:>7}  {e.model_id:28s} {e.card.created:25s} "
-                  f"{(e.card.parent or '-'):22s} {_heldout_recall(e.card):18s} {e.sha256[:12]}")
+        head = ("ver", "model id", "created", "parent", "recall", "sha256")
+        rows = [(e.label, e.model_id, e.card.created, e.card.parent or "-",
+                 _heldout_recall(e.card), e.sha256[:12]) for e in entries]
+        # columns as wide as their longest cell, so every row lines up (labels like
+        # "default-v2" are longer than a version number)
+        widths = [max(len(str(c)) for c in col) for col in zip(head, *rows, strict=True)]
+        for mark, row in [(" ", head), *(("*" if e.active else " ", r)
+                                         for e, r in zip(entries, rows, strict=True))]:
+            cells = [f"{row[0]:>{widths[0]}}"] + [f"{c:{w}s}" for c, w in
+                                                   zip(row[1:], widths[1:], strict=True)]
+            print(f"{mark} " + "  ".join(cells).rstrip())
         return 0
     if args.action == "show":
         entry = registry.get(args.id)

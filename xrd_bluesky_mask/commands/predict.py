@@ -34,6 +34,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="transpose frames (first, before any flip)")
     g.add_argument("--no-geometry-check", action="store_true",
                    help="skip the check of orientation and PONI (about 0.2-0.5 s per Mpx frame)")
+    g.add_argument("--if-misoriented", choices=("refuse", "apply", "keep"), default="refuse",
+                   help="when the check finds that another orientation clearly fits: refuse "
+                        "(default: write nothing for that file, exit 1, name the option to "
+                        "use), apply (mask in the orientation that fits and record it), keep "
+                        "(write as asked, with the warning)")
     p.add_argument("--index", type=int, default=None,
                    help="frame index in a stack (HDF5, NPY, multi-frame EDF/TIFF); the outputs "
                    "are named NAME_0003_mask.tif, NAME_0003.xy, ...")
@@ -62,19 +67,24 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
         args.images, args.poni, masker, args.out, settings=settings,
         png=args.png, exports=args.export, orientation=turn,
         check=not args.no_geometry_check, index=args.index,
-        dataset=args.dataset, user_mask=user_mask,
+        dataset=args.dataset, user_mask=user_mask, if_misoriented=args.if_misoriented,
     )
     from ..apps.evaluate import SPOTS_PCT_HEAD, SPOTS_PCT_NOTE
 
-    print(f"{'file':40s} {SPOTS_PCT_HEAD:>8s} {'static %':>9s} {'s':>6s}")
+    _report_geometry(outcomes)  # before the table, so it is read before the numbers
+    sys.stderr.flush()
+    if any(not o.error for o in outcomes):
+        print(f"{'file':40s} {SPOTS_PCT_HEAD:>8s} {'static %':>9s} {'s':>6s}  orientation")
     for o in outcomes:
         if o.error:
             continue
+        turned = o.orientation.name if o.orientation is not None else "-"
+        if o.applied_from is not None:
+            turned += f" (applied; asked {o.applied_from.name})"
         print(f"{o.path.name:40s} {100 * o.spot_fraction:8.3f} "
-              f"{100 * o.static_fraction:9.3f} {o.seconds:6.2f}")
+              f"{100 * o.static_fraction:9.3f} {o.seconds:6.2f}  {turned}")
     if any(not o.error for o in outcomes):
         print(SPOTS_PCT_NOTE + "; static %: of all pixels")
-    _report_geometry(outcomes)
     failed = [o for o in outcomes if o.error]
     if failed:
         print(f"\n{len(failed)} of {len(outcomes)} file(s) failed; nothing was written for them:",
@@ -88,10 +98,12 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
 
 def _report_geometry(outcomes: list) -> None:
     """The geometry check's warnings, one per kind (the first file's text, and how many more).
-    A file that failed has its own message (a frame of NaN also "fits no PONI")."""
+    A file that failed has its own message (a frame of NaN also "fits no PONI"; a refused
+    orientation is listed with the failures), and one whose orientation was applied says so in
+    the table."""
     kinds: dict[tuple[str, str], list] = {}
     for o in outcomes:
-        if o.warning and not o.error:
+        if o.warning and not o.error and o.applied_from is None:
             kinds.setdefault((o.verdict.status, o.verdict.best.name), []).append(o)
     for found in kinds.values():
         more = f" (and {len(found) - 1} more file(s) alike)" if len(found) > 1 else ""

@@ -76,8 +76,13 @@ def connect_from_args(args: argparse.Namespace):
     from ..tiled.server import connect
 
     if not args.tiled:
-        raise TiledConnectionError("no Tiled server given: pass --tiled URI (e.g. "
-                                   "http://HOST:8000/api/v1) or set TILED_URI.")
+        raise TiledConnectionError(
+            "no Tiled server given: pass --tiled URI --api-key KEY (e.g. "
+            "http://HOST:8000/api/v1) or set TILED_URI and TILED_API_KEY. A run taken in the "
+            "beamline profile's embedded server: while the profile runs, its banner prints "
+            "the URI, the key and this command; after it has exited, `xrd-mask serve "
+            "<data dir>/tiled -r <data dir>/raw` (the banner's 'reopen' line) serves its "
+            "catalog again and prints them.")
     client = connect(args.tiled, args.api_key)
     if not args.catalog:
         return client, client
@@ -116,4 +121,9 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
                         workers=args.workers, progress=not args.no_progress)
     if args.no_progress:
         print(summary.table())
+    base = args.tiled.split("?")[0].rstrip("/")
+    for r in summary.runs:  # where each result is, for a client or curl
+        if r.result_path:
+            print(f"{r.label}: result version {r.version} at {r.result_path} "
+                  f"({base}/metadata/{r.result_path})")
     return 0 if summary.ok else 1

@@ -46,5 +46,5 @@ def resolve(policy: ExecutionPolicy | None, masker: Any) -> ExecutionPolicy:
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     log.info("xrd-mask: masker %s on %s: %s", getattr(masker, "name", type(masker).__name__),
-             device, resolved.describe())
+             device, resolved.describe(network=getattr(masker, "device", None) is not None))
     return resolved

@@ -1,4 +1,5 @@
-"""Plans: bluesky's, and retrain / set_model from xrd_bluesky_mask.bluesky.plans when present."""
+"""Plans: bluesky's, and retrain / set_model from xrd_bluesky_mask.bluesky.plans when present;
+`reprocess(tiled_client, [uid])` to mask stored runs again."""
 
 import importlib.util
 
@@ -13,12 +14,13 @@ if importlib.util.find_spec("xrd_bluesky_mask.bluesky.plans") is None:
 else:
     try:
         from xrd_bluesky_mask.bluesky.plans import retrain, set_model  # noqa: F401
+        from xrd_bluesky_mask.reprocess import reprocess  # noqa: F401
         from xrd_bluesky_mask.tiled.annotations import (  # noqa: F401
             accept_masks,
             annotate_run,
             annotated_runs,
         )
 
-        xrd_plans += ["retrain", "set_model"]
+        xrd_plans += ["retrain", "set_model", "reprocess(tiled_client, [uid])"]
     except ImportError as exc:
         xrd_plans_note = f"retrain and set_model could not be imported: {exc}"
