@@ -199,7 +199,10 @@ def _detector_of(ai: AzimuthalIntegrator) -> Detector:
     return det
 
 
-@functools.lru_cache(maxsize=16)
+# Four: a large detector's geometry holds about 1 GB of pixel tables (pyFAI's engines, 2θ/χ,
+# ring and sector bins); a beamline uses one or two at a time, while an evaluation over random
+# geometries held 16 of them (17 GB, killed for memory at 2880x2880 px).
+@functools.lru_cache(maxsize=4)
 def _cached_geometry(text: str, shape: tuple[int, int] | None, source: str) -> Geometry:
     ai = integrator_from_poni_text(text, source)
     det = _detector_of(ai)
