@@ -4,9 +4,10 @@ The worker never writes to the result store (Tiled) directly: each `ResultSink` 
 run, write a frame, a note on the run's progress, close it) is first kept as a file in the
 journal, then applied by one replay thread, in order, and removed once applied. While the
 store is unreachable the files wait (on disk, not in memory) and the replay retries with
-back-off (stamina: waits double from ``first_wait`` up to ``max_wait`` seconds, no limit on
-attempts); as soon as the store answers again they are written. A process that dies leaves
-its files; the next journal opened on the same folder replays them first.
+back-off through a `~xrd_bluesky_mask.sinks.retry.RetryingSink` (the outage mechanism
+reprocessing uses too, here without a deadline: waits double from ``first_wait`` up to
+``max_wait`` seconds); as soon as the store answers again they are written. A process that
+dies leaves its files; the next journal opened on the same folder replays them first.
 
 Layout: ``<root>/<name>/slot-<n>/`` holds one file per operation, ``<seq>-<kind>.json`` or
 ``<seq>-write.npz`` (mask codes and the pattern's arrays; zlib-compressed masks while the
@@ -33,7 +34,6 @@ import logging
 import os
 import re
 import threading
-import time
 import zlib
 from collections import deque
 from collections.abc import Callable
@@ -45,6 +45,9 @@ import numpy as np
 
 from ..errors import JournalFull
 from ..protocols import ResultSink
+from ..tiled.retry import Outage, unreachable
+from .base import SinkWrapper
+from .retry import RetryingSink
 
 __all__ = ["DEFAULT_MAX_BYTES", "ENV_VAR", "Journal", "JournaledSink", "default_journal_dir",
            "journal_name"]
@@ -128,18 +131,13 @@ class Journal:
         The journal's folder for one result store; the slot is taken inside it.
     max_bytes
         Most bytes of frame results held at once (run-level operations are always kept).
-    fsync
-        Flush every file to the disk before it counts as kept (survives a power cut, not only
-        a killed process; costs a disk sync per frame).
     """
 
-    def __init__(self, directory: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES,
-                 fsync: bool = False) -> None:
+    def __init__(self, directory: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         from filelock import FileLock, Timeout
 
         self.root = Path(directory)
         self.max_bytes = int(max_bytes)
-        self.fsync = fsync
         self.root.mkdir(parents=True, exist_ok=True)
         for n in itertools.count():
             lock = FileLock(self.root / f"slot-{n}.lock")
@@ -192,9 +190,6 @@ class Journal:
         final = self.directory / f"{seq:012d}-{kind}.{'npz' if kind == 'write' else 'json'}"
         tmp = final.with_name(f".{final.name}.tmp")
         write(tmp)
-        if self.fsync:
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
         os.replace(tmp, final)
         op = _Op(seq, kind, run, final, final.stat().st_size, index)
         with self._mutex:
@@ -288,34 +283,32 @@ class Journal:
             return sum(1 for op in self.ops if op.kind == "write" and run in (None, op.run))
 
 
-class JournaledSink:
-    """A `ResultSink` that keeps every call in a `Journal` and replays it into ``inner``.
+class JournaledSink(SinkWrapper[RetryingSink[ResultSink]]):
+    """A `ResultSink` that keeps every call in a `Journal` and replays it into ``store``.
 
-    Calls return once the operation is on disk; one thread applies them in order. Errors that
-    ``transient`` accepts (the store unreachable) are retried with back-off until the store
-    answers; any other error is permanent for that operation: a failed ``write`` becomes an
-    error of its frame (added to the run's errors when the run is closed), a failed
-    ``open_run`` is logged with the command that recovers the run, and the run's other
-    operations are dropped. ``on_error(run, index, message)`` (index None: the run) reports
-    both to the caller's records.
+    Calls return once the operation is on disk; one thread applies them in order, through a
+    `RetryingSink` around ``store`` (``inner``): errors meaning "unreachable" are retried with
+    back-off until the store answers or the journal closes; any other error is permanent for
+    that operation: a failed ``write`` becomes an error of its frame (added to the run's errors
+    when the run is closed), a failed ``open_run`` is logged with the command that recovers the
+    run, and the run's other operations are dropped. ``on_error(run, index, message)`` (index
+    None: the run) reports both to the caller's records.
     """
 
-    def __init__(self, inner: ResultSink, journal: Journal, *,
-                 transient: Callable[[BaseException], bool] | None = None,
-                 first_wait: float = 0.5, max_wait: float = 10.0,
+    def __init__(self, store: ResultSink, journal: Journal, *, first_wait: float = 0.5,
+                 max_wait: float = 10.0,
                  on_error: Callable[[str, int | None, str], None] | None = None) -> None:
-        self.inner, self.journal = inner, journal
-        self.transient = transient or (lambda exc: isinstance(exc, ConnectionError
-                                                              | TimeoutError))
-        self.first_wait, self.max_wait = first_wait, max_wait
+        self.journal = journal
+        self._stopping = False
+        super().__init__(RetryingSink(
+            store, give_up_after=None, first_wait=first_wait, max_wait=max_wait,
+            stopped=lambda: self._stopping, outage=Outage("result store", self._waiting)))
+        self.max_wait = max_wait
         self.on_error = on_error
         self._cond = threading.Condition()
-        self._stopping = False
         self._open_ops: dict[str, _Op] = {}
         self._failed_runs: dict[str, str] = {}
         self._frame_errors: dict[str, dict[int, str]] = {}
-        self._outage_since: float | None = None
-        self._last_outage_log = 0.0
         self._close_leftovers()
         self._thread = threading.Thread(target=self._loop, name="xrd-mask-journal", daemon=True)
         self._thread.start()
@@ -323,6 +316,10 @@ class JournaledSink:
             log.warning("xrd-mask: replaying %d operations (%d frame results) left in the "
                         "journal at %s", len(journal), journal.frames_waiting(),
                         journal.directory)
+
+    def _waiting(self) -> str:
+        return (f"; {self.journal.frames_waiting()} frame results wait in the journal at "
+                f"{self.journal.directory}")
 
     def _close_leftovers(self) -> None:
         """Runs left open by a process that died: replay, then close them ``interrupted``."""
@@ -406,38 +403,9 @@ class JournaledSink:
             with self._cond:
                 self._cond.notify_all()
 
-    def _retry(self, exc: BaseException) -> bool:
-        if self._stopping or not self.transient(exc):
-            return False
-        now = time.monotonic()
-        if self._outage_since is None or now - self._last_outage_log > 60.0:
-            first = self._outage_since is None
-            self._outage_since = self._outage_since or now
-            self._last_outage_log = now
-            log.warning("xrd-mask: result store unreachable%s (%s: %s); %d frame results wait "
-                        "in the journal at %s, retrying with back-off",
-                        "" if first else f" for {now - self._outage_since:.0f} s",
-                        type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "",
-                        self.journal.frames_waiting(), self.journal.directory)
-        return True
-
-    def _call(self, fn: Callable[[], Any]) -> None:
-        import stamina
-
-        for attempt in stamina.retry_context(on=self._retry, attempts=None, timeout=None,
-                                             wait_initial=self.first_wait,
-                                             wait_max=self.max_wait, wait_jitter=0.0):
-            with attempt:
-                fn()
-        if self._outage_since is not None:
-            log.warning("xrd-mask: result store reachable again after %.1f s; writing %d "
-                        "frame results from the journal", time.monotonic() - self._outage_since,
-                        self.journal.frames_waiting())
-            self._outage_since = None
-
     def _apply(self, op: _Op) -> bool:
         """Apply one operation; False when stopped before it could be (the file stays)."""
-        run = op.run
+        run, store = op.run, self.inner
         payload = self.journal.load(op)
         if run in self._failed_runs and op.kind != "open":
             if op.kind == "write":
@@ -446,39 +414,33 @@ class JournaledSink:
             return True
         try:
             if op.kind == "open":
-                self._call(lambda: self.inner.open_run(run, payload["metadata"]))
+                store.open_run(run, payload["metadata"])
                 self._open_ops[run] = op
                 self.journal.hold(op)  # the file stays until the run is closed
                 return True
             if op.kind == "write":
                 codes, pattern = payload
-                self._annotate(run, {"frames_pending": self.journal.frames_waiting(run) - 1})
-                self._call(lambda: self.inner.write(run, int(op.index or 0), codes, pattern))
+                store.annotate(run, {"frames_pending": self.journal.frames_waiting(run) - 1})
+                store.write(run, int(op.index or 0), codes, pattern)
             elif op.kind == "note":
-                self._annotate(run, payload["fields"])
+                store.annotate(run, payload["fields"])
             elif op.kind == "close":
                 errors = {**payload["errors"], **{str(k): v for k, v in
                                                    self._frame_errors.pop(run, {}).items()}}
                 status = payload["status"]
                 if status == "complete" and errors:
                     status = "complete_with_errors"
-                self._annotate(run, {"frames_pending": 0})
-                self._call(lambda: self.inner.close_run(run, status, errors))
+                store.annotate(run, {"frames_pending": 0})
+                store.close_run(run, status, errors)
                 opening = self._open_ops.pop(run, None)
                 if opening is not None:
                     self._forget(opening)
         except Exception as exc:
-            if self._stopping and self.transient(exc):
+            if self._stopping and unreachable(exc):
                 return False
             self._permanent(op, exc)
         self._forget(op)
         return True
-
-    def _annotate(self, run: str, fields: dict[str, Any]) -> None:
-        annotate = getattr(self.inner, "annotate", None)
-        if annotate is not None:
-            annotate(run, fields)
-
     def _permanent(self, op: _Op, exc: BaseException) -> None:
         what = f"{type(exc).__name__}: {exc}"
         if op.kind == "open":

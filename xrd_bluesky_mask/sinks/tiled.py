@@ -1,5 +1,4 @@
-"""Where the worker writes results (`~xrd_bluesky_mask.protocols.ResultSink`): to Tiled or
-to memory.
+"""The `~xrd_bluesky_mask.protocols.ResultSink` that writes results into Tiled.
 
 `TiledResultSink` writes the layout described in `xrd_bluesky_mask.tiled.results`. `open_run`
 picks the result *version*: the existing one whose settings (`results.settings_id`) equal the
@@ -43,11 +42,11 @@ from typing import Any
 
 import numpy as np
 
-from ..pipeline.provenance import settings_id
 from ..protocols import MaskCode
-from .results import DEFAULT_ROOT, SPEC, node_path, result_key, version_of
+from ..provenance import settings_id
+from ..tiled.results import DEFAULT_ROOT, SPEC, node_path, result_key, version_of
 
-__all__ = ["InMemoryResultSink", "TiledResultSink"]
+__all__ = ["TiledResultSink"]
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +149,7 @@ class TiledResultSink:
                  progress_interval: float = 1.0) -> None:
         from tiled.client import from_context
 
-        from .server import tiled_errors
+        from ..tiled.server import tiled_errors
 
         self._errors = tiled_errors
         self.uri = str(client.context.api_uri)
@@ -246,8 +245,10 @@ class TiledResultSink:
         return self._state(source_uid).version
 
     def done(self, source_uid: str) -> set[int]:
-        """Frames of ``source_uid`` with results written (from earlier sessions too)."""
-        return set(self._state(source_uid).done)
+        """Frames of ``source_uid`` with results written (from earlier sessions too); empty
+        for a run not open here."""
+        state = self._runs.get(source_uid)
+        return set(state.done) if state is not None else set()
 
     def _state(self, source_uid: str) -> _RunState:
         state = self._runs.get(source_uid)
@@ -437,7 +438,7 @@ class TiledResultSink:
         missing = [i for i in range(n) if i not in state.done and i not in state.filled]
         self._fill(state, missing)
 
-    def close_run(self, source_uid: str, status: str, errors: dict[int, str]) -> None:
+    def close_run(self, source_uid: str, status: str, errors: dict[Any, str]) -> None:
         """Flush, mark the rows without a result "not computed" (up to the source's frames),
         then write the final ``status``, ``errors`` (index → message; replaces the errors of
         earlier sessions) and ``frames_done``. An attached sink only flushes."""
@@ -455,50 +456,3 @@ class TiledResultSink:
                 _merge_metadata(state.node, md)
         with self._lock:
             self._runs.pop(source_uid, None)
-
-
-class InMemoryResultSink:
-    """Keeps results in dictionaries (tests, offline use).
-
-    Attributes
-    ----------
-    metadata
-        source uid → metadata (with ``status``, ``errors``, ``frames_done`` once closed).
-    masks
-        source uid → {frame index → uint8 mask codes}.
-    patterns
-        source uid → {frame index → `xarray.DataArray`}.
-    """
-
-    def __init__(self) -> None:
-        self.metadata: dict[str, dict[str, Any]] = {}
-        self.masks: dict[str, dict[int, np.ndarray]] = {}
-        self.patterns: dict[str, dict[int, Any]] = {}
-        self._lock = threading.Lock()
-
-    def open_run(self, source_uid: str, metadata: dict[str, Any]) -> None:
-        """Record the run's metadata (status "running")."""
-        with self._lock:
-            self.metadata[source_uid] = {**metadata, "status": "running"}
-            self.masks.setdefault(source_uid, {})
-            self.patterns.setdefault(source_uid, {})
-
-    def write(self, source_uid: str, index: int, mask_codes: np.ndarray, pattern: Any) -> None:
-        """Keep a copy of frame ``index``'s mask codes and pattern."""
-        with self._lock:
-            self.masks[source_uid][int(index)] = np.array(mask_codes, dtype=np.uint8)
-            self.patterns[source_uid][int(index)] = pattern
-
-    def annotate(self, source_uid: str, fields: dict[str, Any]) -> None:
-        """Progress fields for the run's metadata (lag, scan exit status, ``n_frames``)."""
-        with self._lock:
-            if source_uid in self.metadata:
-                self.metadata[source_uid].update(fields)
-
-    def close_run(self, source_uid: str, status: str, errors: dict[int, str]) -> None:
-        """Record the final status and errors."""
-        with self._lock:
-            md = self.metadata[source_uid]
-            md.update(status=status, errors={str(k): v for k, v in errors.items()},
-                      frames_done=sorted(self.masks[source_uid]),
-                      n_frames_done=len(self.masks[source_uid]))
