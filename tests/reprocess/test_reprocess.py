@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from tiled.queries import Key
 
+from xrd_bluesky_mask.azimuthal import IntegrationSettings
 from xrd_bluesky_mask.errors import GeometryError, UnknownSource
 from xrd_bluesky_mask.geometry import as_geometry
-from xrd_bluesky_mask.integration import IntegrationSettings
 from xrd_bluesky_mask.masking import get_masker
 from xrd_bluesky_mask.pipeline import process_frame
 from xrd_bluesky_mask.provenance import provenance

@@ -52,8 +52,8 @@ def _snippet(uri: str, api_key: str | None, uid: str, root: str) -> str:
 
 def _write_png(client: Any, uid: str, field: str, node: Any, record: Any, masker: Any,
                poni: str, out_dir: Path) -> Path | None:
+    from ..azimuthal import integrate
     from ..geometry import as_geometry
-    from ..integration import integrate
     from ..masking import get_masker
     from ..pipeline import process_frame
     from ..protocols import MaskCode

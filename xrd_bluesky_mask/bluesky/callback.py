@@ -43,7 +43,7 @@ from ..protocols import FrameSource, Masker, ResultSink
 from ..sinks.journal import DEFAULT_MAX_BYTES, Journal, default_journal_dir, journal_name
 
 if TYPE_CHECKING:
-    from ..integration import IntegrationSettings
+    from ..azimuthal import IntegrationSettings
 
 __all__ = ["XRDMaskCallback", "find_image_field", "find_poni"]
 

@@ -67,7 +67,7 @@ from .items import (
 from .lag import LagMeter
 
 if TYPE_CHECKING:  # xarray, pydantic and pyFAI load with the first run, not on import
-    from ..integration import IntegrationSettings
+    from ..azimuthal import IntegrationSettings
     from .process import FrameResult, Pipeline
 
 __all__ = ["Worker"]
@@ -338,8 +338,8 @@ class Worker:
                 self._to_write.put(got)
 
     def _open(self, spec: RunSpec) -> dict[str, Any]:
+        from ..azimuthal import IntegrationSettings
         from ..geometry import as_geometry
-        from ..integration import IntegrationSettings
         from .process import Pipeline
 
         record = self.records.setdefault(spec.uid, RunRecord(spec=spec))
@@ -398,7 +398,7 @@ class Worker:
     def _check_geometry(self, run_uid: str, pipeline: Any, frame: Any) -> None:
         """Once per run, on its first frame: do the PONI's rings fit the frame (orientation,
         beam centre)? A misfit is logged as a warning; the verdict goes to the run's metadata."""
-        from ..integration.geometry_check import check_geometry
+        from ..azimuthal.geometry_check import check_geometry
 
         record = self.records.setdefault(run_uid, RunRecord())
         if record.geometry_check is not None:
