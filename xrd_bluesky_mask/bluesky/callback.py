@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from event_model import DocumentRouter
 
 from ..documents import find_image_field, find_poni
+from ..geometry import poni_text_from
 from ..pipeline.items import CloseRun, FrameItem, OpenRun, RunSpec
 from ..pipeline.worker import Worker
 from ..protocols import FrameSource, Masker, ResultSink
@@ -48,20 +49,6 @@ if TYPE_CHECKING:
 __all__ = ["XRDMaskCallback", "find_image_field", "find_poni"]
 
 log = logging.getLogger(__name__)
-
-def _text_of(poni: Any) -> str | None:
-    """PONI text from text, a path, or a Geometry."""
-    if poni is None:
-        return None
-    if hasattr(poni, "poni_text"):
-        return poni.poni_text
-    text = str(poni)
-    if "\n" in text:
-        return text
-    from pathlib import Path
-
-    return Path(text).read_text()
-
 
 class _RunMasker(DocumentRouter):
     """Turns one run's documents into work items (one instance per run)."""
@@ -210,7 +197,7 @@ class XRDMaskCallback:
             sink = TiledResultSink(client, root=root)
         if journal is not None and not isinstance(journal, Journal):
             journal = Journal(journal, max_bytes=journal_max_bytes)
-        self.field, self.stream, self.poni = field, stream, _text_of(poni)
+        self.field, self.stream, self.poni = field, stream, poni_text_from(poni)
         self.poni_path = (str(poni) if isinstance(poni, str | os.PathLike)
                           and "\n" not in str(poni) else None)
         self.worker = Worker(source, sink, masker=masker, integration=integration,

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
         dispatcher = zmq_dispatcher(args.zmq, prefix=args.prefix.encode())
         where = f"0MQ proxy {args.zmq}"
     if args.poni is not None:
-        from ..reprocess.sources import poni_text_from
+        from ..geometry import poni_text_from
 
         args.poni = poni_text_from(args.poni)  # GeometryError if missing
     integration = integration_from_args(args)

@@ -44,6 +44,7 @@ import numpy as np
 
 from ..protocols import MaskCode
 from ..provenance import settings_id
+from ..tiled.nodes import conflict, container_at, get_or_create
 from ..tiled.results import DEFAULT_ROOT, SPEC, node_path, result_key, version_of
 
 __all__ = ["TiledResultSink"]
@@ -78,11 +79,6 @@ class _RunState:
     frame_shape: tuple[int, int] | None = None
 
 
-def _conflict(exc: Exception) -> bool:
-    response = getattr(exc, "response", None)
-    return getattr(response, "status_code", None) == 409
-
-
 def _preallocate(parent: Any, key: str, shape: tuple[int, ...], dims: tuple[str, ...], dtype: str,
                  specs: list[str] | None = None,
                  metadata: dict | None = None) -> tuple[Any, bool]:
@@ -101,26 +97,9 @@ def _preallocate(parent: Any, key: str, shape: tuple[int, ...], dims: tuple[str,
         return parent.new(StructureFamily.array, [source], key=key, metadata=metadata or {},
                           specs=specs or []), True
     except ClientError as exc:
-        if not _conflict(exc):
+        if not conflict(exc):
             raise
         return parent[key], False
-
-
-def _get_or_create(parent: Any, key: str, *, create_first: bool = False,
-                   **kwargs: Any) -> tuple[Any, bool]:
-    """``(parent[key], created)``: the container, created (one level, ``kwargs`` to
-    `create_container`) if missing. ``create_first`` tries the creation first (one request
-    when the key is usually new)."""
-    from tiled.client.utils import ClientError
-
-    if not create_first and key in parent:
-        return parent[key], False
-    try:
-        return parent.create_container(key, **kwargs), True
-    except ClientError as exc:
-        if _conflict(exc):  # exists (or created meanwhile)
-            return parent[key], False
-        raise
 
 
 def _merge_metadata(node: Any, metadata: dict[str, Any], *, drop_revision: bool = False) -> None:
@@ -163,10 +142,7 @@ class TiledResultSink:
 
     def _root(self) -> Any:
         if self._root_node is None:
-            node = self.client
-            for part in [p for p in self.root.split("/") if p]:
-                node, _ = _get_or_create(node, part)
-            self._root_node = node
+            self._root_node = container_at(self.client, self.root)
         return self._root_node
 
     # -- opening ------------------------------------------------------------------------
@@ -189,7 +165,7 @@ class TiledResultSink:
     def _open_version(self, source_uid: str, metadata: dict[str, Any]) -> tuple[Any, bool]:
         """``(node, created)``: the matching version, or a new one."""
         from tiled.client.utils import ClientError
-        from tiled.queries import Key
+        from tiled.queries import Key, SpecsQuery
 
         root = self._root()
         wanted = settings_id(metadata)
@@ -202,11 +178,11 @@ class TiledResultSink:
                                              specs=[SPEC])
                 return node, True
             except ClientError as exc:
-                if not _conflict(exc):
+                if not conflict(exc):
                     raise
             # the key is taken: by a version of this source (same settings: resume) or not
-            versions = [n for n in root.search(Key("source_uid") == source_uid).values()
-                        if SPEC in [getattr(s, "name", s) for s in n.specs]]
+            versions = list(root.search(Key("source_uid") == source_uid)
+                            .search(SpecsQuery([SPEC])).values())
             matching = [n for n in versions if settings_id(n.metadata) == wanted]
             if matching:
                 return max(matching, key=lambda n: version_of(n.metadata)), False
@@ -278,7 +254,7 @@ class TiledResultSink:
             return
         attrs = {k: v for k, v in pattern.attrs.items()
                  if k not in ("masked_pixels", "masked_fraction")}
-        pat, _ = _get_or_create(state.node, "pattern", create_first=True,
+        pat, _ = get_or_create(state.node, "pattern", create_first=True,
                                 specs=["xarray_dataset"], metadata={"attrs": attrs})
         bins = int(pattern.sizes["radial"])
         n = max(state.expected or 0, index + 1) if not state.owner else 1
@@ -305,7 +281,7 @@ class TiledResultSink:
                                                 "long_name": coord.attrs.get("long_name",
                                                                              name)}})
         except ClientError as exc:
-            if not _conflict(exc):  # another writer wrote the same coordinate
+            if not conflict(exc):  # another writer wrote the same coordinate
                 raise
 
     @staticmethod
