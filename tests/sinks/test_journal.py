@@ -9,7 +9,8 @@ import pytest
 import xarray as xr
 
 from xrd_bluesky_mask.errors import JournalFull
-from xrd_bluesky_mask.sinks.journal import Journal, JournaledSink
+from xrd_bluesky_mask.sinks.journal import Journal
+from xrd_bluesky_mask.sinks.journaled import JournaledSink
 from xrd_bluesky_mask.sinks.memory import InMemoryResultSink
 from xrd_bluesky_mask.testing import wait_for
 

@@ -10,7 +10,8 @@ import pytest
 
 from xrd_bluesky_mask.protocols import ResultSink
 from xrd_bluesky_mask.sinks.base import SinkWrapper
-from xrd_bluesky_mask.sinks.journal import Journal, JournaledSink
+from xrd_bluesky_mask.sinks.journal import Journal
+from xrd_bluesky_mask.sinks.journaled import JournaledSink
 from xrd_bluesky_mask.sinks.memory import InMemoryResultSink
 from xrd_bluesky_mask.sinks.retry import RetryingSink
 from xrd_bluesky_mask.testing import wait_for

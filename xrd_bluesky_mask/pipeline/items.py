@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
+from ..protocols import Masker
+
 if TYPE_CHECKING:  # xarray loads with the first run, not on import
     from .process import FrameResult
 
@@ -84,7 +86,7 @@ class CloseRun:
 class UseMasker:
     """Switch to ``masker`` (queued by `Worker.set_masker`, applied in order)."""
 
-    masker: Any
+    masker: Masker
 
 
 #: What `Worker.submit` takes.

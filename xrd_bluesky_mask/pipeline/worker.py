@@ -28,7 +28,7 @@ document's exit status and reason recorded as ``scan_exit_status``, ``scan_reaso
 
 With a `Journal` the write stage hands every result to a `JournaledSink`: kept on disk first,
 then written by its own thread with back-off through outages of the store, and replayed after
-a restart (`xrd_bluesky_mask.sinks.journal`). `wait` and `close` wait for it too. How far
+a restart (`xrd_bluesky_mask.sinks.journaled`). `wait` and `close` wait for it too. How far
 the worker is behind the scan is reported on the derived node and in the log
 (`xrd_bluesky_mask.pipeline.lag`).
 """
@@ -40,6 +40,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
@@ -47,7 +48,8 @@ import numpy as np
 from ..errors import ConfigError, JournalFull, RunFailed
 from ..protocols import ExecutionPolicy, FrameSource, Masker, ResultSink
 from ..provenance import provenance
-from ..sinks.journal import Journal, JournaledSink
+from ..sinks.journal import Journal
+from ..sinks.journaled import JournaledSink
 from .items import (
     CloseRun,
     Computed,
@@ -128,9 +130,10 @@ class Worker:
         self.lag = LagMeter()
         self.quiet_s = float(quiet_s)
         self._last_doc = 0.0
-        self._masker_spec, self._masker = masker, None
+        self._masker_spec: Masker | str | None = masker
+        self._masker: Masker | None = None
         self._masker_error: str | None = None
-        self._pending_masker: Any = None  # from set_masker, for the next run
+        self._pending_masker: Masker | None = None  # from set_masker, for the next run
         self.integration = integration
         self.niceness = niceness
         self.records: dict[str, RunRecord] = {}
@@ -229,7 +232,7 @@ class Worker:
         else:
             record.frames.setdefault(index, FrameRecord(index)).error = message
 
-    def set_masker(self, masker: Any) -> Any:
+    def set_masker(self, masker: Masker | str | None) -> Masker:
         """Use ``masker`` (a name, an instance, or None for the active U-Net model) from the
         next run opened after this call; a run already open keeps its masker (the change travels
         through the queue in order). Built here, so an unusable masker raises now and changes
@@ -240,7 +243,7 @@ class Worker:
         self.submit(UseMasker(built))
         return built
 
-    def masker(self) -> Any:
+    def masker(self) -> Masker:
         """The masker instance (built on first call)."""
         if self._masker is None and self._masker_error is None:
             from ..masking import get_masker
@@ -255,7 +258,7 @@ class Worker:
         return self._masker
 
     # -- stages -------------------------------------------------------------------------
-    def _run_stage(self, loop: Any) -> None:
+    def _run_stage(self, loop: Callable[[], None]) -> None:
         if self.niceness and hasattr(os, "setpriority"):
             try:
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.niceness
@@ -395,7 +398,7 @@ class Worker:
         return [Computed(one.item, result, one.seconds, len(group))
                 for one, result in zip(group, results, strict=True)]
 
-    def _check_geometry(self, run_uid: str, pipeline: Any, frame: Any) -> None:
+    def _check_geometry(self, run_uid: str, pipeline: Pipeline, frame: np.ndarray) -> None:
         """Once per run, on its first frame: do the PONI's rings fit the frame (orientation,
         beam centre)? A misfit is logged as a warning; the verdict goes to the run's metadata."""
         from ..azimuthal.geometry_check import check_geometry

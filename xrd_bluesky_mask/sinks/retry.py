@@ -4,7 +4,7 @@ is unreachable is repeated with back-off (`xrd_bluesky_mask.tiled.retry.retry_un
 This is the package's one outage mechanism for results. Reprocessing writes through a
 `RetryingTiledSink` (``give_up_after`` seconds per call, then the frame fails and ``reprocess``
 again redoes it); live masking keeps every result in the journal first
-(`xrd_bluesky_mask.sinks.journal`), whose replay thread writes through a `RetryingSink` with no
+(`xrd_bluesky_mask.sinks.journaled`), whose replay thread writes through a `RetryingSink` with no
 deadline, stopped only when the journal closes. The sinks' requests are safe to repeat (see
 `xrd_bluesky_mask.sinks.tiled`), so a frame is never written twice in a way that shows.
 """
