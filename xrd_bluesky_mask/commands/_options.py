@@ -59,23 +59,28 @@ def masker_from_args(args: argparse.Namespace) -> Any:
     """
     from ..errors import ConfigError
     from ..masking import available_maskers, get_masker
+    from ..masking.settings import UNetSettings
 
     known = available_maskers()
     if args.masker not in known:
         raise ConfigError(f"--masker {args.masker}: no such masker; choose one of "
                           f"{', '.join(sorted(known))}")
-    if args.threshold is not None and not 0 < args.threshold < 1:
-        raise ConfigError(f"--threshold {args.threshold:g}: must be in (0, 1)")
-    if not args.n_sigma > 0:
-        raise ConfigError(f"--n-sigma {args.n_sigma:g}: must be greater than 0")
     if args.masker == "unet":
-        return get_masker("unet", model=args.model, threshold=args.threshold,
-                          inference=args.inference, tta=args.tta, device=_device(args.device),
-                          precision=getattr(args, "precision", "auto"),
-                          candidates=getattr(args, "candidate_tiles", "off"))
+        settings = settings_from_options(UNetSettings, args, UNET_OPTIONS,
+                                         what="masker options")
+        _device(settings.device)
+        return get_masker("unet", model=args.model, settings=settings)
     if args.masker == "classical":
+        if not args.n_sigma > 0:
+            raise ConfigError(f"--n-sigma {args.n_sigma:g}: must be greater than 0")
         return get_masker("classical", n_sigma=args.n_sigma)
     return get_masker(args.masker)
+
+
+#: `UNetSettings` fields and the options that set them (`add_masker`).
+UNET_OPTIONS = {"threshold": "--threshold", "inference": "--inference", "tta": "--tta",
+                "device": "--device", "precision": "--precision",
+                "candidates": "--candidate-tiles"}
 
 
 def _device(device: str | None) -> str | None:
@@ -96,7 +101,8 @@ def _device(device: str | None) -> str | None:
 def settings_from_options(model: type[T], args: argparse.Namespace,
                           options: Mapping[str, str], *, what: str = "settings") -> T:
     """The pydantic ``model`` built from the options: ``options`` maps each field to its
-    option (``{"npt": "--npt"}``), and the attribute is the option's argparse ``dest``.
+    option (``{"npt": "--npt"}``), and the attribute is the option's argparse ``dest`` (an
+    option the command does not have keeps the model's default).
 
     A value the model refuses becomes a `ConfigError` naming the option: the one place where
     CLI options turn into validated settings.
@@ -105,8 +111,8 @@ def settings_from_options(model: type[T], args: argparse.Namespace,
 
     from ..errors import ConfigError
 
-    values = {name: getattr(args, option.lstrip("-").replace("-", "_"))
-              for name, option in options.items()}
+    dests = {name: option.lstrip("-").replace("-", "_") for name, option in options.items()}
+    values = {name: getattr(args, dest) for name, dest in dests.items() if hasattr(args, dest)}
     try:
         return model(**values)
     except ValidationError as exc:
