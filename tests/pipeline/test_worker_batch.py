@@ -72,6 +72,8 @@ def _run(frames, poni, masker, batch):
     return sink, worker.records[spec.uid], spec.uid
 
 
+# frame 2's NaN gap is the point (static pixels): its warning is expected
+@pytest.mark.filterwarnings("ignore::xrd_bluesky_mask.masking.preprocess.NonFiniteWarning")
 def test_batches_match_one_by_one_and_survive_a_bad_frame(run_frames):
     frames, poni = run_frames
     masker = OpensAfterReads(device="cpu")
