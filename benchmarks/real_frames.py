@@ -66,7 +66,7 @@ def measure(model: str, out_dir: Path, n_extreme: int) -> list[dict]:
     """Mask every real frame with the U-Net ``model`` (and the classical filter), draw the
     overlays into ``out_dir`` and return one row of numbers per frame."""
     from xrd_bluesky_mask.apps.plotting import save_overlay
-    from xrd_bluesky_mask.integration import integrate
+    from xrd_bluesky_mask.azimuthal import integrate
     from xrd_bluesky_mask.io import read_frame
     from xrd_bluesky_mask.masking import get_masker
     from xrd_bluesky_mask.pipeline import Pipeline

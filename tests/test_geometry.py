@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from xrd_bluesky_mask.errors import GeometryError
-from xrd_bluesky_mask.geometry import as_geometry, make_geometry
+from xrd_bluesky_mask.geometry import as_geometry, make_geometry, poni_text_from
 
 
 @pytest.fixture(scope="module")
@@ -41,3 +41,14 @@ def test_every_problem_is_reported_together(poni_text):
 
 def test_a_valid_poni_still_builds(poni_text):
     assert as_geometry(poni_text, (64, 48)).integrator.dist == pytest.approx(0.2)
+
+
+def test_a_poni_given_as_text_path_or_geometry_becomes_the_same_text(poni_text, tmp_path):
+    path = tmp_path / "det.poni"
+    path.write_text(poni_text)
+    geometry = as_geometry(poni_text, (64, 48))
+    assert poni_text_from(poni_text) == poni_text_from(path) == poni_text_from(str(path))
+    assert poni_text_from(geometry) == geometry.poni_text
+    assert poni_text_from(None) is None
+    with pytest.raises(GeometryError, match="missing.poni' not found"):
+        poni_text_from(tmp_path / "missing.poni")

@@ -1,5 +1,6 @@
-"""`xrd-mask`: the console script. Shared options live here; each sub-command is a module of
-:mod:`xrd_bluesky_mask.commands` (found at run time, ordered by its ``ORDER``)."""
+"""`xrd-mask`: the console script, its parser and nothing else. Each sub-command is a module of
+:mod:`xrd_bluesky_mask.commands` (found at run time, ordered by its ``ORDER``); the options
+several commands share live in :mod:`xrd_bluesky_mask.commands._options`."""
 
 from __future__ import annotations
 
@@ -8,119 +9,7 @@ import importlib
 import logging
 import pkgutil
 import sys
-from collections.abc import Mapping
 from types import ModuleType
-from typing import Any, TypeVar
-
-T = TypeVar("T")
-
-
-def add_integration(p: argparse.ArgumentParser) -> None:
-    """The pyFAI integration options (--npt, --unit, --polarization)."""
-    g = p.add_argument_group("integration")
-    g.add_argument("--npt", type=int, default=2000, help="number of radial bins (default 2000)")
-    g.add_argument("--unit", default="2th_deg", choices=["2th_deg", "q_A^-1"],
-                   help="binning unit: 2θ in degrees or q in 1/Å (default 2th_deg)")
-    g.add_argument("--polarization", type=float, default=None,
-                   help="polarisation factor in [-1, 1] (e.g. 0.99); none by default")
-
-
-def add_masker(p: argparse.ArgumentParser, default: str = "unet") -> None:
-    """The masker options (--masker, --model, --threshold, ...)."""
-    g = p.add_argument_group("masker")
-    g.add_argument("--masker", default=default, help=f"unet | classical | a plugin ({default})")
-    g.add_argument("--model", default=None,
-                   help="model folder, 'light' (the packaged lighter network), or a "
-                   "registered model id or version (default: the active model)")
-    g.add_argument("--threshold", type=float, default=None,
-                   help="U-Net spot-probability cut in (0, 1); default: the model card's")
-    g.add_argument("--n-sigma", type=float, default=3.0,
-                   help="classical masker cut in robust standard deviations (default 3)")
-    g.add_argument("--inference", default="halo", choices=["halo", "quilt"],
-                   help="U-Net inference: halo (whole-frame tiles, fast) or quilt (qlty windows)")
-    g.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips")
-    g.add_argument("--device", default=None, help="torch device (default: cuda if usable)")
-    g.add_argument("--precision", default="auto",
-                   choices=["auto", "fp32", "bf16", "bf16-fused", "fp16"],
-                   help="U-Net engine (default auto: the fastest on this machine whose masks "
-                   "agree with fp32, measured once per machine and model and cached)")
-    g.add_argument("--candidate-tiles", default="off", choices=["off", "fast", "on"],
-                   help="U-Net: run the network only on the parts of tiles holding candidate "
-                   "spot pixels: on the batched fast path (fast), also for single frames with "
-                   "their probability image (on), or nowhere (off, the default)")
-
-
-def masker_from_args(args: argparse.Namespace) -> Any:
-    """Build the masker the options ask for.
-
-    The name and ranges are checked first, so a bad option fails at once (as a `ConfigError`
-    naming it) instead of after the U-Net model has loaded.
-    """
-    from .errors import ConfigError
-    from .masking import available_maskers, get_masker
-
-    known = available_maskers()
-    if args.masker not in known:
-        raise ConfigError(f"--masker {args.masker}: no such masker; choose one of "
-                          f"{', '.join(sorted(known))}")
-    if args.threshold is not None and not 0 < args.threshold < 1:
-        raise ConfigError(f"--threshold {args.threshold:g}: must be in (0, 1)")
-    if not args.n_sigma > 0:
-        raise ConfigError(f"--n-sigma {args.n_sigma:g}: must be greater than 0")
-    if args.masker == "unet":
-        return get_masker("unet", model=args.model, threshold=args.threshold,
-                          inference=args.inference, tta=args.tta, device=_device(args.device),
-                          precision=getattr(args, "precision", "auto"),
-                          candidates=getattr(args, "candidate_tiles", "off"))
-    if args.masker == "classical":
-        return get_masker("classical", n_sigma=args.n_sigma)
-    return get_masker(args.masker)
-
-
-def _device(device: str | None) -> str | None:
-    """``--device`` checked by torch's own parser (a typo is a `ConfigError`, not a crash)."""
-    if device is None:
-        return None
-    import torch
-
-    from .errors import ConfigError
-
-    try:
-        torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"--device {device}: {exc}") from None
-    return device
-
-
-def settings_from_options(model: type[T], args: argparse.Namespace,
-                          options: Mapping[str, str], *, what: str = "settings") -> T:
-    """The pydantic ``model`` built from the options: ``options`` maps each field to its
-    option (``{"npt": "--npt"}``), and the attribute is the option's argparse ``dest``.
-
-    A value the model refuses becomes a `ConfigError` naming the option: the one place where
-    CLI options turn into validated settings.
-    """
-    from pydantic import ValidationError
-
-    from .errors import ConfigError
-
-    values = {name: getattr(args, option.lstrip("-").replace("-", "_"))
-              for name, option in options.items()}
-    try:
-        return model(**values)
-    except ValidationError as exc:
-        raise ConfigError.from_validation(exc, options, what=what) from None
-
-
-INTEGRATION_OPTIONS = {"npt": "--npt", "unit": "--unit", "polarization_factor": "--polarization"}
-
-
-def integration_from_args(args: argparse.Namespace) -> Any:
-    """IntegrationSettings from the options (a `ConfigError` names a bad one)."""
-    from .integration import IntegrationSettings
-
-    return settings_from_options(IntegrationSettings, args, INTEGRATION_OPTIONS,
-                                 what="integration options")
 
 
 def command_modules() -> list[ModuleType]:

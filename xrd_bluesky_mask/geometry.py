@@ -10,7 +10,7 @@ import functools
 import io
 import json
 import math
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -317,15 +317,23 @@ def make_geometry(
     return as_geometry(poni_text_of(ai), shape)
 
 
-def geometry_summary(geo: Geometry) -> Mapping[str, Any]:
-    """A JSON-able summary (units in the keys) for metadata and model cards."""
-    ai = geo.integrator
-    return {
-        "shape_px": list(geo.shape),
-        "pixel_size_m": list(geo.pixel_size_m),
-        "distance_m": float(ai.dist),
-        "poni1_m": float(ai.poni1),
-        "poni2_m": float(ai.poni2),
-        "rot_rad": [float(ai.rot1), float(ai.rot2), float(ai.rot3)],
-        "wavelength_m": float(ai.wavelength) if ai.wavelength else None,
-    }
+def poni_text_from(poni: Any) -> str | None:
+    """PONI text from text, a ``.poni`` path or a `Geometry` (None stays None): the one place
+    where a PONI given by a user (callback, worker, reprocessing) becomes text.
+
+    Raises
+    ------
+    GeometryError
+        A path that is not a file.
+    """
+    if poni is None:
+        return None
+    if hasattr(poni, "poni_text"):
+        return str(poni.poni_text)
+    if isinstance(poni, str) and "\n" in poni:
+        return poni
+    path = Path(poni)
+    if not path.is_file():
+        raise GeometryError(f"PONI file {str(path)!r} not found. Pass the .poni written by "
+                            "pyFAI-calib2 for this detector (--poni FILE).")
+    return path.read_text(errors="replace")

@@ -8,13 +8,13 @@ and a simple one, and the code calls exactly these methods:
 - `BatchMasker` (optional capability): `masking.unet.UNetMasker`; any other `Masker` is
   called frame by frame by the pipeline.
 - `FrameSource`: `tiled.frames.TiledFrameSource`; simple: `tiled.frames.InMemoryFrameSource`.
-- `ResultSink`: `tiled.sink.TiledResultSink`; simple: `tiled.sink.InMemoryResultSink`.
+- `ResultSink`: `sinks.tiled.TiledResultSink`; simple: `sinks.memory.InMemoryResultSink`.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, get_args, runtime_checkable
 
@@ -239,7 +239,11 @@ class FrameSource(Protocol):
 
 @runtime_checkable
 class ResultSink(Protocol):
-    """Receives the results of one source run, frame by frame."""
+    """Receives the results of source runs, frame by frame, and knows what it holds.
+
+    Every storage (`xrd_bluesky_mask.sinks`) offers exactly these calls, and so does every
+    wrapper around one (`xrd_bluesky_mask.sinks.base.SinkWrapper`): the worker, the journal and
+    reprocessing call nothing else on a sink they are given."""
 
     def open_run(self, source_uid: str, metadata: dict[str, Any]) -> None:
         """Start (or resume) the results of ``source_uid`` with provenance ``metadata``."""
@@ -250,24 +254,18 @@ class ResultSink(Protocol):
         (an ``xarray.DataArray`` over 2θ/q with a ``sigma`` coordinate)."""
         ...
 
+    def annotate(self, source_uid: str, fields: dict[str, Any]) -> None:
+        """Progress fields for the run's metadata (lag, results waiting, the scan's exit
+        status, ``n_frames``), stored with the next progress; ignored for a run not open."""
+        ...
+
+    def done(self, source_uid: str) -> set[int]:
+        """Indices of the frames of ``source_uid`` whose results are stored (from earlier
+        sessions too, once `open_run` resumed them): what resuming skips. Empty for a run not
+        open here."""
+        ...
+
     def close_run(self, source_uid: str, status: str, errors: dict[Any, str]) -> None:
         """Finish the run: ``status`` and the failed frames (index → message; ``"run"`` for
         run-level failures)."""
-        ...
-
-
-@runtime_checkable
-class ResumableSink(ResultSink, Protocol):
-    """A sink that knows what it already holds, so reprocessing can skip and resume."""
-
-    def done(self, source_uid: str) -> set[int]:
-        """Indices of the frames whose results are stored."""
-        ...
-
-    def mark_done(self, source_uid: str, indices: Iterable[int]) -> None:
-        """Record frames as done without writing them again (results kept from before)."""
-        ...
-
-    def flush(self, source_uid: str) -> None:
-        """Write buffered progress metadata now."""
         ...

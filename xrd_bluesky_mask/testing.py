@@ -35,11 +35,6 @@ Helpers
 from __future__ import annotations
 
 import contextlib
-import os
-import secrets
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -48,7 +43,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 
 from .bluesky.session import Session
-from .tiled.server import free_port
+from .tiled.server import TiledProcess, free_port
 
 if TYPE_CHECKING:
     from .bluesky.devices import SimXRDDetector
@@ -93,131 +88,6 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, poll: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(poll)
-
-
-class TiledProcess:
-    """A ``tiled serve`` child process on 127.0.0.1: killable and restartable on the same port
-    and catalog, for tests about outages and separate processes (see `serve_tiled`).
-
-    Parameters
-    ----------
-    directory
-        Catalog (``catalog.db``, created on the first start), data (``data/``, DuckDB) and the
-        server's log (``server.log``, appended to by every start).
-    readable_storage
-        Directories of external files the server may read.
-    api_key
-        Alphanumeric key; None: a random one.
-    config
-        Serve this config file (``tiled serve config``) instead of a catalog in ``directory``;
-        the file decides storage and adapters (``env`` can fill its ``${VARIABLES}``).
-    env
-        Extra environment variables for the server.
-    """
-
-    def __init__(self, directory: str | Path, *, readable_storage: Sequence[str | Path] = (),
-                 api_key: str | None = None, config: str | Path | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
-        self.directory = Path(directory)
-        self.readable_storage = [Path(p).resolve() for p in readable_storage]
-        self.api_key = api_key or secrets.token_hex(8)
-        self.config = Path(config) if config is not None else None
-        self.env = dict(env or {})
-        self.port = free_port()
-        self.log = self.directory / "server.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def uri(self) -> str:
-        """``http://127.0.0.1:PORT/api/v1`` (no key)."""
-        return f"http://127.0.0.1:{self.port}/api/v1"
-
-    @property
-    def uri_with_key(self) -> str:
-        """``uri`` with ``?api_key=...``."""
-        return f"{self.uri}?api_key={self.api_key}"
-
-    def command(self) -> list[str]:
-        """The ``tiled serve ...`` command line."""
-        exe = Path(sys.executable).with_name("tiled")
-        common = ["--api-key", self.api_key, "--host", "127.0.0.1", "--port", str(self.port)]
-        if self.config is not None:
-            return [str(exe), "serve", "config", str(self.config), *common]
-        db = self.directory / "catalog.db"
-        cmd = [str(exe), "serve", "catalog", str(db), *([] if db.exists() else ["--init"]),
-               "-w", str(self.directory / "data"),
-               "-w", f"duckdb:///{self.directory / 'storage.duckdb'}", *common]
-        for path in self.readable_storage:
-            cmd += ["-r", str(path)]
-        return cmd
-
-    def start(self, timeout: float = 90.0) -> TiledProcess:
-        """Start the server and return once it answers ``/healthz`` (5-15 s on 2 cores).
-
-        Raises
-        ------
-        AssertionError
-            It exited, or did not answer within ``timeout`` s (the message ends with its log).
-        """
-        from .errors import TiledConnectionError
-        from .tiled.server import probe
-
-        (self.directory / "data").mkdir(parents=True, exist_ok=True)
-        with open(self.log, "ab") as log:  # the child keeps its own handle
-            self.proc = proc = subprocess.Popen(self.command(), stdout=log,
-                                                stderr=subprocess.STDOUT,
-                                                env={**os.environ, **self.env})
-
-        def healthy() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"`tiled serve` exited with code {proc.returncode}")
-            try:
-                probe(self.uri, timeout=1.0)
-            except TiledConnectionError:
-                return False
-            return True
-
-        try:
-            wait_for(healthy, timeout, f"`tiled serve` to answer at {self.uri}", poll=0.2)
-        except AssertionError as exc:
-            self.close()
-            raise AssertionError(f"{exc}; its log ({self.log}) ends:\n{self.log_tail()}") from None
-        return self
-
-    def log_tail(self, chars: int = 3000) -> str:
-        """The end of the server's log."""
-        try:
-            return self.log.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def kill(self) -> None:
-        """SIGKILL: no clean shutdown (a crash or an outage)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-
-    def close(self) -> None:
-        """Stop it (SIGINT, then SIGKILL after 15 s); idempotent. The directory is kept."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def client(self) -> Any:
-        """A new root client (`xrd_bluesky_mask.tiled.server.connect`)."""
-        from .tiled.server import connect
-
-        return connect(self.uri, self.api_key)
-
-    def __enter__(self) -> TiledProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def serve_tiled(directory: str | Path | None = None, *,

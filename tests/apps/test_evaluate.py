@@ -12,7 +12,7 @@ from xrd_bluesky_mask.apps.evaluate import (
     po_area_error,
     score,
 )
-from xrd_bluesky_mask.integration import integrate
+from xrd_bluesky_mask.azimuthal import integrate
 from xrd_bluesky_mask.masking.classical import RingOutlierMasker
 from xrd_bluesky_mask.masking.preprocess import prepare_frame
 from xrd_bluesky_mask.protocols import MaskResult

@@ -15,9 +15,9 @@ from xrd_bluesky_mask.documents import find_image_field, find_poni
 from xrd_bluesky_mask.geometry import as_geometry
 from xrd_bluesky_mask.masking import get_masker
 from xrd_bluesky_mask.simulate import simulate_frame
+from xrd_bluesky_mask.sinks.memory import InMemoryResultSink
 from xrd_bluesky_mask.testing import FailingMasker, wait_for
 from xrd_bluesky_mask.tiled.frames import InMemoryFrameSource
-from xrd_bluesky_mask.tiled.sink import InMemoryResultSink
 
 SHAPE = (64, 64)
 

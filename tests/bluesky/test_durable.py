@@ -24,12 +24,12 @@ from bluesky.plans import count
 
 from xrd_bluesky_mask.api import predict_mask
 from xrd_bluesky_mask.bluesky.callback import XRDMaskCallback
-from xrd_bluesky_mask.pipeline.journal import Journal
 from xrd_bluesky_mask.protocols import MaskCode
+from xrd_bluesky_mask.sinks.journal import Journal
+from xrd_bluesky_mask.sinks.tiled import TiledResultSink
 from xrd_bluesky_mask.testing import serve_tiled, wait_for
 from xrd_bluesky_mask.tiled.frames import TiledFrameSource, as_frame
 from xrd_bluesky_mask.tiled.results import find_results
-from xrd_bluesky_mask.tiled.sink import TiledResultSink
 
 SHAPE = (96, 96)
 
@@ -148,7 +148,7 @@ import json, pathlib, sys, time
 from xrd_bluesky_mask.bluesky.callback import XRDMaskCallback
 from xrd_bluesky_mask.tiled.frames import TiledFrameSource
 from xrd_bluesky_mask.tiled.server import connect
-from xrd_bluesky_mask.tiled.sink import TiledResultSink
+from xrd_bluesky_mask.sinks.tiled import TiledResultSink
 args = json.load(open(sys.argv[1]))
 raw = connect(args["raw_uri"], args["raw_key"])
 sink = TiledResultSink(connect(args["results_uri"], args["results_key"]))

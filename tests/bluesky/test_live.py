@@ -10,9 +10,9 @@ import pytest
 from bluesky.plans import count
 
 from xrd_bluesky_mask.api import predict_mask
+from xrd_bluesky_mask.azimuthal import integrate
 from xrd_bluesky_mask.bluesky.session import Session, stop_run_engine
 from xrd_bluesky_mask.geometry import as_geometry
-from xrd_bluesky_mask.integration import integrate
 from xrd_bluesky_mask.masking import get_masker
 from xrd_bluesky_mask.protocols import MaskCode
 from xrd_bluesky_mask.testing import FailingMasker

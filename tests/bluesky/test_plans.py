@@ -293,9 +293,9 @@ def test_set_masker_applies_from_the_next_run():
     """A run already open keeps its masker; the next one gets the new masker."""
     from event_model import compose_run
 
+    from xrd_bluesky_mask.sinks.memory import InMemoryResultSink
     from xrd_bluesky_mask.testing import FailingMasker
     from xrd_bluesky_mask.tiled.frames import InMemoryFrameSource
-    from xrd_bluesky_mask.tiled.sink import InMemoryResultSink
 
     src, sink = InMemoryFrameSource(timeout=2.0), InMemoryResultSink()
     cb = XRDMaskCallback(source=src, sink=sink, masker="classical", quiet_s=0)

@@ -170,7 +170,7 @@ def test_reprocess_finishes_what_a_killed_worker_left(remote, worker):
 
 
 def _npt(npt: int):
-    from xrd_bluesky_mask.integration import IntegrationSettings
+    from xrd_bluesky_mask.azimuthal import IntegrationSettings
 
     return IntegrationSettings(npt=npt)
 

@@ -276,7 +276,7 @@ def test_netcdf_round_trip(tmp_path: Path) -> None:
 
 
 def test_netcdf_of_real_integration(tmp_path: Path, small_geometry) -> None:
-    from xrd_bluesky_mask.integration import IntegrationSettings, integrate
+    from xrd_bluesky_mask.azimuthal import IntegrationSettings, integrate
 
     frame = np.full(small_geometry.shape, 10.0, dtype=np.float32)
     pat = integrate(frame, small_geometry, settings=IntegrationSettings(npt=32))

@@ -67,7 +67,7 @@ def test_negative_counts_of_signed_integer_frames_are_flags(small_geometry):
 
 def test_read_noise_negatives_keep_weak_rings_unbiased(small_geometry, rng):
     """Level 3 counts under read noise 8: dropping negatives would push the mean to ~7."""
-    from xrd_bluesky_mask.integration import integrate
+    from xrd_bluesky_mask.azimuthal import integrate
 
     frame = (3.0 + 8.0 * rng.standard_normal((256, 256))).astype(np.float32)
     f, static = prepare_frame(frame, small_geometry)

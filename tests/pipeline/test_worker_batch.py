@@ -12,9 +12,10 @@ from xrd_bluesky_mask.errors import ConfigError
 from xrd_bluesky_mask.masking.unet import UNetMasker
 from xrd_bluesky_mask.pipeline.items import CloseRun, FrameItem, OpenRun, RunSpec
 from xrd_bluesky_mask.pipeline.worker import Worker
+from xrd_bluesky_mask.protocols import MaskCode
 from xrd_bluesky_mask.simulate import simulate_frame
+from xrd_bluesky_mask.sinks.memory import InMemoryResultSink
 from xrd_bluesky_mask.tiled.frames import InMemoryFrameSource
-from xrd_bluesky_mask.tiled.sink import InMemoryResultSink
 
 SHAPE = (128, 128)
 
@@ -47,7 +48,9 @@ class OpensAfterReads(UNetMasker):
 def run_frames():
     sim = simulate_frame("rings_spots", seed=5, shape=SHAPE)
     img = sim.image.astype(np.float32)
-    frames = [img, np.zeros(SHAPE, np.float32), img * 2, img * 0.5, img * 3, img * 1.5]
+    gaps = img * 2
+    gaps[:, :32] = np.nan  # static pixels (a detector gap): the spot fractions' meanings differ
+    frames = [img, np.zeros(SHAPE, np.float32), gaps, img * 0.5, img * 3, img * 1.5]
     return frames, sim.geometry.poni_text
 
 
@@ -69,6 +72,8 @@ def _run(frames, poni, masker, batch):
     return sink, worker.records[spec.uid], spec.uid
 
 
+# frame 2's NaN gap is the point (static pixels): its warning is expected
+@pytest.mark.filterwarnings("ignore::xrd_bluesky_mask.masking.preprocess.NonFiniteWarning")
 def test_batches_match_one_by_one_and_survive_a_bad_frame(run_frames):
     frames, poni = run_frames
     masker = OpensAfterReads(device="cpu")
@@ -87,6 +92,14 @@ def test_batches_match_one_by_one_and_survive_a_bad_frame(run_frames):
         assert (a == b).mean() >= 0.9999
         np.testing.assert_allclose(many.patterns[uid_many][i].values,
                                    one.patterns[uid_one][i].values, rtol=1e-4, atol=1e-6)
+    # a record's spot fraction means what MaskResult's means: of the frame's non-static pixels
+    for i in (0, 2, 3, 4, 5):
+        codes, record = one.masks[uid_one][i], rec_one.frames[i]
+        static = codes == MaskCode.STATIC
+        assert record.spot_fraction == pytest.approx((codes == MaskCode.SPOT).sum()
+                                                     / (~static).sum())
+        assert record.static_fraction == pytest.approx(static.mean())
+    assert rec_one.frames[2].static_fraction == pytest.approx(0.25)
 
 
 def test_batch_is_checked():

@@ -11,8 +11,8 @@ from xrd_bluesky_mask.masking.classical import RingOutlierMasker
 from xrd_bluesky_mask.pipeline.items import CloseRun, FrameItem, OpenRun, RunSpec
 from xrd_bluesky_mask.pipeline.worker import Worker
 from xrd_bluesky_mask.simulate import preset, simulate_frame
+from xrd_bluesky_mask.sinks.memory import InMemoryResultSink
 from xrd_bluesky_mask.tiled.frames import InMemoryFrameSource
-from xrd_bluesky_mask.tiled.sink import InMemoryResultSink
 
 SHAPE = (384, 384)
 

@@ -62,12 +62,12 @@ def test_dask_results_equal_the_local_path(stored_run, tiled_server, dask_client
 
 def test_a_task_reads_and_writes_itself_and_returns_only_numbers(tiled_server):
     """What travels back to the driver: a few numbers per frame, never frame data."""
-    from xrd_bluesky_mask.integration import IntegrationSettings
+    from xrd_bluesky_mask.azimuthal import IntegrationSettings
     from xrd_bluesky_mask.masking import get_masker
-    from xrd_bluesky_mask.pipeline.provenance import provenance
+    from xrd_bluesky_mask.provenance import provenance
     from xrd_bluesky_mask.reprocess.cluster import ChunkTask, process_chunk
     from xrd_bluesky_mask.reprocess.sources import resolve_sources
-    from xrd_bluesky_mask.tiled.sink import TiledResultSink
+    from xrd_bluesky_mask.sinks.tiled import TiledResultSink
 
     client = tiled_server.client()
     path, _, _ = _series(client, "series", 2)

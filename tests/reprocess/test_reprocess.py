@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 from tiled.queries import Key
 
+from xrd_bluesky_mask.azimuthal import IntegrationSettings
 from xrd_bluesky_mask.errors import GeometryError, UnknownSource
 from xrd_bluesky_mask.geometry import as_geometry
-from xrd_bluesky_mask.integration import IntegrationSettings
 from xrd_bluesky_mask.masking import get_masker
 from xrd_bluesky_mask.pipeline import process_frame
-from xrd_bluesky_mask.pipeline.provenance import provenance
+from xrd_bluesky_mask.provenance import provenance
 from xrd_bluesky_mask.reprocess import reprocess
 from xrd_bluesky_mask.simulate import simulate_frame
+from xrd_bluesky_mask.sinks.tiled import TiledResultSink
 from xrd_bluesky_mask.tiled.frames import as_frame
 from xrd_bluesky_mask.tiled.results import (
     find_results,
@@ -23,7 +24,6 @@ from xrd_bluesky_mask.tiled.results import (
     load_patterns,
     result_versions,
 )
-from xrd_bluesky_mask.tiled.sink import TiledResultSink
 
 
 def _root() -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xrd_bluesky_mask.integration import integrate
+from xrd_bluesky_mask.azimuthal import integrate
 from xrd_bluesky_mask.masking.preprocess import prepare_frame
 from xrd_bluesky_mask.spots import (
     SUMMARY_COLUMNS,

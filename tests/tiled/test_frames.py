@@ -12,9 +12,10 @@ import pytest
 import stamina
 
 from xrd_bluesky_mask.errors import FrameUnavailable
-from xrd_bluesky_mask.protocols import ResultSink
-from xrd_bluesky_mask.tiled.frames import FrameSource, InMemoryFrameSource, TiledFrameSource
-from xrd_bluesky_mask.tiled.sink import InMemoryResultSink, TiledResultSink
+from xrd_bluesky_mask.protocols import FrameSource, ResultSink
+from xrd_bluesky_mask.sinks.memory import InMemoryResultSink
+from xrd_bluesky_mask.sinks.tiled import TiledResultSink
+from xrd_bluesky_mask.tiled.frames import InMemoryFrameSource, TiledFrameSource
 
 
 def test_implementations_satisfy_the_protocols(tiled_client):

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from xrd_bluesky_mask.pipeline.provenance import provenance
 from xrd_bluesky_mask.protocols import MaskCode
 from xrd_bluesky_mask.protocols import encode_mask as mask_codes
+from xrd_bluesky_mask.provenance import provenance
+from xrd_bluesky_mask.sinks.tiled import TiledResultSink
 from xrd_bluesky_mask.tiled.results import find_results, load_masks, load_patterns
-from xrd_bluesky_mask.tiled.sink import TiledResultSink
 
 H, W, BINS = 12, 10, 32
 

@@ -12,13 +12,9 @@ import pytest
 import stamina
 
 from xrd_bluesky_mask.errors import TiledAuthError, TiledConnectionError
+from xrd_bluesky_mask.sinks.retry import RetryingTiledSink
 from xrd_bluesky_mask.testing import free_port
-from xrd_bluesky_mask.tiled.retry import (
-    RetryingSink,
-    RetryingSource,
-    retry_unreachable,
-    unreachable,
-)
+from xrd_bluesky_mask.tiled.retry import RetryingSource, retry_unreachable, unreachable
 
 
 class _Ok(http.server.BaseHTTPRequestHandler):
@@ -149,7 +145,7 @@ class _Flaky:
 
 def test_wrappers_retry_log_one_outage_and_pass_other_attributes(caplog):
     inner = _Flaky(2)
-    sink, source = RetryingSink(inner), RetryingSource(_Flaky(1))
+    sink, source = RetryingTiledSink(inner), RetryingSource(_Flaky(1))  # type: ignore[arg-type]
     with stamina.set_testing(True, attempts=5), \
             caplog.at_level(logging.WARNING, logger="xrd_bluesky_mask.tiled.retry"):
         sink.write("u", 3, "codes", "pattern")

@@ -35,7 +35,7 @@ def test_wrong_api_key_is_refused_clearly(tiled_server):
 
 
 def test_write_with_a_wrong_key_is_refused(tiled_server):
-    from xrd_bluesky_mask.tiled.sink import TiledResultSink
+    from xrd_bluesky_mask.sinks.tiled import TiledResultSink
 
     client = connect(tiled_server.uri, tiled_server.api_key)
     client.context.api_key = "wrongkey123"

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from tests.tiled.test_results import BINS, H, W, _codes, _pattern
-from xrd_bluesky_mask.pipeline.provenance import provenance, settings_id
+from xrd_bluesky_mask.provenance import provenance, settings_id
+from xrd_bluesky_mask.sinks.tiled import TiledResultSink
 from xrd_bluesky_mask.tiled.results import (
     find_results,
     load_masks,
     result_key,
     result_versions,
 )
-from xrd_bluesky_mask.tiled.sink import TiledResultSink
 
 PONI = "# calibrated today\nDistance: 0.1\nPoni1: 0.01\n"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..integration import IntegrationSettings, integrate
+from ..azimuthal import IntegrationSettings, integrate
 from ..masking import Masker, get_masker
 from ..metrics import rwp
 from ..pipeline import process_frame

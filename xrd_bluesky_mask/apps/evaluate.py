@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..integration import IntegrationSettings, integrate
+from ..azimuthal import IntegrationSettings, integrate
 from ..masking import Masker, get_masker
 from ..masking.preprocess import prepare_frame
 from ..metrics import pixel_metrics, rwp, spot_counts, spot_found

@@ -61,8 +61,8 @@ def _shell_exports(uri: str, api_key: str | None, uid: str, root: str) -> str:
 
 def _write_png(client: Any, uid: str, field: str, node: Any, record: Any, masker: Any,
                poni: str, out_dir: Path) -> Path | None:
+    from ..azimuthal import integrate
     from ..geometry import as_geometry
-    from ..integration import integrate
     from ..masking import get_masker
     from ..pipeline import process_frame
     from ..protocols import MaskCode
@@ -220,8 +220,7 @@ def _report(client: Any, uid: str, uri: str, key: str | None, masker: Any, poni:
     for i in sorted(record.frames if record else []):
         f = record.frames[i]
         seconds = sum(f.timings.get(k, 0.0) for k in ("mask", "integrate"))
-        # the record's fractions are of all pixels; the table's of the non-static ones
-        spots = f.spot_fraction / (1 - f.static_fraction) if f.static_fraction < 1 else 0.0
+        spots = f.spot_fraction  # of the non-static pixels, as MaskResult.spot_fraction
         rows.append({"index": i, "spot_fraction": spots,
                      "static_fraction": f.static_fraction, "seconds": seconds,
                      "latency_s": f.timings.get("latency"), "error": f.error})

@@ -3,7 +3,7 @@
 For every input ``NAME.ext`` it writes ``NAME_mask.tif`` (uint8: 0 = keep, 1 = spot,
 2 = static: gaps, detector mask, flag/dummy values, NaN), ``NAME.xy`` (text) and ``NAME.nc``
 (netCDF, xarray), and on request ``NAME_overlay.png`` and the mask for other tools
-(`xrd_bluesky_mask.io.mask_exports`: ``NAME_mask.edf``/``.npy`` for pyFAI, ``NAME.mask`` for
+(`xrd_bluesky_mask.io.mask_files`: ``NAME_mask.edf``/``.npy`` for pyFAI, ``NAME.mask`` for
 Dioptas). With a frame ``index`` (one frame of a stack) every name carries it:
 ``NAME_0003_mask.tif``, ``NAME_0003.xy``, ..., so a loop over the frames of a stack keeps every
 frame's output. A file that fails writes nothing; failures are collected and reported together
@@ -34,11 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..azimuthal import IntegrationSettings, integrate
+from ..azimuthal.geometry_check import GeometryVerdict, check_geometry
+from ..azimuthal.orientation import Orientation
 from ..errors import GeometryError, XRDMaskError
 from ..geometry import as_geometry
-from ..integration import IntegrationSettings, integrate
-from ..integration.geometry_check import GeometryVerdict, check_geometry
-from ..integration.orientation import Orientation
 from ..io import export_mask, read_frame, write_mask_tiff, write_netcdf, write_xy
 from ..masking import Masker
 from ..pipeline import process_frame
@@ -103,7 +103,7 @@ def predict_files(
     the masks written are, so an earlier ``NAME_mask.tif`` can serve as one.
     ``check`` runs `check_geometry` on every frame (about 0.2-0.5 s for 1 Mpx).
     ``exports``: mask formats for other tools (``"edf"``, ``"npy"``, ``"dioptas"``, see
-    `xrd_bluesky_mask.io.mask_exports`), also in the input's orientation.
+    `xrd_bluesky_mask.io.mask_files`), also in the input's orientation.
     ``if_misoriented`` (one of `IF_MISORIENTED`): what happens to a file whose check finds
     that another orientation clearly fits (see the module's docstring); it needs ``check``.
     """

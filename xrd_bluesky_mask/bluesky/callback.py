@@ -17,7 +17,7 @@ index); a `Worker` reads the frame from Tiled, masks and integrates it and write
 recorded on the derived node.
 
 Nothing is lost when Tiled goes away: results are kept in a local journal on disk
-(`xrd_bluesky_mask.pipeline.journal`) and written from there, with back-off, once Tiled
+(`xrd_bluesky_mask.sinks.journal`) and written from there, with back-off, once Tiled
 answers again, also by the next callback or ``xrd-mask worker`` started on the same journal
 if this process dies. The same path serves ``xrd-mask worker`` (`bluesky.remote`).
 
@@ -37,31 +37,18 @@ from typing import TYPE_CHECKING, Any
 from event_model import DocumentRouter
 
 from ..documents import find_image_field, find_poni
+from ..geometry import poni_text_from
 from ..pipeline.items import CloseRun, FrameItem, OpenRun, RunSpec
-from ..pipeline.journal import DEFAULT_MAX_BYTES, Journal, default_journal_dir, journal_name
 from ..pipeline.worker import Worker
 from ..protocols import FrameSource, Masker, ResultSink
+from ..sinks.journal import DEFAULT_MAX_BYTES, Journal, default_journal_dir, journal_name
 
 if TYPE_CHECKING:
-    from ..integration import IntegrationSettings
+    from ..azimuthal import IntegrationSettings
 
 __all__ = ["XRDMaskCallback", "find_image_field", "find_poni"]
 
 log = logging.getLogger(__name__)
-
-def _text_of(poni: Any) -> str | None:
-    """PONI text from text, a path, or a Geometry."""
-    if poni is None:
-        return None
-    if hasattr(poni, "poni_text"):
-        return poni.poni_text
-    text = str(poni)
-    if "\n" in text:
-        return text
-    from pathlib import Path
-
-    return Path(text).read_text()
-
 
 class _RunMasker(DocumentRouter):
     """Turns one run's documents into work items (one instance per run)."""
@@ -177,10 +164,9 @@ class XRDMaskCallback:
         for longer than the client's own retries).
     journal_max_bytes
         Most bytes of frame results the journal holds (2 GiB); frames beyond are recorded as
-        failed, with the command that recovers them.
-    transient
-        Which errors of the sink mean "unreachable, retry later" (default: connection
-        errors, timeouts and HTTP 502/503/504, `xrd_bluesky_mask.tiled.retry.unreachable`).
+        failed, with the command that recovers them. The journal waits out an unreachable
+        store (connection errors, timeouts, HTTP 502/503/504:
+        `xrd_bluesky_mask.tiled.retry.unreachable`).
     """
 
     def __init__(self, client: Any = None, *, masker: Masker | str | None = None,
@@ -190,8 +176,7 @@ class XRDMaskCallback:
                  sink: ResultSink | None = None,
                  frame_timeout: float = 30.0, niceness: int = 5,
                  quiet_s: float = 0.5, batch: int | str = "auto", journal: Any = "auto",
-                 journal_max_bytes: int = DEFAULT_MAX_BYTES,
-                 transient: Any = None) -> None:
+                 journal_max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         if client is None and (source is None or sink is None):
             raise ValueError(
                 "XRDMaskCallback needs a Tiled client (the container TiledWriter writes runs "
@@ -207,19 +192,17 @@ class XRDMaskCallback:
                 journal = default_journal_dir() / journal_name(
                     str(client.context.api_uri), root.strip("/"))
         if sink is None:
-            from ..tiled.sink import TiledResultSink
+            from ..sinks.tiled import TiledResultSink
 
             sink = TiledResultSink(client, root=root)
         if journal is not None and not isinstance(journal, Journal):
             journal = Journal(journal, max_bytes=journal_max_bytes)
-        if transient is None:
-            from ..tiled.retry import unreachable as transient
-        self.field, self.stream, self.poni = field, stream, _text_of(poni)
+        self.field, self.stream, self.poni = field, stream, poni_text_from(poni)
         self.poni_path = (str(poni) if isinstance(poni, str | os.PathLike)
                           and "\n" not in str(poni) else None)
         self.worker = Worker(source, sink, masker=masker, integration=integration,
                              niceness=niceness, quiet_s=quiet_s, batch=batch,
-                             journal=journal, transient=transient).start()
+                             journal=journal).start()
         self._runs: dict[str, _RunMasker] = {}
         self._by_descriptor: dict[str, str] = {}
         self._by_resource: dict[str, str] = {}

@@ -163,11 +163,16 @@ def _registry(registry: Any) -> Any:
 def _client_of(client: Any, callback: Any) -> Any:
     if client is not None:
         return client
-    source = getattr(getattr(callback, "worker", None), "source", None)
-    source = getattr(source, "inner", source)  # a RetryingSource around a TiledFrameSource
-    runs = getattr(source, "runs", None)
-    if runs is not None:  # a TiledFrameSource
-        return runs
+    from ..tiled.frames import TiledFrameSource
+    from ..tiled.retry import RetryingSource
+    from .callback import XRDMaskCallback
+
+    if isinstance(callback, XRDMaskCallback):
+        source = callback.worker.source
+        if isinstance(source, RetryingSource):  # around a TiledFrameSource (xrd-mask worker)
+            source = source.inner
+        if isinstance(source, TiledFrameSource):
+            return source.runs
     raise ValueError("retrain needs client= (the Tiled container holding the annotated runs), "
                      "or callback= an XRDMaskCallback reading from Tiled")
 

@@ -8,7 +8,7 @@ before the documents reach the worker: subscribe the Publisher *after* TiledWrit
 
 Outages: frame reads go through `RetryingSource`, which waits for an unreachable Tiled server
 with back-off (``retry_for`` seconds per read); results go through the same local journal as
-the in-process callback (`xrd_bluesky_mask.pipeline.journal`): kept on disk, written with
+the in-process callback (`xrd_bluesky_mask.sinks.journal`): kept on disk, written with
 back-off as soon as Tiled answers, however long it is away. A worker killed with results in its
 journal writes them when it starts again on the same journal folder (``--journal``); runs it
 was in the middle of are then closed ``interrupted``, and ``xrd-mask reprocess UID`` with the
@@ -82,10 +82,10 @@ def make_callback(client: Any, *, runs: Any = None, masker: Any = None, poni: An
     results journal's folder (None: the one the in-process callback uses for this server and
     root, so either replays what the other left).
     """
-    from ..pipeline.journal import DEFAULT_MAX_BYTES, default_journal_dir, journal_name
+    from ..sinks.journal import DEFAULT_MAX_BYTES, default_journal_dir, journal_name
+    from ..sinks.tiled import TiledResultSink
     from ..tiled.frames import TiledFrameSource
     from ..tiled.retry import RetryingSource
-    from ..tiled.sink import TiledResultSink
     from .callback import XRDMaskCallback
 
     source = RetryingSource(TiledFrameSource(runs if runs is not None else client,

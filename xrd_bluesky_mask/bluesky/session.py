@@ -42,6 +42,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..tiled.nodes import container_at
+
 if TYPE_CHECKING:
     from bluesky import RunEngine
 
@@ -119,18 +121,6 @@ def close_at_exit(close: Callable[[], object]) -> None:
         import atexit
 
         atexit.register(close)
-
-
-def _container(client: Any, path: str) -> Any:
-    """The container at ``path`` under ``client``, created level by level if missing (Tiled's
-    ``create_container`` makes one level only, and a key with "/" is a literal key)."""
-    node = client
-    for segment in [s for s in path.split("/") if s]:
-        try:
-            node = node[segment]
-        except KeyError:
-            node = node.create_container(segment)
-    return node
 
 
 class Session:
@@ -220,7 +210,7 @@ class Session:
         try:
             self.client, self.uri, self.api_key = self._open_tiled(
                 client, uri, api_key, directory, server_mode)
-            self.runs = _container(self.client, runs_path)
+            self.runs = container_at(self.client, runs_path)
             self.RE, self.tiled_writer = self._make_run_engine(metadata, md_store,
                                                                call_returns_result)
         except BaseException:

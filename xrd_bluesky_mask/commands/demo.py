@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..cli import add_integration, add_masker, integration_from_args, masker_from_args
+from ._options import add_integration, add_masker, integration_from_args, masker_from_args
 
 ORDER = 0
 

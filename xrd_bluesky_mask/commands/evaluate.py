@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import add_integration, add_masker, integration_from_args, masker_from_args
+from ._options import add_integration, add_masker, integration_from_args, masker_from_args
 
 ORDER = 3
 

@@ -6,8 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .predict import EXPORT_FORMATS
-from .reprocess import add_tiled
+from ._options import EXPORT_FORMATS, add_tiled
 
 ORDER = 6
 
@@ -33,8 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     from ..errors import UnknownSource
-    from ..tiled.mask_export import export_result_masks
-    from .reprocess import connect_from_args
+    from ..tiled.result_masks import export_result_masks
+    from ._options import connect_from_args
 
     client, _ = connect_from_args(args)
     try:

@@ -6,13 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli import add_integration, add_masker, integration_from_args, masker_from_args
+from ._options import (
+    EXPORT_FORMATS,
+    add_integration,
+    add_masker,
+    integration_from_args,
+    masker_from_args,
+)
 
 ORDER = 1
-#: `xrd_bluesky_mask.io.mask_exports.MASK_FORMATS` (named here so `xrd-mask --help` stays light)
-EXPORT_FORMATS = ("edf", "npy", "dioptas")
-
-
+#: `xrd_bluesky_mask.io.mask_files.MASK_FORMATS` (named here so `xrd-mask --help` stays light)
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="mask image files and write masks + 1D patterns")
     p.add_argument("images", nargs="+", type=Path, help="TIFF/EDF/CBF/NPY/HDF5 frames")
@@ -52,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     from ..apps.predict_files import predict_files
-    from ..integration.orientation import Orientation
+    from ..azimuthal.orientation import Orientation
     from ..io import read_frame
 
     if not args.poni.is_file():

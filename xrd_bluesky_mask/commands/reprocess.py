@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-from ..cli import add_integration, add_masker, integration_from_args
+from ._options import (
+    add_integration,
+    add_masker,
+    add_tiled,
+    connect_from_args,
+    integration_from_args,
+    masker_from_options,
+)
 
 ORDER = 5
-
-
-def add_tiled(p: argparse.ArgumentParser) -> None:
-    """The Tiled connection options (--tiled, --api-key, --catalog, --root)."""
-    g = p.add_argument_group("tiled")
-    g.add_argument("--tiled", metavar="URI", default=os.environ.get("TILED_URI"),
-                   help="Tiled server, e.g. http://HOST:8000/api/v1 (default: $TILED_URI)")
-    g.add_argument("--api-key", default=None,
-                   help="Tiled API key (default: the key in the URI, else $TILED_API_KEY)")
-    g.add_argument("--catalog", metavar="PATH", default="",
-                   help="container holding the runs (what TiledWriter writes to; default: root)")
-    g.add_argument("--root", default="derived/xrd_mask",
-                   help="results root (default derived/xrd_mask)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -47,52 +40,6 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_masker(p)
     add_integration(p)
     return p
-
-
-def masker_from_options(args: argparse.Namespace):
-    """The masker the options ask for; ``--model`` may be a folder or a known model id, and
-    ``--masker`` a plugin name or a ``module:Class`` import path."""
-    import importlib
-
-    from ..cli import masker_from_args
-    from ..errors import ConfigError
-
-    if args.model is not None and not Path(args.model).is_dir():
-        from ..models.registry import ModelRegistry
-
-        args.model = ModelRegistry().get(str(args.model)).path  # ModelError lists the known
-    if ":" in args.masker:
-        module, _, name = args.masker.partition(":")
-        try:
-            return getattr(importlib.import_module(module), name)()
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"--masker {args.masker}: cannot import it ({exc})") from None
-    return masker_from_args(args)
-
-
-def connect_from_args(args: argparse.Namespace):
-    """``(root client, runs container)`` from --tiled/--api-key/--catalog, with clear errors."""
-    from ..errors import TiledConnectionError
-    from ..tiled.server import connect
-
-    if not args.tiled:
-        raise TiledConnectionError(
-            "no Tiled server given: pass --tiled URI --api-key KEY (e.g. "
-            "http://HOST:8000/api/v1) or set TILED_URI and TILED_API_KEY. A run taken in the "
-            "beamline profile's embedded server: while the profile runs, its banner prints "
-            "the URI, the key and this command; after it has exited, `xrd-mask serve "
-            "<data dir>/tiled -r <data dir>/raw` (the banner's 'reopen' line) serves its "
-            "catalog again and prints them.")
-    client = connect(args.tiled, args.api_key)
-    if not args.catalog:
-        return client, client
-    try:
-        return client, client[args.catalog]
-    except KeyError:
-        from ..errors import UnknownSource
-
-        raise UnknownSource(f"--catalog {args.catalog}: no such container on {args.tiled}; "
-                            f"top-level keys: {list(client)[:10]}") from None
 
 
 def run(args: argparse.Namespace, argv: list[str] | None) -> int:

@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..cli import add_integration, add_masker, integration_from_args
-from .reprocess import add_tiled, connect_from_args, masker_from_options
+from ._options import (
+    add_integration,
+    add_masker,
+    add_tiled,
+    connect_from_args,
+    integration_from_args,
+    masker_from_options,
+)
 
 ORDER = 6
 
@@ -57,7 +63,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
         dispatcher = zmq_dispatcher(args.zmq, prefix=args.prefix.encode())
         where = f"0MQ proxy {args.zmq}"
     if args.poni is not None:
-        from ..reprocess.sources import poni_text_from
+        from ..geometry import poni_text_from
 
         args.poni = poni_text_from(args.poni)  # GeometryError if missing
     integration = integration_from_args(args)
@@ -70,7 +76,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
                              journal_max_bytes=int(args.journal_max_gb * 1e9))
     if not args.verbose:
         logging.getLogger("xrd_bluesky_mask").setLevel(logging.INFO)
-        logging.getLogger("xrd_bluesky_mask.integration").setLevel(logging.WARNING)
+        logging.getLogger("xrd_bluesky_mask.azimuthal").setLevel(logging.WARNING)
 
     def ready() -> None:
         print(f"xrd-mask worker: listening to {where}; results to {args.tiled} under "

@@ -1,8 +1,8 @@
 """Detector files in (`frames.read_frame`) and results out (`outputs`: mask TIFFs, ``.xy`` and
-netCDF patterns; `mask_exports`: masks for pyFAI and Dioptas), every writer atomic."""
+netCDF patterns; `mask_files`: masks for pyFAI and Dioptas), every writer atomic."""
 
 from .frames import SUPPORTED_FORMATS, read_frame
-from .mask_exports import MASK_FORMATS, export_mask, write_dioptas_mask, write_pyfai_mask
+from .mask_files import MASK_FORMATS, export_mask, write_dioptas_mask, write_pyfai_mask
 from .outputs import (
     atomic_write,
     netcdf_safe_attrs,

@@ -130,7 +130,7 @@ def _radial_coord(pattern: xr.DataArray) -> tuple[str, np.ndarray]:
         return str(dim), np.asarray(pattern.coords[dim].values, dtype=np.float64)
     raise ValueError(
         "the pattern has no radial coordinate ('two_theta' or 'q'); "
-        "pass a DataArray made by xrd_bluesky_mask.integration"
+        "pass a DataArray made by xrd_bluesky_mask.azimuthal"
     )
 
 
@@ -160,7 +160,7 @@ def write_xy(path: PathLike, pattern: xr.DataArray, header: dict | None = None) 
     path
         Destination file.
     pattern
-        1D `xarray.DataArray` as returned by `xrd_bluesky_mask.integration.integrate`.
+        1D `xarray.DataArray` as returned by `xrd_bluesky_mask.azimuthal.integrate`.
     header
         Extra provenance written as ``# key: value`` lines after the pattern's attrs.
 
@@ -336,7 +336,7 @@ def write_netcdf(path: PathLike, pattern: xr.DataArray) -> Path:
     path
         Destination ``.nc`` file.
     pattern
-        `xarray.DataArray` (e.g. from `xrd_bluesky_mask.integration.integrate`). Its attrs and
+        `xarray.DataArray` (e.g. from `xrd_bluesky_mask.azimuthal.integrate`). Its attrs and
         its coordinates' attrs are converted to netCDF-legal types with `netcdf_safe_attrs`;
         the input object is not modified.
 

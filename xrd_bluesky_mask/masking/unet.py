@@ -36,6 +36,7 @@ from .engines import ENGINES, EngineChoice, candidate_engines, check_frame, choo
 from .fused import fuse_tunet
 from .preprocess import SECTOR_ARC_PX, network_input, prepare_frame
 from .rings import LocalStats, local_stats, ring_stats
+from .settings import UNetSettings
 from .tiling import CandidateRule, HaloPredictor, QuiltPredictor
 
 if TYPE_CHECKING:
@@ -94,6 +95,14 @@ class UNetMasker:
         default). On the held-out frames it left pixel recall and TNR unchanged, but on a CPU
         finding the candidates costs about as much as the skipped network work saves
         (README, "Performance").
+    settings
+        All of the above as one validated `UNetSettings` (the CLI builds one); given, the
+        keyword options are not read.
+
+    Raises
+    ------
+    ValueError
+        An option out of range or unknown (pydantic's message names it).
     """
 
     name = "unet"
@@ -114,10 +123,20 @@ class UNetMasker:
         precision: str = "auto",
         candidates: str = "off",
         decision: DecisionRule | None = None,
+        settings: UNetSettings | None = None,
     ) -> None:
         from ..models.registry import active_model_dir
         from ..models.store import LoadedModel, load_model
 
+        if settings is None:  # the options, checked once (pydantic: a ValueError names them)
+            settings = UNetSettings.model_validate({
+                "threshold": threshold, "inference": inference, "tta": tta, "device": device,
+                "window": window, "step": step, "border": border, "batch_size": batch_size,
+                "engine": engine, "precision": precision, "candidates": candidates})
+        self.options = settings
+        s = settings
+        device, threshold, inference, precision, candidates = (
+            s.device, s.threshold, s.inference, s.precision, s.candidates)
         if model is None:
             model = active_model_dir()
         elif isinstance(model, str) and not Path(model).exists():
@@ -133,8 +152,7 @@ class UNetMasker:
                     raise
                 model = packaged
         self.model = model if isinstance(model, LoadedModel) else load_model(model, device)
-        if engine not in ("auto", "fused", "module"):
-            raise ValueError(f"engine must be 'auto', 'fused' or 'module', got {engine!r}")
+        engine = s.engine
         self.module = fold_batchnorm(self.model.net)
         plan = fuse_tunet(self.module) if engine != "module" else None
         if engine == "fused" and plan is None:
@@ -146,33 +164,22 @@ class UNetMasker:
             retain_freed_memory()  # feature maps reused, not page-faulted in anew (1.3x here)
         self._net: Any = plan if plan is not None else self.module
         self.engine = "fused" if plan is not None else "module"
-        if precision != "auto" and precision not in ENGINES:
-            raise ValueError(f"precision must be 'auto' or one of {', '.join(ENGINES)}, got "
-                             f"{precision!r}")
         self._precision = precision
         self._choice: EngineChoice | None = None
         self._choice_lock = threading.Lock()
         self._engine_nets: dict[str, Any] = {"fp32": self._net}
-        if threshold is not None and not 0 < threshold < 1:
-            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         self.threshold = float(threshold if threshold is not None else self.model.card.threshold)
         self.decision = (decision if decision is not None
                          else DecisionRule.from_dict(self.model.card.decision))
-        if candidates not in ("off", "fast", "on"):
-            raise ValueError(f"candidates must be 'off', 'fast' or 'on', got {candidates!r}")
-        if candidates == "on" and inference != "halo":
-            raise ValueError("candidates='on' needs inference='halo'")
         self.candidates = candidates if inference == "halo" else "off"
         rule = CandidateRule() if self.candidates != "off" else None
         self._rule = rule
         if inference == "quilt":
-            self.predictor: Any = QuiltPredictor(window, step, border, batch_size)
+            self.predictor: Any = QuiltPredictor(s.window, s.step, s.border, s.batch_size)
         elif inference == "halo":
             self.predictor = HaloPredictor(multiple=self.model.card.architecture.size_multiple,
                                            candidates=rule if candidates == "on" else None)
-        else:
-            raise ValueError(f"inference must be 'halo' or 'quilt', got {inference!r}")
-        self.inference, self.tta = inference, tta
+        self.inference, self.tta = inference, s.tta
         self._pool: ThreadPoolExecutor | None = None
         self._compiled: Any = None
         self._halo: dict[tuple[int | None, int], HaloPredictor] = {}

@@ -155,26 +155,3 @@ def load_model(source: str | Path | None = None, device: str | None = None) -> L
 
     net.to(dev).to(memory_format=torch.channels_last).eval()
     return LoadedModel(net, card, folder)
-
-
-def publish_model(
-    source: str | Path, dest: str | Path, *, metrics: dict | None = None, **card_updates
-) -> Path:
-    """Copy a model folder to ``dest`` (e.g. the packaged default), checksum verified, with
-    extra ``metrics`` merged into its card (e.g. held-out evaluation) and card fields updated.
-    """
-    import shutil
-
-    src = Path(source)
-    card = read_card(src)
-    weights = src / card.weights_file
-    if card.sha256 and sha256_of(weights) != card.sha256:
-        raise ModelError(f"checksum mismatch for {weights}; refusing to publish it")
-    out = Path(dest)
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(weights, out / card.weights_file)
-    card = card.model_copy(update={"metrics": {**card.metrics, **(metrics or {})},
-                                   "sha256": sha256_of(out / card.weights_file),
-                                   **card_updates})
-    write_card(out, card)
-    return out

@@ -6,10 +6,17 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-__all__ = ["CloseRun", "FrameItem", "FrameRecord", "OpenRun", "RunRecord", "RunSpec",
-           "UseMasker"]
+import numpy as np
+
+from ..protocols import Masker
+
+if TYPE_CHECKING:  # xarray loads with the first run, not on import
+    from .process import FrameResult
+
+__all__ = ["CloseRun", "Computed", "Failure", "FrameItem", "FrameRead", "FrameRecord", "OpenRun",
+           "Opened", "RunRecord", "RunSpec", "ToCompute", "ToWrite", "UseMasker", "WorkItem"]
 
 
 @dataclass(frozen=True)
@@ -79,12 +86,65 @@ class CloseRun:
 class UseMasker:
     """Switch to ``masker`` (queued by `Worker.set_masker`, applied in order)."""
 
-    masker: Any
+    masker: Masker
+
+
+#: What `Worker.submit` takes.
+WorkItem: TypeAlias = "OpenRun | FrameItem | CloseRun | UseMasker"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a frame could not be read or computed, or a run not opened: the error raised."""
+
+    error: BaseException
+
+    @property
+    def message(self) -> str:
+        """``"TypeName: text"``, as recorded for the frame or run."""
+        return f"{type(self.error).__name__}: {self.error}"
+
+
+@dataclass(frozen=True)
+class FrameRead:
+    """The read stage's hand-off: the frame of ``item`` and the seconds its read took, or why
+    it could not be read."""
+
+    item: FrameItem
+    frame: np.ndarray | Failure
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Opened:
+    """The compute stage's hand-off for an `OpenRun`: the run's provenance metadata (its
+    pipeline is ready), or why the run could not be opened."""
+
+    item: OpenRun
+    metadata: dict[str, Any] | Failure
+
+
+@dataclass(frozen=True)
+class Computed:
+    """The compute stage's hand-off for a frame: its `FrameResult`, or why there is none;
+    ``read_s`` the seconds its read took, ``batch`` how many frames were masked with it."""
+
+    item: FrameItem
+    result: FrameResult | Failure
+    read_s: float = 0.0
+    batch: int = 1
+
+
+#: What the read stage hands to the compute stage (None: stop).
+ToCompute: TypeAlias = "FrameRead | OpenRun | CloseRun | UseMasker | None"
+#: What the compute stage hands to the write stage (None: stop).
+ToWrite: TypeAlias = "Computed | Opened | CloseRun | UseMasker | None"
 
 
 @dataclass
 class FrameRecord:
-    """One processed frame: fractions (of all pixels) and seconds per stage."""
+    """One processed frame: ``spot_fraction`` of its valid (non-static) pixels, as
+    `MaskResult.spot_fraction`; ``static_fraction`` of all its pixels; seconds per stage."""
 
     index: int
     spot_fraction: float = 0.0

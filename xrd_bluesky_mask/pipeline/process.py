@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from ..azimuthal import IntegrationSettings, cached_integrator, integrate
 from ..geometry import Geometry, as_geometry
-from ..integration import IntegrationSettings, cached_integrator, integrate
 from ..protocols import BatchMasker, ExecutionPolicy, Masker, MaskResult
 from .policy import resolve
 
@@ -64,7 +64,7 @@ class Pipeline:
         self.policy = resolve(policy, masker)
         self._batched = isinstance(masker, BatchMasker)
         if self.policy.integrate_on_device:
-            from ..integration.csr import TorchIntegrator
+            from ..azimuthal.csr import TorchIntegrator
 
             self.integrator: Any = TorchIntegrator(self.geometry, settings,
                                                    device=getattr(masker, "device", None))

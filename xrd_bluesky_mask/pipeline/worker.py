@@ -28,7 +28,7 @@ document's exit status and reason recorded as ``scan_exit_status``, ``scan_reaso
 
 With a `Journal` the write stage hands every result to a `JournaledSink`: kept on disk first,
 then written by its own thread with back-off through outages of the store, and replayed after
-a restart (`xrd_bluesky_mask.pipeline.journal`). `wait` and `close` wait for it too. How far
+a restart (`xrd_bluesky_mask.sinks.journaled`). `wait` and `close` wait for it too. How far
 the worker is behind the scan is reported on the derived node and in the log
 (`xrd_bluesky_mask.pipeline.lag`).
 """
@@ -41,26 +41,40 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 
 from ..errors import ConfigError, JournalFull, RunFailed
-from ..protocols import ExecutionPolicy, FrameSource, MaskCode, Masker, ResultSink
-from .items import CloseRun, FrameItem, FrameRecord, OpenRun, RunRecord, RunSpec, UseMasker
-from .journal import Journal, JournaledSink
+from ..protocols import ExecutionPolicy, FrameSource, Masker, ResultSink
+from ..provenance import provenance
+from ..sinks.journal import Journal
+from ..sinks.journaled import JournaledSink
+from .items import (
+    CloseRun,
+    Computed,
+    Failure,
+    FrameItem,
+    FrameRead,
+    FrameRecord,
+    Opened,
+    OpenRun,
+    RunRecord,
+    RunSpec,
+    ToCompute,
+    ToWrite,
+    UseMasker,
+    WorkItem,
+)
 from .lag import LagMeter
-from .provenance import provenance
 
 if TYPE_CHECKING:  # xarray, pydantic and pyFAI load with the first run, not on import
-    from ..integration import IntegrationSettings
-    from .process import Pipeline
+    from ..azimuthal import IntegrationSettings
+    from .process import FrameResult, Pipeline
 
 __all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
-_STOP = object()
 
 
 def _describe(exc: BaseException) -> str:
@@ -92,45 +106,42 @@ class Worker:
     batch
         Most frames masked together (maskers that mask batches); 1 = one by one.
         ``"auto"``: 4 when the U-Net runs on a GPU, 1 on a CPU (where batches gain nothing).
-    policy
-        The other device-side choices (tiling, precision, where to integrate); its ``batch``
-        is replaced by ``batch``.
+        The other device-side choices (tiling, precision, where to integrate) are the
+        masker's (`xrd_bluesky_mask.pipeline.policy.resolve`).
     journal
         A `Journal`: results are kept there and written to ``sink`` by a `JournaledSink`
         (through outages, and after a restart); None writes to ``sink`` directly.
-    transient
-        Which errors of ``sink`` mean "unreachable, retry later" (with a journal).
     """
 
     def __init__(self, source: FrameSource, sink: ResultSink, *,
                  masker: Masker | str | None = None,
                  integration: IntegrationSettings | None = None, prefetch: int = 2,
                  niceness: int = 5, quiet_s: float = 0.0, batch: int | str = "auto",
-                 policy: ExecutionPolicy | None = None, journal: Journal | None = None,
-                 transient: Callable[[BaseException], bool] | None = None) -> None:
+                 journal: Journal | None = None) -> None:
         if batch != "auto" and (not isinstance(batch, int) or batch < 1):
             raise ConfigError(f"batch must be 'auto' or an int >= 1, got {batch!r}")
         self.batch = batch
-        self.policy = replace(policy or ExecutionPolicy(), batch=batch)  # type: ignore[arg-type]
+        self.policy = ExecutionPolicy(batch=batch)  # type: ignore[arg-type]
         self._pipelines: dict[str, Pipeline] = {}  # run uid -> its pipeline
         self.source, self.sink = source, sink
         self.journaled: JournaledSink | None = None
         if journal is not None:
-            self.sink = self.journaled = JournaledSink(sink, journal, transient=transient,
-                                                       on_error=self._sink_error)
+            self.sink = self.journaled = JournaledSink(sink, journal, on_error=self._sink_error)
         self.lag = LagMeter()
         self.quiet_s = float(quiet_s)
         self._last_doc = 0.0
-        self._masker_spec, self._masker = masker, None
+        self._masker_spec: Masker | str | None = masker
+        self._masker: Masker | None = None
         self._masker_error: str | None = None
-        self._pending_masker: Any = None  # from set_masker, for the next run
+        self._pending_masker: Masker | None = None  # from set_masker, for the next run
         self.integration = integration
         self.niceness = niceness
         self.records: dict[str, RunRecord] = {}
-        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        # the stages' queues; None tells the next stage to stop
+        self._inbox: queue.SimpleQueue[WorkItem | None] = queue.SimpleQueue()
         depth = max(prefetch, batch if isinstance(batch, int) else 4, 1)
-        self._to_compute: queue.Queue = queue.Queue(maxsize=depth)
-        self._to_write: queue.Queue = queue.Queue(maxsize=max(prefetch, 1))
+        self._to_compute: queue.Queue[ToCompute] = queue.Queue(maxsize=depth)
+        self._to_write: queue.Queue[ToWrite] = queue.Queue(maxsize=max(prefetch, 1))
         self._pending = 0
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
@@ -148,7 +159,7 @@ class Worker:
                 self._threads.append(t)
         return self
 
-    def submit(self, item: OpenRun | FrameItem | CloseRun | UseMasker) -> None:
+    def submit(self, item: WorkItem) -> None:
         """Queue an item; never blocks. Items after `close` are ignored (logged)."""
         if self._closed:
             log.warning("xrd-mask worker is closed; ignoring %s", item)
@@ -203,7 +214,7 @@ class Worker:
             finished = self._cond.wait_for(lambda: self._pending == 0, timeout=timeout)
         self._closed = True
         if self._threads:
-            self._inbox.put(_STOP)
+            self._inbox.put(None)
             for t in self._threads:
                 t.join(timeout=5.0 if finished else 0.5)
             self._threads = []
@@ -221,7 +232,7 @@ class Worker:
         else:
             record.frames.setdefault(index, FrameRecord(index)).error = message
 
-    def set_masker(self, masker: Any) -> Any:
+    def set_masker(self, masker: Masker | str | None) -> Masker:
         """Use ``masker`` (a name, an instance, or None for the active U-Net model) from the
         next run opened after this call; a run already open keeps its masker (the change travels
         through the queue in order). Built here, so an unusable masker raises now and changes
@@ -232,7 +243,7 @@ class Worker:
         self.submit(UseMasker(built))
         return built
 
-    def masker(self) -> Any:
+    def masker(self) -> Masker:
         """The masker instance (built on first call)."""
         if self._masker is None and self._masker_error is None:
             from ..masking import get_masker
@@ -247,7 +258,7 @@ class Worker:
         return self._masker
 
     # -- stages -------------------------------------------------------------------------
-    def _run_stage(self, loop: Any) -> None:
+    def _run_stage(self, loop: Callable[[], None]) -> None:
         if self.niceness and hasattr(os, "setpriority"):
             try:
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.niceness
@@ -264,25 +275,25 @@ class Worker:
     def _read_loop(self) -> None:
         while True:
             item = self._inbox.get()
-            if item is _STOP:
-                self._to_compute.put(_STOP)
+            if item is None:
+                self._to_compute.put(None)
                 return
-            payload: Any = None
-            if isinstance(item, FrameItem):
-                record = self.records.get(item.run_uid)
-                if record is not None and record.run_errors:
-                    payload = RunFailed(record.run_errors[0])
-                else:
-                    self._yield()
-                    t0 = time.perf_counter()
-                    try:
-                        payload = (self.source.read(item.run_uid, item.stream, item.field,
-                                                    item.index), time.perf_counter() - t0)
-                    except Exception as exc:
-                        log.warning("xrd-mask: frame %d of %s not read: %s", item.index,
-                                    item.run_uid, _describe(exc))
-                        payload = exc
-            self._to_compute.put((item, payload))
+            if not isinstance(item, FrameItem):
+                self._to_compute.put(item)
+                continue
+            record = self.records.get(item.run_uid)
+            if record is not None and record.run_errors:
+                self._to_compute.put(FrameRead(item, Failure(RunFailed(record.run_errors[0]))))
+                continue
+            self._yield()
+            t0 = time.perf_counter()
+            try:
+                frame = self.source.read(item.run_uid, item.stream, item.field, item.index)
+                self._to_compute.put(FrameRead(item, frame, time.perf_counter() - t0))
+            except Exception as exc:
+                log.warning("xrd-mask: frame %d of %s not read: %s", item.index,
+                            item.run_uid, _describe(exc))
+                self._to_compute.put(FrameRead(item, Failure(exc)))
 
     def _batch_size(self, run_uid: str) -> int:
         """Frames per compute step for this run (1 until its pipeline exists)."""
@@ -290,45 +301,48 @@ class Worker:
         return pipeline.batch if pipeline is not None else 1
 
     @staticmethod
-    def _computable(got: Any, run_uid: str) -> bool:
-        return (got is not _STOP and isinstance(got[0], FrameItem) and got[0].run_uid == run_uid
-                and not isinstance(got[1], BaseException))
+    def _joins(got: ToCompute, run_uid: str) -> TypeGuard[FrameRead]:
+        """``got`` is a frame of ``run_uid`` read and ready to mask with the others."""
+        return (isinstance(got, FrameRead) and got.item.run_uid == run_uid
+                and not isinstance(got.frame, Failure))
 
     def _compute_loop(self) -> None:
-        carry = None
+        carry: ToCompute = None
         while True:
             got, carry = (carry, None) if carry is not None else (self._to_compute.get(), None)
-            if got is _STOP:
-                self._to_write.put(_STOP)
+            if got is None:
+                self._to_write.put(None)
                 return
-            item, payload = got
             self._yield()
-            if self._computable(got, item.run_uid if isinstance(item, FrameItem) else ""):
-                group, size = [got], self._batch_size(item.run_uid)
+            if isinstance(got, FrameRead):
+                if isinstance(got.frame, Failure):
+                    self._to_write.put(Computed(got.item, got.frame))
+                    continue
+                group, size = [got], self._batch_size(got.item.run_uid)
                 while len(group) < size:
                     try:
                         nxt = self._to_compute.get_nowait()
                     except queue.Empty:
                         break
-                    if not self._computable(nxt, item.run_uid):
+                    if not self._joins(nxt, got.item.run_uid):
                         carry = nxt
                         break
                     group.append(nxt)
-                for one, result in zip(group, self._compute(group), strict=True):
-                    self._to_write.put((one[0], result))
-                continue
-            try:
-                if isinstance(item, OpenRun):
-                    payload = self._open(item.spec)
-                elif isinstance(item, UseMasker):  # taken up by the next OpenRun
-                    self._pending_masker = item.masker
-            except Exception as exc:
-                payload = exc
-            self._to_write.put((item, payload))
+                for computed in self._compute(group):
+                    self._to_write.put(computed)
+            elif isinstance(got, OpenRun):
+                try:
+                    self._to_write.put(Opened(got, self._open(got.spec)))
+                except Exception as exc:
+                    self._to_write.put(Opened(got, Failure(exc)))
+            else:
+                if isinstance(got, UseMasker):  # taken up by the next OpenRun
+                    self._pending_masker = got.masker
+                self._to_write.put(got)
 
     def _open(self, spec: RunSpec) -> dict[str, Any]:
+        from ..azimuthal import IntegrationSettings
         from ..geometry import as_geometry
-        from ..integration import IntegrationSettings
         from .process import Pipeline
 
         record = self.records.setdefault(spec.uid, RunRecord(spec=spec))
@@ -362,34 +376,32 @@ class Worker:
                           integration=integration.model_dump(mode="json"),
                           frames_expected=spec.frames_expected, frame_shape=spec.shape)
 
-    def _compute(self, group: list[tuple[FrameItem, tuple]]) -> list[Any]:
-        """Results of frames of one run, masked together; one by one if the batch fails.
-
-        Each result is (mask codes, pattern, per-stage seconds) or the frame's exception."""
-        run_uid = group[0][0].run_uid
+    def _compute(self, group: list[FrameRead]) -> list[Computed]:
+        """Results of frames of one run (read), masked together; one by one if the batch
+        fails."""
+        run_uid = group[0].item.run_uid
         pipeline = self._pipelines.get(run_uid)
         if pipeline is None:  # the run's own reason, recorded when it was opened
             errors = self.records[run_uid].run_errors if run_uid in self.records else []
             reason = errors[0] if errors else f"no usable geometry for run {run_uid}"
-            return [RunFailed(reason)] * len(group)
-        self._check_geometry(run_uid, pipeline, group[0][1][0])
+            return [Computed(one.item, Failure(RunFailed(reason))) for one in group]
+        frames = [one.frame for one in group if not isinstance(one.frame, Failure)]
+        self._check_geometry(run_uid, pipeline, frames[0])
         try:
-            results = pipeline.process([payload[0] for _, payload in group])
+            results: list[FrameResult | Failure] = list(pipeline.process(frames))
         except Exception as exc:
             if len(group) == 1:
-                return [exc]
+                return [Computed(group[0].item, Failure(exc), group[0].seconds)]
             log.warning("xrd-mask: batch of %d frames of run %s failed (%s); one by one",
                         len(group), run_uid, _describe(exc))
-            return [one for pair in group for one in self._compute([pair])]
-        return [(r.mask.codes, r.pattern, {"read": payload[1], "mask": r.timings["mask"],
-                                            "integrate": r.timings["integrate"],
-                                            "batch": len(group)})
-                for r, (_, payload) in zip(results, group, strict=True)]
+            return [one for read in group for one in self._compute([read])]
+        return [Computed(one.item, result, one.seconds, len(group))
+                for one, result in zip(group, results, strict=True)]
 
-    def _check_geometry(self, run_uid: str, pipeline: Any, frame: Any) -> None:
+    def _check_geometry(self, run_uid: str, pipeline: Pipeline, frame: np.ndarray) -> None:
         """Once per run, on its first frame: do the PONI's rings fit the frame (orientation,
         beam centre)? A misfit is logged as a warning; the verdict goes to the run's metadata."""
-        from ..integration.geometry_check import check_geometry
+        from ..azimuthal.geometry_check import check_geometry
 
         record = self.records.setdefault(run_uid, RunRecord())
         if record.geometry_check is not None:
@@ -407,53 +419,54 @@ class Worker:
     def _write_loop(self) -> None:
         while True:
             got = self._to_write.get()
-            if got is _STOP:
+            if got is None:
                 return
-            item, payload = got
             self._yield()
             try:
-                self._write(item, payload)
+                if isinstance(got, Opened):
+                    self._write_open(got)
+                elif isinstance(got, Computed):
+                    self._write_frame(got)
+                elif isinstance(got, CloseRun):
+                    self._close(got)
             except Exception:  # never let the writer thread die
-                log.exception("xrd-mask: unexpected error handling %s", item)
+                log.exception("xrd-mask: unexpected error handling %s", got)
             finally:
                 self._done()
 
-    def _write(self, item: Any, payload: Any) -> None:
-        if isinstance(item, OpenRun):
-            record = self.records[item.spec.uid]
-            record.status = "running"
-            if isinstance(payload, BaseException):
-                record.run_errors.append(_describe(payload))
-                return
-            try:
-                self.sink.open_run(item.spec.uid, payload)
-            except Exception as exc:
-                log.error("xrd-mask: results of run %s cannot be written (%s); recover them "
-                          "with `xrd-mask reprocess %s` once the result store accepts them",
-                          item.spec.uid, _describe(exc), item.spec.uid)
-                record.sink_failed = True
-                record.run_errors.insert(0, f"results not written: {_describe(exc)}")
-        elif isinstance(item, FrameItem):
-            self._write_frame(item, payload)
-        elif isinstance(item, CloseRun):
-            self._close(item)
+    def _write_open(self, opened: Opened) -> None:
+        uid = opened.item.spec.uid
+        record = self.records[uid]
+        record.status = "running"
+        if isinstance(opened.metadata, Failure):
+            record.run_errors.append(opened.metadata.message)
+            return
+        try:
+            self.sink.open_run(uid, opened.metadata)
+        except Exception as exc:
+            log.error("xrd-mask: results of run %s cannot be written (%s); recover them "
+                      "with `xrd-mask reprocess %s` once the result store accepts them",
+                      uid, _describe(exc), uid)
+            record.sink_failed = True
+            record.run_errors.insert(0, f"results not written: {_describe(exc)}")
 
-    def _write_frame(self, item: FrameItem, payload: Any) -> None:
+    def _write_frame(self, computed: Computed) -> None:
+        item = computed.item
         record = self.records.setdefault(item.run_uid, RunRecord())
         rec = FrameRecord(item.index)
         record.frames[item.index] = rec
         try:
-            if isinstance(payload, BaseException):
-                rec.error = _describe(payload)
+            result = computed.result
+            if isinstance(result, Failure):
+                rec.error = result.message
                 log.warning("xrd-mask: frame %d of run %s failed: %s", item.index,
                             item.run_uid, rec.error)
                 return
-            codes, pattern, timings = payload
-            rec.spot_fraction = float(np.count_nonzero(codes == MaskCode.SPOT)) / codes.size
-            rec.static_fraction = float(np.count_nonzero(codes == MaskCode.STATIC)) / codes.size
+            rec.spot_fraction = result.mask.spot_fraction
+            rec.static_fraction = float(np.mean(result.mask.static))
             t0 = time.perf_counter()
             try:
-                self.sink.write(item.run_uid, item.index, codes, pattern)
+                self.sink.write(item.run_uid, item.index, result.mask.codes, result.pattern)
             except JournalFull as exc:
                 rec.error = f"result not kept: {exc}"
                 if not record.journal_full:  # once per run: every later frame says it too
@@ -464,7 +477,10 @@ class Worker:
                 log.warning("xrd-mask: frame %d of run %s: %s", item.index, item.run_uid,
                             rec.error)
             t1 = time.perf_counter()
-            rec.timings = {**timings, "write": t1 - t0, "latency": t1 - item.t_submitted}
+            rec.timings = {"read": computed.read_s, "mask": result.timings["mask"],
+                           "integrate": result.timings["integrate"],
+                           "batch": computed.batch, "write": t1 - t0,
+                           "latency": t1 - item.t_submitted}
         finally:
             report = self.lag.finished(item.run_uid, item.t_submitted) or {}
             if record.geometry_check is not None and not record.geometry_noted:
@@ -474,12 +490,9 @@ class Worker:
                 self._annotate(item.run_uid, report)
 
     def _annotate(self, run_uid: str, fields: dict[str, Any]) -> None:
-        """Progress fields for the run's metadata, if the sink takes them."""
-        annotate = getattr(self.sink, "annotate", None)
-        if annotate is None:
-            return
+        """Progress fields for the run's metadata (a failure is logged, never the run's)."""
         try:
-            annotate(run_uid, fields)
+            self.sink.annotate(run_uid, fields)
         except Exception as exc:
             log.warning("xrd-mask: progress of run %s not recorded: %s", run_uid,
                         _describe(exc))

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError, DaskConnectionError, MissingExtra
+from ..sinks.base import SinkWrapper
+from ..sinks.tiled import TiledResultSink
 from .plan import Job, JobSink
 from .sources import SeriesFrameSource, Source
 
@@ -60,20 +62,17 @@ def _tiled(uri: str, api_key: str | None) -> Any:
         return client
 
 
-class _AttachedSink:
-    """The task's `ResultSink`: writes arrays into the version the driver opened."""
+class _AttachedSink(SinkWrapper[TiledResultSink]):
+    """The task's `ResultSink`: writes arrays into the version the driver opened (its
+    ``close_run`` only flushes rows: the driver writes the version's metadata)."""
 
-    def __init__(self, sink: Any, path: str, expected: int) -> None:
-        self.sink, self.path, self.expected = sink, path, expected
+    def __init__(self, sink: TiledResultSink, path: str, expected: int) -> None:
+        super().__init__(sink)
+        self.path, self.expected = path, expected
 
     def open_run(self, source_uid: str, metadata: dict[str, Any]) -> None:
-        self.sink.attach(source_uid, self.path, self.expected)
-
-    def write(self, source_uid: str, index: int, mask_codes: Any, pattern: Any) -> None:
-        self.sink.write(source_uid, index, mask_codes, pattern)
-
-    def close_run(self, source_uid: str, status: str, errors: dict[int, str]) -> None:
-        self.sink.close_run(source_uid, status, errors)  # attached: flushes rows only
+        """Attach to the version the driver opened, instead of opening one."""
+        self.inner.attach(source_uid, self.path, self.expected)
 
 
 def process_chunk(task: ChunkTask, indices: list[int], masker: Any) -> list[dict[str, Any]]:
@@ -82,7 +81,6 @@ def process_chunk(task: ChunkTask, indices: list[int], masker: Any) -> list[dict
     ``static_fraction`` and ``seconds``; a run-level error comes as index ``"run"``."""
     from ..pipeline.items import CloseRun, FrameItem, OpenRun, RunSpec
     from ..pipeline.worker import Worker
-    from ..tiled.sink import TiledResultSink
 
     client = _tiled(task.uri, task.api_key)
     src = task.source
@@ -206,12 +204,11 @@ def _run_dask(jobs: list[Job], root_client: Any, *, masker: Any, integration: An
     from distributed import wait
 
     from ..progress import progress as tqdm
-    from ..tiled.retry import RetryingSink
-    from ..tiled.sink import TiledResultSink
+    from ..sinks.retry import RetryingTiledSink
 
     work = [job for job in jobs if not job.up_to_date]
-    sink = JobSink(RetryingSink(TiledResultSink(root_client, root=root), give_up_after=60.0),
-                   work)
+    sink = JobSink(RetryingTiledSink(TiledResultSink(root_client, root=root),
+                                     give_up_after=60.0), work)
     uri, api_key = str(root_client.context.api_uri), root_client.context.api_key
     threads = max(1, sum(client.nthreads().values()))
     masker_future = client.scatter(masker, broadcast=True)

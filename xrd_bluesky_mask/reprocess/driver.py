@@ -81,7 +81,7 @@ def reprocess(
     """
     from tiled.client import from_context
 
-    from ..integration import IntegrationSettings
+    from ..azimuthal import IntegrationSettings
     from ..masking import get_masker
     from ..tiled.server import tiled_errors
     from .plan import plan_jobs

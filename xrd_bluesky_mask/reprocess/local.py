@@ -18,14 +18,15 @@ def run_local(jobs: list[Job], root_client: Any, *, masker: Any, integration: An
     from ..pipeline.items import CloseRun, FrameItem, OpenRun, RunSpec
     from ..pipeline.worker import Worker
     from ..progress import progress as tqdm
-    from ..tiled.retry import RetryingSink, RetryingSource
-    from ..tiled.sink import TiledResultSink
+    from ..sinks.retry import RetryingTiledSink
+    from ..sinks.tiled import TiledResultSink
+    from ..tiled.retry import RetryingSource
 
     work = [job for job in jobs if not job.up_to_date]
     source = RetryingSource(SeriesFrameSource(root_client, [j.source for j in work]),
                             give_up_after=retry_for)
-    sink = JobSink(RetryingSink(TiledResultSink(root_client, root=root),
-                                give_up_after=retry_for), work)
+    sink = JobSink(RetryingTiledSink(TiledResultSink(root_client, root=root),
+                                     give_up_after=retry_for), work)
     worker = Worker(source, sink, masker=masker, integration=integration, niceness=0,
                     quiet_s=0.0).start()
     n_todo = sum(len(j.todo) for j in work)

@@ -7,10 +7,13 @@ version: every frame is to do, and `TiledResultSink.open_run` will create the ne
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import GeometryError
+from ..sinks.base import SinkWrapper
+from ..sinks.retry import RetryingTiledSink
 from .sources import Source
 from .summary import RunSummary
 
@@ -50,7 +53,7 @@ def plan_jobs(root_client: Any, sources: list[Source], *, masker_settings: dict[
         A source's PONI does not fit its frames (all such sources listed together).
     """
     from ..geometry import as_geometry
-    from ..pipeline.provenance import provenance, settings_id
+    from ..provenance import provenance, settings_id
     from ..tiled.results import node_path, result_versions
 
     problems: list[str] = []
@@ -86,38 +89,28 @@ def plan_jobs(root_client: Any, sources: list[Source], *, masker_settings: dict[
     return jobs
 
 
-class JobSink:
+class JobSink(SinkWrapper[RetryingTiledSink]):
     """A `ResultSink` in front of the Tiled one: adds each job's source provenance and notes
     which result version it was filed under (in the job's summary)."""
 
-    def __init__(self, sink: Any, jobs: list[Job]) -> None:
-        self.sink = sink
+    def __init__(self, sink: RetryingTiledSink, jobs: list[Job]) -> None:
+        super().__init__(sink)
         self.jobs = {job.source.source_id: job for job in jobs}
 
     def open_run(self, source_uid: str, metadata: dict[str, Any]) -> None:
         """Open the matching version (or the next one), recording which in the summary."""
         job = self.jobs[source_uid]
-        self.sink.open_run(source_uid, {**metadata, **job.extra_metadata})
+        self.inner.open_run(source_uid, {**metadata, **job.extra_metadata})
         summary = job.summary
         summary.new_version = summary.version is None
-        summary.version = self.sink.result_version(source_uid)
-        summary.result_path = self.sink.result_path(source_uid)
+        summary.version = self.inner.result_version(source_uid)
+        summary.result_path = self.inner.result_path(source_uid)
 
-    def write(self, source_uid: str, index: int, mask_codes: Any, pattern: Any) -> None:
-        """Pass one frame's results on."""
-        self.sink.write(source_uid, index, mask_codes, pattern)
-
-    def annotate(self, source_uid: str, fields: dict[str, Any]) -> None:
-        """Pass progress fields on (`TiledResultSink.annotate`)."""
-        annotate = getattr(self.sink, "annotate", None)
-        if annotate is not None:
-            annotate(source_uid, fields)
-
-    def mark_done(self, source_uid: str, indices: Any) -> None:
+    def mark_done(self, source_uid: str, indices: Iterable[int]) -> None:
         """Pass on frames written by other processes."""
-        self.sink.mark_done(source_uid, indices)
+        self.inner.mark_done(source_uid, indices)
 
-    def close_run(self, source_uid: str, status: str, errors: dict[int, str]) -> None:
+    def close_run(self, source_uid: str, status: str, errors: dict[Any, str]) -> None:
         """Finish the version; the final status goes into the summary."""
-        self.sink.close_run(source_uid, status, errors)
+        self.inner.close_run(source_uid, status, errors)
         self.jobs[source_uid].summary.status = status

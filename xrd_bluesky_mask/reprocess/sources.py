@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import GeometryError, UnknownSource
+from ..geometry import poni_text_from
 
 __all__ = ["AllOf", "SeriesFrameSource", "Source", "parse_query", "poni_text_from",
            "resolve_sources"]
@@ -92,21 +93,6 @@ def parse_query(text: str) -> Any:
     except ValueError:
         value = raw
     return Key(key.strip()) == value
-
-
-def poni_text_from(poni: Any) -> str | None:
-    """PONI text from text, a ``.poni`` path or a `Geometry` (None stays None)."""
-    if poni is None:
-        return None
-    if hasattr(poni, "poni_text"):
-        return str(poni.poni_text)
-    if isinstance(poni, str) and "\n" in poni:
-        return poni
-    path = Path(poni)
-    if not path.is_file():
-        raise GeometryError(f"PONI file {str(path)!r} not found. Pass the .poni written by "
-                            "pyFAI-calib2 for this detector (--poni FILE).")
-    return path.read_text(errors="replace")
 
 
 def _is_query(obj: Any) -> bool:

@@ -39,6 +39,7 @@ import numpy as np
 
 from ..errors import AnnotationError, FrameError
 from ..protocols import MaskCode
+from .nodes import get_or_create
 
 __all__ = [
     "DEFAULT_ROOT",
@@ -172,20 +173,6 @@ def _as_codes(masks: Any, shape: tuple[int, int]) -> np.ndarray:
     return arr.astype(np.uint8)
 
 
-def _child(parent: Any, key: str, **kwargs: Any) -> Any:
-    """``parent[key]``, created (one level) if missing."""
-    from tiled.client.utils import ClientError
-
-    if key in parent:
-        return parent[key]
-    try:
-        return parent.create_container(key, **kwargs)
-    except ClientError as exc:
-        if exc.response.status_code == 409:  # created meanwhile
-            return parent[key]
-        raise
-
-
 def _new_node(parent: Any, uid: str, info: dict[str, Any]) -> Any:
     """The annotation container with a ``mask`` of 255 (nothing annotated yet)."""
     from tiled.structures.array import ArrayStructure, BuiltinDtype
@@ -198,7 +185,7 @@ def _new_node(parent: Any, uid: str, info: dict[str, Any]) -> Any:
           "poni": info["poni"], "mask_codes": {str(k): v for k, v in CODES.items()},
           "frames": [], "n_frames_annotated": 0, "spot_px": {}, "frame_info": {},
           "annotator": None, "source_model": None, "created": _now(), "updated": _now()}
-    node = _child(parent, uid, metadata=md, specs=[SPEC])
+    node = get_or_create(parent, uid, metadata=md, specs=[SPEC])[0]
     if "mask" in node:
         return node
     structure = ArrayStructure(
@@ -277,7 +264,7 @@ def annotate_run(
                               f"{info['n_frames']} frames (0..{info['n_frames'] - 1})")
     parent = _top(client)
     for part in [p for p in root.split("/") if p]:
-        parent = _child(parent, part)
+        parent = get_or_create(parent, part)[0]
     node = _new_node(parent, source_uid, info)
     stored = tuple(node.metadata.get("frame_shape_px") or ())
     if stored != tuple(info["frame_shape"]) or node.metadata.get("n_frames") != info["n_frames"]:

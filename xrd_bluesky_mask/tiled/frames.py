@@ -1,4 +1,5 @@
-"""Where the worker reads frames: the `FrameSource` protocol, from Tiled or from memory.
+"""Where the worker reads frames (`~xrd_bluesky_mask.protocols.FrameSource`): from Tiled or
+from memory.
 
 A work item names a frame that TiledWriter is about to make readable: ``(run uid, stream,
 field, index)``. `TiledFrameSource.read` waits for it with bounded retries and back-off
@@ -27,7 +28,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
@@ -35,18 +36,9 @@ import numpy as np
 from ..errors import FrameUnavailable
 from .retry import backoff_attempts
 
-__all__ = ["FrameSource", "InMemoryFrameSource", "TiledFrameSource", "as_frame"]
+__all__ = ["InMemoryFrameSource", "TiledFrameSource", "as_frame"]
 
 log = logging.getLogger(__name__)
-
-
-@runtime_checkable
-class FrameSource(Protocol):
-    """Reads one detector frame of a run."""
-
-    def read(self, run_uid: str, stream: str, field: str, index: int) -> np.ndarray:
-        """Frame ``index`` (0-based) of ``field`` in ``stream`` of run ``run_uid``, 2D."""
-        ...
 
 
 def as_frame(data: np.ndarray) -> np.ndarray:

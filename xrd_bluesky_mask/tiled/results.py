@@ -152,7 +152,7 @@ def result_versions(client: Any, source: Any = None, *, root: str = DEFAULT_ROOT
     Looks among the children of ``root`` first, then (nothing there, and ``deep``) over the
     whole server with ``search_deep``. An empty list when the source has no results.
     """
-    from tiled.queries import Key
+    from tiled.queries import Key, SpecsQuery
 
     sid = source_id_of(client if source is None else source)
     top = _root_client(client)
@@ -162,7 +162,7 @@ def result_versions(client: Any, source: Any = None, *, root: str = DEFAULT_ROOT
     except KeyError:
         parent = None
     if parent is not None:
-        found = [n for n in parent.search(Key("source_uid") == sid).values() if _is_result(n)]
+        found = list(parent.search(Key("source_uid") == sid).search(SpecsQuery([SPEC])).values())
     if not found and deep:
         found = [n for n in top.search_deep(Key("source_uid") == sid).values() if _is_result(n)]
     found.sort(key=lambda n: (version_of(n.metadata), n.metadata.get("created") or 0))

@@ -2,7 +2,8 @@
 
 `start_local_server` runs a writable Tiled server (SQLite catalog, zarr/DuckDB storage in a
 given or temporary directory) on 127.0.0.1 and a free port: in this process (it wraps
-`tiled.server.SimpleTiledServer`) or as a ``tiled serve catalog`` child process. `connect`
+`tiled.server.SimpleTiledServer`) or as a ``tiled serve catalog`` child process
+(`TiledProcess`, the one ``tiled serve`` launcher, which the tests also use). `connect`
 opens a client on any server by URI and API key and turns the usual failures into
 `TiledConnectionError` / `TiledAuthError` quickly: it probes ``/healthz`` with a short timeout
 first, instead of sitting through the Tiled client's ~24 s of retries.
@@ -28,7 +29,7 @@ import sys
 import tempfile
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
@@ -209,53 +210,146 @@ def _start_process(directory: str | Path | None, api_key: str, paths: list[str],
                    startup_timeout: float) -> LocalTiledServer:
     temp = directory is None
     root = Path(tempfile.mkdtemp(prefix="tiled_")) if temp else Path(directory).resolve()
-    (root / "data").mkdir(parents=True, exist_ok=True)
-    exe = Path(sys.executable).with_name("tiled")
-    tiled_cmd = [str(exe)] if exe.exists() else [shutil.which("tiled") or "tiled"]
-    db = root / "catalog.db"
-    port = free_port()
-    cmd = [*tiled_cmd, "serve", "catalog", str(db), *([] if db.exists() else ["--init"]),
-           "-w", str(root / "data"), "-w", f"duckdb:///{root / 'storage.duckdb'}",
-           "--api-key", api_key, "--host", "127.0.0.1", "--port", str(port)]
-    for p in paths:
-        cmd += ["-r", p]
-    logfile = open(root / "server.log", "ab")  # noqa: SIM115 (closed by the closer)
-    proc = subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT)
-    uri = f"http://127.0.0.1:{port}/api/v1"
+    server = TiledProcess(root, readable_storage=paths, api_key=api_key)
+    try:
+        server.start(startup_timeout)
+    except TiledConnectionError:
+        if temp:
+            shutil.rmtree(root, ignore_errors=True)
+        raise
 
     def close() -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        logfile.close()
+        server.close()
         if temp:
             shutil.rmtree(root, ignore_errors=True)
 
-    deadline = time.monotonic() + startup_timeout
-    while True:
-        if proc.poll() is not None:
-            close()
-            raise TiledConnectionError(
-                f"`tiled serve catalog` exited with code {proc.returncode} before answering; "
-                f"see {root / 'server.log'}."
-            )
-        try:
-            probe(uri, timeout=1.0)
-            break
-        except TiledConnectionError:
-            if time.monotonic() > deadline:
-                close()
-                raise TiledConnectionError(
-                    f"`tiled serve catalog` did not answer at {uri} within "
-                    f"{startup_timeout:g} s; see {root / 'server.log'}."
-                ) from None
-            time.sleep(0.2)
-    return LocalTiledServer(uri=uri, api_key=api_key, directory=root, port=port,
+    return LocalTiledServer(uri=server.uri, api_key=api_key, directory=root, port=server.port,
                             mode="process", closer=close)
+
+
+class TiledProcess:
+    """A ``tiled serve`` child process on 127.0.0.1: killable and restartable on the same port
+    and catalog: the one ``tiled serve`` launcher (`start_local_server` with
+    ``mode="process"``, and the tests' `xrd_bluesky_mask.testing.serve_tiled`).
+
+    Parameters
+    ----------
+    directory
+        Catalog (``catalog.db``, created on the first start), data (``data/``, DuckDB) and the
+        server's log (``server.log``, appended to by every start).
+    readable_storage
+        Directories of external files the server may read.
+    api_key
+        Alphanumeric key; None: a random one.
+    config
+        Serve this config file (``tiled serve config``) instead of a catalog in ``directory``;
+        the file decides storage and adapters (``env`` can fill its ``${VARIABLES}``).
+    env
+        Extra environment variables for the server.
+    """
+
+    def __init__(self, directory: str | Path, *, readable_storage: Sequence[str | Path] = (),
+                 api_key: str | None = None, config: str | Path | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
+        self.directory = Path(directory)
+        self.readable_storage = [Path(p).resolve() for p in readable_storage]
+        self.api_key = api_key or secrets.token_hex(8)
+        self.config = Path(config) if config is not None else None
+        self.env = dict(env or {})
+        self.port = free_port()
+        self.log = self.directory / "server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        """``http://127.0.0.1:PORT/api/v1`` (no key)."""
+        return f"http://127.0.0.1:{self.port}/api/v1"
+
+    @property
+    def uri_with_key(self) -> str:
+        """``uri`` with ``?api_key=...``."""
+        return f"{self.uri}?api_key={self.api_key}"
+
+    def command(self) -> list[str]:
+        """The ``tiled serve ...`` command line."""
+        exe = Path(sys.executable).with_name("tiled")
+        tiled = str(exe) if exe.exists() else shutil.which("tiled") or "tiled"
+        common = ["--api-key", self.api_key, "--host", "127.0.0.1", "--port", str(self.port)]
+        if self.config is not None:
+            return [tiled, "serve", "config", str(self.config), *common]
+        db = self.directory / "catalog.db"
+        cmd = [tiled, "serve", "catalog", str(db), *([] if db.exists() else ["--init"]),
+               "-w", str(self.directory / "data"),
+               "-w", f"duckdb:///{self.directory / 'storage.duckdb'}", *common]
+        for path in self.readable_storage:
+            cmd += ["-r", str(path)]
+        return cmd
+
+    def start(self, timeout: float = 90.0) -> TiledProcess:
+        """Start the server and return once it answers ``/healthz`` (5-15 s on 2 cores).
+
+        Raises
+        ------
+        TiledConnectionError
+            It exited, or did not answer within ``timeout`` s (the message ends with its log).
+        """
+        (self.directory / "data").mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:  # the child keeps its own handle
+            self.proc = proc = subprocess.Popen(self.command(), stdout=log,
+                                                stderr=subprocess.STDOUT,
+                                                env={**os.environ, **self.env})
+
+        deadline = time.monotonic() + timeout
+        while True:
+            problem = None
+            if proc.poll() is not None:
+                problem = f"`tiled serve` exited with code {proc.returncode}"
+            else:
+                try:
+                    probe(self.uri, timeout=1.0)
+                    return self
+                except TiledConnectionError:
+                    if time.monotonic() > deadline:
+                        problem = (f"`tiled serve` did not answer at {self.uri} within "
+                                   f"{timeout:g} s")
+            if problem is not None:
+                self.close()
+                raise TiledConnectionError(f"{problem}; its log ({self.log}) ends:\n"
+                                           f"{self.log_tail()}")
+            time.sleep(0.2)
+
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of the server's log."""
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown (a crash or an outage)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+    def close(self) -> None:
+        """Stop it (SIGINT, then SIGKILL after 15 s); idempotent. The directory is kept."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def client(self) -> Any:
+        """A new root client (`connect`)."""
+        return connect(self.uri, self.api_key)
+
+    def __enter__(self) -> TiledProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _split_key(uri: str) -> tuple[str, str | None]:

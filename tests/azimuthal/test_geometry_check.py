@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from tests.real_data import require_real_data
-from xrd_bluesky_mask.errors import ConfigError, GeometryError
-from xrd_bluesky_mask.geometry import as_geometry
-from xrd_bluesky_mask.integration.geometry_check import SHARP, check_geometry
-from xrd_bluesky_mask.integration.orientation import (
+from xrd_bluesky_mask.azimuthal.geometry_check import SHARP, check_geometry
+from xrd_bluesky_mask.azimuthal.orientation import (
     AS_GIVEN,
     Orientation,
     candidate_orientations,
 )
+from xrd_bluesky_mask.errors import ConfigError, GeometryError
+from xrd_bluesky_mask.geometry import as_geometry
 from xrd_bluesky_mask.io import poni_from_xy_header, read_frame
 
 FLIPUD = Orientation(flipud=True)

@@ -43,7 +43,7 @@ __all__ = [
     "q_to_tth",
 ]
 
-logger = logging.getLogger("xrd_bluesky_mask.integration")
+logger = logging.getLogger("xrd_bluesky_mask.azimuthal")
 
 #: Sentinel written into masked pixels; exactly representable in float32 and float64.
 DUMMY: float = -(2.0**100)

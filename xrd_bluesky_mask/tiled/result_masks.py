@@ -1,7 +1,7 @@
 """Masks of a Tiled result as files other tools load (pyFAI's EDF/NPY, Dioptas' ``.mask``).
 
 The stored mask codes (0 keep, 1 spot, 2 static) are written as 0/1 masks by
-`xrd_bluesky_mask.io.mask_exports`, one file per frame and format, in the orientation the
+`xrd_bluesky_mask.io.mask_files`, one file per frame and format, in the orientation the
 frames are stored in Tiled (the detector's own).
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UnknownSource
-from ..io.mask_exports import export_mask, mask_paths
+from ..io.mask_files import export_mask, mask_paths
 from .results import DEFAULT_ROOT, find_results, frames_done, result_key, source_id_of
 
 __all__ = ["export_result_masks"]

@@ -60,7 +60,7 @@ def _contrast(frame: np.ndarray, spots: np.ndarray, invalid: np.ndarray) -> np.n
 def test_dioptas_finds_the_plugin(dioptas):
     from dioptas.model.util.plugin_discovery import discover_mask_plugins
 
-    from xrd_bluesky_mask.integrations.dioptas_plugin import UNetSpotMaskPlugin
+    from xrd_bluesky_mask.plugins.dioptas import UNetSpotMaskPlugin
 
     assert UNetSpotMaskPlugin in discover_mask_plugins()  # the entry point of pyproject.toml
     manager = dioptas.mask_plugin_manager
@@ -72,7 +72,7 @@ def test_dioptas_finds_the_plugin(dioptas):
 
 
 def test_nothing_is_masked_without_a_calibration(dioptas):
-    from xrd_bluesky_mask.integrations.dioptas_plugin import UNetSpotMaskPlugin
+    from xrd_bluesky_mask.plugins.dioptas import UNetSpotMaskPlugin
 
     plugin = UNetSpotMaskPlugin()
     frame = np.ones((40, 30), np.int32)
@@ -140,7 +140,7 @@ def test_geometry_follows_the_detector_orientation(dioptas):
     from pyFAI.detectors import Detector
     from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
-    from xrd_bluesky_mask.integrations.dioptas_plugin import geometry_from_dioptas
+    from xrd_bluesky_mask.plugins.dioptas import geometry_from_dioptas
 
     shape = (1043, 981)
     context = None

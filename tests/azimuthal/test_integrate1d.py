@@ -1,4 +1,4 @@
-"""Tests of xrd_bluesky_mask.integration: masked azimuthal integration to 1D patterns."""
+"""Tests of xrd_bluesky_mask.azimuthal: masked azimuthal integration to 1D patterns."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import xarray as xr
 from pydantic import ValidationError
 
 from tests.real_data import REAL, require_real_data
+from xrd_bluesky_mask.azimuthal import IntegrationSettings, Integrator, integrate
+from xrd_bluesky_mask.azimuthal import integrate1d as integration
 from xrd_bluesky_mask.errors import FrameError, GeometryError
 from xrd_bluesky_mask.geometry import Geometry, as_geometry, integrator_from_poni_text
-from xrd_bluesky_mask.integration import IntegrationSettings, Integrator, integrate
-from xrd_bluesky_mask.integration import azimuthal as integration
 
 MAP_FRAMES = ["Fe3O4C_M1_map_1_P1_E1_001", "Fe3O4C_M1_map_2_P1_E1_001"]
 
@@ -295,7 +295,7 @@ def test_engine_built_once_for_changing_masks(
     with caplog.at_level(logging.INFO):
         for _ in range(4):
             integ.integrate(frame, rng.random(SHAPE) < 0.1)
-    ours = [r for r in caplog.records if r.name == "xrd_bluesky_mask.integration"]
+    ours = [r for r in caplog.records if r.name == "xrd_bluesky_mask.azimuthal"]
     assert len(ours) == 1 and "built pyFAI engine" in ours[0].getMessage()
     assert ours[0].levelno == logging.INFO
     resets = [r for r in caplog.records if "Resetting" in r.getMessage()]
@@ -310,7 +310,7 @@ def test_rebuild_warning_when_settings_alternate(
     frame = ring_frame(g, rng)
     a = Integrator(g, IntegrationSettings(npt=100))
     b = Integrator(g, IntegrationSettings(npt=120))
-    with caplog.at_level(logging.INFO, logger="xrd_bluesky_mask.integration"):
+    with caplog.at_level(logging.INFO, logger="xrd_bluesky_mask.azimuthal"):
         for _ in range(3):
             a.integrate(frame)
             b.integrate(frame)

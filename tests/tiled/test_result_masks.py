@@ -12,10 +12,10 @@ import pytest
 from tests.extras import require_extra
 from xrd_bluesky_mask.cli import main
 from xrd_bluesky_mask.errors import UnknownSource
-from xrd_bluesky_mask.pipeline.provenance import provenance
 from xrd_bluesky_mask.protocols import encode_mask
-from xrd_bluesky_mask.tiled.mask_export import export_result_masks
-from xrd_bluesky_mask.tiled.sink import TiledResultSink
+from xrd_bluesky_mask.provenance import provenance
+from xrd_bluesky_mask.sinks.tiled import TiledResultSink
+from xrd_bluesky_mask.tiled.result_masks import export_result_masks
 
 from .test_results import _pattern
 

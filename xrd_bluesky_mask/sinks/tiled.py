@@ -1,5 +1,4 @@
-"""Where the worker writes results (`~xrd_bluesky_mask.protocols.ResultSink`): to Tiled or
-to memory.
+"""The `~xrd_bluesky_mask.protocols.ResultSink` that writes results into Tiled.
 
 `TiledResultSink` writes the layout described in `xrd_bluesky_mask.tiled.results`. `open_run`
 picks the result *version*: the existing one whose settings (`results.settings_id`) equal the
@@ -43,11 +42,12 @@ from typing import Any
 
 import numpy as np
 
-from ..pipeline.provenance import settings_id
 from ..protocols import MaskCode
-from .results import DEFAULT_ROOT, SPEC, node_path, result_key, version_of
+from ..provenance import settings_id
+from ..tiled.nodes import conflict, container_at, get_or_create
+from ..tiled.results import DEFAULT_ROOT, SPEC, node_path, result_key, version_of
 
-__all__ = ["InMemoryResultSink", "TiledResultSink"]
+__all__ = ["TiledResultSink"]
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +79,6 @@ class _RunState:
     frame_shape: tuple[int, int] | None = None
 
 
-def _conflict(exc: Exception) -> bool:
-    response = getattr(exc, "response", None)
-    return getattr(response, "status_code", None) == 409
-
-
 def _preallocate(parent: Any, key: str, shape: tuple[int, ...], dims: tuple[str, ...], dtype: str,
                  specs: list[str] | None = None,
                  metadata: dict | None = None) -> tuple[Any, bool]:
@@ -102,26 +97,9 @@ def _preallocate(parent: Any, key: str, shape: tuple[int, ...], dims: tuple[str,
         return parent.new(StructureFamily.array, [source], key=key, metadata=metadata or {},
                           specs=specs or []), True
     except ClientError as exc:
-        if not _conflict(exc):
+        if not conflict(exc):
             raise
         return parent[key], False
-
-
-def _get_or_create(parent: Any, key: str, *, create_first: bool = False,
-                   **kwargs: Any) -> tuple[Any, bool]:
-    """``(parent[key], created)``: the container, created (one level, ``kwargs`` to
-    `create_container`) if missing. ``create_first`` tries the creation first (one request
-    when the key is usually new)."""
-    from tiled.client.utils import ClientError
-
-    if not create_first and key in parent:
-        return parent[key], False
-    try:
-        return parent.create_container(key, **kwargs), True
-    except ClientError as exc:
-        if _conflict(exc):  # exists (or created meanwhile)
-            return parent[key], False
-        raise
 
 
 def _merge_metadata(node: Any, metadata: dict[str, Any], *, drop_revision: bool = False) -> None:
@@ -150,7 +128,7 @@ class TiledResultSink:
                  progress_interval: float = 1.0) -> None:
         from tiled.client import from_context
 
-        from .server import tiled_errors
+        from ..tiled.server import tiled_errors
 
         self._errors = tiled_errors
         self.uri = str(client.context.api_uri)
@@ -164,10 +142,7 @@ class TiledResultSink:
 
     def _root(self) -> Any:
         if self._root_node is None:
-            node = self.client
-            for part in [p for p in self.root.split("/") if p]:
-                node, _ = _get_or_create(node, part)
-            self._root_node = node
+            self._root_node = container_at(self.client, self.root)
         return self._root_node
 
     # -- opening ------------------------------------------------------------------------
@@ -190,7 +165,7 @@ class TiledResultSink:
     def _open_version(self, source_uid: str, metadata: dict[str, Any]) -> tuple[Any, bool]:
         """``(node, created)``: the matching version, or a new one."""
         from tiled.client.utils import ClientError
-        from tiled.queries import Key
+        from tiled.queries import Key, SpecsQuery
 
         root = self._root()
         wanted = settings_id(metadata)
@@ -203,11 +178,11 @@ class TiledResultSink:
                                              specs=[SPEC])
                 return node, True
             except ClientError as exc:
-                if not _conflict(exc):
+                if not conflict(exc):
                     raise
             # the key is taken: by a version of this source (same settings: resume) or not
-            versions = [n for n in root.search(Key("source_uid") == source_uid).values()
-                        if SPEC in [getattr(s, "name", s) for s in n.specs]]
+            versions = list(root.search(Key("source_uid") == source_uid)
+                            .search(SpecsQuery([SPEC])).values())
             matching = [n for n in versions if settings_id(n.metadata) == wanted]
             if matching:
                 return max(matching, key=lambda n: version_of(n.metadata)), False
@@ -246,8 +221,10 @@ class TiledResultSink:
         return self._state(source_uid).version
 
     def done(self, source_uid: str) -> set[int]:
-        """Frames of ``source_uid`` with results written (from earlier sessions too)."""
-        return set(self._state(source_uid).done)
+        """Frames of ``source_uid`` with results written (from earlier sessions too); empty
+        for a run not open here."""
+        state = self._runs.get(source_uid)
+        return set(state.done) if state is not None else set()
 
     def _state(self, source_uid: str) -> _RunState:
         state = self._runs.get(source_uid)
@@ -277,7 +254,7 @@ class TiledResultSink:
             return
         attrs = {k: v for k, v in pattern.attrs.items()
                  if k not in ("masked_pixels", "masked_fraction")}
-        pat, _ = _get_or_create(state.node, "pattern", create_first=True,
+        pat, _ = get_or_create(state.node, "pattern", create_first=True,
                                 specs=["xarray_dataset"], metadata={"attrs": attrs})
         bins = int(pattern.sizes["radial"])
         n = max(state.expected or 0, index + 1) if not state.owner else 1
@@ -304,7 +281,7 @@ class TiledResultSink:
                                                 "long_name": coord.attrs.get("long_name",
                                                                              name)}})
         except ClientError as exc:
-            if not _conflict(exc):  # another writer wrote the same coordinate
+            if not conflict(exc):  # another writer wrote the same coordinate
                 raise
 
     @staticmethod
@@ -437,7 +414,7 @@ class TiledResultSink:
         missing = [i for i in range(n) if i not in state.done and i not in state.filled]
         self._fill(state, missing)
 
-    def close_run(self, source_uid: str, status: str, errors: dict[int, str]) -> None:
+    def close_run(self, source_uid: str, status: str, errors: dict[Any, str]) -> None:
         """Flush, mark the rows without a result "not computed" (up to the source's frames),
         then write the final ``status``, ``errors`` (index → message; replaces the errors of
         earlier sessions) and ``frames_done``. An attached sink only flushes."""
@@ -455,50 +432,3 @@ class TiledResultSink:
                 _merge_metadata(state.node, md)
         with self._lock:
             self._runs.pop(source_uid, None)
-
-
-class InMemoryResultSink:
-    """Keeps results in dictionaries (tests, offline use).
-
-    Attributes
-    ----------
-    metadata
-        source uid → metadata (with ``status``, ``errors``, ``frames_done`` once closed).
-    masks
-        source uid → {frame index → uint8 mask codes}.
-    patterns
-        source uid → {frame index → `xarray.DataArray`}.
-    """
-
-    def __init__(self) -> None:
-        self.metadata: dict[str, dict[str, Any]] = {}
-        self.masks: dict[str, dict[int, np.ndarray]] = {}
-        self.patterns: dict[str, dict[int, Any]] = {}
-        self._lock = threading.Lock()
-
-    def open_run(self, source_uid: str, metadata: dict[str, Any]) -> None:
-        """Record the run's metadata (status "running")."""
-        with self._lock:
-            self.metadata[source_uid] = {**metadata, "status": "running"}
-            self.masks.setdefault(source_uid, {})
-            self.patterns.setdefault(source_uid, {})
-
-    def write(self, source_uid: str, index: int, mask_codes: np.ndarray, pattern: Any) -> None:
-        """Keep a copy of frame ``index``'s mask codes and pattern."""
-        with self._lock:
-            self.masks[source_uid][int(index)] = np.array(mask_codes, dtype=np.uint8)
-            self.patterns[source_uid][int(index)] = pattern
-
-    def annotate(self, source_uid: str, fields: dict[str, Any]) -> None:
-        """Progress fields for the run's metadata (lag, scan exit status, ``n_frames``)."""
-        with self._lock:
-            if source_uid in self.metadata:
-                self.metadata[source_uid].update(fields)
-
-    def close_run(self, source_uid: str, status: str, errors: dict[int, str]) -> None:
-        """Record the final status and errors."""
-        with self._lock:
-            md = self.metadata[source_uid]
-            md.update(status=status, errors={str(k): v for k, v in errors.items()},
-                      frames_done=sorted(self.masks[source_uid]),
-                      n_frames_done=len(self.masks[source_uid]))

@@ -6,7 +6,7 @@ engine; `csr.TorchIntegrator` applies pyFAI's own CSR pixel-to-bin matrix on the
 device for batches of frames.
 """
 
-from .azimuthal import (
+from .integrate1d import (
     DELTA_DUMMY,
     DUMMY,
     IntegrationSettings,

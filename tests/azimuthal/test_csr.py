@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from xrd_bluesky_mask.integration import IntegrationSettings, Integrator
-from xrd_bluesky_mask.integration.csr import TorchIntegrator
+from xrd_bluesky_mask.azimuthal import IntegrationSettings, Integrator
+from xrd_bluesky_mask.azimuthal.csr import TorchIntegrator
 from xrd_bluesky_mask.simulate import simulate_frame
 
 

@@ -78,7 +78,7 @@ def test_dioptas_mask_lines_up_with_the_image_in_dioptas(tmp_path: Path) -> None
 
 
 def test_bad_masks_and_formats(tmp_path: Path, codes) -> None:
-    from xrd_bluesky_mask.commands.predict import EXPORT_FORMATS
+    from xrd_bluesky_mask.commands._options import EXPORT_FORMATS
 
     assert tuple(MASK_FORMATS) == EXPORT_FORMATS == ("edf", "npy", "dioptas")
     with pytest.raises(FrameError):

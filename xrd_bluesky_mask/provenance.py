@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from ..protocols import MaskCode
+from .protocols import MaskCode
 
 #: 2: result versions (``result_version``, ``settings_id``, ``source_kind``, ``source_path``).
 SCHEMA_VERSION = 2
@@ -27,7 +27,7 @@ _PACKAGES = ("tiled", "bluesky", "bluesky-tiled-plugins", "event-model", "pyFAI"
 
 def package_versions() -> dict[str, str]:
     """Versions of this package and of the libraries results depend on (torch if loaded)."""
-    from .. import __version__
+    from . import __version__
 
     versions = {"xrd_bluesky_mask": __version__}
     names = list(_PACKAGES) + (["torch"] if "torch" in sys.modules else [])

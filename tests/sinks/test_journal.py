@@ -9,9 +9,10 @@ import pytest
 import xarray as xr
 
 from xrd_bluesky_mask.errors import JournalFull
-from xrd_bluesky_mask.pipeline.journal import Journal, JournaledSink
+from xrd_bluesky_mask.sinks.journal import Journal
+from xrd_bluesky_mask.sinks.journaled import JournaledSink
+from xrd_bluesky_mask.sinks.memory import InMemoryResultSink
 from xrd_bluesky_mask.testing import wait_for
-from xrd_bluesky_mask.tiled.sink import InMemoryResultSink
 
 BINS = 16
 

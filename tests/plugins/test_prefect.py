@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.extras import require_extra
-from tests.integrations.flaky import FlakyMasker
+from tests.plugins.flaky import FlakyMasker
 from xrd_bluesky_mask.errors import UnknownSource
 from xrd_bluesky_mask.testing import serve_tiled
 from xrd_bluesky_mask.tiled.results import frames_done
@@ -56,7 +56,7 @@ def _tiled(server) -> dict:
 
 @pytest.mark.timeout(400)  # Prefect's temporary API and a `tiled serve` process start first
 def test_end_of_run_flow_from_the_stop_document(prefect_api, served_run):
-    from xrd_bluesky_mask.integrations.prefect_flow import xrd_mask_end_of_run
+    from xrd_bluesky_mask.plugins.prefect import xrd_mask_end_of_run
 
     server, uid = served_run
     client = server.client()
@@ -78,7 +78,7 @@ def test_end_of_run_flow_from_the_stop_document(prefect_api, served_run):
 
 
 def test_failed_frames_are_retried_and_the_run_completed(prefect_api, served_run):
-    from xrd_bluesky_mask.integrations.prefect_flow import xrd_mask_end_of_run
+    from xrd_bluesky_mask.plugins.prefect import xrd_mask_end_of_run
 
     server, uid = served_run
     root = f"derived/flow_{uuid.uuid4().hex[:6]}"
@@ -95,7 +95,7 @@ def test_an_unknown_run_fails_at_once(prefect_api, served_run):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    from xrd_bluesky_mask.integrations.prefect_flow import xrd_mask_end_of_run
+    from xrd_bluesky_mask.plugins.prefect import xrd_mask_end_of_run
 
     server, _ = served_run
     state = xrd_mask_end_of_run(stop_document={"run_start": "no-such-run"}, masker="classical",

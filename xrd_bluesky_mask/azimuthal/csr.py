@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .azimuthal import IntegrationSettings, Integrator
+from .integrate1d import IntegrationSettings, Integrator
 
 
 class _Result:

@@ -1,0 +1,272 @@
+"""A durable local journal of results computed but not yet written: its files on disk.
+
+The live worker never writes to the result store (Tiled) directly: each `ResultSink` call (open
+a run, write a frame, a note on the run's progress, close it) is first kept as a file here,
+then applied in order by a `~xrd_bluesky_mask.sinks.journaled.JournaledSink` and removed once
+applied. A process that dies leaves its files; the next journal opened on the same folder
+replays them first.
+
+Layout: ``<root>/<name>/slot-<n>/`` holds one file per operation, ``<seq>-<kind>.json`` or
+``<seq>-write.npz`` (mask codes and the pattern's arrays; zlib-compressed masks while the
+replay is behind). A process takes the first free slot (an exclusive `filelock` held while
+it lives), so a restarted process finds what its predecessor left, and two processes never
+replay the same files. A run's ``open`` file stays until its ``close`` is applied, so a
+replay after a restart opens (resumes) the run before writing its frames.
+
+The journal is bounded (``max_bytes`` of frame results): a frame that does not fit is an
+error for that frame (`JournalFull`, with what to do), never a blocked or failed scan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+import logging
+import os
+import re
+import threading
+import zlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import JournalFull
+
+__all__ = ["DEFAULT_MAX_BYTES", "ENV_VAR", "Journal", "default_journal_dir",
+           "journal_name"]
+
+log = logging.getLogger(__name__)
+
+#: Environment variable naming the journals' root folder.
+ENV_VAR = "XRD_MASK_JOURNAL"
+#: Default budget of frame results held in one journal, bytes (2 GiB).
+DEFAULT_MAX_BYTES = 2 << 30
+#: Operations kept in memory as well as on disk (saves reading back what was just written).
+_CACHED = 4
+#: Pending operations beyond which masks are compressed (the replay is behind).
+_COMPRESS_BEYOND = 4
+_OP_FILE = re.compile(r"(\d{12})-(open|write|note|close)\.(json|npz)")
+
+
+def default_journal_dir() -> Path:
+    """``$XRD_MASK_JOURNAL``, else ``journal`` in the user state folder (`platformdirs`; on
+    Linux ``~/.local/state/xrd-bluesky-mask/journal``)."""
+    import platformdirs
+
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env)
+    return platformdirs.user_state_path("xrd-bluesky-mask", appauthor=False) / "journal"
+
+
+def journal_name(*parts: str) -> str:
+    """A folder name for the journal of one result store (e.g. its URI and results root)."""
+    text = "|".join(parts)
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-")[:60] or "sink"
+    return f"{slug}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+@dataclass
+class Op:
+    seq: int
+    kind: str
+    run: str
+    path: Path
+    size: int
+    index: int | None = None
+
+
+def _pattern_arrays(pattern: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    arrays = {"intensity": np.asarray(pattern.values)}
+    coords = {}
+    for name, coord in pattern.coords.items():
+        arrays[f"coord_{name}"] = np.asarray(coord.values)
+        coords[str(name)] = {k: _jsonable(v) for k, v in coord.attrs.items()}
+    return arrays, {"attrs": {k: _jsonable(v) for k, v in pattern.attrs.items()},
+                    "coords": coords, "name": pattern.name}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _pattern_from(arrays: Any, header: dict[str, Any]) -> Any:
+    import xarray as xr
+
+    coords = {name: ("radial", arrays[f"coord_{name}"], attrs)
+              for name, attrs in header["coords"].items()}
+    return xr.DataArray(arrays["intensity"], dims=("radial",), coords=coords,
+                        name=header.get("name"), attrs=header["attrs"])
+
+
+class Journal:
+    """The files of one journal slot (see the module docstring).
+
+    Parameters
+    ----------
+    directory
+        The journal's folder for one result store; the slot is taken inside it.
+    max_bytes
+        Most bytes of frame results held at once (run-level operations are always kept).
+    """
+
+    def __init__(self, directory: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        from filelock import FileLock, Timeout
+
+        self.root = Path(directory)
+        self.max_bytes = int(max_bytes)
+        self.root.mkdir(parents=True, exist_ok=True)
+        for n in itertools.count():
+            lock = FileLock(self.root / f"slot-{n}.lock")
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                continue
+            self._lock, self.directory = lock, self.root / f"slot-{n}"
+            break
+        self.directory.mkdir(exist_ok=True)
+        self._mutex = threading.Lock()
+        self.ops: deque[Op] = deque()
+        self.bytes = 0
+        self._cache: dict[int, Any] = {}
+        for path in sorted(self.directory.iterdir()):
+            m = _OP_FILE.fullmatch(path.name)
+            if m is None:
+                path.unlink(missing_ok=True)  # a file half written when its process died
+                continue
+            op = Op(int(m.group(1)), m.group(2), "", path, path.stat().st_size)
+            try:
+                op.run, op.index = self._header(op)
+            except Exception as exc:
+                log.error("xrd-mask: journal file %s unreadable (%s); moved aside", path, exc)
+                path.rename(path.with_suffix(path.suffix + ".bad"))
+                continue
+            self.ops.append(op)
+            self.bytes += op.size if op.kind == "write" else 0
+        self._seq = itertools.count(self.ops[-1].seq + 1 if self.ops else 0)
+
+    def __len__(self) -> int:
+        return len(self.ops)
+
+    def release(self) -> None:
+        """Let another journal take this slot (the files stay)."""
+        self._lock.release()
+
+    # -- writing ----------------------------------------------------------------------
+    def _store(self, kind: str, run: str, write: Callable[[Path], Any], size_hint: int,
+               index: int | None = None) -> Op:
+        with self._mutex:
+            if kind == "write" and self.bytes + size_hint > self.max_bytes:
+                raise JournalFull(
+                    f"the results journal at {self.directory} is full ({self.bytes / 1e6:.0f} "
+                    f"of {self.max_bytes / 1e6:.0f} MB waiting for the result store): frame "
+                    f"{index} of run {run} is not kept. Bring the store (Tiled) back or raise "
+                    f"the journal's budget, then run `xrd-mask reprocess {run}` for the frames "
+                    "listed as failed.")
+            seq = next(self._seq)
+        final = self.directory / f"{seq:012d}-{kind}.{'npz' if kind == 'write' else 'json'}"
+        tmp = final.with_name(f".{final.name}.tmp")
+        write(tmp)
+        os.replace(tmp, final)
+        op = Op(seq, kind, run, final, final.stat().st_size, index)
+        with self._mutex:
+            self.ops.append(op)
+            if kind == "write":
+                self.bytes += op.size
+        return op
+
+    def append(self, kind: str, run: str, payload: dict[str, Any]) -> Op:
+        """Keep a run-level operation (``open``, ``note``, ``close``) with its JSON payload."""
+        text = json.dumps({"run": run, **payload})
+        op = self._store(kind, run, lambda p: p.write_text(text), len(text))
+        self._cache_put(op, payload)
+        return op
+
+    def append_write(self, run: str, index: int, codes: np.ndarray, pattern: Any) -> Op:
+        """Keep frame ``index``'s mask codes and pattern; `JournalFull` if over budget."""
+        arrays, header = _pattern_arrays(pattern)
+        codes = np.ascontiguousarray(codes, dtype=np.uint8)
+        header.update(run=run, index=int(index), shape=list(codes.shape))
+        if len(self.ops) > _COMPRESS_BEYOND:
+            arrays["mask_z"] = np.frombuffer(zlib.compress(codes.tobytes(), 1), np.uint8)
+        else:
+            arrays["mask"] = codes
+        arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+        size = sum(a.nbytes for a in arrays.values())
+
+        def write(path: Path) -> None:
+            with open(path, "wb") as fh:
+                np.savez(fh, allow_pickle=False, **arrays)
+
+        op = self._store("write", run, write, size, int(index))
+        self._cache_put(op, (codes, pattern))
+        return op
+
+    def _cache_put(self, op: Op, payload: Any) -> None:
+        with self._mutex:
+            self._cache[op.seq] = payload
+            while len(self._cache) > _CACHED:
+                del self._cache[min(self._cache)]
+
+    # -- reading ----------------------------------------------------------------------
+    def _header(self, op: Op) -> tuple[str, int | None]:
+        if op.kind != "write":
+            return json.loads(op.path.read_text())["run"], None
+        with np.load(op.path, allow_pickle=False) as npz:
+            header = json.loads(npz["header"].tobytes())
+        return header["run"], int(header["index"])
+
+    def load(self, op: Op) -> Any:
+        """The payload of ``op``: a dict, or ``(codes, pattern)`` for a write."""
+        with self._mutex:
+            cached = self._cache.get(op.seq)
+        if cached is not None:
+            return cached
+        if op.kind != "write":
+            payload = json.loads(op.path.read_text())
+            payload.pop("run", None)
+            return payload
+        with np.load(op.path, allow_pickle=False) as npz:
+            header = json.loads(npz["header"].tobytes())
+            shape = tuple(header["shape"])
+            if "mask_z" in npz.files:
+                codes = np.frombuffer(zlib.decompress(npz["mask_z"].tobytes()),
+                                      np.uint8).reshape(shape)
+            else:
+                codes = npz["mask"]
+            pattern = _pattern_from(npz, header)
+        return codes, pattern
+
+    def hold(self, op: Op) -> None:
+        """Take an applied operation off the queue but keep its file (a run's opening, needed
+        again if the process restarts before the run is closed)."""
+        with self._mutex:
+            self._cache.pop(op.seq, None)
+            with contextlib.suppress(ValueError):
+                self.ops.remove(op)
+
+    def remove(self, op: Op) -> None:
+        """Forget an applied operation (its file goes)."""
+        self.hold(op)
+        with self._mutex:
+            if op.kind == "write" and op.path.exists():
+                self.bytes -= op.size
+        with contextlib.suppress(FileNotFoundError):
+            op.path.unlink()
+
+    def frames_waiting(self, run: str | None = None) -> int:
+        """Frame results not yet applied (of ``run``, or of every run)."""
+        with self._mutex:
+            return sum(1 for op in self.ops if op.kind == "write" and run in (None, op.run))
