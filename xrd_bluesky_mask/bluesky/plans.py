@@ -28,21 +28,20 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import bluesky.plan_stubs as bps
 from bluesky.protocols import Reading
-from bluesky.utils import Msg, plan
+from bluesky.utils import MsgGenerator, plan
 from event_model.documents.event_descriptor import DataKey, Dtype
 
 __all__ = ["RetrainResult", "retrain", "set_model"]
 
 log = logging.getLogger(__name__)
 
-MsgGenerator = Generator[Msg, Any, Any]
 _ACTIVATE = {"if_better": "if_better", True: "always", "always": "always", False: "never",
              "never": "never"}
 _EPOCH_KEYS = ("epoch", "loss", "val_recall", "val_tnr", "threshold", "lr", "seconds",
