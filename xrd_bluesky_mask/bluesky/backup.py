@@ -60,8 +60,9 @@ def default_backup_dir() -> Path:
 
 def backup_folder_for(uri: str, runs_path: str = "") -> Path:
     """The backup folder of the runs container ``runs_path`` on the server at ``uri`` (an
-    ``?api_key=`` query is ignored): one folder per server and container under
-    `default_backup_dir`, so that a backup is replayed into the server it was meant for."""
+    ``?api_key=`` query is ignored; an embedded server is ``embedded:<catalog folder>``): one
+    folder per server and container under `default_backup_dir`, so that a backup is replayed
+    into the server it was meant for."""
     from ..sinks.journal import journal_name
 
     base = uri.split("?", 1)[0].rstrip("/")

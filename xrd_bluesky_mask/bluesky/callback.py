@@ -201,7 +201,10 @@ class XRDMaskCallback:
                 "XRDMaskCallback needs a Tiled client (the container TiledWriter writes runs "
                 "to), or both source= (a FrameSource) and sink= (a ResultSink)."
             )
-        self.locator: Any = source if hasattr(source, "note_file") else None
+        # what takes frame locations from the documents (`TiledFrameSource.note_file`), also
+        # behind a RetryingSource (``xrd-mask worker``)
+        self.locator: Any = next((s for s in (source, getattr(source, "inner", None))
+                                  if hasattr(s, "note_file")), None)
         if source is None:
             from ..tiled.frames import TiledFrameSource
             from ..tiled.retry import RetryingSource

@@ -268,11 +268,14 @@ class Session:
         return self.server.client(), self.server.uri, self.server.api_key
 
     def _backup_folder(self, backup_directory: str | Path, runs_path: str) -> Path:
-        """The run backup folder: ``"auto"`` is one per server and runs container."""
+        """The run backup folder: ``"auto"`` is one per server and runs container (an
+        embedded server is known by its catalog folder, not by its port, which changes)."""
         from .backup import backup_folder_for
 
         if str(backup_directory) != "auto":
             return Path(backup_directory)
+        if self.server is not None:
+            return backup_folder_for(f"embedded:{self.server.directory.resolve()}", runs_path)
         return backup_folder_for(self.uri, runs_path)
 
     def _make_run_engine(self, metadata: Mapping[str, Any] | None, md_store: str | Path | None,

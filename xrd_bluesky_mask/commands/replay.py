@@ -27,7 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_tiled(p)
     p.add_argument("--backup", type=Path, default=None, metavar="DIR",
                    help="the backup folder (default: the session's for this server and "
-                        "--catalog, under $XRD_MASK_RUN_BACKUP or the user state folder)")
+                        "--catalog, under $XRD_MASK_RUN_BACKUP or the user state folder; an "
+                        "embedded server's: the folder the profile's banner and log name)")
     p.add_argument("--list", action="store_true", help="only list what waits")
     p.add_argument("--incomplete", action="store_true",
                    help="also replay runs whose backup has no stop document (their process "
