@@ -111,13 +111,15 @@ class Worker:
     journal
         A `Journal`: results are kept there and written to ``sink`` by a `JournaledSink`
         (through outages, and after a restart); None writes to ``sink`` directly.
+    retry_max_wait
+        The journal's longest wait between attempts while the store is unreachable, seconds.
     """
 
     def __init__(self, source: FrameSource, sink: ResultSink, *,
                  masker: Masker | str | None = None,
                  integration: IntegrationSettings | None = None, prefetch: int = 2,
                  niceness: int = 5, quiet_s: float = 0.0, batch: int | str = "auto",
-                 journal: Journal | None = None) -> None:
+                 journal: Journal | None = None, retry_max_wait: float = 10.0) -> None:
         if batch != "auto" and (not isinstance(batch, int) or batch < 1):
             raise ConfigError(f"batch must be 'auto' or an int >= 1, got {batch!r}")
         self.batch = batch
@@ -126,7 +128,8 @@ class Worker:
         self.source, self.sink = source, sink
         self.journaled: JournaledSink | None = None
         if journal is not None:
-            self.sink = self.journaled = JournaledSink(sink, journal, on_error=self._sink_error)
+            self.sink = self.journaled = JournaledSink(sink, journal, on_error=self._sink_error,
+                                                       max_wait=retry_max_wait)
         self.lag = LagMeter()
         self.quiet_s = float(quiet_s)
         self._last_doc = 0.0
@@ -187,6 +190,11 @@ class Worker:
     def note_run_error(self, run_uid: str, message: str) -> None:
         """Record a run-level error (e.g. from the callback) shown on the derived node."""
         self.records.setdefault(run_uid, RunRecord()).run_errors.append(message)
+
+    @property
+    def closed(self) -> bool:
+        """True once `close` has begun (reads waiting out an outage give up then)."""
+        return self._closed
 
     @property
     def pending(self) -> int:
