@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what is needed (or reuse the venv) and run the checks: ruff, the layer contracts
-# (import-linter), the types (basedpyright), then the whole test suite.
+# (import-linter), the types (basedpyright), the documentation site (Sphinx, warnings as
+# errors, into build/docs), then the whole test suite.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -8,4 +9,5 @@ bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/lint-imports --no-cache
 .venv/bin/basedpyright --project pyproject.toml
+.venv/bin/python -m sphinx -W --keep-going -q -b html docs build/docs
 .venv/bin/python -m pytest "$@"

@@ -46,7 +46,8 @@ def predict_mask(
     -------
     numpy.ndarray
         bool, same shape as ``image``; True = exclude the pixel (a spot, or a static pixel:
-        detector mask, flag value such as -1/-2 or a dummy, NaN/inf).
+        detector mask, flag value such as -1/-2, an unsigned frame's maximum (2^32 - 1, the
+        gap pixels of a Dectris Eiger) or a dummy, NaN/inf).
 
     Raises
     ------

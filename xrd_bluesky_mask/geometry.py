@@ -102,9 +102,37 @@ class Geometry:
         if tuple(frame_shape) != self.shape:
             raise GeometryError(
                 f"frame shape {tuple(frame_shape)} does not match the detector shape {self.shape} "
-                f"of the PONI from {self.source}. Use the PONI calibrated for this detector, "
-                "or check that the frame was not binned, cropped or transposed."
+                f"of the PONI from {self.source}. {shape_mismatch_hint(frame_shape, self.shape)}"
             )
+
+
+def shape_mismatch_hint(frame_shape: tuple[int, ...], detector_shape: tuple[int, ...]) -> str:
+    """What usually makes a frame's shape differ from its PONI's detector, the likeliest first.
+
+    ``frame_shape`` and ``detector_shape`` are ``(rows, cols)`` in pixels. The usual causes:
+    the frame was binned (read out 2x2), cropped to a region of interest (or its detector gap
+    rows left out), transposed or rotated by 90°, or the PONI names another detector (e.g.
+    pyFAI's ``Eiger500k``, 514x1030 with its gaps, for a 512x1028 frame).
+    """
+    fr, fc = (int(n) for n in tuple(frame_shape)[-2:])
+    dr, dc = (int(n) for n in tuple(detector_shape)[-2:])
+    likely = ""
+    if (fr, fc) == (dc, dr):
+        likely = ("The frame is the detector transposed or rotated by 90°: pass --transpose "
+                  "(or orientation='transpose'), or use a PONI made on frames as they are. ")
+    elif fr and fc and dr % fr == 0 and dc % fc == 0 and (dr // fr, dc // fc) != (1, 1):
+        likely = (f"The frame looks binned {dr // fr}x{dc // fc}: calibrate a PONI on binned "
+                  "frames, or read the detector out unbinned. ")
+    elif fr <= dr and fc <= dc:
+        likely = (f"The frame is {dr - fr} row(s) and {dc - fc} column(s) smaller: cropped to "
+                  "a region of interest, or without the detector's gap rows and columns; or "
+                  "the PONI names a larger detector of the family. ")
+    elif fr >= dr and fc >= dc:
+        likely = (f"The frame is {fr - dr} row(s) and {fc - dc} column(s) larger: the PONI "
+                  "names a smaller detector, or was made on cropped frames. ")
+    return (likely + "Usual causes: binning, a crop or ROI, a transposed or rotated frame, "
+            "the wrong detector in the PONI (its Detector line). Use the PONI calibrated on "
+            "frames like this one (pyFAI-calib2 or Dioptas on one of them).")
 
 
 def parse_poni_text(text: str) -> dict[str, Any]:
@@ -266,8 +294,8 @@ def _finish(geo: Geometry, shape: tuple[int, int] | None) -> Geometry:
     if det_shape is not None and tuple(det_shape) != geo.shape:  # geo.shape is the frame's
         raise GeometryError(
             f"frame shape {geo.shape} does not match the detector shape {tuple(det_shape)} "
-            f"of the PONI from {geo.source}. Use the PONI calibrated for this detector, "
-            "or check that the frame was not binned, cropped or transposed.")
+            f"of the PONI from {geo.source}. "
+            f"{shape_mismatch_hint(geo.shape, tuple(int(n) for n in det_shape))}")
     return geo
 
 

@@ -39,7 +39,14 @@ from ..azimuthal.geometry_check import GeometryVerdict, check_geometry
 from ..azimuthal.orientation import Orientation
 from ..errors import GeometryError, XRDMaskError
 from ..geometry import as_geometry
-from ..io import export_mask, read_frame, write_mask_tiff, write_netcdf, write_xy
+from ..io import (
+    export_mask,
+    read_frame,
+    read_pixel_mask,
+    write_mask_tiff,
+    write_netcdf,
+    write_xy,
+)
 from ..masking import Masker
 from ..pipeline import process_frame
 
@@ -100,7 +107,9 @@ def predict_files(
 
     ``orientation`` (or ``flipud=True``, the same as ``orientation="flipud"``) turns each frame
     before the PONI applies; ``user_mask`` (True = exclude) is in the input's orientation, as
-    the masks written are, so an earlier ``NAME_mask.tif`` can serve as one.
+    the masks written are, so an earlier ``NAME_mask.tif`` can serve as one. An HDF5 file's own
+    ``pixel_mask`` (a Dectris master file's, `xrd_bluesky_mask.io.read_pixel_mask`) is added to
+    it, file by file.
     ``check`` runs `check_geometry` on every frame (about 0.2-0.5 s for 1 Mpx).
     ``exports``: mask formats for other tools (``"edf"``, ``"npy"``, ``"dioptas"``, see
     `xrd_bluesky_mask.io.mask_files`), also in the input's orientation.
@@ -115,7 +124,6 @@ def predict_files(
     turn = Orientation.parse(orientation)
     if flipud:
         turn = Orientation(turn.transpose, not turn.flipud, turn.fliplr)
-    extra_static = None if user_mask is None else np.ascontiguousarray(turn.apply(user_mask))
     out_dir.mkdir(parents=True, exist_ok=True)
     outcomes = []
     for path in tqdm(paths, desc="masking", unit="frame", disable=not progress):
@@ -123,7 +131,9 @@ def predict_files(
         t0 = time.perf_counter()
         try:
             raw = read_frame(path, index=index, dataset=dataset)
-            used, static_in = turn, extra_static
+            own = _file_static(path, raw.shape, user_mask)
+            used = turn
+            static_in = None if own is None else np.ascontiguousarray(used.apply(own))
             frame = np.ascontiguousarray(used.apply(raw))
             geometry = as_geometry(poni, frame.shape[-2:] if frame.ndim >= 2 else None)
             outcome.orientation = used
@@ -141,8 +151,8 @@ def predict_files(
                     geometry = as_geometry(poni, frame.shape[-2:])
                     outcome.verdict = check_geometry(raw, geometry, orientation=used)
                     outcome.orientation = used
-                    if user_mask is not None:
-                        static_in = np.ascontiguousarray(used.apply(user_mask))
+                    if own is not None:
+                        static_in = np.ascontiguousarray(used.apply(own))
                     log.info("%s: orientation %r applied instead of %r (the geometry check's "
                              "rings are sharper)", path, used.name, turn.name)
                 elif outcome.warning:
@@ -185,6 +195,27 @@ def predict_files(
         outcome.seconds = time.perf_counter() - t0
         outcomes.append(outcome)
     return outcomes
+
+
+def _file_static(path: str | Path, shape: tuple[int, ...],
+                 user_mask: np.ndarray | None) -> np.ndarray | None:
+    """The pixels always excluded from ``path``'s frame, in the input's orientation: the user's
+    mask, with the detector's own ``pixel_mask`` where an HDF5 file (a Dectris master file)
+    holds one of the frame's shape; ``user_mask`` itself when the file holds none."""
+    pixel_mask = read_pixel_mask(path)
+    if pixel_mask is None:
+        return user_mask
+    if pixel_mask.shape != tuple(shape):
+        log.warning("%s: its pixel_mask %s does not have the frame's shape %s; not used",
+                    path, pixel_mask.shape, tuple(shape))
+        return user_mask
+    log.info("%s: %d pixels of the file's pixel_mask are static", path,
+             int(np.count_nonzero(pixel_mask)))
+    if user_mask is None:
+        return pixel_mask
+    if user_mask.shape != pixel_mask.shape:
+        return user_mask  # masking reports the user mask's shape
+    return pixel_mask | user_mask
 
 
 def _overlay_note(outcome: FileOutcome) -> str | None:

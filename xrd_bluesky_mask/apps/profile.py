@@ -142,8 +142,23 @@ class Beamline:
                          else self.settings.data_path / "tiled")
             self.raw_dir.mkdir(parents=True, exist_ok=True)
             self.session = Session(directory=directory, readable_storage=[self.raw_dir],
-                                   server_mode=t.embedded_mode, **common)
+                                   server_mode=t.embedded_mode,
+                                   api_key=self._kept_key(directory), **common)
         return self.session.client
+
+    def _kept_key(self, directory: Path) -> str | None:
+        """The embedded server's API key, kept in its catalog folder across sessions
+        (`xrd_bluesky_mask.tiled.server.kept_api_key`); None (share the running key) when a
+        server with another key already runs on a thread of this process."""
+        from ..tiled.server import in_process_api_key, kept_api_key
+
+        key = kept_api_key(directory)
+        running = in_process_api_key()
+        if self.settings.tiled.embedded_mode == "thread" and running not in (None, key):
+            self.notes.append("another Tiled server runs in this process: the embedded server "
+                              "shares its API key, not the one kept with the catalog")
+            return None
+        return key
 
     def make_run_engine(self) -> Any:
         """The session's RunEngine, with ``TiledWriter(runs, batch_size=1)`` subscribed (frames

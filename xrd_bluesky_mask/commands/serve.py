@@ -25,19 +25,21 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="folder of external files the runs point at (the detector's HDF5 "
                         "files: the profile's <data dir>/raw); repeatable")
     p.add_argument("--api-key", default=None,
-                   help="API key to serve with (default: $TILED_API_KEY, else a new one)")
+                   help="API key to serve with (default: the one kept in DIRECTORY/api_key, "
+                        "the beamline profile's; else $TILED_API_KEY; else a new one, kept)")
     return p
 
 
 def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     from ..errors import ConfigError
-    from ..tiled.server import start_local_server
+    from ..tiled.server import kept_api_key, start_local_server
 
     if not (args.directory / "catalog.db").is_file():
         raise ConfigError(f"{args.directory} holds no catalog.db: give the folder an embedded "
                           "server wrote (the beamline profile's is <data dir>/tiled, as its "
                           "banner prints)")
-    key = args.api_key or os.environ.get("TILED_API_KEY") or None
+    key = (args.api_key or kept_api_key(args.directory, create=False)
+           or os.environ.get("TILED_API_KEY") or kept_api_key(args.directory))
     server = start_local_server(args.directory, api_key=key, readable_storage=args.readable)
     with server:
         quoted = shlex.quote(server.api_key)

@@ -2,7 +2,9 @@
 
 `read_frame` accepts TIFF, EDF, CBF, MAR, ... (fabio, with tifffile for TIFF layouts fabio
 cannot read), ``.npy`` and HDF5/NeXus (``.h5``, ``.hdf5``, ``.nxs``, ...; the NeXus default
-plot or the first image dataset, ``index`` for stacks).
+plot, a Dectris master file's ``/entry/data`` or the first image dataset, ``index`` for
+stacks). `read_pixel_mask` reads the detector's own mask of bad and gap pixels that Dectris
+master files (and NeXus ``NXdetector`` groups) carry as ``pixel_mask``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 
 from ..errors import FrameError, InputFileError, XRDMaskError
 
-__all__ = ["SUPPORTED_FORMATS", "read_frame"]
+__all__ = ["PIXEL_MASK_PATHS", "SUPPORTED_FORMATS", "read_frame", "read_pixel_mask"]
 
 #: Suffixes read with h5py.
 HDF5_SUFFIXES = frozenset({".h5", ".hdf5", ".hdf", ".nxs", ".nx5", ".nx", ".he5"})
@@ -31,6 +33,22 @@ SUPPORTED_FORMATS = (
     "images fabio reads (TIFF .tif/.tiff, EDF .edf, CBF .cbf, MAR, Rayonix, ...), "
     "NumPy .npy, and HDF5/NeXus .h5/.hdf5/.nxs"
 )
+
+#: Where HDF5 files keep the detector's pixel mask, in the order looked at: Dectris master
+#: files (Eiger, Pilatus4) and NeXus ``NXdetector`` groups. Non-zero = a gap, dead, noisy or
+#: otherwise bad pixel.
+PIXEL_MASK_PATHS = (
+    "/entry/instrument/detector/detectorSpecific/pixel_mask",
+    "/entry/instrument/detector/pixel_mask",
+)
+
+#: Where Dectris master files keep the frames (external links to the data files), looked at
+#: when the file names no NeXus default: the master file's own 2D datasets (``pixel_mask``,
+#: ``flatfield``) are not frames.
+DECTRIS_DATA_PATHS = ("/entry/data/data", "/entry/data/data_000001")
+
+#: Names of 2D datasets that describe the detector rather than hold a frame.
+_NOT_FRAMES = frozenset({"pixel_mask", "flatfield", "countrate_correction_table"})
 
 PathLike = str | os.PathLike
 
@@ -237,13 +255,64 @@ def _first_image_dataset(f: Any) -> str | None:
     found: list[str] = []
 
     def visit(name: str, obj: Any) -> bool | None:
-        if isinstance(obj, h5py.Dataset) and obj.ndim >= 2 and obj.dtype.kind in "biuf":
+        if (isinstance(obj, h5py.Dataset) and obj.ndim >= 2 and obj.dtype.kind in "biuf"
+                and name.rsplit("/", 1)[-1] not in _NOT_FRAMES):
             found.append(name)
             return True  # stops the walk
         return None
 
     f.visititems(visit)
     return "/" + found[0] if found else None
+
+
+def _dectris_data(f: Any) -> str | None:
+    """The frames of a Dectris master file (`DECTRIS_DATA_PATHS`), if the file has them."""
+    import h5py
+
+    for name in DECTRIS_DATA_PATHS:
+        try:
+            ds = f.get(name)
+        except (KeyError, OSError):  # an external link whose data file is missing
+            continue
+        if isinstance(ds, h5py.Dataset) and ds.ndim >= 2:
+            return name
+    return None
+
+
+def read_pixel_mask(path: PathLike) -> np.ndarray | None:
+    """The detector's own mask of bad pixels, where an HDF5 file holds one.
+
+    Dectris master files (Eiger, Pilatus4) write it as
+    ``/entry/instrument/detector/detectorSpecific/pixel_mask``, NeXus files as the
+    ``pixel_mask`` of their ``NXdetector`` (`PIXEL_MASK_PATHS`): a bit field where any non-zero
+    value marks a gap, dead, noisy or otherwise bad pixel.
+
+    Parameters
+    ----------
+    path
+        Any image file; only HDF5/NeXus files (``.h5``, ``.hdf5``, ``.nxs``, ...) can hold one.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        bool ``(rows, cols)``, True = exclude (the static mask's convention), in the file's
+        orientation; None for other formats, files without a 2D ``pixel_mask`` and files that
+        cannot be opened (`read_frame` reports those).
+    """
+    p = Path(path)
+    if p.suffix.lower() not in HDF5_SUFFIXES or not p.is_file():
+        return None
+    import h5py
+
+    try:
+        with h5py.File(p, "r") as f:
+            for name in PIXEL_MASK_PATHS:
+                ds = f.get(name)
+                if isinstance(ds, h5py.Dataset) and ds.ndim == 2 and ds.dtype.kind in "biuf":
+                    return np.asarray(ds[()]) != 0
+    except (OSError, KeyError, ValueError):
+        return None
+    return None
 
 
 def _read_hdf5(p: Path, index: int | None, dataset: str | None) -> np.ndarray:
@@ -256,7 +325,7 @@ def _read_hdf5(p: Path, index: int | None, dataset: str | None) -> np.ndarray:
 
     with h5py.File(p, "r") as f:
         if dataset is None:
-            name = _nexus_default(f) or _first_image_dataset(f)
+            name = _nexus_default(f) or _dectris_data(f) or _first_image_dataset(f)
             if name is None:
                 raise FrameError(
                     f"{str(p)!r} holds no numeric dataset with 2 or more dimensions"

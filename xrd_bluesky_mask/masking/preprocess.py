@@ -90,7 +90,7 @@ def prepare_frame(
         raise FrameError(
             f"every pixel of the frame is excluded ({int((~finite).sum())} NaN or infinite, "
             f"{int(geometry.detector_mask().sum())} in the detector mask, {int(flagged.sum())} "
-            "flag values such as -1/-2"
+            "flag values (-1/-2, or an unsigned dtype's maximum)"
             + ("" if extra_static is None else
                f", {int(np.count_nonzero(extra_static))} in the user mask")
             + f", of {a.size}): nothing to mask. Check the frame and the masks."
@@ -114,11 +114,16 @@ def flagged_pixels(raw: np.ndarray, f32: np.ndarray) -> np.ndarray:
     """Pixels whose value is a detector flag, not a measurement.
 
     Signed integer frames (photon counters): every negative value (-1 gaps, -2 bad pixels).
+    Unsigned integer frames: the dtype's maximum (2^32 - 1 for uint32, 65535 for uint16), the
+    value Dectris detectors (Eiger, Pilatus4) write in gap and bad pixels, and which on any
+    other integer detector is a saturated read-out, not a count.
     Floating-point frames: exactly -1 or -2, or below -1e6. Other negative floats are real
     (read noise after dark subtraction) and stay valid for integration.
     """
     if np.issubdtype(raw.dtype, np.signedinteger):
         return f32 < 0
+    if np.issubdtype(raw.dtype, np.unsignedinteger):
+        return raw == np.iinfo(raw.dtype).max
     with np.errstate(invalid="ignore"):
         return np.isin(f32, FLAG_VALUES) | (f32 <= DUMMY_BELOW)
 
