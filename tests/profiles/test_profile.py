@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import runpy
 import shlex
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import httpx
@@ -292,9 +294,14 @@ def test_ipython_profile_dir_starts_counts_and_exits(tmp_path):
     env.pop("TILED_API_KEY", None)
     server = subprocess.Popen([xrd_mask, *argv[1:]], stdout=subprocess.PIPE, text=True,
                               stderr=subprocess.STDOUT, env=env)
+    # read the server's output in a thread all along: its access log would otherwise fill the
+    # pipe during the reprocess and block the server (and its Ctrl-C) on a write
+    lines: queue.Queue[str] = queue.Queue()
+    assert server.stdout is not None
+    threading.Thread(target=lambda: [lines.put(line) for line in server.stdout or ()],
+                     daemon=True).start()
     try:
-        assert server.stdout is not None
-        printed = [server.stdout.readline() for _ in range(5)]
+        printed = [lines.get(timeout=120) for _ in range(5)]
         exports = next(line for line in printed if "export TILED_URI=" in line)
         uri, key = (part.split("=", 1)[1] for part in exports.split()[1:3])
         done = subprocess.run([xrd_mask, "reprocess", uid, "--masker", "classical",
