@@ -3,7 +3,8 @@
 Three daemon threads form a pipeline so that Tiled reads, computation and Tiled writes overlap:
 
 ``submit`` → (unbounded queue) → **read** (`FrameSource.read`, waits until the frame is
-readable) → (``prefetch`` frames) → **compute** (`Pipeline.process`: mask + integrate) →
+readable) → (``prefetch`` frames) → **compute** (`Pipeline.process`: mask + integrate, and
+the frame's spot table, summary and texture rows) →
 (``prefetch`` results) → **write** (`ResultSink`).
 
 The compute stage keeps one `Pipeline` per open run (its geometry) and takes the frames of that
@@ -111,13 +112,16 @@ class Worker:
     journal
         A `Journal`: results are kept there and written to ``sink`` by a `JournaledSink`
         (through outages, and after a restart); None writes to ``sink`` directly.
+    tables
+        Compute and write each frame's tables (spot table, summary, ring texture:
+        `xrd_bluesky_mask.spots`) with its mask and pattern.
     """
 
     def __init__(self, source: FrameSource, sink: ResultSink, *,
                  masker: Masker | str | None = None,
                  integration: IntegrationSettings | None = None, prefetch: int = 2,
                  niceness: int = 5, quiet_s: float = 0.0, batch: int | str = "auto",
-                 journal: Journal | None = None) -> None:
+                 journal: Journal | None = None, tables: bool = True) -> None:
         if batch != "auto" and (not isinstance(batch, int) or batch < 1):
             raise ConfigError(f"batch must be 'auto' or an int >= 1, got {batch!r}")
         self.batch = batch
@@ -135,6 +139,7 @@ class Worker:
         self._masker_error: str | None = None
         self._pending_masker: Masker | None = None  # from set_masker, for the next run
         self.integration = integration
+        self.tables = bool(tables)
         self.niceness = niceness
         self.records: dict[str, RunRecord] = {}
         # the stages' queues; None tells the next stage to stop
@@ -367,14 +372,30 @@ class Worker:
                     self.masker(), as_geometry(spec.poni, spec.shape,
                                                source=spec.geometry_source or None),
                     self.integration,
-                    policy=self.policy)
+                    policy=self.policy, tables=self.tables)
             except Exception as exc:
                 record.run_errors.append(f"geometry unusable: {_describe(exc)}")
+            else:
+                self._warm(spec.uid, self._pipelines[spec.uid])
         integration = self.integration or IntegrationSettings()
         return provenance(spec.uid, stream=spec.stream, field=spec.field,
                           masker_settings=settings, poni=spec.poni or "",
                           integration=integration.model_dump(mode="json"),
                           frames_expected=spec.frames_expected, frame_shape=spec.shape)
+
+    @staticmethod
+    def _warm(run_uid: str, pipeline: Pipeline) -> None:
+        """Build the run's engine and geometry tables now, before its first frame (a failure
+        only means the first frame builds them)."""
+        try:
+            seconds = pipeline.warm()
+        except Exception as exc:
+            log.warning("xrd-mask: run %s: warming up failed (%s); the first frame builds "
+                        "what it needs", run_uid, _describe(exc))
+            return
+        if seconds:
+            log.info("xrd-mask: run %s: engine and geometry tables built in %.2f s, before "
+                     "its first frame", run_uid, seconds)
 
     def _compute(self, group: list[FrameRead]) -> list[Computed]:
         """Results of frames of one run (read), masked together; one by one if the batch
@@ -466,7 +487,9 @@ class Worker:
             rec.static_fraction = float(np.mean(result.mask.static))
             t0 = time.perf_counter()
             try:
-                self.sink.write(item.run_uid, item.index, result.mask.codes, result.pattern)
+                tables = result.tables.at(item.index) if result.tables is not None else None
+                self.sink.write(item.run_uid, item.index, result.mask.codes, result.pattern,
+                                tables=tables)
             except JournalFull as exc:
                 rec.error = f"result not kept: {exc}"
                 if not record.journal_full:  # once per run: every later frame says it too
@@ -479,6 +502,7 @@ class Worker:
             t1 = time.perf_counter()
             rec.timings = {"read": computed.read_s, "mask": result.timings["mask"],
                            "integrate": result.timings["integrate"],
+                           "tables": result.timings.get("tables", 0.0),
                            "batch": computed.batch, "write": t1 - t0,
                            "latency": t1 - item.t_submitted}
         finally:
