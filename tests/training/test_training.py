@@ -197,3 +197,36 @@ def test_interrupted_cosine_run_resumes_on_the_same_schedule(tmp_path, checkpoin
         _cosine_lr_before_the_scheduler(cfg, e) for e in range(4)]
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert set(state) == {"model", "optim", "history"}
+
+
+def test_hard_tiles_are_drawn_where_the_starting_network_is_wrong(tmp_path):
+    """Tiles the starting network gets wrong are drawn more often: a share of the epoch in
+    proportion to their wrong pixels, the rest once each; without starting weights it is an
+    error, and without hard tiles every tile comes once."""
+    from xrd_bluesky_mask.errors import ModelError
+    from xrd_bluesky_mask.training.loop import epoch_order, tile_errors
+
+    g = torch.Generator().manual_seed(0)
+    errors = torch.zeros(100)
+    errors[:5] = 50.0  # five hard tiles
+    order = epoch_order(100, g, errors, 0.5)
+    assert len(order) == 100
+    counts = torch.bincount(order, minlength=100)
+    assert int(counts[:5].sum()) >= 50  # the hard half went to the five wrong tiles
+    assert sorted(epoch_order(100, g, None, 0.5).tolist()) == list(range(100))
+    assert sorted(epoch_order(100, g, errors, 0.0).tolist()) == list(range(100))
+
+    tiles = _toy_tiles(n=12, size=64)
+    first = train(tiles, tmp_path / "a", TrainConfig(epochs=1, batch_size=4, architecture=TINY),
+                  progress=False)
+    net = load_model(first.model_dir).net
+    wrong = tile_errors(net, tiles, "cpu")
+    assert wrong.shape == (12,) and (wrong >= 0).all()
+    blank = TileSet(tiles.x[:2] * 0, torch.zeros_like(tiles.y[:2]))
+    assert tile_errors(net, blank, "cpu", threshold=1.1).sum() == 0  # nothing predicted, no spot
+    cfg = TrainConfig(epochs=1, batch_size=4, architecture=TINY, hard_fraction=0.5)
+    run = train(tiles, tmp_path / "b", cfg, init_state=net.state_dict(), progress=False)
+    assert (tmp_path / "b" / "tile-errors.pt").exists() and run.card.training["config"][
+        "hard_fraction"] == 0.5
+    with pytest.raises(ModelError, match="--init"):
+        train(tiles, tmp_path / "c", cfg, progress=False)

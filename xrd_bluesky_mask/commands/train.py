@@ -77,6 +77,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="training arithmetic: bf16 autocast of the forward pass (master weights "
                    "fp32) is faster where the CPU has native bf16; measure it with "
                    "benchmarks/bench_training.py before a long run (default fp32)")
+    t.add_argument("--hard-fraction", type=float, default=0.0,
+                   help="share of each epoch's tiles drawn where the --init network is wrong "
+                   "(faint spots it misses, texture and bands it masks), in proportion to its "
+                   "wrong pixels; the rest once each at random (default 0: uniform)")
     t.add_argument("--ring-bin-px", type=float, default=None,
                    help="width of the 2θ rings of the ring-excess input channel, px of radius: "
                    "finer than the narrowest ring keeps sharp rings and grainy texture out of "

@@ -64,6 +64,11 @@ class TrainConfig(BaseModel):
         default="fp32",
         description="forward pass in fp32, or under bf16 autocast (weights, optimiser and "
         "loss stay fp32): faster where the CPU has native bf16 (AVX512-BF16, AMX) or on a GPU")
+    hard_fraction: float = Field(
+        default=0.0, ge=0, le=1,
+        description="share of each epoch's tiles drawn where the starting network is wrong "
+        "(in proportion to its wrong pixels on the tile, with replacement), the rest once "
+        "each at random; needs starting weights (--init). 0: every tile once per epoch")
     ring_bin_px: float = Field(
         default=2.0, gt=0, le=8,
         description="width of the 2θ rings of the ring-excess channel the tiles were made "
@@ -158,12 +163,41 @@ def _resume(ckpt: Path, net: torch.nn.Module, opt: torch.optim.Optimizer,
     return history
 
 
+def tile_errors(net: torch.nn.Module, tiles: TileSet, device, threshold: float = 0.5
+                ) -> torch.Tensor:
+    """Wrong pixels (missed spot pixels + false spot pixels, labelled pixels only) of ``net``
+    on every tile, float32 ``(N,)``: where a network is wrong, for drawing hard tiles."""
+    out = []
+    for i in range(0, len(tiles), 256):  # a chunk at a time: no (N, w, w) probability image
+        pred = predict_tiles(net, tiles.x[i : i + 256], device) >= threshold
+        y = tiles.y[i : i + 256]
+        wrong = (pred != (y == 1)) & (y != IGNORE)
+        out.append(wrong.flatten(1).sum(1).float())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def epoch_order(n: int, gen: torch.Generator, errors: torch.Tensor | None,
+                hard_fraction: float) -> torch.Tensor:
+    """The tile indices of one epoch (``n`` of them): with ``errors``, a ``hard_fraction`` of
+    them drawn in proportion to ``errors`` (with replacement) and the rest a random subset,
+    shuffled together; without, a random permutation."""
+    if errors is None or hard_fraction <= 0 or float(errors.sum()) <= 0:
+        return torch.randperm(n, generator=gen)
+    k = int(round(hard_fraction * n))
+    hard = torch.multinomial(errors.double(), k, replacement=True, generator=gen)
+    rest = torch.randperm(n, generator=gen)[: n - k]
+    both = torch.cat([hard, rest])
+    return both[torch.randperm(len(both), generator=gen)]
+
+
 def _train_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: torch.nn.Module,
                  train_set: TileSet, soft: torch.Tensor | None, cfg: TrainConfig,
-                 gen: torch.Generator, device: torch.device) -> list[float]:
-    """One pass over ``train_set`` in random batches; the loss of each batch."""
+                 gen: torch.Generator, device: torch.device,
+                 errors: torch.Tensor | None = None) -> list[float]:
+    """One pass over ``train_set`` in random batches (hard tiles drawn more often when
+    ``errors`` is given, `epoch_order`); the loss of each batch."""
     net.train()
-    perm = torch.randperm(len(train_set), generator=gen)
+    perm = epoch_order(len(train_set), gen, errors, cfg.hard_fraction)
     losses = []
     for i in range(0, len(perm), cfg.batch_size):
         idx = perm[i : i + cfg.batch_size]
@@ -200,6 +234,30 @@ def _save_epoch(out: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, car
     )
     (out / "checkpoint.tmp").replace(out / "checkpoint.pt")
     (out / "history.json").write_text(json.dumps(history, indent=1))
+
+
+def _starting_errors(net: torch.nn.Module, train_set: TileSet, cfg: TrainConfig, out: Path,
+                     device, has_init: bool) -> torch.Tensor | None:
+    """`tile_errors` of the starting weights when ``cfg.hard_fraction`` asks for hard tiles,
+    kept in ``out/tile-errors.pt`` so a resumed run draws from the same errors."""
+    if cfg.hard_fraction <= 0:
+        return None
+    if not has_init:
+        from ..errors import ModelError
+
+        raise ModelError("hard tiles (hard_fraction > 0) are drawn where the starting network "
+                         "is wrong: give starting weights (--init MODEL)")
+    cache = out / "tile-errors.pt"
+    if cache.exists():
+        errors = torch.load(cache, weights_only=True)
+        if len(errors) == len(train_set):
+            return errors
+    log.info("errors of the starting network on %d training tiles (hard tiles)", len(train_set))
+    errors = tile_errors(net, train_set, device)
+    torch.save(errors, cache)
+    log.info("hard tiles: %d of %d tiles hold a wrong pixel (%.0f wrong pixels per tile)",
+             int((errors > 0).sum()), len(errors), float(errors.mean()))
+    return errors
 
 
 def train(
@@ -254,6 +312,7 @@ def train(
         net.load_state_dict(init_state)
     # channels-last runs oneDNN's faster convolutions on CPU (about 1.5x here)
     net = net.to(device).to(memory_format=torch.channels_last)
+    errors = _starting_errors(net, train_set, cfg, out, device, init_state is not None)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     weight = torch.tensor(cfg.class_weights, dtype=torch.float32, device=device)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weight, ignore_index=IGNORE)
@@ -268,7 +327,7 @@ def train(
                disable=not progress, initial=start_epoch, total=cfg.epochs)
     for epoch in bar:
         t0 = time.monotonic()
-        losses = _train_epoch(net, opt, loss_fn, train_set, soft, cfg, gen, device)
+        losses = _train_epoch(net, opt, loss_fn, train_set, soft, cfg, gen, device, errors)
         prob = predict_tiles(net, val_set.x, device)
         point = operating_point(prob, val_set.y, cfg.target_tnr)
         rec = {

@@ -87,6 +87,7 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
         class_weights=(1.0, args.spot_weight), max_minutes=args.max_minutes, device=args.device,
         architecture=architecture, distill_weight=getattr(args, "distill_weight", 1.0),
         ring_bin_px=_ring_bin_px(args), precision=getattr(args, "precision", "fp32"),
+        hard_fraction=getattr(args, "hard_fraction", 0.0),
     )
     result = train(
         tiles, out, cfg, model_id=args.model_id, resume=not args.no_resume,
