@@ -152,7 +152,11 @@ class XRDMaskCallback:
         and moves longer than ``quiet_s``) instead of competing with TiledWriter for the
         server, the cores and the GIL. A scan emitting documents back to back (gaps of
         0.05-0.25 s measured for 2880 x 2880 frames on 2 cores) is processed right after it;
-        0 processes at once, which slowed such scans by 25-140 % in `benchmarks/bench_live.py`.
+        0 processes at once, which slowed such scans by 25-190 % in `benchmarks/bench_live.py`.
+        ``"auto"`` (default): wait 0.5 s only while frames arrive faster than the worker
+        computes them, else process at once, so a scan with exposures longer than a frame's
+        compute time gets its results within about that time (median latency 0.5 s against
+        3.0 s with 0.5 at 1024 px, 1 s exposures, same scan time; see `Worker`).
     batch
         Frames of a run masked together when several are waiting (see `Worker`); ``"auto"``:
         4 with the U-Net on a GPU, else 1.
@@ -175,7 +179,8 @@ class XRDMaskCallback:
                  root: str = "derived/xrd_mask", source: FrameSource | None = None,
                  sink: ResultSink | None = None,
                  frame_timeout: float = 30.0, niceness: int = 5,
-                 quiet_s: float = 0.5, batch: int | str = "auto", journal: Any = "auto",
+                 quiet_s: float | str = "auto", batch: int | str = "auto",
+                 journal: Any = "auto",
                  journal_max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         if client is None and (source is None or sink is None):
             raise ValueError(
