@@ -23,9 +23,11 @@ def isolated_model_registry(tmp_path_factory):
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_journal(tmp_path_factory):
-    """Live masking keeps its results journal in a folder of this test run, never the user's."""
+    """Live masking keeps its results journal, and sessions their run backups, in folders of
+    this test run, never the user's."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XRD_MASK_JOURNAL", str(tmp_path_factory.mktemp("journal")))
+        mp.setenv("XRD_MASK_RUN_BACKUP", str(tmp_path_factory.mktemp("run-backup")))
         yield
 
 

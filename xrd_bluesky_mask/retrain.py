@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from .errors import AnnotationError, Cancelled, ModelError
 from .training.annotated import AnnotatedFrames
 
-__all__ = ["FineTuneResult", "RetrainSettings", "fine_tune", "is_better", "prepare"]
+__all__ = ["FineTuneResult", "RetrainSettings", "fine_tune", "is_better", "judge", "prepare",
+           "unchanged_predictions"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,8 @@ class FineTuneResult:
     base: dict[str, Any]
     better: bool = False
     frames: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    #: Why the new model is (not) better: `judge`'s sentence.
+    verdict: str = ""
 
 
 def prepare(client: Any, uids: Sequence[str], settings: RetrainSettings) -> tuple[
@@ -108,23 +111,112 @@ def prepare(client: Any, uids: Sequence[str], settings: RetrainSettings) -> tupl
         raise AnnotationError("cannot retrain:\n  " + "\n  ".join(problems))
     split_heldout(runs, settings.heldout_fraction, settings.seed)
     spot_px = check_labels(runs, min_spot_px=settings.min_spot_px, window=settings.window)
+    unchanged_predictions(client, runs)
     return runs, spot_px
 
 
-def is_better(new: dict[str, Any], base: dict[str, Any], target_tnr: float,
-              tnr_tolerance: float) -> bool:
-    """Whether the new model beats the base model on the held-out frames.
+#: Annotations differing from the predicted masks in fewer labelled pixels than this share of
+#: their spot pixels are "the model's own predictions" (`unchanged_predictions`).
+UNCHANGED_SHARE = 0.01
+
+
+def unchanged_predictions(client: Any, runs: Sequence[AnnotatedFrames], *,
+                          share: float = UNCHANGED_SHARE) -> dict[str, Any] | None:
+    """Warn when the training frames' annotations are (nearly) the masks a model predicted.
+
+    Compares the labels (0 keep, 1 spot) of the training frames with the masks stored for the
+    same frames in ``derived/xrd_mask`` (runs without results there are skipped). Retraining
+    on a model's own predictions teaches it nothing: only corrected pixels carry news.
+
+    Returns
+    -------
+    dict or None
+        ``changed_px`` (labelled pixels whose label differs from the prediction), ``spot_px``
+        (spot labels compared), ``frames`` (uid → compared frames), ``models`` (the models whose
+        predictions were compared) and ``unchanged`` (whether it warned); None when no training
+        frame has a predicted mask.
+    """
+    import numpy as np
+
+    from .tiled.results import find_results
+
+    changed = spots = 0
+    compared: dict[str, list[int]] = {}
+    corrected_heldout: list[str] = []
+    models: set[str] = set()
+    for r in runs:
+        try:
+            node = find_results(client, r.uid)
+        except KeyError:  # no predicted masks: nothing to compare
+            continue
+        md = dict(node.metadata)
+        done = {int(i) for i in md.get("frames_done", [])}
+        pairs = [(i, c) for i, c in zip(r.indices, r.codes, strict=True) if i in done]
+        if not pairs:
+            continue
+        array = node["mask"]
+        for i, codes in pairs:
+            predicted = np.asarray(array[i])
+            if predicted.shape != codes.shape:
+                continue
+            labelled = ((codes == 0) | (codes == 1)) & (predicted != 2)
+            differ = int(np.count_nonzero(labelled & ((codes == 1) != (predicted == 1))))
+            if i in r.heldout:
+                if differ:
+                    corrected_heldout.append(f"{i} of run {r.uid}")
+                continue
+            changed += differ
+            spots += int(np.count_nonzero(labelled & (codes == 1)))
+            compared.setdefault(r.uid, []).append(i)
+        models.add(str(md.get("model_id") or md.get("masker", {}).get("masker", "?")))
+    if not compared:
+        return None
+    unchanged = changed <= share * spots
+    if unchanged:
+        where = "; ".join(f"run {u} frames {f}" for u, f in compared.items())
+        held = (f" The corrected frame(s) {', '.join(corrected_heldout)} were held out: they only "
+                "score the models; correct more frames." if corrected_heldout else "")
+        log.warning(
+            "the annotations of the training frames (%s) are the masks %s predicted, except "
+            "%d px (%.1f %% of their %d spot pixels): retraining on a model's own predictions "
+            "teaches it nothing. Correct what it got wrong first: accept_masks(client, uid, "
+            "frames, edits={frame: corrected mask}) or annotate_run(client, uid, masks, "
+            "frames).%s", where, " and ".join(sorted(models)), changed,
+            100 * changed / max(spots, 1), spots, held)
+    return {"changed_px": changed, "spot_px": spots, "frames": compared,
+            "models": sorted(models), "unchanged": unchanged}
+
+
+def judge(new: dict[str, Any], base: dict[str, Any], target_tnr: float,
+          tnr_tolerance: float) -> tuple[bool, str]:
+    """Whether the new model beats the base model on the held-out frames, and why (a sentence).
 
     Better = higher recall, with a true-negative rate at least ``min(base TNR, target_tnr) -
     tnr_tolerance``: a model that meets the operating point it was trained for is not refused
     because the base model happened to mask less (and found fewer spots) on these frames.
-    No spot or no background pixel held out (NaN) is never better.
+    No spot or no background pixel held out (NaN) is never better. "Held-out" always means the
+    annotated frames kept out of training (not the validation tiles scored after each epoch).
     """
     values = (new.get("recall"), base.get("recall"), new.get("tnr"), base.get("tnr"))
     if any(not isinstance(v, int | float) or v != v for v in values):  # None or NaN
-        return False
+        return False, ("the held-out frames hold no spot pixel or no background pixel, so the "
+                       "models cannot be compared; annotate more frames with spots")
     floor = min(base["tnr"], target_tnr) - tnr_tolerance
-    return new["recall"] > base["recall"] and new["tnr"] >= floor
+    recall = (f"held-out recall {new['recall']:.4f} (base model {base['recall']:.4f})")
+    tnr = (f"held-out TNR {new['tnr']:.5f} {'below' if new['tnr'] < floor else 'within'} the "
+           f"{floor:.5f} allowed (the lower of the base model's {base['tnr']:.5f} and "
+           f"target_tnr {target_tnr:g}, less tnr_tolerance {tnr_tolerance:g})")
+    if new["tnr"] < floor:
+        return False, f"{tnr}; {recall}"
+    if new["recall"] <= base["recall"]:
+        return False, f"{recall} not higher; {tnr}"
+    return True, f"{recall} higher; {tnr}"
+
+
+def is_better(new: dict[str, Any], base: dict[str, Any], target_tnr: float,
+              tnr_tolerance: float) -> bool:
+    """Whether the new model beats the base model on the held-out frames (see `judge`)."""
+    return judge(new, base, target_tnr, tnr_tolerance)[0]
 
 
 def fine_tune(
@@ -180,7 +272,7 @@ def fine_tune(
             result = train(tiles, Path(workdir) / "train",
                            config.model_copy(update={"epochs": epoch}), model_id="retrained",
                            init_state=init, parent=base.card.model_id, card_extra=extra,
-                           resume=True, progress=False)
+                           resume=True, progress=False, log_level=logging.DEBUG)
         except ModelError:
             if (Path(workdir) / "train" / "best").exists():
                 raise
@@ -195,8 +287,6 @@ def fine_tune(
     check()
     new = score_masker(UNetMasker(result.model_dir, device=settings.device), runs)
     old = score_masker(UNetMasker(base, device=settings.device), runs)
-    log.info("held-out recall %.4f (base %.4f), TNR %.5f (base %.5f)", new["recall"],
-             old["recall"], new["tnr"], old["tnr"])
+    better, verdict = judge(new, old, settings.target_tnr, settings.tnr_tolerance)
     return FineTuneResult(result.model_dir, result.card, result.history, len(tiles), new, old,
-                          is_better(new, old, settings.target_tnr, settings.tnr_tolerance),
-                          frames)
+                          better, frames, verdict)

@@ -115,3 +115,21 @@ def test_the_budget_refuses_frames_not_runs(tmp_path):
     journal.append("close", "r3", {"status": "complete", "errors": {}})
     assert len(journal) == 2 and journal.frames_waiting() == 0
     journal.release()
+
+
+def test_what_waits_on_disk_is_this_user_s_alone(tmp_path):
+    """Folders 0700 and entries 0600, also for a folder another version made 0755."""
+    import stat
+
+    old = tmp_path / "journal"
+    old.mkdir(mode=0o755)
+    old.chmod(0o755)
+    journal = Journal(old)
+    journal.append("open", "run-1", {"metadata": {}})
+    journal.append_write("run-1", 0, _codes(0), _pattern(0))
+    for folder in (old, journal.directory):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    entries = [op.path for op in journal.ops]
+    assert len(entries) == 2
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in entries)
+    journal.release()

@@ -117,3 +117,66 @@ def test_tiled_source_passes_other_errors_at_once_and_obeys_stamina_test_mode():
                                                               match="3 attempts; last: KeyError"):
         src.read("u", "primary", "det", 0)
     assert time.monotonic() - t0 < 2  # no waits in stamina's test mode
+
+
+class _Unreachable(dict):
+    """A runs container whose server is down: every lookup raises ConnectError (counted)."""
+
+    lookups = 0
+
+    def __getitem__(self, path):
+        self.lookups += 1
+        raise httpx.ConnectError("[Errno 111] Connection refused")
+
+
+def _detector_file(path, n: int) -> np.ndarray:
+    """An HDF5 file like ophyd-async's: ``/entry/data/data`` of shape (n, 6, 7)."""
+    import h5py
+
+    frames = np.arange(n * 42, dtype=np.uint8).reshape(n, 6, 7)
+    with h5py.File(path, "w", libver="latest") as fh:
+        fh.create_dataset("/entry/data/data", data=frames, maxshape=(None, 6, 7))
+    return frames
+
+
+def _note(src, path, first: int, count: int, file_first: int = 0) -> None:
+    src.note_file("u", "primary", "det", first, count, uri=f"file://localhost{path}",
+                  parameters={"dataset": "/entry/data/data"}, mimetype="application/x-hdf5",
+                  file_first=file_first)
+
+
+def test_a_frame_the_documents_locate_is_read_from_its_file_without_tiled(tmp_path):
+    frames = _detector_file(tmp_path / "det.h5", 4)
+    src = TiledFrameSource(_Unreachable(), timeout=0.2)  # Tiled is down
+    _note(src, tmp_path / "det.h5", 0, 2)
+    _note(src, tmp_path / "det.h5", 2, 2, file_first=2)
+    for i in range(4):
+        np.testing.assert_array_equal(src.read("u", "primary", "det", i), frames[i])
+    with pytest.raises(httpx.ConnectError):  # not located: Tiled is asked (and is down)
+        src.read("u", "primary", "det", 4)
+    src.forget("u")  # the run is finished: its files are forgotten too
+    with pytest.raises(httpx.ConnectError):
+        src.read("u", "primary", "det", 0)
+
+
+def test_a_frame_whose_data_is_gone_fails_saying_where_it_looked(tmp_path):
+    src = TiledFrameSource(_Runs(), timeout=0.2, poll=0.01)  # the server has no such run
+    _note(src, tmp_path / "gone.h5", 0, 1)
+    with pytest.raises(FrameUnavailable, match=r"gone\.h5 that the run's StreamResource names "
+                                               "is not on this machine"):
+        src.read("u", "primary", "det", 0)
+    _detector_file(tmp_path / "short.h5", 1)
+    _note(src, tmp_path / "short.h5", 1, 1, file_first=1)
+    with pytest.raises(FrameUnavailable, match=r"short\.h5 holds no row 1"):
+        src.read("u", "primary", "det", 1)
+
+
+def test_reads_wait_out_an_unreachable_server_until_stopped():
+    from xrd_bluesky_mask.tiled.retry import RetryingSource
+
+    runs = _Unreachable()
+    src = RetryingSource(TiledFrameSource(runs, timeout=0.2), give_up_after=None,
+                         first_wait=0.01, max_wait=0.02, stopped=lambda: runs.lookups >= 5)
+    with pytest.raises(httpx.ConnectError):
+        src.read("u", "primary", "det", 0)
+    assert runs.lookups == 5  # asked again and again, not given up at the first refusal

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from xrd_bluesky_mask.errors import AnnotationError
-from xrd_bluesky_mask.retrain import RetrainSettings, fine_tune, is_better
+from xrd_bluesky_mask.retrain import RetrainSettings, fine_tune, is_better, judge
 from xrd_bluesky_mask.training.annotated import (
     AnnotatedFrames,
     check_labels,
@@ -67,6 +67,22 @@ def test_the_better_rule():
     low = {"recall": 0.3, "tnr": 0.99}  # a base below the target TNR sets the floor
     assert is_better({"recall": 0.5, "tnr": 0.9895}, low, 0.998, 0.001)
     assert not is_better({"recall": float("nan"), "tnr": 1.0}, base, 0.998, 0.001)
+
+
+def test_the_verdict_says_why_in_numbers():
+    base = {"recall": 0.5, "tnr": 0.9990}
+    better, why = judge({"recall": 0.8, "tnr": 0.99425}, base, 0.998, 0.001)
+    assert not better
+    assert why.startswith("held-out TNR 0.99425 below the 0.99700 allowed (the lower of the "
+                          "base model's 0.99900 and target_tnr 0.998, less tnr_tolerance 0.001)")
+    assert why.endswith("held-out recall 0.8000 (base model 0.5000)")
+    better, why = judge({"recall": 0.4, "tnr": 0.9995}, base, 0.998, 0.001)
+    assert not better and why.startswith("held-out recall 0.4000 (base model 0.5000) not higher")
+    better, why = judge({"recall": 0.8, "tnr": 0.9985}, base, 0.998, 0.001)
+    assert better and why.startswith("held-out recall 0.8000 (base model 0.5000) higher")
+    assert "held-out TNR 0.99850 within the 0.99700 allowed" in why
+    better, why = judge({"recall": float("nan"), "tnr": 1.0}, base, 0.998, 0.001)
+    assert not better and "no spot pixel" in why
 
 
 def test_validation_tiles_without_spots_are_a_clear_error(tmp_path):

@@ -210,13 +210,15 @@ class Beamline:
 
     def results(self, uid: Any = -1, timeout: float = 60.0) -> Any:
         """The derived container of run ``uid``: a uid, a BlueskyRun, or -1 for the latest run in
-        ``runs`` (-2 the one before, ...); first waits (up to ``timeout`` s) until the callback
-        has finished the frames seen so far."""
+        ``runs`` (-2 the one before, ...); first waits (up to ``timeout`` s) until the results
+        of the frames seen so far and the raw runs are *in Tiled* (`Session.wait`: the masking
+        journal delivered, runs kept in TiledWriter's backup during an outage replayed);
+        after the timeout a warning says what waits and where, and the node is as far as
+        it got."""
         from ..tiled.results import find_results
 
-        if self.callback is not None and not self.callback.wait(timeout):
-            log.warning("xrd-mask: masking still running after %g s; results are partial",
-                        timeout)
+        if self.session is not None:
+            self.session.wait(timeout)  # after the timeout it logs what waits and where
         if isinstance(uid, int):
             from tiled.queries import SpecsQuery
 
@@ -227,6 +229,11 @@ class Beamline:
                 raise KeyError(f"no run {uid}: {len(newest_first)} runs in {self.runs.uri}")
             uid = newest_first.values()[-uid - 1]
         return find_results(self.runs, uid, root=self.settings.masking.root)
+
+    def waiting(self) -> str:
+        """What has not reached Tiled yet and where it waits ("" if nothing): masking results
+        in the journal, raw runs in TiledWriter's backup (`Session.waiting`)."""
+        return self.session.waiting() if self.session is not None else ""
 
     # -- banner and shutdown ------------------------------------------------------------
     def banner(self, plans: list[str] | None = None, plans_note: str = "") -> str:
@@ -255,6 +262,13 @@ class Beamline:
                          f"{self.settings.masking.root}/<run uid>")
         else:
             lines.append(f"  masking   OFF: {self.masking_error or 'not started'}")
+        session = self.session
+        if session is not None and session.backups is not None:
+            lines.append(f"  outage    runs Tiled cannot take wait in {session.backups.directory}"
+                         " (replayed when it answers, or `xrd-mask replay`); results in "
+                         "the journal; xrd.waiting() says what waits")
+        if session is not None and (waiting := session.waiting()):
+            lines.append(f"  waiting   {waiting}")
         if plans:
             lines.append(f"  plans     {', '.join(plans)}")
         if plans_note:

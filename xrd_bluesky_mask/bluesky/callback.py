@@ -59,7 +59,7 @@ class _RunMasker(DocumentRouter):
         self.uid: str = start["uid"]
         self.spec: RunSpec | None = None
         self.descriptors: dict[str, bool] = {}  # descriptor uid -> is the image stream
-        self.resources: dict[str, str] = {}  # stream_resource uid -> data_key
+        self.resources: dict[str, dict[str, Any]] = {}  # stream_resource uid -> document
         self.rows = 0  # frames announced so far by stream_datum
 
     def descriptor(self, doc: dict[str, Any]) -> None:
@@ -99,15 +99,23 @@ class _RunMasker(DocumentRouter):
             self.owner.worker.submit(FrameItem(self.uid, spec.stream, spec.field, int(seq) - 1))
 
     def stream_resource(self, doc: dict[str, Any]) -> None:
-        self.resources[doc["uid"]] = doc.get("data_key", "")
+        self.resources[doc["uid"]] = doc
 
     def stream_datum(self, doc: dict[str, Any]) -> None:
         spec = self.spec
         if spec is None or not self.descriptors.get(doc["descriptor"]):
             return
-        if self.resources.get(doc["stream_resource"]) != spec.field:
+        resource = self.resources.get(doc["stream_resource"]) or {}
+        if resource.get("data_key", "") != spec.field:
             return
-        n = int(doc["indices"]["stop"]) - int(doc["indices"]["start"])
+        start = int(doc["indices"]["start"])
+        n = int(doc["indices"]["stop"]) - start
+        locator = self.owner.locator
+        if locator is not None:  # where the frames are, without asking Tiled
+            locator.note_file(self.uid, spec.stream, spec.field, self.rows, n,
+                              uri=str(resource.get("uri", "")),
+                              parameters=resource.get("parameters"),
+                              mimetype=str(resource.get("mimetype", "")), file_first=start)
         for k in range(n):
             self.owner.worker.submit(FrameItem(self.uid, spec.stream, spec.field, self.rows + k))
         self.rows += n
@@ -143,7 +151,17 @@ class XRDMaskCallback:
     source, sink
         A `FrameSource` and `ResultSink` replacing the Tiled ones (tests, other stores).
     frame_timeout
-        Seconds to wait for a frame to become readable in Tiled before recording it failed.
+        Seconds to wait for a frame to become readable in Tiled (the server answering, the
+        frame not there yet) before recording it failed. A frame whose detector file (named
+        by the run's StreamResource) is readable here is read from that file, without Tiled.
+    read_retry_for
+        Seconds a frame read waits while Tiled is unreachable (connection refused, timeouts,
+        HTTP 502/503/504) before the frame is recorded failed; None: as long as the outage
+        lasts (until `close`).
+    retry_max_wait
+        Longest wait between two attempts while Tiled is unreachable, seconds (reads and the
+        journal's replay back off from 0.5 s up to this): how soon after Tiled's return the
+        results start flowing again.
     niceness
         Nice increment of the worker threads (Linux), so the RunEngine keeps priority.
     quiet_s
@@ -153,10 +171,10 @@ class XRDMaskCallback:
         server, the cores and the GIL. A scan emitting documents back to back (gaps of
         0.05-0.25 s measured for 2880 x 2880 frames on 2 cores) is processed right after it;
         0 processes at once, which slowed such scans by 25-190 % in `benchmarks/bench_live.py`.
-        ``"auto"`` (default): wait 0.5 s only while frames arrive faster than the worker
-        computes them, else process at once, so a scan with exposures longer than a frame's
-        compute time gets its results within about that time (median latency 0.5 s against
-        3.0 s with 0.5 at 1024 px, 1 s exposures, same scan time; see `Worker`).
+        ``"auto"`` (default): wait 0.5 s only while the frames come back to back (less than
+        1 s apart), else process at once: with 1 s exposures at 1024 px the median latency
+        was 0.9 s against 3.0 s with 0.5, at the same scan time (see `Worker` and
+        docs/performance.md).
     batch
         Frames of a run masked together when several are waiting (see `Worker`); ``"auto"``:
         4 with the U-Net on a GPU, else 1.
@@ -178,7 +196,8 @@ class XRDMaskCallback:
                  integration: IntegrationSettings | None = None,
                  root: str = "derived/xrd_mask", source: FrameSource | None = None,
                  sink: ResultSink | None = None,
-                 frame_timeout: float = 30.0, niceness: int = 5,
+                 frame_timeout: float = 30.0, read_retry_for: float | None = None,
+                 retry_max_wait: float = 10.0, niceness: int = 5,
                  quiet_s: float | str = "auto", batch: int | str = "auto",
                  journal: Any = "auto",
                  journal_max_bytes: int = DEFAULT_MAX_BYTES) -> None:
@@ -187,10 +206,18 @@ class XRDMaskCallback:
                 "XRDMaskCallback needs a Tiled client (the container TiledWriter writes runs "
                 "to), or both source= (a FrameSource) and sink= (a ResultSink)."
             )
+        # what takes frame locations from the documents (`TiledFrameSource.note_file`), also
+        # behind a RetryingSource (``xrd-mask worker``)
+        self.locator: Any = next((s for s in (source, getattr(source, "inner", None))
+                                  if hasattr(s, "note_file")), None)
         if source is None:
             from ..tiled.frames import TiledFrameSource
+            from ..tiled.retry import RetryingSource
 
-            source = TiledFrameSource(client, timeout=frame_timeout)
+            self.locator = TiledFrameSource(client, timeout=frame_timeout)
+            source = RetryingSource(self.locator, give_up_after=read_retry_for,
+                                    max_wait=retry_max_wait,
+                                    stopped=lambda: self.worker.closed)
         if journal == "auto":
             journal = None
             if sink is None and client is not None:
@@ -207,7 +234,7 @@ class XRDMaskCallback:
                           and "\n" not in str(poni) else None)
         self.worker = Worker(source, sink, masker=masker, integration=integration,
                              niceness=niceness, quiet_s=quiet_s, batch=batch,
-                             journal=journal).start()
+                             journal=journal, retry_max_wait=retry_max_wait).start()
         self._runs: dict[str, _RunMasker] = {}
         self._by_descriptor: dict[str, str] = {}
         self._by_resource: dict[str, str] = {}
@@ -290,9 +317,32 @@ class XRDMaskCallback:
             folder = reg.get(model).path
         return self.worker.set_masker(get_masker("unet", model=folder))
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until every frame seen so far is processed; False if ``timeout`` s passed."""
-        return self.worker.wait(timeout)
+    def waiting(self) -> str:
+        """What is not in Tiled yet and where it waits ("" if nothing): frames still being
+        read or masked, frame results and run closings in the journal (with its folder)."""
+        parts = []
+        if self.worker.pending:
+            parts.append(f"{self.worker.pending} frames and run steps not yet masked")
+        journaled = self.worker.journaled
+        if journaled is not None and journaled.pending:
+            journal = journaled.journal
+            runs = sorted({op.run for op in journal.ops})
+            parts.append(f"{journal.frames_waiting()} frame results and "
+                         f"{journaled.pending - journal.frames_waiting()} run updates of "
+                         f"{len(runs)} runs ({', '.join(runs)}) wait in the journal at "
+                         f"{journal.directory} for the result store")
+        return "; ".join(parts)
+
+    def wait(self, timeout: float | None = None, *, warn: bool = True) -> bool:
+        """Block until every frame seen so far is masked and its results are *delivered*:
+        written to the result store (Tiled) out of the journal, runs closed there with their
+        final status. False after ``timeout`` seconds (None: no limit), with a warning (unless
+        ``warn`` is false) that names what is pending and where (`waiting`)."""
+        done = self.worker.wait(timeout)
+        if not done and warn:
+            log.warning("xrd-mask: results not all delivered after %g s: %s", timeout,
+                        self.waiting() or "the last result is being written")
+        return done
 
     def close(self, timeout: float | None = None) -> bool:
         """Finish queued work (up to ``timeout`` s), then stop the worker threads."""

@@ -9,11 +9,15 @@ event per epoch (``loss``, ``val_recall``, ``val_tnr``, ``threshold``, ...); the
 stream one event comparing the new and the base model on the held-out frames; the stop
 document's ``reason`` names the registered model. TiledWriter stores it like any run.
 
-The heavy work (reading frames from Tiled, training, scoring) runs in a thread; the plan polls
-it with ``checkpoint`` + ``sleep`` messages, so the RunEngine stays responsive: Ctrl-C pauses
-(training holds after its current epoch until the plan resumes), ``RE.abort()`` stops it. The
-model is trained in a temporary folder and registered only at the end, inside a registry
-transaction: an aborted or failed plan leaves the registry as it was.
+Refusals come first: calling ``retrain(...)`` reads the annotations and frames, checks them
+(`xrd_bluesky_mask.retrain.prepare`) and loads the base model, so an `AnnotationError` or a
+`ModelError` is raised by the call itself, before the RunEngine runs anything (no run opened,
+no "Run aborted" traceback), and it warns when the annotations are the model's own
+predictions. The training and scoring run in a thread; the plan polls it with ``checkpoint`` +
+``sleep`` messages, so the RunEngine stays responsive: Ctrl-C pauses (training holds after its
+current epoch until the plan resumes), ``RE.abort()`` stops it. The model is trained in a
+temporary folder and registered only at the end, inside a registry transaction: an aborted or
+failed plan leaves the registry as it was.
 """
 
 from __future__ import annotations
@@ -24,21 +28,20 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import bluesky.plan_stubs as bps
 from bluesky.protocols import Reading
-from bluesky.utils import Msg, plan
+from bluesky.utils import MsgGenerator, plan
 from event_model.documents.event_descriptor import DataKey, Dtype
 
 __all__ = ["RetrainResult", "retrain", "set_model"]
 
 log = logging.getLogger(__name__)
 
-MsgGenerator = Generator[Msg, Any, Any]
 _ACTIVATE = {"if_better": "if_better", True: "always", "always": "always", False: "never",
              "never": "never"}
 _EPOCH_KEYS = ("epoch", "loss", "val_recall", "val_tnr", "threshold", "lr", "seconds",
@@ -56,6 +59,8 @@ class RetrainResult:
     better: bool
     heldout: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: Why it was (not) activated, e.g. "held-out TNR 0.99425 below the 0.99700 allowed ...".
+    reason: str = ""
 
 
 class _Job:
@@ -147,8 +152,11 @@ def _emit(readable: _Values, values: dict[str, Any], stream: str) -> MsgGenerato
 
 
 def _epoch_done(readable: _Values, record: dict[str, Any], epochs: int) -> MsgGenerator:
-    """Log one training epoch (the plan's progress in a terminal or a log file), then emit it."""
-    log.info("retrain: epoch %d/%d  loss %.4f  held-out recall %.3f at TNR %.4f  (%.0f s)",
+    """Log one training epoch (the plan's progress in a terminal or a log file), then emit it.
+
+    The epoch's recall is the validation recall (tiles kept from the training frames), not the
+    held-out frames' recall, which is scored once at the end."""
+    log.info("retrain: epoch %d/%d  loss %.4f  validation recall %.3f at TNR %.4f  (%.0f s)",
              record["epoch"], epochs, record["loss"], record["val_recall"], record["val_tnr"],
              record["seconds"])
     yield from _emit(readable, record, "primary")
@@ -177,8 +185,8 @@ def _client_of(client: Any, callback: Any) -> Any:
                      "or callback= an XRDMaskCallback reading from Tiled")
 
 
-def _prepare_job(job: _Job, client: Any, uids: list[str], base_ref: Any, registry: Any,
-                 settings: Any) -> tuple:
+def _prepare(client: Any, uids: list[str], base_ref: Any, registry: Any,
+             settings: Any) -> tuple:
     from ..models.store import LoadedModel, load_model
     from ..retrain import prepare
 
@@ -259,27 +267,34 @@ def _commit(outcome: Any, base: Any, uids: list[str], settings: Any, mode: str, 
                 job = _Job(lambda _job, path: get_masker("unet", model=path), entry.path,
                            name="load-model")
                 masker = yield from _wait(job, poll_s)
+        verdict = ("activated" if do_activate else "not activated") + (
+            " (activate=True)" if mode == "always" else
+            " (activate=False)" if mode == "never" else "") + f": {outcome.verdict}"
         values = {"model_id": entry.model_id, "model_version": entry.version,
                   "activated": int(do_activate), "better": int(outcome.better),
+                  "reason": verdict,
                   "heldout_frames": outcome.new["frames"],
                   "heldout_recall": outcome.new["recall"], "heldout_tnr": outcome.new["tnr"],
                   "base_recall": outcome.base["recall"], "base_tnr": outcome.base["tnr"]}
-        keys: dict[str, Dtype] = {k: ("string" if k == "model_id" else
+        keys: dict[str, Dtype] = {k: ("string" if isinstance(v, str) else
                     "integer" if isinstance(v, int) else "number") for k, v in values.items()}
         yield from _emit(_Values("retrain_result", keys), values, "result")
-        verdict = ("activated" if do_activate else
-                   "not activated (activate=False)" if mode == "never" else
-                   f"not activated: held-out recall {outcome.new['recall']:.4f} / TNR "
-                   f"{outcome.new['tnr']:.5f} vs base {outcome.base['recall']:.4f} / "
-                   f"{outcome.base['tnr']:.5f}")
         yield from bps.close_run(exit_status="success", reason=(
             f"registered {entry.model_id} as version {entry.version}; {verdict}"))
     result = RetrainResult(run_uid, entry.model_id, entry.version, do_activate, outcome.better,
-                           {"new": new, "base": old}, outcome.history)
+                           {"new": new, "base": old}, outcome.history, verdict)
     return result, masker
 
 
-@plan
+def _checked_plan(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a plain function that checks its arguments and returns a plan as a plan (bluesky's
+    ``is_plan``); unlike ``@plan``, a refusal raised by its checks leaves no half-made ``Plan``
+    behind (whose ``__del__`` would print "Exception ignored")."""
+    fn._is_plan_ = True  # type: ignore[attr-defined]
+    return fn
+
+
+@_checked_plan  # its checks run when it is called; it returns the run's plan
 def retrain(
     annotated_uids: Sequence[Any] | str,
     base_model: Any = "active",
@@ -340,10 +355,11 @@ def retrain(
     Raises
     ------
     AnnotationError
-        Before any run is opened: runs without annotations, annotations not matching their
-        frames, too few annotated frames or spot pixels (all runs checked, listed together).
+        By the call ``retrain(...)`` itself, before the RunEngine runs anything: runs without
+        annotations, annotations not matching their frames, too few annotated frames or spot
+        pixels (all runs checked, listed together).
     ModelError
-        Unknown or damaged base model.
+        Unknown or damaged base model (also by the call itself).
     """
     from ..retrain import RetrainSettings
     from ..tiled.results import run_uid_of
@@ -359,12 +375,20 @@ def retrain(
         {**(settings or RetrainSettings()).model_dump(), **overrides})
     reg = _registry(registry)
     client = _client_of(client, callback)
+    runs, spot_px, base = _prepare(client, uids, base_model, reg, cfg)
+    start = _start_metadata(uids, runs, spot_px, base, cfg, mode, reg, md)
+    return _retrain_run(start, runs, base, uids, cfg, mode, callback, reg, model_id,
+                        description, poll_s)
+
+
+@plan
+def _retrain_run(start: dict[str, Any], runs: list, base: Any, uids: list[str], cfg: Any,
+                 mode: str, callback: Any, reg: Any, model_id: str, description: str,
+                 poll_s: float) -> MsgGenerator:
+    """The retraining run itself, from checked data: train, score, register, maybe activate."""
     workdir = Path(tempfile.mkdtemp(prefix="xrd-mask-retrain-"))
     jobs: list[_Job] = []
     try:
-        jobs.append(_Job(_prepare_job, client, uids, base_model, reg, cfg, name="retrain-data"))
-        runs, spot_px, base = yield from _wait(jobs[-1], poll_s)
-        start = _start_metadata(uids, runs, spot_px, base, cfg, mode, reg, md)
         run_uid = yield from bps.open_run(md=start)
         jobs.append(_Job(_train_job, runs, base, cfg, workdir, name="retrain"))
         epoch_values = _Values("retrain", {k: "integer" if k == "epoch" else "number"
@@ -379,8 +403,8 @@ def retrain(
         _cleanup(jobs[-1] if jobs else None, workdir)
     if masker is not None:
         callback.set_masker(masker)  # the callback's next run uses the new model
-    log.info("retrain: %s version %d%s", result.model_id, result.version,
-             " (activated)" if result.activated else "")
+    log.info("retrain: registered %s as version %d, %s", result.model_id, result.version,
+             result.reason)
     return result
 
 

@@ -8,15 +8,20 @@ shutdown; `Session` is that wiring, written once:
 1. a Tiled client: given (``client=``), opened on a server (``uri=``), or on an embedded server
    the session starts and owns (`xrd_bluesky_mask.tiled.server.start_local_server`);
 2. a RunEngine (``call_returns_result=True`` unless asked otherwise) with
-   ``TiledWriter(runs, batch_size=1)`` subscribed first, so every frame is readable in Tiled as
-   soon as its document is emitted (the default batch size holds everything back until the
-   stop document);
+   ``TiledWriter(runs, batch_size=1, backup_directory=...)`` subscribed first, so every frame
+   is readable in Tiled as soon as its document is emitted (the default batch size holds
+   everything back until the stop document), and a scan goes on when Tiled goes away: the run
+   is kept in a backup file in the user's state folder and replayed into Tiled when it answers
+   again (`xrd_bluesky_mask.bluesky.backup`, a thread of this session);
 3. optionally the simulated detector (`add_detector`) on the RunEngine's event loop;
 4. optionally `XRDMaskCallback` (`start_masking`), subscribed *after* TiledWriter: the
    RunEngine calls callbacks in subscription order, and a callback subscribed before TiledWriter
    is told about frames Tiled does not have yet;
-5. a clean stop (`close`, idempotent, also on leaving ``with``): queued masking finished, the
-   RunEngine halted if a plan is still open and its event-loop thread joined
+5. `wait`: the results and the raw runs delivered to Tiled (or, after a timeout, what waits
+   and where);
+6. a clean stop (`close`, idempotent, also on leaving ``with``): queued masking finished, the
+   run backups' replay stopped (what waits is logged), the RunEngine halted if a plan is
+   still open and its event-loop thread joined
    (`stop_run_engine`), the embedded server stopped.
 
 Example
@@ -38,11 +43,13 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..tiled.nodes import container_at
+from .backup import BackupReplayer, RunBackups
 
 if TYPE_CHECKING:
     from bluesky import RunEngine
@@ -153,6 +160,18 @@ class Session:
     md_store
         Keep ``RE.md`` (scan_id, ...) across sessions in this directory
         (`bluesky.utils.PersistentDict`); None: in memory only.
+    backup_directory
+        Where TiledWriter keeps a run it could not write to Tiled (JSON Lines, replayed when
+        Tiled answers again): ``"auto"``, a folder per server and runs container under
+        ``$XRD_MASK_RUN_BACKUP`` (default: the user state folder,
+        ``~/.local/state/xrd-bluesky-mask/run-backup`` on Linux); a folder; or None for no
+        backup (a Tiled outage then fails the scan, after the Tiled client's retries).
+    replay_poll_s
+        Seconds between looks at the backup folder for runs to replay (besides every stop
+        document); while Tiled is unreachable the replay backs off from 0.5 s up to
+        ``replay_max_wait`` seconds.
+    replay_max_wait
+        Longest wait between replay attempts during an outage, seconds.
     call_returns_result
         ``RE(plan)`` returns a `bluesky.RunEngineResult` (run uids, exit status, the plan's
         return value); False: the run uids only, bluesky's older default (the profile keeps
@@ -166,6 +185,9 @@ class Session:
         The embedded `LocalTiledServer`, or None.
     RE, tiled_writer
         The RunEngine and its TiledWriter (subscribed first).
+    backups, replayer
+        The run backups (`RunBackups`) and their background replay (`BackupReplayer`), or
+        None without a backup.
     det, callback
         The latest `add_detector` detector and the current masking callback (or None).
 
@@ -190,6 +212,9 @@ class Session:
         runs_path: str = "",
         metadata: Mapping[str, Any] | None = None,
         md_store: str | Path | None = None,
+        backup_directory: str | Path | None = "auto",
+        replay_poll_s: float = 30.0,
+        replay_max_wait: float = 10.0,
         call_returns_result: bool = True,
     ) -> None:
         if client is not None and uri:
@@ -201,6 +226,8 @@ class Session:
         self.server: LocalTiledServer | None = None
         self.RE: Any = None
         self.tiled_writer: Any = None
+        self.backups: RunBackups | None = None
+        self.replayer: BackupReplayer | None = None
         self.callback: XRDMaskCallback | None = None
         self.det: SimXRDDetector | None = None
         self.readable_storage = [Path(p).resolve() for p in readable_storage]
@@ -211,8 +238,14 @@ class Session:
             self.client, self.uri, self.api_key = self._open_tiled(
                 client, uri, api_key, directory, server_mode)
             self.runs = container_at(self.client, runs_path)
+            if backup_directory is not None:
+                self.backups = RunBackups(self._backup_folder(backup_directory, runs_path))
             self.RE, self.tiled_writer = self._make_run_engine(metadata, md_store,
                                                                call_returns_result)
+            if self.backups is not None:
+                self.replayer = BackupReplayer(self.backups, self.runs, poll_s=replay_poll_s,
+                                               max_wait=replay_max_wait).start()
+                self.RE.subscribe(self.replayer.notify, "stop")
         except BaseException:
             self.close()
             raise
@@ -234,16 +267,29 @@ class Session:
                                          mode=server_mode)
         return self.server.client(), self.server.uri, self.server.api_key
 
+    def _backup_folder(self, backup_directory: str | Path, runs_path: str) -> Path:
+        """The run backup folder: ``"auto"`` is one per server and runs container (an
+        embedded server is known by its catalog folder, not by its port, which changes)."""
+        from .backup import backup_folder_for
+
+        if str(backup_directory) != "auto":
+            return Path(backup_directory)
+        if self.server is not None:
+            return backup_folder_for(f"embedded:{self.server.directory.resolve()}", runs_path)
+        return backup_folder_for(self.uri, runs_path)
+
     def _make_run_engine(self, metadata: Mapping[str, Any] | None, md_store: str | Path | None,
                          call_returns_result: bool) -> tuple[Any, Any]:
-        """A RunEngine with ``TiledWriter(runs, batch_size=1)`` subscribed first."""
+        """A RunEngine with ``TiledWriter(runs, batch_size=1, backup_directory=...)``
+        subscribed first."""
         from bluesky import RunEngine
         from bluesky.run_engine import get_bluesky_event_loop
         from bluesky_tiled_plugins import TiledWriter
 
         # TiledWriter contacts the server: build it first, so that a refused key or a dead
         # server leaves no RunEngine (and no event-loop thread) behind
-        writer = TiledWriter(self.runs, batch_size=1)
+        backup = str(self.backups.directory) if self.backups is not None else None
+        writer = TiledWriter(self.runs, batch_size=1, backup_directory=backup)
         md: Any = {}  # a dict, or bluesky's PersistentDict (a MutableMapping, not a dict)
         if md_store is not None:
             from bluesky.utils import PersistentDict
@@ -309,6 +355,33 @@ class Session:
             if self.callback is callback:
                 self.stop_masking(timeout)
 
+    # -- delivery -------------------------------------------------------------------------
+    def waiting(self) -> str:
+        """What has not reached Tiled yet, and where it waits ("" if nothing)."""
+        parts = []
+        if self.callback is not None:
+            parts.append(self.callback.waiting())
+        if self.backups is not None:
+            parts.append(self.backups.summary())
+        return "; ".join(p for p in parts if p)
+
+    def wait(self, timeout: float | None = 60.0) -> bool:
+        """Block until the masking results and the raw runs are in Tiled: the callback's
+        journal delivered, no run backup waiting (up to ``timeout`` s; None: no limit). After
+        the timeout, False and a warning that says what waits and where."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        done = self.replayer.wait(left()) if self.replayer is not None else True
+        if self.callback is not None:
+            done = self.callback.wait(left(), warn=False) and done
+        if not done:
+            log.warning("xrd-mask: not everything is in Tiled after %g s: %s", timeout,
+                        self.waiting() or "still being written")
+        return done
+
     # -- shutdown -------------------------------------------------------------------------
     def close(self, timeout: float = 30.0) -> None:
         """Finish queued masking (up to ``timeout`` s), stop the RunEngine and its loop
@@ -321,6 +394,9 @@ class Session:
                 log.warning("xrd-mask: masking still running after %g s at close; its "
                             "results are partial (xrd-mask reprocess completes them)", timeout)
         finally:
+            replayer, self.replayer = self.replayer, None
+            if replayer is not None:
+                replayer.close()
             try:
                 RE, self.RE = self.RE, None
                 if RE is not None:

@@ -133,13 +133,16 @@ class Worker:
     tables
         Compute and write each frame's tables (spot table, summary, ring texture:
         `xrd_bluesky_mask.spots`) with its mask and pattern.
+    retry_max_wait
+        The journal's longest wait between attempts while the store is unreachable, seconds.
     """
 
     def __init__(self, source: FrameSource, sink: ResultSink, *,
                  masker: Masker | str | None = None,
                  integration: IntegrationSettings | None = None, prefetch: int = 2,
                  niceness: int = 5, quiet_s: float | str = 0.0, batch: int | str = "auto",
-                 journal: Journal | None = None, tables: bool = True) -> None:
+                 journal: Journal | None = None, retry_max_wait: float = 10.0,
+                 tables: bool = True) -> None:
         if batch != "auto" and (not isinstance(batch, int) or batch < 1):
             raise ConfigError(f"batch must be 'auto' or an int >= 1, got {batch!r}")
         self.batch = batch
@@ -148,7 +151,8 @@ class Worker:
         self.source, self.sink = source, sink
         self.journaled: JournaledSink | None = None
         if journal is not None:
-            self.sink = self.journaled = JournaledSink(sink, journal, on_error=self._sink_error)
+            self.sink = self.journaled = JournaledSink(sink, journal, on_error=self._sink_error,
+                                                       max_wait=retry_max_wait)
         self.lag = LagMeter()
         if isinstance(quiet_s, str) and quiet_s != "auto":
             raise ConfigError(f"quiet_s must be 'auto' or seconds >= 0, got {quiet_s!r}")
@@ -225,6 +229,11 @@ class Worker:
     def note_run_error(self, run_uid: str, message: str) -> None:
         """Record a run-level error (e.g. from the callback) shown on the derived node."""
         self.records.setdefault(run_uid, RunRecord()).run_errors.append(message)
+
+    @property
+    def closed(self) -> bool:
+        """True once `close` has begun (reads waiting out an outage give up then)."""
+        return self._closed
 
     @property
     def pending(self) -> int:

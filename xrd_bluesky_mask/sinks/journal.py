@@ -111,6 +111,15 @@ def _pattern_from(arrays: Any, header: dict[str, Any]) -> Any:
                         name=header.get("name"), attrs=header["attrs"])
 
 
+def _private_dir(path: Path) -> None:
+    """Make ``path`` (and missing parents) and leave it to this user alone (0700): results
+    waiting for the store are a user's unpublished data, and beamline workstations are shared.
+    A folder made before this rule is closed when a journal opens it."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+
+
 class Journal:
     """The files of one journal slot (see the module docstring).
 
@@ -127,7 +136,7 @@ class Journal:
 
         self.root = Path(directory)
         self.max_bytes = int(max_bytes)
-        self.root.mkdir(parents=True, exist_ok=True)
+        _private_dir(self.root)
         for n in itertools.count():
             lock = FileLock(self.root / f"slot-{n}.lock")
             try:
@@ -136,7 +145,7 @@ class Journal:
                 continue
             self._lock, self.directory = lock, self.root / f"slot-{n}"
             break
-        self.directory.mkdir(exist_ok=True)
+        _private_dir(self.directory)
         self._mutex = threading.Lock()
         self.ops: deque[Op] = deque()
         self.bytes = 0
@@ -179,6 +188,7 @@ class Journal:
         final = self.directory / f"{seq:012d}-{kind}.{'npz' if kind == 'write' else 'json'}"
         tmp = final.with_name(f".{final.name}.tmp")
         write(tmp)
+        os.chmod(tmp, 0o600)
         os.replace(tmp, final)
         op = Op(seq, kind, run, final, final.stat().st_size, index)
         with self._mutex:

@@ -16,6 +16,12 @@ callback only names frames whose StreamDatum TiledWriter has already handled); a
 file does not hold (e.g. one in a second file) goes through the Tiled lookup again. Otherwise,
 or if the file read fails, the frame comes through Tiled's HTTP API.
 
+The run's documents say where the frames are, too: the callback passes each StreamResource's
+file and dataset and each StreamDatum's rows on (`TiledFrameSource.note_file`), so a frame
+whose detector file this machine can read is read from that file without asking Tiled at all:
+masking goes on while Tiled is away (the results wait in the journal). A frame fails only when
+neither the file nor Tiled has it, and `FrameUnavailable` then says what was found where.
+
 It also retries HTTP 422 "Can not reshape": with tiled 0.2.20, an ophyd-async array registered
 as ``(N, 1, rows, cols)`` is unreadable while the detector's HDF5 file already holds frame N+1
 and TiledWriter has not registered it yet (tiled trims a file that grew only when the ranks are
@@ -83,6 +89,29 @@ def _local_hdf5(arr: Any) -> _LocalHDF5 | None:
     return _LocalHDF5(path, dataset) if os.path.isfile(path) else None
 
 
+@dataclass(frozen=True)
+class _NotedRows:
+    """Rows ``first .. first + count - 1`` of a run's array are rows ``file_first ..`` of a
+    detector file (from a StreamResource and its StreamDatum documents)."""
+
+    first: int
+    count: int
+    local: _LocalHDF5
+    file_first: int
+
+
+def _file_of(uri: str, parameters: dict[str, Any] | None, mimetype: str) -> _LocalHDF5 | None:
+    """The local HDF5 file and dataset a StreamResource names, or None (another format, not a
+    local ``file:`` URI, no dataset)."""
+    if mimetype not in ("application/x-hdf5", "application/x-hdf5-swmr"):
+        return None
+    parts = urlsplit(uri)
+    dataset = (parameters or {}).get("dataset")
+    if parts.scheme != "file" or parts.netloc not in ("", "localhost") or not dataset:
+        return None
+    return _LocalHDF5(unquote(parts.path), str(dataset))
+
+
 def _read_hdf5(local: _LocalHDF5, index: int) -> np.ndarray | None:
     """Frame ``index`` of the file, or None if the file does not hold it yet."""
     import h5py
@@ -120,7 +149,45 @@ class TiledFrameSource:
         self.direct = direct
         self._arrays: dict[tuple[str, str, str], Any] = {}
         self._files: dict[tuple[str, str, str], _LocalHDF5 | None] = {}
+        self._noted: dict[tuple[str, str, str], list[_NotedRows]] = {}
         self._lock = threading.Lock()
+
+    def note_file(self, run_uid: str, stream: str, field: str, first: int, count: int, *,
+                  uri: str, parameters: dict[str, Any] | None, mimetype: str,
+                  file_first: int) -> None:
+        """Rows ``first .. first + count - 1`` of ``run_uid/stream/field`` are rows
+        ``file_first ..`` of the detector file ``uri`` (a StreamResource's ``uri``,
+        ``parameters`` and ``mimetype``; the StreamDatum's ``indices["start"]``). `read` takes
+        them from that file when it is readable here, without Tiled. Other formats are ignored.
+        """
+        local = _file_of(uri, parameters, mimetype)
+        if local is None or count <= 0:
+            return
+        with self._lock:
+            self._noted.setdefault((run_uid, stream, field), []).append(
+                _NotedRows(first, count, local, file_first))
+
+    def _read_noted(self, key: tuple[str, str, str], index: int) -> tuple[np.ndarray | None, str]:
+        """Frame ``index`` from the file the run's documents name: ``(frame, "")``, or
+        ``(None, why not)`` ("" when no document named a file for it)."""
+        with self._lock:
+            rows = [r for r in self._noted.get(key, ()) if r.first <= index < r.first + r.count]
+        if not rows:
+            return None, ""
+        noted = rows[-1]
+        row = noted.file_first + index - noted.first
+        path = noted.local.path
+        if not os.path.isfile(path):
+            return None, f"the detector file {path} that the run's StreamResource names " \
+                         "is not on this machine (or no longer exists)"
+        try:
+            frame = _read_hdf5(noted.local, row)
+        except Exception as exc:
+            return None, f"the detector file {path} could not be read ({type(exc).__name__}: " \
+                         f"{exc})"
+        if frame is None:
+            return None, f"the detector file {path} holds no row {row} (fewer frames)"
+        return as_frame(frame), ""
 
     def _fetch(self, key: tuple[str, str, str], arr: Any, index: int) -> np.ndarray:
         """Frame ``index`` of a registered array: from its local file if possible, else HTTP."""
@@ -158,12 +225,20 @@ class TiledFrameSource:
                 self._arrays[key] = arr
         return arr
 
-    def forget(self, run_uid: str) -> None:
-        """Drop the cached array clients of a finished run."""
+    def _drop_clients(self, run_uid: str) -> None:
+        """Drop the cached array clients of a run (they are made again on the next read)."""
         with self._lock:
             for key in [k for k in self._arrays if k[0] == run_uid]:
                 del self._arrays[key]
                 self._files.pop(key, None)
+
+    def forget(self, run_uid: str) -> None:
+        """Drop everything kept about a finished run: array clients, the files its
+        documents named."""
+        self._drop_clients(run_uid)
+        with self._lock:
+            for key in [k for k in self._noted if k[0] == run_uid]:
+                del self._noted[key]
 
     def read(self, run_uid: str, stream: str, field: str, index: int) -> np.ndarray:
         """Frame ``index`` of ``run_uid/stream/field`` as a 2D array.
@@ -174,7 +249,11 @@ class TiledFrameSource:
             The frame did not become readable within ``timeout`` seconds.
         """
         key = (run_uid, stream, field)
-        if self.direct:  # this run's file is known: skip the round trip to the server
+        file_problem = ""
+        if self.direct:  # the run's documents or Tiled named its file: no round trip
+            frame, file_problem = self._read_noted(key, index)
+            if frame is not None:
+                return frame
             frame = self._read_local(key, index)
             if frame is not None:
                 return frame
@@ -189,9 +268,12 @@ class TiledFrameSource:
             if not _not_yet_readable(exc):
                 raise
             last = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            if not file_problem and self.direct:
+                file_problem = self._read_noted(key, index)[1]
+            also = f"; and {file_problem}" if file_problem else ""
             raise FrameUnavailable(
                 f"frame {index} of {run_uid}/{stream}/{field} was not readable in Tiled "
-                f"after {self.timeout:g} s ({attempts} attempts; last: {last}). Check that "
+                f"after {self.timeout:g} s ({attempts} attempts; last: {last}){also}. Check that "
                 "TiledWriter runs with batch_size=1 and is subscribed before this callback, "
                 "and that the server can read the detector's files (readable_storage)."
             ) from exc
@@ -210,7 +292,7 @@ class TiledFrameSource:
             return self._fetch(key, arr, index)
         except Exception as exc:
             if _transient(exc):
-                self.forget(key[0])
+                self._drop_clients(key[0])
             raise
 
 

@@ -134,12 +134,15 @@ def retry_unreachable(call: Callable[[], T], what: str, *, give_up_after: float 
 
 
 class RetryingSource:
-    """A `FrameSource` that waits out Tiled outages (see the module docstring)."""
+    """A `FrameSource` that waits out Tiled outages (see the module docstring): each read is
+    retried for ``give_up_after`` seconds (None: until ``stopped()`` is true)."""
 
-    def __init__(self, inner: FrameSource, *, give_up_after: float = 600.0,
-                 first_wait: float = 0.5, max_wait: float = 10.0) -> None:
+    def __init__(self, inner: FrameSource, *, give_up_after: float | None = 600.0,
+                 first_wait: float = 0.5, max_wait: float = 10.0,
+                 stopped: Callable[[], bool] | None = None) -> None:
         self.inner = inner
         self.give_up_after, self.first_wait, self.max_wait = give_up_after, first_wait, max_wait
+        self.stopped = stopped
         self.outage = Outage()
 
     def read(self, run_uid: str, stream: str, field: str, index: int) -> np.ndarray:
@@ -147,7 +150,7 @@ class RetryingSource:
         return retry_unreachable(lambda: self.inner.read(run_uid, stream, field, index),
                                  f"read frame {index} of {run_uid}", outage=self.outage,
                                  give_up_after=self.give_up_after, first_wait=self.first_wait,
-                                 max_wait=self.max_wait)
+                                 max_wait=self.max_wait, stopped=self.stopped)
 
     def forget(self, run_uid: str) -> None:
         """The inner source's `forget` (local: nothing to retry)."""

@@ -88,13 +88,22 @@ def check_labels(runs: Sequence[AnnotatedFrames], *, min_spot_px: int, window: i
         rows, cols = r.frames[0].shape
         if min(rows, cols) < window:
             raise AnnotationError(f"frames of run {r.uid} are {rows}x{cols} px, smaller than the "
-                                  f"{window} px training window")
+                                  f"{window} px training window (RetrainSettings(window=...))")
     spot = sum(int(np.count_nonzero(c == 1)) for r in runs for _, c in r.pairs("train"))
     if spot < min_spot_px:
+        def frames(r: AnnotatedFrames, which: str) -> str:
+            return ", ".join(f"{i} ({int(np.count_nonzero(c == 1))} px)"
+                             for i, c in zip(r.indices, r.codes, strict=True)
+                             if (i in r.heldout) == (which == "heldout")) or "none"
+
+        where = "; ".join(f"run {r.uid}: training frames {frames(r, 'train')}, held out "
+                          f"{frames(r, 'heldout')}" for r in runs)
         raise AnnotationError(
-            f"only {spot} spot pixels are labelled in the training frames of runs "
-            f"{[r.uid for r in runs]}; at least {min_spot_px} are needed (min_spot_px). Annotate "
-            "more frames with spots, or lower min_spot_px."
+            f"only {spot} spot pixels are labelled in the training frames, at least "
+            f"{min_spot_px} are needed (min_spot_px) [{where}]. Annotate more frames that hold "
+            "spots (held-out frames do not count), or lower min_spot_px: "
+            "retrain(..., settings=RetrainSettings(min_spot_px=...)), RetrainSettings from "
+            "xrd_bluesky_mask.retrain"
         )
     return spot
 

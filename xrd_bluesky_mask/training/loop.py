@@ -148,7 +148,7 @@ def predict_tiles(net: torch.nn.Module, x: torch.Tensor, device, batch: int = 32
 
 
 def _resume(ckpt: Path, net: torch.nn.Module, opt: torch.optim.Optimizer,
-            device: torch.device) -> list[dict[str, Any]]:
+            device: torch.device, log_level: int = logging.INFO) -> list[dict[str, Any]]:
     """Load weights and optimiser state from ``ckpt``; the epochs' history it holds."""
     from numpy._core.multiarray import scalar
 
@@ -159,7 +159,7 @@ def _resume(ckpt: Path, net: torch.nn.Module, opt: torch.optim.Optimizer,
     net.load_state_dict(state["model"])
     opt.load_state_dict(state["optim"])
     history = json.loads(state["history"])
-    log.info("resuming from %s after epoch %d", ckpt, len(history))
+    log.log(log_level, "resuming from %s after epoch %d", ckpt, len(history))
     return history
 
 
@@ -272,6 +272,7 @@ def train(
     teacher: torch.nn.Module | None = None,
     resume: bool = True,
     progress: bool = True,
+    log_level: int = logging.INFO,
 ) -> TrainResult:
     """Train a U-Net on ``tiles``; the best epoch is saved as a model folder in ``out_dir/best``.
 
@@ -296,6 +297,11 @@ def train(
         ``config.distill_weight``.
     resume
         Continue from ``out_dir/checkpoint.pt`` when it exists.
+    progress
+        Show a progress bar.
+    log_level
+        Level of the per-epoch log lines (one per epoch, and "resuming from ..."); a caller
+        that reports epochs itself (the ``retrain`` plan) passes ``logging.DEBUG``.
     """
     cfg = config or TrainConfig()
     out = Path(out_dir)
@@ -317,7 +323,7 @@ def train(
     weight = torch.tensor(cfg.class_weights, dtype=torch.float32, device=device)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weight, ignore_index=IGNORE)
     ckpt = out / "checkpoint.pt"
-    history = _resume(ckpt, net, opt, device) if resume and ckpt.exists() else []
+    history = _resume(ckpt, net, opt, device, log_level) if resume and ckpt.exists() else []
     start_epoch = len(history)
     best = max((h["val_recall"] for h in history), default=-1.0)
     scheduler = lr_scheduler(opt, cfg, start_epoch)
@@ -342,7 +348,10 @@ def train(
         }
         history.append(rec)
         bar.set_postfix(loss=f"{rec['loss']:.4f}", recall=f"{rec['val_recall']:.3f}")
-        log.info("epoch %s", json.dumps(rec))
+        log.log(log_level, "epoch %d/%d  loss %.4f  validation recall %.3f at TNR %.4f "
+                "(tiles kept from the training data)  %.0f s, %.0f tiles/s", rec["epoch"],
+                cfg.epochs, rec["loss"], rec["val_recall"], rec["val_tnr"], rec["seconds"],
+                rec["tiles_per_s"])
         card = ModelCard(
             model_id=model_id,
             parent=parent,
