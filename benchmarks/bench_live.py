@@ -1,17 +1,17 @@
 """Live masking during a Bluesky scan: RunEngine overhead and end-to-end pipeline throughput.
 
 A `Session` (embedded Tiled server, RunEngine with TiledWriter ``batch_size=1``) and the simulated
-XRD detector (frames rendered before timing, so the scan measures acquisition and documents, not the
-simulator; ``--exposure`` adds a per-frame exposure). Each repeat runs ``count([det],
+XRD detector (frames rendered before timing, so the scan measures acquisition and documents, not
+the simulator; ``--exposure`` adds a per-frame exposure). Each repeat runs ``count([det],
 num=frames)`` three times: TiledWriter alone; TiledWriter + `XRDMaskCallback` with its default
-``quiet_s`` (the worker waits for gaps between documents); and with ``quiet_s=0`` (the worker
-processes at once); the three alternate within each repeat, so a load that comes and goes on the
-machine touches them alike. The callback's work (through its results journal, kept in the
-benchmark's temporary folder) is waited for before the next scan. Prints a Markdown
-table: the RunEngine's scan time (ratio to TiledWriter alone; target <= 1.05), the pipeline's
-frames per second end to end (Tiled read + mask + integrate + Tiled write, from the scan's start
-to the last result written) and the median milliseconds per stage, then each frame's latency
-in the last scan (does it grow?). Run:
+``quiet_s`` ("auto": the worker waits for gaps between documents while it falls behind); and with
+``quiet_s=0`` (the worker processes at once); the three alternate within each repeat, so a load
+that comes and goes on the machine touches them alike. The callback's work (through its results
+journal, kept in the benchmark's temporary folder) is waited for before the next scan. Prints a
+Markdown table: the RunEngine's scan time (ratio to TiledWriter alone; target <= 1.05), the
+pipeline's frames per second end to end (Tiled read + mask + integrate + Tiled write, from the
+scan's start to the last result written) and the median milliseconds per stage, then each frame's
+latency in the last scan (does it grow?). Run:
 
     .venv/bin/python benchmarks/bench_live.py [--frames 5] [--size 2880] [--masker classical]
 """
@@ -19,6 +19,7 @@ in the last scan (does it grow?). Run:
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import os
 import statistics
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from xrd_bluesky_mask.sysinfo import machine
 
-STAGES = ["read", "mask", "integrate", "write", "latency"]
+STAGES = ["read", "mask", "integrate", "tables", "write", "latency"]
 
 
 def med(xs: list[float]) -> float:
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from bluesky.plans import count
 
+    from xrd_bluesky_mask.bluesky.callback import XRDMaskCallback
     from xrd_bluesky_mask.bluesky.session import Session
     from xrd_bluesky_mask.geometry import as_geometry
     from xrd_bluesky_mask.masking import get_masker
@@ -60,7 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("XRD_MASK_JOURNAL", str(base / "journal"))  # results journal
     raw = base / "raw"
     shape = (args.size, args.size)
-    variants = {"TiledWriter only": None, "+ XRDMaskCallback (default quiet_s=0.5)": {},
+    default_quiet = inspect.signature(XRDMaskCallback).parameters["quiet_s"].default
+    variants = {"TiledWriter only": None,
+                f"+ XRDMaskCallback (default quiet_s={default_quiet})": {},
                 "+ XRDMaskCallback (quiet_s=0)": {"quiet_s": 0.0}}
     scan: dict[str, list[float]] = {v: [] for v in variants}
     fps: dict[str, list[float]] = {v: [] for v in variants}

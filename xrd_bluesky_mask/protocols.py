@@ -22,6 +22,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from .geometry import Geometry
+    from .spots import FrameTables
 
 
 class MaskCode(enum.IntEnum):
@@ -249,9 +250,12 @@ class ResultSink(Protocol):
         """Start (or resume) the results of ``source_uid`` with provenance ``metadata``."""
         ...
 
-    def write(self, source_uid: str, index: int, mask_codes: np.ndarray, pattern: Any) -> None:
-        """Store frame ``index``: uint8 `MaskCode` image ``(rows, cols)`` and its 1D pattern
-        (an ``xarray.DataArray`` over 2θ/q with a ``sigma`` coordinate)."""
+    def write(self, source_uid: str, index: int, mask_codes: np.ndarray, pattern: Any, *,
+              tables: FrameTables | None = None) -> None:
+        """Store frame ``index``: uint8 `MaskCode` image ``(rows, cols)``, its 1D pattern
+        (an ``xarray.DataArray`` over 2θ/q with a ``sigma`` coordinate) and its ``tables``
+        (spot table, summary and texture rows of frame ``index``; None: none computed).
+        Writing a frame again replaces its mask, pattern and table rows."""
         ...
 
     def annotate(self, source_uid: str, fields: dict[str, Any]) -> None:

@@ -1,5 +1,5 @@
-"""``quiet_s="auto"``: the worker yields to the scan only while frames arrive faster than it
-computes them."""
+"""``quiet_s="auto"``: the worker yields to the scan only while its frames come back to
+back."""
 
 from __future__ import annotations
 
@@ -17,16 +17,16 @@ def _worker(quiet_s) -> Worker:
                   quiet_s=quiet_s)  # not started: submit only queues
 
 
-def test_auto_waits_only_while_frames_outpace_the_computation():
+def test_auto_waits_only_while_frames_come_back_to_back():
     worker = _worker("auto")
-    assert worker.quiet() == 0.0  # nothing announced yet: process at once
+    assert worker.quiet() == 0.0  # nothing known yet: the first frame goes at once
     for i in range(3):  # frames announced back to back
         worker.submit(FrameItem("r", "primary", "det", i))
-    assert worker.quiet() == 0.0  # no frame computed yet: nothing says it falls behind
-    worker._frame_s = 0.3  # a frame takes 0.3 s; they arrive microseconds apart
     assert worker.quiet() == AUTO_QUIET_S
-    worker._frame_s = 0.0
+    worker._announced.extend([10.0, 11.0, 12.0, 13.0, 14.0])  # one frame a second: at once
     assert worker.quiet() == 0.0
+    worker._announced.extend([14.2, 14.4, 14.6, 14.8])  # five a second: yield to the scan
+    assert worker.quiet() == AUTO_QUIET_S
 
 
 def test_fixed_quiet_and_bad_values():

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import distributed
 import numpy as np
+import pandas as pd
 import pytest
 
 from tests.reprocess.test_reprocess import _series
 from xrd_bluesky_mask.masking.classical import RingOutlierMasker
 from xrd_bluesky_mask.reprocess import reprocess
-from xrd_bluesky_mask.tiled.results import find_results
+from xrd_bluesky_mask.spots import FrameTables
+from xrd_bluesky_mask.tiled.results import find_results, load_tables
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +57,21 @@ def test_dask_results_equal_the_local_path(stored_run, tiled_server, dask_client
         np.testing.assert_array_equal(pb["intensity"].values, pa["intensity"].values)
         np.testing.assert_array_equal(pb["sigma"].values, pa["sigma"].values)
         np.testing.assert_array_equal(pb["two_theta"].values, pa["two_theta"].values)
+        # the tables: written by the driver from the rows the tasks returned
+        ta, tb = load_tables(client, source, root=f"derived/local_{tag}"), \
+            load_tables(client, source, root=f"derived/dask_{tag}")
+        assert set(ta) == set(tb) == {"spots", "frames", "texture"}
+        assert list(tb["frames"]["frame"]) == a.metadata["frames_done"]
+        for name in ta:
+            pd.testing.assert_frame_equal(tb[name], ta[name])
     again = reprocess(client, uid, masker="classical", root=f"derived/dask_{tag}",
                       dask=dask_client, progress=False)
     assert again.runs[0].status == "up_to_date"
 
 
 def test_a_task_reads_and_writes_itself_and_returns_only_numbers(tiled_server):
-    """What travels back to the driver: a few numbers per frame, never frame data."""
+    """What travels back to the driver: a few numbers and the table rows per frame, never
+    frame data."""
     from xrd_bluesky_mask.azimuthal import IntegrationSettings
     from xrd_bluesky_mask.masking import get_masker
     from xrd_bluesky_mask.provenance import provenance
@@ -81,7 +91,11 @@ def test_a_task_reads_and_writes_itself_and_returns_only_numbers(tiled_server):
                      owner.result_path(src.source_id), settings)
     records = process_chunk(task, [1], masker)
     assert [r["index"] for r in records] == [1] and records[0]["error"] is None
-    assert all(isinstance(v, int | float | type(None)) for r in records for v in r.values())
+    assert all(isinstance(v, int | float | type(None)) for r in records for k, v in r.items()
+               if k != "tables")
+    tables = records[0]["tables"]
+    assert isinstance(tables, FrameTables) and tables.summary["spot_count"] == len(tables.spots)
+    assert tables.summary["frame"] == 1 and (tables.spots["frame"] == 1).all()
     node = client[owner.result_path(src.source_id)]
     assert node["mask"][1].any() and not node["mask"][0].any()
     assert node.metadata["frames_done"] == []  # metadata is the driver's job

@@ -22,6 +22,7 @@ from xrd_bluesky_mask.tiled.results import (
     find_results,
     load_masks,
     load_patterns,
+    load_tables,
     result_versions,
 )
 
@@ -86,8 +87,10 @@ def test_frames_already_done_are_not_recomputed(stored_run, tiled_server):
     raw = client[uid]["primary"]["det"]
     for i in (0, 2):
         frame = as_frame(raw[i])
-        pattern = process_frame(frame, as_geometry(md["poni"], frame.shape), masker).pattern
-        sink.write(uid, i, np.ones(frame.shape, np.uint8), pattern)
+        res = process_frame(frame, as_geometry(md["poni"], frame.shape), masker, tables=True)
+        assert res.tables is not None
+        sink.write(uid, i, np.ones(frame.shape, np.uint8), res.pattern,
+                   tables=res.tables.at(i) if i == 0 else None)  # frame 2: none computed
     sink.flush(uid)  # then the worker died: status stays "running"
 
     summary = reprocess(client, uid, masker=masker, root=root, progress=False)
@@ -100,6 +103,12 @@ def test_frames_already_done_are_not_recomputed(stored_run, tiled_server):
     assert (masks[0] == 1).all() and (masks[2] == 1).all()  # kept, not recomputed
     codes, _ = _expected(as_frame(raw[3]), md["poni"], masker)
     np.testing.assert_array_equal(masks[3], codes)
+    # the tables: frame 0's rows kept from the earlier session, frames 1 and 3 added; frame 1
+    # compared with frame 0's stored pattern
+    frames = load_tables(client, uid, root=root)["frames"]
+    assert list(frames["frame"]) == [0, 1, 3]
+    sim = dict(zip(frames["frame"], frames["similarity_to_previous"], strict=True))
+    assert np.isnan(sim[0]) and np.isfinite(sim[1]) and np.isfinite(sim[3])
 
 
 def _series(client, parent: str, n: int, *, four_d: bool = False, geometry: bool = True):

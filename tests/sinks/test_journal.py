@@ -48,9 +48,9 @@ class Refusing(InMemoryResultSink):
         self._check("open")
         super().open_run(source_uid, metadata)
 
-    def write(self, source_uid, index, mask_codes, pattern):
+    def write(self, source_uid, index, mask_codes, pattern, *, tables=None):
         self._check("write")
-        super().write(source_uid, index, mask_codes, pattern)
+        super().write(source_uid, index, mask_codes, pattern, tables=tables)
 
     def close_run(self, source_uid, status, errors):
         self._check("close")

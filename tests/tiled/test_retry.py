@@ -136,7 +136,7 @@ class _Flaky:
     def read(self, *args):
         return self._call("read", *args)
 
-    def write(self, *args):
+    def write(self, *args, tables=None):
         return self._call("write", *args)
 
     def result_path(self, uid):

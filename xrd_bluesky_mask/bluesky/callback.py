@@ -170,7 +170,11 @@ class XRDMaskCallback:
         and moves longer than ``quiet_s``) instead of competing with TiledWriter for the
         server, the cores and the GIL. A scan emitting documents back to back (gaps of
         0.05-0.25 s measured for 2880 x 2880 frames on 2 cores) is processed right after it;
-        0 processes at once, which slowed such scans by 25-140 % in `benchmarks/bench_live.py`.
+        0 processes at once, which slowed such scans by 25-190 % in `benchmarks/bench_live.py`.
+        ``"auto"`` (default): wait 0.5 s only while the frames come back to back (less than
+        1 s apart), else process at once: with 1 s exposures at 1024 px the median latency
+        was 0.9 s against 3.0 s with 0.5, at the same scan time (see `Worker` and
+        docs/performance.md).
     batch
         Frames of a run masked together when several are waiting (see `Worker`); ``"auto"``:
         4 with the U-Net on a GPU, else 1.
@@ -194,7 +198,8 @@ class XRDMaskCallback:
                  sink: ResultSink | None = None,
                  frame_timeout: float = 30.0, read_retry_for: float | None = None,
                  retry_max_wait: float = 10.0, niceness: int = 5,
-                 quiet_s: float = 0.5, batch: int | str = "auto", journal: Any = "auto",
+                 quiet_s: float | str = "auto", batch: int | str = "auto",
+                 journal: Any = "auto",
                  journal_max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         if client is None and (source is None or sink is None):
             raise ValueError(

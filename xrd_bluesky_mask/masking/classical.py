@@ -62,6 +62,10 @@ class RingOutlierMasker:
             "max_per_bin": self.max_per_bin,
         }
 
+    def warm(self, geometry: Geometry) -> None:
+        """Build the geometry's ring tables this masker uses, before the first frame."""
+        self.predict(np.ones(geometry.shape, np.float32), geometry)
+
     def predict(
         self, frame: np.ndarray, geometry: Geometry, *, extra_static: np.ndarray | None = None
     ) -> MaskResult:

@@ -249,6 +249,11 @@ class UNetMasker:
         stats = local_stats(f32, valid, geometry, ring, arc_px=SECTOR_ARC_PX)
         return f32, static, network_input(f32, static, geometry, local=stats), stats
 
+    def warm(self, geometry: Geometry) -> None:
+        """Build the geometry's ring and sector tables and input channels this masker uses
+        (no network pass), so that the first frame does not wait for them."""
+        self.inputs_and_stats(np.ones(geometry.shape, np.float32), geometry)
+
     def predict(
         self, frame: np.ndarray, geometry: Geometry, *, extra_static: np.ndarray | None = None
     ) -> MaskResult:

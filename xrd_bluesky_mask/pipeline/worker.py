@@ -3,7 +3,8 @@
 Three daemon threads form a pipeline so that Tiled reads, computation and Tiled writes overlap:
 
 ``submit`` → (unbounded queue) → **read** (`FrameSource.read`, waits until the frame is
-readable) → (``prefetch`` frames) → **compute** (`Pipeline.process`: mask + integrate) →
+readable) → (``prefetch`` frames) → **compute** (`Pipeline.process`: mask + integrate, and
+the frame's spot table, summary and texture rows) →
 (``prefetch`` results) → **write** (`ResultSink`).
 
 The compute stage keeps one `Pipeline` per open run (its geometry) and takes the frames of that
@@ -19,6 +20,17 @@ until no document has been seen (`Worker.poke`) for ``quiet_s`` seconds: the wor
 the gaps between the RunEngine's bursts of documents (detector exposures, moves) and catches
 up after the stop document. A scan that emits documents back to back is then processed after
 it, not during it; ``quiet_s=0`` processes at once, at the price of slowing such scans.
+``quiet_s="auto"`` (the live callback's default) waits `AUTO_QUIET_S` while the scan's frames
+come back to back (the mean interval of the last 5 frames announced shorter than
+`AUTO_FAST_S`), and processes at once otherwise (exposures or moves leave the cores idle
+between frames, so a frame's result follows it within its compute time; also before it knows,
+fewer than 2 frames announced, so a scan's first frame is never held back). Whether the worker
+keeps up is no guide: at 512 px with back-to-back frames it masked as fast as the scan ran and
+still made it 1.8-2.2x longer. Measured with `benchmarks/bench_live.py` (1024 px,
+classical masker, 6 frames, 2 shared cores): with 1 s exposures the scan took 1.22-1.24x
+TiledWriter alone with ``quiet_s`` 0.5, 0.2 or 0 alike, and the median latency was 3.0 s with
+0.5, 2.8 s with 0.2 and 0.54-0.57 s with 0; with back-to-back frames (no exposure) 1.02x with
+0.5 and 1.75-2.9x with 0.
 
 Items of a run keep their order through the pipeline, so a run's `CloseRun` is written after
 its last frame. A failing frame is recorded (index → error) and the
@@ -35,6 +47,7 @@ the worker is behind the scan is reported on the derived node and in the log
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import queue
@@ -72,9 +85,14 @@ if TYPE_CHECKING:  # xarray, pydantic and pyFAI load with the first run, not on 
     from ..azimuthal import IntegrationSettings
     from .process import FrameResult, Pipeline
 
-__all__ = ["Worker"]
+__all__ = ["AUTO_FAST_S", "AUTO_QUIET_S", "Worker"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds without documents a stage waits for with ``quiet_s="auto"`` while frames come fast.
+AUTO_QUIET_S = 0.5
+#: Frames announced closer than this (mean of the last 5), s, count as back to back.
+AUTO_FAST_S = 1.0
 
 
 def _describe(exc: BaseException) -> str:
@@ -102,7 +120,8 @@ class Worker:
         RunEngine); 0 leaves it.
     quiet_s
         Seconds without documents before a stage takes its next item (see "Yielding to the
-        scan" above); 0 disables.
+        scan" above); 0 disables; ``"auto"``: `AUTO_QUIET_S` while frames come back to back
+        (less than `AUTO_FAST_S` apart), else 0.
     batch
         Most frames masked together (maskers that mask batches); 1 = one by one.
         ``"auto"``: 4 when the U-Net runs on a GPU, 1 on a CPU (where batches gain nothing).
@@ -111,6 +130,9 @@ class Worker:
     journal
         A `Journal`: results are kept there and written to ``sink`` by a `JournaledSink`
         (through outages, and after a restart); None writes to ``sink`` directly.
+    tables
+        Compute and write each frame's tables (spot table, summary, ring texture:
+        `xrd_bluesky_mask.spots`) with its mask and pattern.
     retry_max_wait
         The journal's longest wait between attempts while the store is unreachable, seconds.
     """
@@ -118,8 +140,9 @@ class Worker:
     def __init__(self, source: FrameSource, sink: ResultSink, *,
                  masker: Masker | str | None = None,
                  integration: IntegrationSettings | None = None, prefetch: int = 2,
-                 niceness: int = 5, quiet_s: float = 0.0, batch: int | str = "auto",
-                 journal: Journal | None = None, retry_max_wait: float = 10.0) -> None:
+                 niceness: int = 5, quiet_s: float | str = 0.0, batch: int | str = "auto",
+                 journal: Journal | None = None, retry_max_wait: float = 10.0,
+                 tables: bool = True) -> None:
         if batch != "auto" and (not isinstance(batch, int) or batch < 1):
             raise ConfigError(f"batch must be 'auto' or an int >= 1, got {batch!r}")
         self.batch = batch
@@ -131,13 +154,17 @@ class Worker:
             self.sink = self.journaled = JournaledSink(sink, journal, on_error=self._sink_error,
                                                        max_wait=retry_max_wait)
         self.lag = LagMeter()
-        self.quiet_s = float(quiet_s)
+        if isinstance(quiet_s, str) and quiet_s != "auto":
+            raise ConfigError(f"quiet_s must be 'auto' or seconds >= 0, got {quiet_s!r}")
+        self.quiet_s: float | str = quiet_s if quiet_s == "auto" else float(quiet_s)
         self._last_doc = 0.0
+        self._announced: collections.deque[float] = collections.deque(maxlen=5)
         self._masker_spec: Masker | str | None = masker
         self._masker: Masker | None = None
         self._masker_error: str | None = None
         self._pending_masker: Masker | None = None  # from set_masker, for the next run
         self.integration = integration
+        self.tables = bool(tables)
         self.niceness = niceness
         self.records: dict[str, RunRecord] = {}
         # the stages' queues; None tells the next stage to stop
@@ -171,6 +198,7 @@ class Worker:
             self.records.setdefault(item.spec.uid, RunRecord()).spec = item.spec
         elif isinstance(item, FrameItem):
             self.lag.announced(item.run_uid, item.index)
+            self._announced.append(time.monotonic())
         with self._cond:
             self._pending += 1
         self._inbox.put(item)
@@ -179,13 +207,24 @@ class Worker:
         """Note that the RunEngine just emitted a document (called by the callback)."""
         self._last_doc = time.monotonic()
 
+    def quiet(self) -> float:
+        """The seconds without documents a stage waits for now (``quiet_s``; for ``"auto"``
+        `AUTO_QUIET_S` while frames come less than `AUTO_FAST_S` apart, else 0)."""
+        if self.quiet_s != "auto":
+            return float(self.quiet_s)
+        times = list(self._announced)
+        if len(times) < 2:  # nothing says the frames come back to back
+            return 0.0
+        interval = (times[-1] - times[0]) / (len(times) - 1)
+        return AUTO_QUIET_S if interval < AUTO_FAST_S else 0.0
+
     def _yield(self) -> None:
-        """Wait until no document has been seen for ``quiet_s`` seconds."""
-        while self.quiet_s > 0:
+        """Wait until no document has been seen for `quiet` seconds."""
+        while (quiet := self.quiet()) > 0:
             idle = time.monotonic() - self._last_doc
-            if idle >= self.quiet_s or self._closed:
+            if idle >= quiet or self._closed:
                 return
-            time.sleep(self.quiet_s - idle)
+            time.sleep(quiet - idle)
 
     def note_run_error(self, run_uid: str, message: str) -> None:
         """Record a run-level error (e.g. from the callback) shown on the derived node."""
@@ -375,14 +414,30 @@ class Worker:
                     self.masker(), as_geometry(spec.poni, spec.shape,
                                                source=spec.geometry_source or None),
                     self.integration,
-                    policy=self.policy)
+                    policy=self.policy, tables=self.tables)
             except Exception as exc:
                 record.run_errors.append(f"geometry unusable: {_describe(exc)}")
+            else:
+                self._warm(spec.uid, self._pipelines[spec.uid])
         integration = self.integration or IntegrationSettings()
         return provenance(spec.uid, stream=spec.stream, field=spec.field,
                           masker_settings=settings, poni=spec.poni or "",
                           integration=integration.model_dump(mode="json"),
                           frames_expected=spec.frames_expected, frame_shape=spec.shape)
+
+    @staticmethod
+    def _warm(run_uid: str, pipeline: Pipeline) -> None:
+        """Build the run's engine and geometry tables now, before its first frame (a failure
+        only means the first frame builds them)."""
+        try:
+            seconds = pipeline.warm()
+        except Exception as exc:
+            log.warning("xrd-mask: run %s: warming up failed (%s); the first frame builds "
+                        "what it needs", run_uid, _describe(exc))
+            return
+        if seconds:
+            log.info("xrd-mask: run %s: engine and geometry tables built in %.2f s, before "
+                     "its first frame", run_uid, seconds)
 
     def _compute(self, group: list[FrameRead]) -> list[Computed]:
         """Results of frames of one run (read), masked together; one by one if the batch
@@ -474,7 +529,9 @@ class Worker:
             rec.static_fraction = float(np.mean(result.mask.static))
             t0 = time.perf_counter()
             try:
-                self.sink.write(item.run_uid, item.index, result.mask.codes, result.pattern)
+                tables = result.tables.at(item.index) if result.tables is not None else None
+                self.sink.write(item.run_uid, item.index, result.mask.codes, result.pattern,
+                                tables=tables)
             except JournalFull as exc:
                 rec.error = f"result not kept: {exc}"
                 if not record.journal_full:  # once per run: every later frame says it too
@@ -487,6 +544,7 @@ class Worker:
             t1 = time.perf_counter()
             rec.timings = {"read": computed.read_s, "mask": result.timings["mask"],
                            "integrate": result.timings["integrate"],
+                           "tables": result.timings.get("tables", 0.0),
                            "batch": computed.batch, "write": t1 - t0,
                            "latency": t1 - item.t_submitted}
         finally:

@@ -3,9 +3,10 @@
 The driver opens each source's result version (metadata only) and submits chunks of frame
 indices. A task connects to Tiled itself (one client per worker process), reads its frames,
 masks and integrates them with the live pipeline's `Worker`, writes masks and pattern rows
-into the shared version (`TiledResultSink.attach`: arrays only) and returns a few numbers per
-frame. The driver is the only one writing the version's metadata: it records finished frames
-(`mark_done`, so an interrupted call resumes from there) and the final status.
+into the shared version (`TiledResultSink.attach`: arrays only) and returns a few numbers and
+the table rows per frame. The driver is the only one writing the version's metadata and tables:
+it records finished frames (`mark_done`, so an interrupted call resumes from there), their table
+rows (`add_tables`) and the final status.
 
 Chunks of all sources are submitted at once, so runs and frames spread over the workers
 together. Missing ``distributed``: `MissingExtra` names what to install.
@@ -24,13 +25,18 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, DaskConnectionError, MissingExtra
 from ..sinks.base import SinkWrapper
 from ..sinks.tiled import TiledResultSink
 from .plan import Job, JobSink
 from .sources import SeriesFrameSource, Source
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..spots import FrameTables
 
 __all__ = ["ChunkTask", "dask_client", "process_chunk", "run_dask"]
 
@@ -64,11 +70,20 @@ def _tiled(uri: str, api_key: str | None) -> Any:
 
 class _AttachedSink(SinkWrapper[TiledResultSink]):
     """The task's `ResultSink`: writes arrays into the version the driver opened (its
-    ``close_run`` only flushes rows: the driver writes the version's metadata)."""
+    ``close_run`` only flushes rows: the driver writes the version's metadata), and keeps each
+    frame's table rows for the driver (``tables``)."""
 
     def __init__(self, sink: TiledResultSink, path: str, expected: int) -> None:
         super().__init__(sink)
         self.path, self.expected = path, expected
+        self.tables: dict[int, FrameTables] = {}
+
+    def write(self, source_uid: str, index: int, mask_codes: np.ndarray, pattern: Any, *,
+              tables: FrameTables | None = None) -> None:
+        """Write the arrays; keep the tables of a frame written for the driver."""
+        self.inner.write(source_uid, index, mask_codes, pattern)
+        if tables is not None:
+            self.tables[int(index)] = tables
 
     def open_run(self, source_uid: str, metadata: dict[str, Any]) -> None:
         """Attach to the version the driver opened, instead of opening one."""
@@ -78,7 +93,8 @@ class _AttachedSink(SinkWrapper[TiledResultSink]):
 def process_chunk(task: ChunkTask, indices: list[int], masker: Any) -> list[dict[str, Any]]:
     """Run on a Dask worker: frames ``indices`` of ``task.source``, read from Tiled and written
     back. Returns per frame ``index``, ``error`` (None when written), ``spot_fraction``,
-    ``static_fraction`` and ``seconds``; a run-level error comes as index ``"run"``."""
+    ``static_fraction``, ``seconds`` and ``tables`` (its `FrameTables`, or None); a run-level
+    error comes as index ``"run"``."""
     from ..pipeline.items import CloseRun, FrameItem, OpenRun, RunSpec
     from ..pipeline.worker import Worker
 
@@ -98,7 +114,8 @@ def process_chunk(task: ChunkTask, indices: list[int], masker: Any) -> list[dict
     out: list[dict[str, Any]] = [
         {"index": i, "error": r.error, "spot_fraction": r.spot_fraction,
          "static_fraction": r.static_fraction,
-         "seconds": sum(r.timings.get(k, 0.0) for k in ("read", "mask", "integrate", "write"))}
+         "seconds": sum(r.timings.get(k, 0.0) for k in ("read", "mask", "integrate", "write")),
+         "tables": sink.tables.get(i) if r.error is None else None}
         for i, r in sorted(record.frames.items())]
     if record.run_errors:
         out.append({"index": "run", "error": "; ".join(record.run_errors)})
@@ -292,6 +309,10 @@ def _run_dask(jobs: list[Job], root_client: Any, *, masker: Any, integration: An
             for r in records:
                 if r["error"] is not None:
                     job.errors[r["index"]] = r["error"]
+            tables = {r["index"]: r["tables"] for r in records
+                      if r["index"] != "run" and r["error"] is None and r.get("tables") is not None}
+            if tables:
+                sink.add_tables(sid, tables)
             sink.mark_done(sid, ok)
             job.summary.processed += len(ok)
             n = sum(1 for r in records if r["index"] != "run")

@@ -7,15 +7,18 @@ version: every frame is to do, and `TiledResultSink.open_run` will create the ne
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import GeometryError
 from ..sinks.base import SinkWrapper
 from ..sinks.retry import RetryingTiledSink
 from .sources import Source
 from .summary import RunSummary
+
+if TYPE_CHECKING:
+    from ..spots import FrameTables
 
 __all__ = ["Job", "JobSink", "plan_jobs"]
 
@@ -109,6 +112,10 @@ class JobSink(SinkWrapper[RetryingTiledSink]):
     def mark_done(self, source_uid: str, indices: Iterable[int]) -> None:
         """Pass on frames written by other processes."""
         self.inner.mark_done(source_uid, indices)
+
+    def add_tables(self, source_uid: str, tables: Mapping[int, FrameTables]) -> None:
+        """Pass on the table rows of frames written by other processes."""
+        self.inner.add_tables(source_uid, tables)
 
     def close_run(self, source_uid: str, status: str, errors: dict[Any, str]) -> None:
         """Finish the version; the final status goes into the summary."""

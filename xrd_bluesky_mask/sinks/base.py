@@ -9,11 +9,14 @@ type, so a wrapper around a `TiledResultSink` reaches the Tiled-only calls (``at
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
 from ..protocols import ResultSink
+
+if TYPE_CHECKING:
+    from ..spots import FrameTables
 
 __all__ = ["SinkWrapper"]
 
@@ -30,9 +33,10 @@ class SinkWrapper(Generic[S]):
         """``inner.open_run``."""
         self.inner.open_run(source_uid, metadata)
 
-    def write(self, source_uid: str, index: int, mask_codes: np.ndarray, pattern: Any) -> None:
+    def write(self, source_uid: str, index: int, mask_codes: np.ndarray, pattern: Any, *,
+              tables: FrameTables | None = None) -> None:
         """``inner.write``."""
-        self.inner.write(source_uid, index, mask_codes, pattern)
+        self.inner.write(source_uid, index, mask_codes, pattern, tables=tables)
 
     def annotate(self, source_uid: str, fields: dict[str, Any]) -> None:
         """``inner.annotate``."""

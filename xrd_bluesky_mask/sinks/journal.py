@@ -7,7 +7,7 @@ applied. A process that dies leaves its files; the next journal opened on the sa
 replays them first.
 
 Layout: ``<root>/<name>/slot-<n>/`` holds one file per operation, ``<seq>-<kind>.json`` or
-``<seq>-write.npz`` (mask codes and the pattern's arrays; zlib-compressed masks while the
+``<seq>-write.npz`` (mask codes, pattern arrays, table rows; zlib-compressed masks while the
 replay is behind). A process takes the first free slot (an exclusive `filelock` held while
 it lives), so a restarted process finds what its predecessor left, and two processes never
 replay the same files. A run's ``open`` file stays until its ``close`` is applied, so a
@@ -204,9 +204,13 @@ class Journal:
         self._cache_put(op, payload)
         return op
 
-    def append_write(self, run: str, index: int, codes: np.ndarray, pattern: Any) -> Op:
-        """Keep frame ``index``'s mask codes and pattern; `JournalFull` if over budget."""
+    def append_write(self, run: str, index: int, codes: np.ndarray, pattern: Any,
+                     tables: Any = None) -> Op:
+        """Keep frame ``index``'s mask codes, pattern and tables (a
+        `~xrd_bluesky_mask.spots.FrameTables`, or None); `JournalFull` if over budget."""
         arrays, header = _pattern_arrays(pattern)
+        if tables is not None:
+            arrays.update(tables.to_arrays())
         codes = np.ascontiguousarray(codes, dtype=np.uint8)
         header.update(run=run, index=int(index), shape=list(codes.shape))
         if len(self.ops) > _COMPRESS_BEYOND:
@@ -221,7 +225,7 @@ class Journal:
                 np.savez(fh, allow_pickle=False, **arrays)
 
         op = self._store("write", run, write, size, int(index))
-        self._cache_put(op, (codes, pattern))
+        self._cache_put(op, (codes, pattern, tables))
         return op
 
     def _cache_put(self, op: Op, payload: Any) -> None:
@@ -239,7 +243,7 @@ class Journal:
         return header["run"], int(header["index"])
 
     def load(self, op: Op) -> Any:
-        """The payload of ``op``: a dict, or ``(codes, pattern)`` for a write."""
+        """The payload of ``op``: a dict, or ``(codes, pattern, tables)`` for a write."""
         with self._mutex:
             cached = self._cache.get(op.seq)
         if cached is not None:
@@ -257,7 +261,10 @@ class Journal:
             else:
                 codes = npz["mask"]
             pattern = _pattern_from(npz, header)
-        return codes, pattern
+            from ..spots import FrameTables
+
+            tables = FrameTables.from_arrays(npz)
+        return codes, pattern, tables
 
     def hold(self, op: Op) -> None:
         """Take an applied operation off the queue but keep its file (a run's opening, needed

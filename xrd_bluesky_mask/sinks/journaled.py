@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from ..tiled.retry import Outage, unreachable
 from .base import SinkWrapper
 from .journal import Journal, Op
 from .retry import RetryingSink
+
+if TYPE_CHECKING:
+    from ..spots import FrameTables
 
 __all__ = ["JournaledSink"]
 
@@ -86,9 +89,11 @@ class JournaledSink(SinkWrapper[RetryingSink[ResultSink]]):
         """Keep the opening of a run."""
         self._keep(lambda: self.journal.append("open", source_uid, {"metadata": metadata}))
 
-    def write(self, source_uid: str, index: int, mask_codes: np.ndarray, pattern: Any) -> None:
+    def write(self, source_uid: str, index: int, mask_codes: np.ndarray, pattern: Any, *,
+              tables: FrameTables | None = None) -> None:
         """Keep a frame's results; `JournalFull` when the journal's budget is spent."""
-        self._keep(lambda: self.journal.append_write(source_uid, index, mask_codes, pattern))
+        self._keep(lambda: self.journal.append_write(source_uid, index, mask_codes, pattern,
+                                                     tables))
 
     def annotate(self, source_uid: str, fields: dict[str, Any]) -> None:
         """Keep progress fields for the run's metadata (see `TiledResultSink.annotate`)."""
@@ -168,9 +173,9 @@ class JournaledSink(SinkWrapper[RetryingSink[ResultSink]]):
                 self.journal.hold(op)  # the file stays until the run is closed
                 return True
             if op.kind == "write":
-                codes, pattern = payload
+                codes, pattern, tables = payload
                 store.annotate(run, {"frames_pending": self.journal.frames_waiting(run) - 1})
-                store.write(run, int(op.index or 0), codes, pattern)
+                store.write(run, int(op.index or 0), codes, pattern, tables=tables)
             elif op.kind == "note":
                 store.annotate(run, payload["fields"])
             elif op.kind == "close":

@@ -11,8 +11,8 @@ deadline, stopped only when the journal closes. The sinks' requests are safe to 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from ..protocols import ResultSink
 from ..tiled.retry import Outage, retry_unreachable
 from .base import SinkWrapper
 from .tiled import TiledResultSink
+
+if TYPE_CHECKING:
+    from ..spots import FrameTables
 
 __all__ = ["RetryingSink", "RetryingTiledSink"]
 
@@ -63,10 +66,12 @@ class RetryingSink(SinkWrapper[S]):
         self._call(f"open results of {source_uid}",
                    lambda: self.inner.open_run(source_uid, metadata))
 
-    def write(self, source_uid: str, index: int, mask_codes: np.ndarray, pattern: Any) -> None:
+    def write(self, source_uid: str, index: int, mask_codes: np.ndarray, pattern: Any, *,
+              tables: FrameTables | None = None) -> None:
         """Write one frame's results, retried while the store is unreachable."""
         self._call(f"write frame {index} of {source_uid}",
-                   lambda: self.inner.write(source_uid, index, mask_codes, pattern))
+                   lambda: self.inner.write(source_uid, index, mask_codes, pattern,
+                                            tables=tables))
 
     def close_run(self, source_uid: str, status: str, errors: dict[Any, str]) -> None:
         """Finish the results, retried while the store is unreachable."""
@@ -83,6 +88,11 @@ class RetryingTiledSink(RetryingSink[TiledResultSink]):
         done = list(indices)
         self._call(f"record progress of {source_uid}",
                    lambda: self.inner.mark_done(source_uid, done))
+
+    def add_tables(self, source_uid: str, tables: Mapping[int, FrameTables]) -> None:
+        """Record table rows of frames written elsewhere (`TiledResultSink.add_tables`)."""
+        self._call(f"record tables of {source_uid}",
+                   lambda: self.inner.add_tables(source_uid, tables))
 
     def flush(self, source_uid: str) -> None:
         """Write queued rows now (`TiledResultSink.flush`)."""

@@ -30,6 +30,14 @@ a Tiled outage): queued rows stay queued until written, and progress metadata is
 Several processes writing one version (Dask): one of them, the *owner*, calls `open_run`,
 `mark_done` and `close_run` and is the only one writing metadata; the others `attach` to the
 version's path and only write arrays (`write`, `flush`).
+
+Tables (``spots``, ``frames``, ``texture``: `xrd_bluesky_mask.spots.run_tables`) are table
+nodes of the version, written by the owner alone from the rows it holds keyed by frame (a frame
+written again replaces its rows): rewritten whole (one request per table, idempotent) with the
+progress, at most every ``progress_interval`` s and no more often than 10 times the seconds
+their last write took, and at `close_run` before the final status, so they are complete when
+the status says so. A resumed version starts from the rows already stored. Attached writers
+write no tables: their frames' rows reach the owner through `add_tables`.
 """
 
 from __future__ import annotations
@@ -37,8 +45,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,6 +55,9 @@ from ..protocols import MaskCode
 from ..provenance import settings_id
 from ..tiled.nodes import conflict, container_at, get_or_create
 from ..tiled.results import DEFAULT_ROOT, SPEC, node_path, result_key, version_of
+
+if TYPE_CHECKING:
+    from ..spots import FrameTables
 
 __all__ = ["TiledResultSink"]
 
@@ -55,6 +67,8 @@ log = logging.getLogger(__name__)
 _KEPT_ON_RESUME = ("frames_done", "n_frames_done", "errors", "created", "result_version")
 #: Rows filled per request when marking frames without a result.
 _FILL_ROWS = 8
+#: Table writes take at most this share of the time between them.
+_TABLE_SHARE = 0.1
 
 
 @dataclass
@@ -77,6 +91,11 @@ class _RunState:
     filled: set[int] = field(default_factory=set)  # rows written as "not computed"
     extra: dict[str, Any] = field(default_factory=dict)  # from annotate, with the progress
     frame_shape: tuple[int, int] | None = None
+    tables: dict[int, FrameTables] = field(default_factory=dict)  # frame -> its rows
+    intensities: dict[int, np.ndarray] = field(default_factory=dict)  # frame -> stored row
+    tables_changed: bool = False
+    tables_cost: float = 0.0  # seconds the last table write took
+    tables_written: float = 0.0  # monotonic time of the last table write
 
 
 def _preallocate(parent: Any, key: str, shape: tuple[int, ...], dims: tuple[str, ...], dtype: str,
@@ -160,6 +179,7 @@ class TiledResultSink:
                 node.update_metadata({k: v for k, v in metadata.items()
                                       if k not in _KEPT_ON_RESUME})
                 self._load_arrays(state)
+                self._load_tables(state)
             self._runs[source_uid] = state
 
     def _open_version(self, source_uid: str, metadata: dict[str, Any]) -> tuple[Any, bool]:
@@ -211,6 +231,18 @@ class TiledResultSink:
             pat = state.node["pattern"]
             for key in set(pat) & {"intensity", "sigma"}:
                 state.pattern[key] = _Arrays(pat[key], pat[key].shape[0])
+
+    @staticmethod
+    def _load_tables(state: _RunState) -> None:
+        """The table rows of a resumed version, keyed by frame (frames written again in this
+        session replace theirs)."""
+        from ..spots import tables_by_frame
+
+        children = set(state.node)
+        stored = {name: state.node[name].read() for name in ("spots", "frames", "texture")
+                  if name in children}
+        if "frames" in stored:
+            state.tables.update(tables_by_frame(stored))
 
     def result_path(self, source_uid: str) -> str:
         """Path from the server root of the version opened for ``source_uid``."""
@@ -301,10 +333,11 @@ class TiledResultSink:
             arrays.length = max(arrays.length, end)
         return gap
 
-    def write(self, source_uid: str, index: int, mask_codes: np.ndarray, pattern: Any) -> None:
+    def write(self, source_uid: str, index: int, mask_codes: np.ndarray, pattern: Any, *,
+              tables: FrameTables | None = None) -> None:
         """Write frame ``index``'s mask codes (uint8) now; queue its pattern (float32
-        intensity and sigma) for the next flush (every ``progress_interval`` s, and at close).
-        Writing a frame again writes the same rows."""
+        intensity and sigma) and, for the owner, its ``tables`` for the next flush (every
+        ``progress_interval`` s, and at close). Writing a frame again writes the same rows."""
         state = self._runs.get(source_uid)
         if state is None:
             raise RuntimeError(f"write({source_uid!r}, {index}) before open_run({source_uid!r})")
@@ -325,6 +358,13 @@ class TiledResultSink:
             state.filled.update(self._put(state.mask, index, codes[None], fill))
             state.filled.discard(int(index))
             state.pending[int(index)] = (intensity, sigma)
+            if state.owner:
+                state.intensities[int(index)] = intensity
+                if tables is not None:
+                    state.tables[int(index)] = tables.at(index)
+                else:
+                    state.tables.pop(int(index), None)
+                state.tables_changed = True
             if time.monotonic() - state.last_progress >= self.progress_interval:
                 self._flush(state)
 
@@ -352,6 +392,51 @@ class TiledResultSink:
             if time.monotonic() - state.last_progress >= self.progress_interval:
                 self._flush(state)
 
+    def add_tables(self, source_uid: str, tables: Mapping[int, FrameTables]) -> None:
+        """Record the table rows of frames another process wrote (the owner of a shared
+        version; frame index → its tables), written with the next progress."""
+        with self._lock:
+            state = self._state(source_uid)
+            for index, rows in tables.items():
+                state.tables[int(index)] = rows.at(index)
+            state.tables_changed = True
+
+    def _write_tables(self, state: _RunState, *, final: bool = False) -> None:
+        """Rewrite the version's ``spots``, ``frames`` and ``texture`` tables whole from the
+        rows held; while the run goes on, at most as often as `_TABLE_SHARE` allows. At close
+        (``final``) the patterns of frames this sink did not write itself (a resumed version,
+        attached writers) are read back for the similarity."""
+        if not state.owner or not (state.tables_changed or final):
+            return
+        now = time.monotonic()
+        if not final and now - state.tables_written < state.tables_cost / _TABLE_SHARE:
+            return
+        from ..spots import TABLE_NAMES, run_tables, table_metadata
+
+        intensities = state.intensities
+        missing = [i for i in state.tables if i not in intensities]
+        if final and missing and state.pattern.get("intensity") is not None:
+            stored = np.asarray(state.pattern["intensity"].client.read(), np.float32)
+            intensities = {**{i: stored[i] for i in range(stored.shape[0])}, **intensities}
+        tables = run_tables(state.tables, intensities)
+        children = set(state.node)
+        for name in TABLE_NAMES:
+            df = tables[name]
+            if name in children:
+                state.node[name].write(df)
+                continue
+            from tiled.client.utils import ClientError
+
+            try:
+                state.node.write_table(df, key=name, metadata=table_metadata(name))
+            except ClientError as exc:
+                if not conflict(exc):
+                    raise
+                state.node[name].write(df)
+        state.tables_changed = False
+        state.tables_written = time.monotonic()
+        state.tables_cost = state.tables_written - now
+
     def _flush(self, state: _RunState) -> None:
         """Write queued pattern rows (one request per array per run of consecutive frames),
         then the progress metadata. Rows leave the queue only once written."""
@@ -371,6 +456,7 @@ class TiledResultSink:
                 del state.pending[i]
             state.done.update(group)
         state.last_progress = time.monotonic()
+        self._write_tables(state)
         if state.owner:
             _merge_metadata(state.node, self._progress(state), drop_revision=True)
 
@@ -424,6 +510,7 @@ class TiledResultSink:
                 self._flush(state)
                 if state.owner:
                     self._finish_rows(state)
+                    self._write_tables(state, final=True)
             if state.owner:
                 old = state.node.metadata.get("errors") or {}
                 new = {str(k): str(v) for k, v in errors.items()}

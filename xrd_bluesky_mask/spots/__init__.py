@@ -3,9 +3,19 @@
 `table.spot_table`: one row per masked spot (position in px, 2θ, χ, q, area, net intensities
 above the local powder level, shape, network probability). `summary`: one row per frame (spot
 count, masked share, texture index, similarity to the previous frame) and the texture of each
-ring.
+ring. `frame`: a frame's tables as one hand-off (`FrameTables`) and a run's in frame order
+(`run_tables`).
 """
 
+from .frame import (
+    TABLE_NAMES,
+    UNITS,
+    FrameTables,
+    frame_tables,
+    run_tables,
+    table_metadata,
+    tables_by_frame,
+)
 from .summary import (
     SUMMARY_COLUMNS,
     TEXTURE_COLUMNS,
@@ -17,6 +27,11 @@ from .table import COLUMNS, PowderLevel, empty_spot_table, powder_level, spot_ta
 
 __all__ = [
     "COLUMNS",
+    "TABLE_NAMES",
+    "UNITS",
+    "FrameTables",
+    "frame_tables",
+    "run_tables",
     "SUMMARY_COLUMNS",
     "TEXTURE_COLUMNS",
     "PowderLevel",
@@ -26,4 +41,6 @@ __all__ = [
     "powder_level",
     "ring_texture",
     "spot_table",
+    "table_metadata",
+    "tables_by_frame",
 ]

@@ -12,6 +12,13 @@ spec ``XRDMask``::
             sigma                          float32 (frame, radial), counts (standard error)
             two_theta                      float64 (radial,), deg
             q                              float64 (radial,), 1/Å (when the PONI has a wavelength)
+        spots                              table: one row per masked spot (frame, position px,
+                                           2θ, χ deg, q 1/Å, area px, net counts, shape,
+                                           probability)
+        frames                             table: one row per frame (spot count, masked %,
+                                           texture index, similarity to the previous frame)
+        texture                            table: one row per ring of each frame (2θ deg, level
+                                           counts, texture index)
     derived/xrd_mask/<key>_v2              version 2 of the same source (same layout), ...
 
 A *source* is a Bluesky run (``<key>`` is its start uid) or a Tiled array node holding a frame
@@ -45,7 +52,13 @@ replayed, ``xrd-mask reprocess`` completes it). While a run is written, ``lag_fr
 ``lag_s`` say how far the worker is behind the scan and ``frames_pending`` how many results wait
 in its local journal (Tiled unreachable).
 
+The tables (columns, units and formulas: `xrd_bluesky_mask.spots`, docs/live-and-tiled.md)
+hold the frames written so far, keyed by frame (a frame written again replaces its rows); they
+are rewritten whole with the progress while the run is written, and complete once ``status``
+is no longer ``running``. Each table's metadata has its columns' ``units``.
+
 Plain tiled clients read everything: ``client["derived/xrd_mask/<uid>/mask"][i]``,
+``client["derived/xrd_mask/<uid>/spots"].read()`` (a pandas DataFrame),
 ``client["derived/xrd_mask/<uid>_v2/pattern"].read()``, or every version of a run with
 ``client["derived/xrd_mask"].search(Key("source_uid") == uid)`` (``search_deep`` from the root).
 """
@@ -66,6 +79,7 @@ __all__ = [
     "frames_done",
     "load_masks",
     "load_patterns",
+    "load_tables",
     "node_path",
     "result_key",
     "result_versions",
@@ -230,6 +244,17 @@ def load_masks(client: Any, source: Any = None, *, root: str = DEFAULT_ROOT,
     """
     node = find_results(client, source, root=root, version=version)
     return np.asarray(node["mask"].read())
+
+
+def load_tables(client: Any, source: Any = None, *, root: str = DEFAULT_ROOT,
+                version: int | None = None) -> dict[str, Any]:
+    """The results' tables as pandas DataFrames: ``{"spots": ..., "frames": ...,
+    "texture": ...}`` (empty dict before the first are written). ``version``: see
+    `find_results`."""
+    node = find_results(client, source, root=root, version=version)
+    children = set(node)
+    return {name: node[name].read() for name in ("spots", "frames", "texture")
+            if name in children}
 
 
 def load_patterns(client: Any, source: Any = None, *, root: str = DEFAULT_ROOT,
