@@ -272,7 +272,8 @@ def fine_tune(
             result = train(tiles, Path(workdir) / "train",
                            config.model_copy(update={"epochs": epoch}), model_id="retrained",
                            init_state=init, parent=base.card.model_id, card_extra=extra,
-                           resume=True, progress=False, log_level=logging.DEBUG)
+                           resume=True, progress=False, log_level=logging.DEBUG,
+                           decision=base.card.decision)
         except ModelError:
             if (Path(workdir) / "train" / "best").exists():
                 raise

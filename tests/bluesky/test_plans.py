@@ -139,6 +139,7 @@ def _retrain_and_scan(RE, client, uid, reg, cb, det):
     assert entry.version == 1 and entry.model_id == "xrdmask-r1"
     card = entry.card
     assert card.parent == reg.get(0).model_id and card.parent_sha256 == reg.get(0).sha256
+    assert card.decision == reg.get(0).card.decision and card.decision  # the base's rule kept
     (run,) = card.runs
     assert run.uid == uid and run.heldout_frames and not set(run.heldout_frames) & set(
         run.train_frames)

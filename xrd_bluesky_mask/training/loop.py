@@ -273,6 +273,7 @@ def train(
     resume: bool = True,
     progress: bool = True,
     log_level: int = logging.INFO,
+    decision: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train a U-Net on ``tiles``; the best epoch is saved as a model folder in ``out_dir/best``.
 
@@ -291,6 +292,9 @@ def train(
         Model id of the model ``init_state`` came from (recorded in the card).
     card_extra
         Merged into the card's ``training`` section (command line, simulator settings...).
+    decision
+        The decision step written to each card (`masking.decision.DecisionRule` fields; a
+        fine-tuned model keeps its base model's): none when None.
     teacher
         A trained network (any architecture with the same input) to distil: its spot
         probability on each training tile joins the labels in the loss, weighted by
@@ -358,6 +362,7 @@ def train(
             architecture=cfg.architecture,
             input=InputSpec(ring_bin_px=cfg.ring_bin_px),
             threshold=min(max(rec["threshold"], 1e-4), 1 - 1e-4),
+            decision=dict(decision or {}),
             training={
                 **(card_extra or {}),
                 "config": cfg.model_dump(mode="json"),
