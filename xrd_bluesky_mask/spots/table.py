@@ -160,8 +160,8 @@ def spot_table(frame32: np.ndarray, spots: np.ndarray, static: np.ndarray, geome
     elongation = np.sqrt((l1 + 1 / 12) / (l2 + 1 / 12))  # a single pixel's own extent
     axis = 0.5 * np.arctan2(2 * mrc, mrr - mcc)  # long axis: angle from the row axis
     # per-spot maximum over the spots' pixels alone (ndimage.maximum sorts the whole frame)
-    peak = np.full(n, -np.inf, np.float32)
-    np.maximum.at(peak, lab, frame32.ravel()[on] - powder.ravel()[on])
+    peak = np.full(n, -np.inf)
+    np.maximum.at(peak, lab, net)
     ri = np.clip(np.rint(wr).astype(int), 0, spots.shape[0] - 1)
     ci = np.clip(np.rint(wc).astype(int), 0, spots.shape[1] - 1)
     tth = geometry.tth_deg()[ri, ci].astype(np.float64)
