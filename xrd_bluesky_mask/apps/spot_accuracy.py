@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from ..masking.decision import component_labels
 from ..masking.preprocess import prepare_frame
 from ..spots import powder_level, spot_table
-from ..spots.table import component_labels
 
 
 def spot_table_accuracy(sim: Any, spots: np.ndarray, static: np.ndarray,

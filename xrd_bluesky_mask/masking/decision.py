@@ -29,14 +29,14 @@ on; `DecisionRule.off()` is the plain threshold.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from scipy import ndimage
 
 from .rings import LocalStats
 
-__all__ = ["LEVELS", "DecisionRule", "apply_decision", "decide"]
+__all__ = ["LEVELS", "DecisionRule", "apply_decision", "component_labels", "decide"]
 
 #: What a pixel is compared with: its neighbourhood (``"local"``) or its whole ring (``"ring"``).
 LEVELS = ("local", "ring")
@@ -186,18 +186,18 @@ def _extreme_pixels(frame32: np.ndarray, static: np.ndarray, stats: LocalStats,
     return out
 
 
-def _label(image: np.ndarray) -> np.ndarray:
-    """8-connected component labels of a bool image (0 = background)."""
-    labels = np.zeros(image.shape, np.int32)
-    ndimage.label(image, structure=np.ones((3, 3), bool), output=labels)
-    return labels
+def component_labels(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """8-connected components of a bool image: int32 labels (0 = background) and their count."""
+    labels = np.zeros(mask.shape, np.int32)
+    count = cast(int, ndimage.label(mask, structure=np.ones((3, 3), bool), output=labels))
+    return labels, int(count)
 
 
 def _grow(seeds: np.ndarray, candidates: np.ndarray, reach_px: int) -> np.ndarray:
     """Candidate pixels connected (8-neighbours) to a seed, within ``reach_px`` of one; only
     the bounding boxes of the seeds' components (widened by ``reach_px``) are visited."""
     grown = np.zeros_like(seeds)
-    labels = _label(seeds)
+    labels, _ = component_labels(seeds)
     if not labels.any():
         return grown
     rows, cols = seeds.shape
@@ -211,7 +211,7 @@ def _grow(seeds: np.ndarray, candidates: np.ndarray, reach_px: int) -> np.ndarra
         seed = seeds[r0:r1, c0:c1]
         near = ndimage.maximum_filter(seed, size=size, mode="constant")
         allowed = (candidates[r0:r1, c0:c1] & near) | seed
-        lab = _label(allowed)
+        lab, _ = component_labels(allowed)
         keep = np.unique(lab[seed])
         grown[r0:r1, c0:c1] |= np.isin(lab, keep[keep > 0])
     return grown

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -45,6 +44,7 @@ from scipy import ndimage
 
 from ..errors import GeometryError
 from ..geometry import Geometry
+from ..masking.decision import component_labels
 from ..masking.rings import SectorBins, cell_medians, ring_stats, sector_bins
 
 #: Ring width of the powder level under a spot, px of radius.
@@ -215,13 +215,6 @@ def _around_each_spot(labels: np.ndarray, frame32: np.ndarray, level: PowderLeve
         modulation = float(np.median(frame32[win][use] / ring[use]))
         out[win][comp] = ring[comp] * modulation
     return out
-
-
-def component_labels(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """8-connected components of a bool image: int32 labels (0 = background) and their count."""
-    labels = np.zeros(mask.shape, np.int32)
-    count = cast(int, ndimage.label(mask, structure=np.ones((3, 3), bool), output=labels))
-    return labels, int(count)
 
 
 def empty_spot_table() -> pd.DataFrame:
