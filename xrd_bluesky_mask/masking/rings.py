@@ -386,6 +386,8 @@ def ring_stats(
     med, mad, count = _median_mad(values, ok, bins.offsets)
     sample = values[ok][:: max(1, ok.sum() // 4096)] if ok.any() else values[:1]
     integer_valued = bool(np.all(sample == np.round(sample)))
-    floor = 1.0 if integer_valued else 1e-6 * max(float(np.nanmedian(np.abs(med))), 1e-12)
+    level = np.abs(med[np.isfinite(med)])  # no finite bin: a frame that is all masked
+    floor = 1.0 if integer_valued else 1e-6 * max(float(np.median(level)) if level.size else 0.0,
+                                                  1e-12)
     sigma = np.maximum(MAD_TO_SIGMA * mad, floor).astype(np.float32)
     return RingStats(med, sigma, count, bins)

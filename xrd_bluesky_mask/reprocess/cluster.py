@@ -11,11 +11,14 @@ rows (`add_tables`) and the final status.
 Chunks of all sources are submitted at once, so runs and frames spread over the workers
 together. Missing ``distributed``: `MissingExtra` names what to install.
 
-No chunk can hang the call: each has a deadline (``chunk_timeout`` seconds; by default 10 times
-the slowest chunk finished so far, at least 120 s, and 600 s before any finished). A chunk past
-it (a worker that stopped answering) is cancelled and submitted again, up to ``retries`` times;
-then its frames are recorded as failed with the reason, and ``reprocess`` again redoes them.
-Writes are idempotent, so a stalled task that finishes late writes the same rows.
+No chunk can hang the call. At most two chunks per worker thread are in flight (the rest wait
+in the driver, so a chunk's clock starts close to when a worker takes it), and each has a
+deadline (``chunk_timeout`` seconds; by default 10 times the slowest chunk finished so far, at
+least 120 s, and 600 s before any finished). A chunk past it is cancelled; the worker that held
+it stopped answering, so it is restarted (through its Nanny; a worker without one is only left
+out) and the chunk is submitted to the other workers, up to ``retries`` times; then its frames
+are recorded as failed with the reason, and ``reprocess`` again redoes them. Writes are
+idempotent, so a stalled task that finishes late writes the same rows.
 """
 
 from __future__ import annotations
@@ -219,6 +222,7 @@ def _run_dask(jobs: list[Job], root_client: Any, *, masker: Any, integration: An
               client: Any, progress: bool, chunk_size: int | None, deadline: _Deadline,
               retries: int) -> None:
     from distributed import wait
+    from distributed.client import FuturesCancelledError as CancelledError
 
     from ..progress import progress as tqdm
     from ..sinks.retry import RetryingTiledSink
@@ -228,11 +232,31 @@ def _run_dask(jobs: list[Job], root_client: Any, *, masker: Any, integration: An
                                      give_up_after=60.0), work)
     uri, api_key = str(root_client.context.api_uri), root_client.context.api_key
     threads = max(1, sum(client.nthreads().values()))
-    masker_future = client.scatter(masker, broadcast=True)
+    shared: dict[str, Any] = {}
+
+    def scatter() -> None:
+        shared["masker"] = client.scatter(masker, broadcast=True)
+
+    scatter()
     futures: dict[Any, _Chunk] = {}
+    waiting: list[_Chunk] = []  # submitted when a slot frees: 2 per worker thread in flight
     remaining: dict[str, int] = {}
     started: dict[str, float] = {}
     bars: dict[str, Any] = {}
+    avoid: set[str] = set()  # workers that stopped answering and could not be restarted
+
+    def submit(chunk: _Chunk, *, away_from: set[str] | None = None) -> None:
+        """Hand a chunk to the cluster, never to a worker that stopped answering."""
+        others = [w for w in client.nthreads() if w not in avoid | (away_from or set())]
+        chunk.started = time.monotonic()
+        futures[client.submit(process_chunk, chunk.task, chunk.indices, shared["masker"],
+                              pure=False, workers=others or None)] = chunk
+
+    def top_up() -> None:
+        slots = 2 * max(1, sum(n for w, n in client.nthreads().items() if w not in avoid))
+        while waiting and len(futures) < slots:
+            submit(waiting.pop(0))
+
     for position, job in enumerate(work, start=1):
         sid = job.source.source_id
         started[sid] = time.perf_counter()
@@ -244,37 +268,50 @@ def _run_dask(jobs: list[Job], root_client: Any, *, masker: Any, integration: An
         remaining[sid] = len(chunks)
         bars[sid] = tqdm(total=len(job.todo), desc=job.source.label, unit="frame",
                          leave=False, disable=not progress, position=position)
-        for chunk in chunks:
-            futures[client.submit(process_chunk, task, chunk, masker_future, pure=False)] = \
-                _Chunk(job, task, chunk, time.monotonic())
+        waiting.extend(_Chunk(job, task, chunk, 0.0) for chunk in chunks)
         if not chunks:
             _finish(job, sink)
+    top_up()
     n_todo = sum(len(j.todo) for j in work)
     total = tqdm(total=n_todo, desc="reprocess (dask)", unit="frame",
                  disable=not progress or n_todo == 0, position=0)
+
+    def restart(stuck: set[str]) -> str:
+        """Restart the workers that stopped answering (their thread never comes back by
+        itself); one that cannot be restarted is left out from now on."""
+        try:
+            status = client.restart_workers(sorted(stuck), timeout=60, raise_for_error=False)
+        except Exception as exc:  # no Nanny, or the scheduler refused
+            status = {w: f"{type(exc).__name__}" for w in stuck}
+        avoid.update(w for w, s in status.items() if s != "OK")
+        scatter()  # the scheduler drops a scattered value when a worker holding it restarts
+        return ", ".join(f"{w} {'restarted' if s == 'OK' else 'left out (' + str(s) + ')'}"
+                         for w, s in sorted(status.items()))
+
     def overdue(future: Any, chunk: _Chunk) -> list[dict[str, Any]] | None:
         """Resubmit a chunk past its deadline; its failure records once out of tries."""
         limit = deadline.seconds
-        try:  # the worker that stopped answering is not asked again
+        try:
             stuck = {w for w, keys in client.processing().items() if future.key in keys}
         except Exception:
             stuck = set()
-        others = [w for w in client.nthreads() if w not in stuck]
         future.cancel()
+        what = f"; worker {restart(stuck)}" if stuck else ""
         if chunk.tries > retries:
             message = (f"Dask chunk of frames {chunk.indices[0]}-{chunk.indices[-1]} did not "
                        f"finish within {limit:.0f} s, {chunk.tries} tries (a worker stopped "
                        f"answering); run `xrd-mask reprocess {chunk.job.source.source_id}` "
                        "again for these frames")
             return [{"index": i, "error": message} for i in chunk.indices]
-        again = client.submit(process_chunk, chunk.task, chunk.indices, masker_future,
-                              pure=False, workers=others or None)
-        futures[again] = _Chunk(chunk.job, chunk.task, chunk.indices, time.monotonic(),
-                                chunk.tries + 1)
-        log.warning("xrd-mask: Dask chunk of frames %d-%d of %s did not finish within %.0f s; "
-                    "submitted again (try %d)", chunk.indices[0], chunk.indices[-1],
-                    chunk.job.source.label, limit, chunk.tries + 1)
+        again(chunk, f"did not finish within {limit:.0f} s{what}", away_from=stuck)
         return None
+
+    def again(chunk: _Chunk, why: str, away_from: set[str] | None = None) -> None:
+        submit(_Chunk(chunk.job, chunk.task, chunk.indices, 0.0, chunk.tries + 1),
+               away_from=away_from)
+        log.warning("xrd-mask: Dask chunk of frames %d-%d of %s %s; submitted again (try %d)",
+                    chunk.indices[0], chunk.indices[-1], chunk.job.source.label, why,
+                    chunk.tries + 1)
 
     def finished() -> Any:
         """(chunk, records) as each chunk finishes or gives up, until none is left."""
@@ -282,11 +319,18 @@ def _run_dask(jobs: list[Job], root_client: Any, *, masker: Any, integration: An
             try:
                 wait(list(futures), timeout=min(5.0, deadline.seconds),
                      return_when="FIRST_COMPLETED")
-            except TimeoutError:  # none finished meanwhile: look at the deadlines
+            except (TimeoutError, CancelledError):  # look at the deadlines and the cancelled
                 pass
             now = time.monotonic()
             for future, chunk in list(futures.items()):
-                if future.done():
+                if future.cancelled():  # by the scheduler (a worker it held data on restarted)
+                    del futures[future]
+                    if chunk.tries > retries:
+                        yield chunk, [{"index": i, "error": "Dask cancelled this chunk "
+                                       f"{chunk.tries} times"} for i in chunk.indices]
+                    else:
+                        again(chunk, "was cancelled by the scheduler")
+                elif future.done():
                     del futures[future]
                     try:
                         records = future.result()
@@ -300,6 +344,7 @@ def _run_dask(jobs: list[Job], root_client: Any, *, masker: Any, integration: An
                     records = overdue(future, chunk)
                     if records is not None:
                         yield chunk, records
+            top_up()
 
     try:
         for chunk, records in finished():
