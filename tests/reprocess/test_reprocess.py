@@ -167,3 +167,33 @@ def test_clear_errors_for_what_cannot_be_reprocessed(stored_run, tiled_server, t
     wrong = simulate_frame("rings_spots", seed=1, shape=(64, 64)).geometry.poni_text
     with pytest.raises(GeometryError, match="geometry unusable for"):
         reprocess(client, uid, poni=wrong, masker="classical", progress=False)
+
+
+def test_a_series_that_fits_its_poni_only_flipped_is_refused_or_turned(tiled_server):
+    """The geometry check's choice reaches reprocessing: by default no mask for a series
+    stored upside down; with ``if_misoriented="apply"`` it is masked the way that fits."""
+    from xrd_bluesky_mask.simulate import preset
+
+    shape = (256, 256)
+    scene = preset("rings_spots").with_shape(shape).model_copy(
+        update={"beam_center_frac": (0.3, 0.35)})
+    sim = simulate_frame(scene, seed=5, shape=shape)
+    client, root = tiled_server.client(), _root()
+    stack = np.stack([sim.image[::-1]] * 2).astype(np.float32)
+    try:
+        container = client["series"]
+    except KeyError:
+        container = client.create_container("series")
+    key = uuid.uuid4().hex[:8]
+    container.write_array(stack, key=key, metadata={"geometry": {
+        "poni": sim.geometry.poni_text, "poni_file": "det.poni"}})
+    path = f"series/{key}"
+    refused = reprocess(client, path, masker="classical", root=root, progress=False)
+    (run,) = refused.runs
+    assert run.status == "failed" and run.processed == 0, run
+    assert f"xrd-mask reprocess {path} --if-misoriented apply" in run.errors["run"]
+    turned = reprocess(client, path, masker="classical", root=f"{root}_apply",
+                       progress=False, if_misoriented="apply")
+    assert turned.ok and turned.runs[0].processed == 2
+    node = find_results(client, path, root=f"{root}_apply")
+    assert node.metadata["geometry_check"]["orientation_applied"] == "flipud"

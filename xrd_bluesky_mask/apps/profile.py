@@ -221,7 +221,8 @@ class Beamline:
         if poni is not None and not poni.is_file():
             raise InputFileError(f"masking.poni = {m.poni!r}: {str(poni)!r} not found")
         return self.session.start_masking(self.masker, poni=poni, root=m.root,
-                                          frame_timeout=m.frame_timeout_s)
+                                          frame_timeout=m.frame_timeout_s,
+                                          if_misoriented=m.if_misoriented)
 
     def results(self, uid: Any = -1, timeout: float = 60.0) -> Any:
         """The derived container of run ``uid``: a uid, a BlueskyRun, or -1 for the latest run in

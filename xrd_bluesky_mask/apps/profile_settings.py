@@ -130,6 +130,10 @@ class MaskingSettings(_Section):
     poni: str = Field(default="", description="PONI file overriding the geometry the runs carry")
     root: str = Field(default="derived/xrd_mask", description="Where results go")
     frame_timeout_s: float = Field(default=30.0, gt=0)
+    if_misoriented: Literal["refuse", "apply", "keep"] = Field(
+        default="refuse",
+        description="A run whose frames fit the PONI only flipped or transposed: no mask "
+                    "(refuse), masked in the orientation that fits (apply), or as given (keep)")
 
 
 #: The settings file and environment that `ProfileSettings` reads (set by `load_settings`;

@@ -113,6 +113,18 @@ class Orientation:
             c = (n_cols - 1) - c
         return r, c
 
+    def unmap_indices(self, rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """The inverse of `map_indices`: where positions in the turned frame (pixel indices,
+        may be fractional) lie in the input; ``shape`` is the input's ``(rows, cols)``."""
+        n_rows, n_cols = self.shape_of(shape)
+        r, c = rows, cols
+        if self.flipud:
+            r = (n_rows - 1) - r
+        if self.fliplr:
+            c = (n_cols - 1) - c
+        return (c, r) if self.transpose else (r, c)
+
 
 #: The input frame as it is.
 AS_GIVEN = Orientation()

@@ -189,6 +189,12 @@ class XRDMaskCallback:
         failed, with the command that recovers them. The journal waits out an unreachable
         store (connection errors, timeouts, HTTP 502/503/504:
         `xrd_bluesky_mask.tiled.retry.unreachable`).
+    if_misoriented
+        When the geometry check on a run's first frame is decisive that the frames fit the
+        PONI only once flipped or transposed: ``"refuse"`` (default) writes no mask for that
+        run (``failed``, with the reason and what to do), ``"apply"`` masks it in the
+        orientation that fits (recorded as ``orientation_applied`` in its metadata), ``"keep"``
+        masks it as given with the warning. See `Worker`.
     """
 
     def __init__(self, client: Any = None, *, masker: Masker | str | None = None,
@@ -200,7 +206,8 @@ class XRDMaskCallback:
                  retry_max_wait: float = 10.0, niceness: int = 5,
                  quiet_s: float | str = "auto", batch: int | str = "auto",
                  journal: Any = "auto",
-                 journal_max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+                 journal_max_bytes: int = DEFAULT_MAX_BYTES,
+                 if_misoriented: str = "refuse") -> None:
         if client is None and (source is None or sink is None):
             raise ValueError(
                 "XRDMaskCallback needs a Tiled client (the container TiledWriter writes runs "
@@ -234,7 +241,8 @@ class XRDMaskCallback:
                           and "\n" not in str(poni) else None)
         self.worker = Worker(source, sink, masker=masker, integration=integration,
                              niceness=niceness, quiet_s=quiet_s, batch=batch,
-                             journal=journal, retry_max_wait=retry_max_wait).start()
+                             journal=journal, retry_max_wait=retry_max_wait,
+                             if_misoriented=if_misoriented).start()
         self._runs: dict[str, _RunMasker] = {}
         self._by_descriptor: dict[str, str] = {}
         self._by_resource: dict[str, str] = {}

@@ -26,6 +26,17 @@ def add_integration(p: argparse.ArgumentParser) -> None:
                    help="polarisation factor in [-1, 1] (e.g. 0.99); none by default")
 
 
+def add_if_misoriented(p: argparse.ArgumentParser | argparse._ArgumentGroup,
+                       what: str = "a run") -> None:
+    """``--if-misoriented``: what happens to ``what`` when the geometry check finds that its
+    frames fit the PONI only flipped or transposed (one choice for every path)."""
+    p.add_argument("--if-misoriented", choices=("refuse", "apply", "keep"), default="refuse",
+                   help=f"when the geometry check finds that {what} fits the PONI only "
+                        "flipped or transposed: refuse (default: write nothing for it and say "
+                        "which option fits), apply (mask it in the orientation that fits and "
+                        "record that), keep (mask it as given, with the warning)")
+
+
 def add_masker(p: argparse.ArgumentParser, default: str = "unet") -> None:
     """The masker options (--masker, --model, --threshold, ...)."""
     g = p.add_argument_group("masker")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ._options import (
     EXPORT_FORMATS,
+    add_if_misoriented,
     add_integration,
     add_masker,
     integration_from_args,
@@ -37,11 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="transpose frames (first, before any flip)")
     g.add_argument("--no-geometry-check", action="store_true",
                    help="skip the check of orientation and PONI (about 0.2-0.5 s per Mpx frame)")
-    g.add_argument("--if-misoriented", choices=("refuse", "apply", "keep"), default="refuse",
-                   help="when the check finds that another orientation clearly fits: refuse "
-                        "(default: write nothing for that file, exit 1, name the option to "
-                        "use), apply (mask in the orientation that fits and record it), keep "
-                        "(write as asked, with the warning)")
+    add_if_misoriented(g, "a file")
     p.add_argument("--index", type=int, default=None,
                    help="frame index in a stack (HDF5, NPY, multi-frame EDF/TIFF); the outputs "
                    "are named NAME_0003_mask.tif, NAME_0003.xy, ...")

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ._options import (
+    add_if_misoriented,
     add_integration,
     add_masker,
     add_tiled,
@@ -37,6 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     g.add_argument("--workers", type=int, default=None, metavar="N",
                    help="start a local Dask cluster of N worker processes")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_if_misoriented(p, "a source")
     add_masker(p)
     add_integration(p)
     return p
@@ -65,7 +67,8 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     masker = masker_from_options(args)
     summary = reprocess(runs, sources, masker=masker, poni=args.poni,
                         settings=settings, root=args.root, dask=args.dask,
-                        workers=args.workers, progress=not args.no_progress)
+                        workers=args.workers, progress=not args.no_progress,
+                        if_misoriented=args.if_misoriented)
     if args.no_progress:
         print(summary.table())
     base = args.tiled.split("?")[0].rstrip("/")

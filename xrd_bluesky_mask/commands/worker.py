@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from ._options import (
+    add_if_misoriented,
     add_integration,
     add_masker,
     add_tiled,
@@ -48,6 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "writes what its predecessor left there")
     p.add_argument("--journal-max-gb", type=float, default=2.0,
                    help="most GB of results the journal holds while Tiled is away (2)")
+    add_if_misoriented(p, "a run")
     add_masker(p)
     add_integration(p)
     return p
@@ -73,7 +75,8 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
                              integration=integration, root=args.root,
                              quiet_s=args.quiet_s, retry_for=args.retry_for,
                              journal=args.journal,
-                             journal_max_bytes=int(args.journal_max_gb * 1e9))
+                             journal_max_bytes=int(args.journal_max_gb * 1e9),
+                             if_misoriented=args.if_misoriented)
     if not args.verbose:
         logging.getLogger("xrd_bluesky_mask").setLevel(logging.INFO)
         logging.getLogger("xrd_bluesky_mask.azimuthal").setLevel(logging.WARNING)

@@ -13,6 +13,7 @@ its mask and pattern; the worker turns this on, so every path that writes result
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ import numpy as np
 import xarray as xr
 
 from ..azimuthal import IntegrationSettings, cached_integrator, integrate
+from ..azimuthal.orientation import Orientation
 from ..geometry import Geometry, as_geometry
 from ..protocols import BatchMasker, ExecutionPolicy, Masker, MaskResult
 from .policy import resolve
@@ -65,11 +67,17 @@ class Pipeline:
     tables
         Also compute each frame's tables (`xrd_bluesky_mask.spots.frame_tables`; about 0.5 s
         per 2880² frame on 2 busy cores).
+    orientation
+        How `process` turns each frame before the geometry applies (an `Orientation` or its
+        name, e.g. ``"flipud"`` for a Dioptas PONI); the geometry's shape is the turned one.
+        Masks and the spot table's pixel positions come back in the frame's own orientation,
+        so they lie on the frame as stored.
     """
 
     def __init__(self, masker: Masker, geometry: Geometry | str | Any,
                  settings: IntegrationSettings | None = None, *,
-                 policy: ExecutionPolicy | None = None, tables: bool = False) -> None:
+                 policy: ExecutionPolicy | None = None, tables: bool = False,
+                 orientation: Orientation | str | None = None) -> None:
         if geometry is None:
             from ..errors import GeometryError
 
@@ -80,6 +88,7 @@ class Pipeline:
         self.policy = resolve(policy, masker)
         self._batched = isinstance(masker, BatchMasker)
         self.tables = bool(tables)
+        self.orientation = Orientation.parse(orientation)
         if self.policy.integrate_on_device:
             from ..azimuthal.csr import TorchIntegrator
 
@@ -120,6 +129,15 @@ class Pipeline:
         """Mask and integrate ``frames`` (each ``(rows, cols)`` counts), in order."""
         if len(frames) == 0:
             return []
+        turn = self.orientation
+        if not turn.is_identity:
+            shape = np.shape(frames[0])[-2:]
+            turned = [np.ascontiguousarray(turn.apply(f)) for f in frames]
+            return [_turned_back(r, turn, (int(shape[0]), int(shape[1])))
+                    for r in self._process(turned)]
+        return self._process(frames)
+
+    def _process(self, frames: Sequence[np.ndarray]) -> list[FrameResult]:
         t0 = time.perf_counter()
         if self._batched:
             masks = self.masker.predict_batch(frames, self.geometry,  # type: ignore[attr-defined]
@@ -154,6 +172,26 @@ class Pipeline:
             stack = np.stack([np.asarray(f, dtype=np.float32) for f in frames])
             return self.integrator.integrate_batch(stack, np.stack([m.mask for m in masks]))
         return [self.integrator.integrate(f, m.mask) for f, m in zip(frames, masks, strict=True)]
+
+
+def _turned_back(result: FrameResult, turn: Orientation, shape: tuple[int, int]
+                 ) -> FrameResult:
+    """A result computed on the turned frame, with its images and the spot table's pixel
+    positions back in the frame's own orientation (``shape``: the frame's rows, cols)."""
+    m = result.mask
+
+    def back(image: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(turn.undo(image))
+
+    result.mask = MaskResult(back(m.spots), back(m.static),
+                             None if m.probability is None else back(m.probability), m.timings)
+    if result.tables is not None and len(result.tables.spots):
+        spots = result.tables.spots
+        rows, cols = turn.unmap_indices(spots["row_px"].to_numpy(), spots["col_px"].to_numpy(),
+                                        shape)
+        result.tables = dataclasses.replace(result.tables,
+                                            spots=spots.assign(row_px=rows, col_px=cols))
+    return result
 
 
 def _add_tables(result: FrameResult, frame: np.ndarray, geometry: Geometry) -> None:

@@ -85,7 +85,7 @@ if TYPE_CHECKING:  # xarray, pydantic and pyFAI load with the first run, not on 
     from ..azimuthal import IntegrationSettings
     from .process import FrameResult, Pipeline
 
-__all__ = ["AUTO_FAST_S", "AUTO_QUIET_S", "Worker"]
+__all__ = ["AUTO_FAST_S", "AUTO_QUIET_S", "IF_MISORIENTED", "Worker"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,8 @@ log = logging.getLogger(__name__)
 AUTO_QUIET_S = 0.5
 #: Frames announced closer than this (mean of the last 5), s, count as back to back.
 AUTO_FAST_S = 1.0
+#: What a run whose frames fit the PONI only once turned becomes (see `Worker`).
+IF_MISORIENTED = ("refuse", "apply", "keep")
 
 
 def _describe(exc: BaseException) -> str:
@@ -135,6 +137,14 @@ class Worker:
         `xrd_bluesky_mask.spots`) with its mask and pattern.
     retry_max_wait
         The journal's longest wait between attempts while the store is unreachable, seconds.
+    if_misoriented
+        What a run becomes when the geometry check (on its first frame) is decisive that the
+        frames fit the PONI only once turned (flipped or transposed): ``"refuse"`` (default:
+        no mask is written in an orientation that does not fit; the run is ``failed`` with the
+        reason, and ``xrd-mask reprocess`` can redo it), ``"apply"`` (masked in the orientation
+        that fits, recorded as ``orientation_applied`` on the run and logged; masks and spot
+        positions stay in the stored frame's orientation) or ``"keep"`` (masked as given,
+        with the warning on the run). One of `IF_MISORIENTED`.
     """
 
     def __init__(self, source: FrameSource, sink: ResultSink, *,
@@ -142,9 +152,13 @@ class Worker:
                  integration: IntegrationSettings | None = None, prefetch: int = 2,
                  niceness: int = 5, quiet_s: float | str = 0.0, batch: int | str = "auto",
                  journal: Journal | None = None, retry_max_wait: float = 10.0,
-                 tables: bool = True) -> None:
+                 tables: bool = True, if_misoriented: str = "refuse") -> None:
         if batch != "auto" and (not isinstance(batch, int) or batch < 1):
             raise ConfigError(f"batch must be 'auto' or an int >= 1, got {batch!r}")
+        if if_misoriented not in IF_MISORIENTED:
+            raise ConfigError(f"if_misoriented must be one of {', '.join(IF_MISORIENTED)}, "
+                              f"got {if_misoriented!r}")
+        self.if_misoriented = if_misoriented
         self.batch = batch
         self.policy = ExecutionPolicy(batch=batch)  # type: ignore[arg-type]
         self._pipelines: dict[str, Pipeline] = {}  # run uid -> its pipeline
@@ -449,7 +463,10 @@ class Worker:
             reason = errors[0] if errors else f"no usable geometry for run {run_uid}"
             return [Computed(one.item, Failure(RunFailed(reason))) for one in group]
         frames = [one.frame for one in group if not isinstance(one.frame, Failure)]
-        self._check_geometry(run_uid, pipeline, frames[0])
+        pipeline = self._check_geometry(run_uid, pipeline, frames[0])
+        if pipeline is None:  # refused: no mask in an orientation that does not fit
+            reason = self.records[run_uid].run_errors[0]
+            return [Computed(one.item, Failure(RunFailed(reason))) for one in group]
         try:
             results: list[FrameResult | Failure] = list(pipeline.process(frames))
         except Exception as exc:
@@ -461,23 +478,50 @@ class Worker:
         return [Computed(one.item, result, one.seconds, len(group))
                 for one, result in zip(group, results, strict=True)]
 
-    def _check_geometry(self, run_uid: str, pipeline: Pipeline, frame: np.ndarray) -> None:
+    def _check_geometry(self, run_uid: str, pipeline: Pipeline, frame: np.ndarray
+                        ) -> Pipeline | None:
         """Once per run, on its first frame: do the PONI's rings fit the frame (orientation,
-        beam centre)? A misfit is logged as a warning; the verdict goes to the run's metadata."""
+        beam centre)? The verdict goes to the run's metadata and a misfit to the log; when
+        another orientation clearly fits, ``if_misoriented`` decides. Returns the pipeline to
+        use, or None when the run is refused."""
         from ..azimuthal.geometry_check import check_geometry
 
         record = self.records.setdefault(run_uid, RunRecord())
         if record.geometry_check is not None:
-            return
+            return None if record.run_errors else pipeline
         try:
-            verdict = check_geometry(frame, pipeline.geometry)
+            verdict = check_geometry(frame, pipeline.geometry, orientation=pipeline.orientation)
         except Exception as exc:  # the check only advises: never fail a frame over it
             record.geometry_check = {"status": "not checked", "reason": _describe(exc)}
-            return
+            return pipeline
         record.geometry_check = verdict.as_metadata()
         warning = verdict.warning()
+        better = verdict.better_orientation
+        if better is not None and self.if_misoriented == "refuse":
+            record.run_errors.append(
+                f"refused: {warning} No mask was written for this run: `xrd-mask "
+                f"reprocess {run_uid} --if-misoriented apply` masks it in the orientation "
+                "that fits (live masking: if_misoriented='apply', or --if-misoriented apply).")
+            log.error("xrd-mask: run %s %s", run_uid, record.run_errors[-1])
+            self._pipelines.pop(run_uid, None)
+            return None
+        if better is not None and self.if_misoriented == "apply":
+            from .process import Pipeline
+
+            # a candidate orientation keeps the frame's shape (square frames only transpose)
+            turned = Pipeline(pipeline.masker, pipeline.geometry, self.integration,
+                              policy=self.policy, tables=self.tables, orientation=better)
+            self._pipelines[run_uid] = turned
+            record.geometry_check = {
+                **check_geometry(frame, turned.geometry, orientation=better).as_metadata(),
+                "orientation_applied": better.name, "orientation_asked": pipeline.orientation.name,
+                "first_verdict": verdict.as_metadata()}
+            log.warning("xrd-mask: run %s: %s Masked in orientation %r instead (the rings are "
+                        "sharper; if_misoriented='apply').", run_uid, warning, better.name)
+            return turned
         if warning:
             log.warning("xrd-mask: run %s: %s", run_uid, warning)
+        return pipeline
 
     def _write_loop(self) -> None:
         while True:

@@ -58,6 +58,7 @@ class ChunkTask:
     root: str
     result_path: str
     integration: Any
+    if_misoriented: str = "refuse"
 
 
 def _tiled(uri: str, api_key: str | None) -> Any:
@@ -106,7 +107,8 @@ def process_chunk(task: ChunkTask, indices: list[int], masker: Any) -> list[dict
     sink = _AttachedSink(TiledResultSink(client, root=task.root, progress_interval=1e9),
                          task.result_path, src.n_frames)
     worker = Worker(SeriesFrameSource(client, [src]), sink, masker=masker,
-                    integration=task.integration, niceness=0).start()
+                    integration=task.integration, niceness=0,
+                    if_misoriented=task.if_misoriented).start()
     worker.submit(OpenRun(RunSpec(src.source_id, src.stream, src.field, src.poni, src.shape,
                                   src.n_frames, src.geometry_source)))
     for index in indices:
@@ -178,7 +180,8 @@ def _chunks(todo: list[int], size: int) -> list[list[int]]:
 
 def run_dask(jobs: list[Job], root_client: Any, *, masker: Any, integration: Any, root: str,
              client: Any, progress: bool = True, chunk_size: int | None = None,
-             chunk_timeout: float | None = None, retries: int = 2) -> None:
+             chunk_timeout: float | None = None, retries: int = 2,
+             if_misoriented: str = "refuse") -> None:
     """Process every job's ``todo`` frames on the Dask cluster behind ``client``; results and
     final state go into ``job.summary``."""
     import dask.config
@@ -189,7 +192,8 @@ def run_dask(jobs: list[Job], root_client: Any, *, masker: Any, integration: Any
     with dask.config.set(scheduler="synchronous"):
         _run_dask(jobs, root_client, masker=masker, integration=integration, root=root,
                   client=client, progress=progress, chunk_size=chunk_size,
-                  deadline=_Deadline(chunk_timeout), retries=retries)
+                  deadline=_Deadline(chunk_timeout), retries=retries,
+                  if_misoriented=if_misoriented)
 
 
 class _Deadline:
@@ -220,7 +224,7 @@ class _Chunk:
 
 def _run_dask(jobs: list[Job], root_client: Any, *, masker: Any, integration: Any, root: str,
               client: Any, progress: bool, chunk_size: int | None, deadline: _Deadline,
-              retries: int) -> None:
+              retries: int, if_misoriented: str) -> None:
     from distributed import wait
     from distributed.client import FuturesCancelledError as CancelledError
 
@@ -262,7 +266,7 @@ def _run_dask(jobs: list[Job], root_client: Any, *, masker: Any, integration: An
         started[sid] = time.perf_counter()
         sink.open_run(sid, job.metadata)
         task = ChunkTask(uri, api_key, job.source, root, job.summary.result_path or "",
-                         integration)
+                         integration, if_misoriented)
         size = chunk_size or max(1, min(16, math.ceil(len(job.todo) / (2 * threads))))
         chunks = _chunks(job.todo, size)
         remaining[sid] = len(chunks)

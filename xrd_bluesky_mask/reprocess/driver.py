@@ -23,6 +23,7 @@ def reprocess(
     workers: int | None = None,
     progress: bool = True,
     chunk_timeout: float | None = None,
+    if_misoriented: str = "refuse",
 ) -> ReprocessSummary:
     """Mask and integrate every frame of ``sources`` into Tiled result versions.
 
@@ -62,6 +63,10 @@ def reprocess(
         the slowest chunk so far, at least 120 s; see `xrd_bluesky_mask.reprocess.cluster`).
     progress
         Show progress bars (overall and per source) and print the summary table at the end.
+    if_misoriented
+        A source whose frames fit its PONI only flipped or transposed (the geometry check on
+        its first frame): ``"refuse"`` writes no mask for it, ``"apply"`` masks it in the
+        orientation that fits, ``"keep"`` as given (see `xrd_bluesky_mask.pipeline.Worker`).
 
     Returns
     -------
@@ -107,14 +112,15 @@ def reprocess(
         mode = f"dask, {len(dclient.nthreads())} workers"
         try:
             run_dask(jobs, root_client, masker=chosen, integration=integration, root=root,
-                     client=dclient, progress=progress, chunk_timeout=chunk_timeout)
+                     client=dclient, progress=progress, chunk_timeout=chunk_timeout,
+                     if_misoriented=if_misoriented)
         finally:
             close()
     else:
         from .local import run_local
 
         run_local(jobs, root_client, masker=chosen, integration=integration, root=root,
-                  progress=progress)
+                  progress=progress, if_misoriented=if_misoriented)
     summary = ReprocessSummary([job.summary for job in jobs], mode=mode,
                                seconds=time.perf_counter() - t0)
     if progress:

@@ -13,7 +13,8 @@ __all__ = ["run_local"]
 
 
 def run_local(jobs: list[Job], root_client: Any, *, masker: Any, integration: Any, root: str,
-              progress: bool = True, retry_for: float = 60.0) -> None:
+              progress: bool = True, retry_for: float = 60.0,
+              if_misoriented: str = "refuse") -> None:
     """Process every job's ``todo`` frames; results and final state go into ``job.summary``."""
     from ..pipeline.items import CloseRun, FrameItem, OpenRun, RunSpec
     from ..pipeline.worker import Worker
@@ -28,7 +29,7 @@ def run_local(jobs: list[Job], root_client: Any, *, masker: Any, integration: An
     sink = JobSink(RetryingTiledSink(TiledResultSink(root_client, root=root),
                                      give_up_after=retry_for), work)
     worker = Worker(source, sink, masker=masker, integration=integration, niceness=0,
-                    quiet_s=0.0).start()
+                    quiet_s=0.0, if_misoriented=if_misoriented).start()
     n_todo = sum(len(j.todo) for j in work)
     total = tqdm(total=n_todo, desc="reprocess", unit="frame", disable=not progress or n_todo == 0,
                  position=0)
