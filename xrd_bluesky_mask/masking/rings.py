@@ -146,9 +146,14 @@ def sector_bins(
 
 def cell_medians(frame: np.ndarray, valid: np.ndarray, bins: RingBins) -> np.ndarray:
     """Median of the valid pixels of every bin of ``bins`` (NaN for empty bins), float32."""
-    values = frame.ravel()[bins.order].astype(np.float32, copy=False)
-    ok = valid.ravel()[bins.order]
-    med, _, _ = _median_mad(values, ok, bins.offsets)
+    return binned_medians(frame.ravel()[bins.order], valid.ravel()[bins.order], bins)
+
+
+def binned_medians(values: np.ndarray, valid: np.ndarray, bins: RingBins) -> np.ndarray:
+    """`cell_medians` of values already taken at ``bins.order`` (``frame.ravel()[bins.order]``
+    and the same of ``valid``): for a quantity computed at the binned pixels alone."""
+    med, _, _ = _median_mad(np.asarray(values, np.float32), np.asarray(valid, bool),
+                            bins.offsets)
     return med
 
 

@@ -45,7 +45,7 @@ from scipy import ndimage
 from ..errors import GeometryError
 from ..geometry import Geometry
 from ..masking.decision import component_labels
-from ..masking.rings import SectorBins, cell_medians, ring_stats, sector_bins
+from ..masking.rings import SectorBins, binned_medians, ring_stats, sector_bins
 
 #: Ring width of the powder level under a spot, px of radius.
 LEVEL_BIN_PX = 0.5
@@ -64,13 +64,12 @@ class PowderLevel:
 
     Attributes
     ----------
-    image
-        float32 ``(rows, cols)`` counts.
     cells
         The cells: rings 2 px wide, sectors about 64 px of arc (`rings.sector_bins`).
     cell_modulation
         float32 ``(n_cells,)``: each cell's χ modulation, the median over its powder pixels
-        of pixel / its fine ring's level (1 on an even ring; NaN where the cell has none).
+        (at most 32 a cell, as `rings.sector_bins` samples them) of pixel / its fine ring's
+        level (1 on an even ring; NaN where the cell has none).
     ring_tth_deg
         float64 ``(n_rings,)`` 2θ at the centre of each ring of the cells, degrees.
     ring_level
@@ -79,12 +78,41 @@ class PowderLevel:
         bool ``(rows, cols)``: the pixels the level was made from (valid, away from spots).
     """
 
-    image: np.ndarray
     cells: SectorBins
     cell_modulation: np.ndarray
     ring_tth_deg: np.ndarray
     ring_level: np.ndarray
     powder: np.ndarray
+
+    @property
+    def image(self) -> np.ndarray:
+        """float32 ``(rows, cols)``: the level under every pixel, its ring's level times its
+        cell's modulation, counts (made on demand: the tables need it at the spots alone)."""
+        modulation = np.nan_to_num(self.cell_modulation, nan=1.0)[self.cells.index]
+        return (self.ring_level.ravel() * modulation).reshape(self.ring_level.shape)
+
+    def at(self, flat: np.ndarray) -> np.ndarray:
+        """The level at the pixels of flat indices ``flat``, counts (float32)."""
+        modulation = np.nan_to_num(self.cell_modulation, nan=1.0)[self.cells.index[flat]]
+        return self.ring_level.ravel()[flat] * modulation
+
+
+def _near(mask: np.ndarray, radius: int) -> np.ndarray:
+    """``mask`` grown by ``radius`` px (city-block: what ``radius`` iterations of
+    `scipy.ndimage.binary_dilation` give), set pixel by pixel: a few spot pixels in a large
+    frame cost their own number of writes, not the frame's."""
+    out = mask.copy()
+    rows, cols = np.nonzero(mask)
+    n_rows, n_cols = mask.shape
+    for dr in range(-radius, radius + 1):
+        span = radius - abs(dr)
+        for dc in range(-span, span + 1):
+            if dr == dc == 0:
+                continue
+            r, c = rows + dr, cols + dc
+            ok = (r >= 0) & (r < n_rows) & (c >= 0) & (c < n_cols)
+            out[r[ok], c[ok]] = True
+    return out
 
 
 def powder_level(frame32: np.ndarray, spots: np.ndarray, static: np.ndarray,
@@ -92,19 +120,19 @@ def powder_level(frame32: np.ndarray, spots: np.ndarray, static: np.ndarray,
     """The powder level under every pixel with the spots left out (see the module docstring)."""
     keep = ~static & (frame32 >= 0)
     if spots.any():
-        keep &= ~np.asarray(ndimage.binary_dilation(spots, iterations=EXCLUDE_PX), bool)
+        keep &= ~_near(spots, EXCLUDE_PX)
     fine = ring_stats(frame32, keep, geometry, bin_px=LEVEL_BIN_PX, max_per_bin=256)
     ring_level = np.nan_to_num(fine.median, nan=0.0)[fine.bins.index].astype(np.float32)
     cells = sector_bins(geometry, 2.0, 64.0)
+    # the χ modulation at the cells' sampled pixels alone
+    ring = ring_level[cells.order]
+    ok = keep.ravel()[cells.order] & (ring > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(ring_level > 0, frame32.ravel() / ring_level, np.nan)
-    ratio = ratio.astype(np.float32).reshape(frame32.shape)
-    modulation = cell_medians(ratio, keep & np.isfinite(ratio), cells)
-    level = ring_level * np.nan_to_num(modulation, nan=1.0)[cells.index]
+        ratio = (frame32.ravel()[cells.order] / np.where(ok, ring, 1.0)).astype(np.float32)
+    modulation = binned_medians(ratio, ok & np.isfinite(ratio), cells)
     ring_tth = float(geometry.tth_deg().min()) + (np.arange(cells.ring_of_cell.max() + 1)
                                                   + 0.5) * cells.bin_width_deg
-    return PowderLevel(level.reshape(frame32.shape).astype(np.float32), cells, modulation,
-                       ring_tth, ring_level.reshape(frame32.shape), keep)
+    return PowderLevel(cells, modulation, ring_tth, ring_level.reshape(frame32.shape), keep)
 
 
 def spot_table(frame32: np.ndarray, spots: np.ndarray, static: np.ndarray, geometry: Geometry,
@@ -127,17 +155,17 @@ def spot_table(frame32: np.ndarray, spots: np.ndarray, static: np.ndarray, geome
     level
         The powder level (`powder_level`) if already computed.
     """
-    labels, n = component_labels(spots & ~static)
+    found = spots & ~static
+    labels, n = component_labels(found)
     if n == 0:
         return empty_spot_table()
     if level is None:
         level = powder_level(frame32, spots, static, geometry)
-    powder = _around_each_spot(labels, frame32, level, geometry)
-    flat = labels.ravel()
-    on = np.flatnonzero(flat)
-    lab = flat[on] - 1
+    on = np.flatnonzero(found)
+    lab = labels.ravel()[on] - 1
     rows, cols = np.divmod(on, spots.shape[1])
-    net = frame32.ravel()[on].astype(np.float64) - powder.ravel()[on]
+    powder = _around_each_spot(labels, on, lab, frame32, level, geometry)
+    net = frame32.ravel()[on].astype(np.float64) - powder
     w = np.clip(net, 0.0, None)
 
     def total(values: np.ndarray) -> np.ndarray:
@@ -188,14 +216,19 @@ def spot_table(frame32: np.ndarray, spots: np.ndarray, static: np.ndarray, geome
 WINDOW_PX = 6
 
 
-def _around_each_spot(labels: np.ndarray, frame32: np.ndarray, level: PowderLevel,
-                      geometry: Geometry) -> np.ndarray:
-    """The powder level under each spot from its own surroundings: its pixels' ring levels
-    times the median χ modulation (pixel / its ring's level) of the powder pixels within
-    `WINDOW_PX` of the spot whose 2θ lies within the spot's 2θ range. The cells' modulation
-    averages a preferred-orientation band narrower than a cell with its flanks; this follows
-    the band under the spot. Outside spots: `PowderLevel.image`."""
-    out = level.image.copy()
+def _around_each_spot(labels: np.ndarray, on: np.ndarray, lab: np.ndarray,
+                      frame32: np.ndarray, level: PowderLevel, geometry: Geometry
+                      ) -> np.ndarray:
+    """The powder level under each spot pixel (flat indices ``on``, component ``lab``, from
+    0) from the spot's own surroundings: its pixels' ring levels times the median χ
+    modulation (pixel / its ring's level) of the powder pixels within `WINDOW_PX` of the spot
+    whose 2θ lies within the spot's 2θ range. The cells' modulation averages a
+    preferred-orientation band narrower than a cell with its flanks; this follows the band
+    under the spot. Where a spot has too few such pixels: `PowderLevel.at`."""
+    out = level.at(on).astype(np.float64)
+    ring_at = level.ring_level.ravel()[on]
+    by_spot = np.argsort(lab, kind="stable")
+    starts = np.searchsorted(lab[by_spot], np.arange(int(lab.max()) + 2))
     tth = geometry.tth_deg()
     rows, cols = labels.shape
     margin = 0.5 * geometry.tth_per_pixel_deg()
@@ -213,7 +246,8 @@ def _around_each_spot(labels: np.ndarray, frame32: np.ndarray, level: PowderLeve
         if use.sum() < 8:
             continue
         modulation = float(np.median(frame32[win][use] / ring[use]))
-        out[win][comp] = ring[comp] * modulation
+        mine = by_spot[starts[k - 1]:starts[k]]
+        out[mine] = ring_at[mine] * np.float32(modulation)
     return out
 
 
