@@ -14,6 +14,17 @@ scan's start to the last result written) and the median milliseconds per stage, 
 latency in the last scan (does it grow?). Run:
 
     .venv/bin/python benchmarks/bench_live.py [--frames 5] [--size 2880] [--masker classical]
+
+``--scale-out`` prints the scale-out table instead: the same scan (back-to-back frames, so the
+detector outruns the masking and the sustained rate is the masking's) masked in-process, then
+with the frames fanned out over a local Dask cluster of 1 and 2 worker processes (``workers=``
+of `XRDMaskCallback`; each variant first masks a 2-frame scan, so imports and pyFAI's engine
+are built before timing). Frames per second from the scan's start to the last result written,
+the lag (latency of the first and last frame: growing means falling behind) and the per-frame
+compute cost on one thread, from which the workers needed at a given frame rate follow
+(rate x cost).
+
+    .venv/bin/python benchmarks/bench_live.py --scale-out [--frames 8] [--size 2880]
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import logging
+import math
 import os
 import statistics
 import tempfile
@@ -47,8 +59,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--exposure", type=float, default=0.0, help="seconds per frame")
     parser.add_argument("--server", default="thread", choices=["thread", "process"],
                         help="embedded Tiled server in this process, or a child process")
+    parser.add_argument("--scale-out", action="store_true",
+                        help="the scale-out table (in-process, 1 and 2 Dask workers)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.scale_out:
+        scale_out(args)
+        return
 
     from bluesky.plans import count
 
@@ -127,6 +144,67 @@ def main(argv: list[str] | None = None) -> None:
           "growing means the masking does not keep up with the detector.\n")
     for n, values in trend.items():
         print(f"- {n}: " + ", ".join(f"{v:.2f}" for v in values))
+
+
+def scale_out(args: argparse.Namespace) -> None:
+    """Frames per second and lag against the number of Dask workers (see the docstring)."""
+    from bluesky.plans import count
+
+    from xrd_bluesky_mask.bluesky.session import Session
+    from xrd_bluesky_mask.masking import get_masker
+
+    base = Path(tempfile.mkdtemp(prefix="bench_live_scale_"))
+    os.environ.setdefault("XRD_MASK_JOURNAL", str(base / "journal"))
+    raw = base / "raw"
+    shape = (args.size, args.size)
+    variants: dict[str, int | None] = {"in-process": None, "Dask, 1 worker": 1,
+                                       "Dask, 2 workers": 2}
+    rows: dict[str, dict[str, list[float]]] = {
+        v: {"fps": [], "first": [], "last": [], "cost": []} for v in variants}
+    with Session(directory=base / "tiled", readable_storage=[raw],
+                 server_mode=args.server) as session:
+        RE = session.RE
+        det = session.add_detector(shape=shape, presets=("rings_spots", "spots_po"),
+                                   n_unique=min(args.frames, 2), exposure_s=args.exposure)
+        det.generator.prerender(min(args.frames, 2))
+        masker = get_masker(args.masker)
+        RE(count([det], num=1))  # warm the writer and the server
+        for name, workers in variants.items():
+            cb = session.start_masking(masker, quiet_s=0.0, workers=workers)
+            try:
+                RE(count([det], num=2), **det.start_metadata())  # warm: imports, engines
+                cb.wait()
+                for _ in range(args.repeats):
+                    t0 = time.perf_counter()
+                    result = RE(count([det], num=args.frames), **det.start_metadata())
+                    cb.wait()
+                    seconds = time.perf_counter() - t0
+                    record = cb.records[result.run_start_uids[0]]
+                    if record.errors or record.status != "complete":
+                        print(f"warning: run status {record.status}, errors {record.errors}")
+                    latency = [record.frames[i].timings.get("latency", float("nan"))
+                               for i in sorted(record.frames)]
+                    rows[name]["fps"].append(args.frames / seconds)
+                    rows[name]["first"].append(latency[0])
+                    rows[name]["last"].append(latency[-1])
+                    rows[name]["cost"].append(med([
+                        f.timings["mask"] + f.timings["integrate"] + f.timings.get("tables", 0)
+                        for f in record.frames.values() if "mask" in f.timings]))
+            finally:
+                session.stop_masking(timeout=None)
+    print(f"\n{args.frames} back-to-back frames of {args.size}x{args.size} per scan, masker "
+          f"{args.masker}, {args.repeats} repeats (median), {machine()}\n")
+    print("| variant | frames/s, scan start to last result | speed-up | latency of frame 1 (s) "
+          "| latency of the last frame (s) | per-frame cost on one thread (s) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    first = med(rows["in-process"]["fps"])
+    for name, r in rows.items():
+        print(f"| {name} | {med(r['fps']):.2f} | {med(r['fps']) / first:.2f}x | "
+              f"{med(r['first']):.2f} | {med(r['last']):.2f} | {med(r['cost']):.2f} |")
+    cost = med(rows["in-process"]["cost"])
+    print(f"\nSizing: workers needed = frame rate x per-frame cost; at {cost:.2f} s per frame "
+          + ", ".join(f"{hz:g} frames/s need {max(1, math.ceil(hz * cost))}"
+                      for hz in (1, 2, 5, 10)) + " worker threads (cores).")
 
 
 if __name__ == "__main__":

@@ -216,3 +216,13 @@ def test_kafka_dispatcher_follows_the_bluesky_kafka_api(monkeypatch):
     assert seen == ["start", "stop"]
     with pytest.raises(ValueError, match="at least one --topic"):
         kafka_dispatcher("k1:9092", [])
+
+
+def test_worker_scale_out_options_fail_before_serving(capsys, tiled_server):
+    assert main(["worker", "--zmq", "127.0.0.1:5599", "--workers", "0"]) == 2
+    assert "--workers 0: must be at least 1" in capsys.readouterr().err
+    rc = main(["worker", "--zmq", "127.0.0.1:5599", "--tiled", tiled_server.uri, "--api-key",
+               tiled_server.api_key, "--masker", "classical", "--dask", "tcp://127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no Dask scheduler answers at tcp://127.0.0.1:9" in err, err
+    assert "--workers N" in err

@@ -195,6 +195,16 @@ class XRDMaskCallback:
         run (``failed``, with the reason and what to do), ``"apply"`` masks it in the
         orientation that fits (recorded as ``orientation_applied`` in its metadata), ``"keep"``
         masks it as given with the warning. See `Worker`.
+    dask
+        Mask and integrate the frames on a Dask cluster: its scheduler's address
+        (``"tcp://HOST:8786"``) or a `distributed.Client` (made with
+        ``set_as_default=False``). Frames are still read here and results written here, in
+        frame order and exactly once, through the journal (`xrd_bluesky_mask.pipeline.fanout`);
+        the scheduler going away falls back to masking here, with a warning.
+    workers
+        Start a local Dask cluster of this many worker processes (one thread each) for the
+        callback's life, instead of ``dask``. Sizing: workers needed = frame rate x
+        per-frame cost (the lag report's ``workers_needed``; docs/performance.md).
     """
 
     def __init__(self, client: Any = None, *, masker: Masker | str | None = None,
@@ -207,7 +217,8 @@ class XRDMaskCallback:
                  quiet_s: float | str = "auto", batch: int | str = "auto",
                  journal: Any = "auto",
                  journal_max_bytes: int = DEFAULT_MAX_BYTES,
-                 if_misoriented: str = "refuse") -> None:
+                 if_misoriented: str = "refuse", dask: Any = None,
+                 workers: int | None = None) -> None:
         if client is None and (source is None or sink is None):
             raise ValueError(
                 "XRDMaskCallback needs a Tiled client (the container TiledWriter writes runs "
@@ -239,10 +250,15 @@ class XRDMaskCallback:
         self.field, self.stream, self.poni = field, stream, poni_text_from(poni)
         self.poni_path = (str(poni) if isinstance(poni, str | os.PathLike)
                           and "\n" not in str(poni) else None)
+        self._close_dask: Any = None
+        if dask is not None or workers is not None:
+            from ..reprocess.cluster import dask_client
+
+            dask, self._close_dask = dask_client(dask, workers, default=False)
         self.worker = Worker(source, sink, masker=masker, integration=integration,
                              niceness=niceness, quiet_s=quiet_s, batch=batch,
                              journal=journal, retry_max_wait=retry_max_wait,
-                             if_misoriented=if_misoriented).start()
+                             if_misoriented=if_misoriented, dask=dask).start()
         self._runs: dict[str, _RunMasker] = {}
         self._by_descriptor: dict[str, str] = {}
         self._by_resource: dict[str, str] = {}
@@ -353,8 +369,17 @@ class XRDMaskCallback:
         return done
 
     def close(self, timeout: float | None = None) -> bool:
-        """Finish queued work (up to ``timeout`` s), then stop the worker threads."""
-        return self.worker.close(timeout)
+        """Finish queued work (up to ``timeout`` s), then stop the worker threads (and the
+        local Dask cluster the callback started, or its client of a given scheduler)."""
+        try:
+            return self.worker.close(timeout)
+        finally:
+            closer, self._close_dask = self._close_dask, None
+            if closer is not None:
+                try:
+                    closer()
+                except Exception as exc:  # a scheduler already gone
+                    log.info("xrd-mask: closing the Dask client: %s", exc)
 
     def __enter__(self) -> XRDMaskCallback:
         return self

@@ -74,13 +74,17 @@ def make_callback(client: Any, *, runs: Any = None, masker: Any = None, poni: An
                   integration: Any = None, root: str = "derived/xrd_mask",
                   quiet_s: float = 0.0, frame_timeout: float = 30.0,
                   retry_for: float = 600.0, journal: Any = None,
-                  journal_max_bytes: int | None = None, if_misoriented: str = "refuse") -> Any:
+                  journal_max_bytes: int | None = None, if_misoriented: str = "refuse",
+                  dask: Any = None, workers: int | None = None) -> Any:
     """The `XRDMaskCallback` of a worker service: Tiled reads and writes that ride out outages.
 
     ``client`` is any node on the server (results go under ``root`` from its root); ``runs`` is
     the container TiledWriter writes the runs to (default: ``client``). ``journal``: the
     results journal's folder (None: the one the in-process callback uses for this server and
-    root, so either replays what the other left). ``if_misoriented``: see `Worker`.
+    root, so either replays what the other left). ``if_misoriented``: see `Worker`. ``dask``
+    (a scheduler address) or ``workers`` (a local cluster of N processes): frames masked on a
+    Dask cluster, results written by this worker in frame order (`XRDMaskCallback`'s ``dask``,
+    ``workers``).
     """
     from ..sinks.journal import DEFAULT_MAX_BYTES, default_journal_dir, journal_name
     from ..sinks.tiled import TiledResultSink
@@ -97,7 +101,7 @@ def make_callback(client: Any, *, runs: Any = None, masker: Any = None, poni: An
                            integration=integration, quiet_s=quiet_s, niceness=0,
                            journal=journal,
                            journal_max_bytes=journal_max_bytes or DEFAULT_MAX_BYTES,
-                           if_misoriented=if_misoriented)
+                           if_misoriented=if_misoriented, dask=dask, workers=workers)
 
 
 def serve(dispatcher: Any, callback: Callable[[str, dict], Any], *,

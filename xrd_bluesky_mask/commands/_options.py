@@ -154,6 +154,23 @@ def add_tiled(p: argparse.ArgumentParser) -> None:
                    help="results root (default derived/xrd_mask)")
 
 
+def add_dask(p: argparse.ArgumentParser, what: str = "frames processed") -> None:
+    """The scale-out options (--dask ADDRESS | --workers N), one or the other."""
+    g = p.add_argument_group("scale-out").add_mutually_exclusive_group()
+    g.add_argument("--dask", metavar="ADDRESS", default=None,
+                   help=f"Dask scheduler (tcp://HOST:8786): {what} on its workers")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="start a local Dask cluster of N worker processes")
+
+
+def check_workers(args: argparse.Namespace) -> None:
+    """``--workers`` is at least 1 (a `ConfigError` otherwise)."""
+    from ..errors import ConfigError
+
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: must be at least 1")
+
+
 def masker_from_options(args: argparse.Namespace) -> Any:
     """The masker the options ask for; ``--model`` may be a folder or a known model id, and
     ``--masker`` a plugin name or a ``module:Class`` import path."""

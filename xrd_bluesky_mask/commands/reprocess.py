@@ -6,10 +6,12 @@ import argparse
 from pathlib import Path
 
 from ._options import (
+    add_dask,
     add_if_misoriented,
     add_integration,
     add_masker,
     add_tiled,
+    check_workers,
     connect_from_args,
     integration_from_args,
     masker_from_options,
@@ -32,11 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--poni", type=Path, default=None,
                    help="PONI file for every source (default: the one each source carries)")
     add_tiled(p)
-    g = p.add_argument_group("scale-out").add_mutually_exclusive_group()
-    g.add_argument("--dask", metavar="ADDRESS", default=None,
-                   help="Dask scheduler (tcp://HOST:8786): frames processed on its workers")
-    g.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="start a local Dask cluster of N worker processes")
+    add_dask(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_if_misoriented(p, "a source")
     add_masker(p)
@@ -53,8 +51,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
         sources.append(AllOf(tuple(parse_query(q) for q in args.query)))
     if not sources:
         raise ConfigError("nothing to reprocess: give run uids, --query KEY=VALUE or --node PATH")
-    if args.workers is not None and args.workers < 1:
-        raise ConfigError(f"--workers {args.workers}: must be at least 1")
+    check_workers(args)
     if args.poni is not None and not args.poni.is_file():
         from ..errors import GeometryError
 

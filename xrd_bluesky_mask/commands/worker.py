@@ -6,10 +6,12 @@ import argparse
 import logging
 
 from ._options import (
+    add_dask,
     add_if_misoriented,
     add_integration,
     add_masker,
     add_tiled,
+    check_workers,
     connect_from_args,
     integration_from_args,
     masker_from_options,
@@ -50,6 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--journal-max-gb", type=float, default=2.0,
                    help="most GB of results the journal holds while Tiled is away (2)")
     add_if_misoriented(p, "a run")
+    add_dask(p, what="frames masked and integrated (results written here, in order)")
     add_masker(p)
     add_integration(p)
     return p
@@ -68,6 +71,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
         from ..geometry import poni_text_from
 
         args.poni = poni_text_from(args.poni)  # GeometryError if missing
+    check_workers(args)
     integration = integration_from_args(args)
     client, runs = connect_from_args(args)
     masker = masker_from_options(args)
@@ -76,13 +80,17 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
                              quiet_s=args.quiet_s, retry_for=args.retry_for,
                              journal=args.journal,
                              journal_max_bytes=int(args.journal_max_gb * 1e9),
-                             if_misoriented=args.if_misoriented)
+                             if_misoriented=args.if_misoriented,
+                             dask=args.dask, workers=args.workers)
     if not args.verbose:
         logging.getLogger("xrd_bluesky_mask").setLevel(logging.INFO)
         logging.getLogger("xrd_bluesky_mask.azimuthal").setLevel(logging.WARNING)
 
     def ready() -> None:
+        cluster = (f"; frames masked on the Dask cluster at {args.dask}" if args.dask else
+                   f"; frames masked on a local Dask cluster of {args.workers} processes"
+                   if args.workers else "")
         print(f"xrd-mask worker: listening to {where}; results to {args.tiled} under "
-              f"{args.root}", flush=True)
+              f"{args.root}{cluster}", flush=True)
 
     return serve(dispatcher, callback, on_ready=ready)

@@ -83,6 +83,7 @@ from .lag import LagMeter
 
 if TYPE_CHECKING:  # xarray, pydantic and pyFAI load with the first run, not on import
     from ..azimuthal import IntegrationSettings
+    from .fanout import FanOut
     from .process import FrameResult, Pipeline
 
 __all__ = ["AUTO_FAST_S", "AUTO_QUIET_S", "IF_MISORIENTED", "Worker"]
@@ -145,6 +146,13 @@ class Worker:
         that fits, recorded as ``orientation_applied`` on the run and logged; masks and spot
         positions stay in the stored frame's orientation) or ``"keep"`` (masked as given,
         with the warning on the run). One of `IF_MISORIENTED`.
+    dask
+        A `distributed.Client`: frames are masked and integrated on its cluster, results
+        written here in frame order (`xrd_bluesky_mask.pipeline.fanout`); None: in this
+        process. Make it with ``set_as_default=False``, so this process's own Dask reads (the
+        Tiled client's) stay here.
+    per_thread
+        With ``dask``: frames in flight per Dask worker thread (the backpressure bound).
     """
 
     def __init__(self, source: FrameSource, sink: ResultSink, *,
@@ -152,7 +160,8 @@ class Worker:
                  integration: IntegrationSettings | None = None, prefetch: int = 2,
                  niceness: int = 5, quiet_s: float | str = 0.0, batch: int | str = "auto",
                  journal: Journal | None = None, retry_max_wait: float = 10.0,
-                 tables: bool = True, if_misoriented: str = "refuse") -> None:
+                 tables: bool = True, if_misoriented: str = "refuse", dask: Any = None,
+                 per_thread: int = 2) -> None:
         if batch != "auto" and (not isinstance(batch, int) or batch < 1):
             raise ConfigError(f"batch must be 'auto' or an int >= 1, got {batch!r}")
         if if_misoriented not in IF_MISORIENTED:
@@ -190,6 +199,11 @@ class Worker:
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._closed = False
+        self.fanout: FanOut | None = None
+        if dask is not None:
+            from .fanout import FanOut
+
+            self.fanout = FanOut(self, dask, per_thread=per_thread)
 
     # -- public -------------------------------------------------------------------------
     def start(self) -> Worker:
@@ -368,6 +382,9 @@ class Worker:
                 and not isinstance(got.frame, Failure))
 
     def _compute_loop(self) -> None:
+        if self.fanout is not None:  # on the Dask cluster, in frame order
+            self.fanout.run()
+            return
         carry: ToCompute = None
         while True:
             got, carry = (carry, None) if carry is not None else (self._to_compute.get(), None)
@@ -391,15 +408,21 @@ class Worker:
                     group.append(nxt)
                 for computed in self._compute(group):
                     self._to_write.put(computed)
-            elif isinstance(got, OpenRun):
-                try:
-                    self._to_write.put(Opened(got, self._open(got.spec)))
-                except Exception as exc:
-                    self._to_write.put(Opened(got, Failure(exc)))
             else:
-                if isinstance(got, UseMasker):  # taken up by the next OpenRun
-                    self._pending_masker = got.masker
-                self._to_write.put(got)
+                for out in self._step(got):
+                    self._to_write.put(out)
+
+    def _step(self, got: OpenRun | CloseRun | UseMasker) -> list[ToWrite]:
+        """The compute stage's part in a run step: open the run's pipeline, take up a masker,
+        pass a close on; what goes on to the write stage."""
+        if isinstance(got, OpenRun):
+            try:
+                return [Opened(got, self._open(got.spec))]
+            except Exception as exc:
+                return [Opened(got, Failure(exc))]
+        if isinstance(got, UseMasker):  # taken up by the next OpenRun
+            self._pending_masker = got.masker
+        return [got]
 
     def _open(self, spec: RunSpec) -> dict[str, Any]:
         from ..azimuthal import IntegrationSettings
@@ -592,12 +615,22 @@ class Worker:
                            "batch": computed.batch, "write": t1 - t0,
                            "latency": t1 - item.t_submitted}
         finally:
-            report = self.lag.finished(item.run_uid, item.t_submitted) or {}
+            cost = (computed.result.timings.get("total")
+                    if not isinstance(computed.result, Failure) else None)
+            report = self.lag.finished(item.run_uid, item.t_submitted, cost_s=cost,
+                                       workers=self._compute_threads()) or {}
             if record.geometry_check is not None and not record.geometry_noted:
                 report = {**report, "geometry_check": record.geometry_check}
                 record.geometry_noted = True
             if report and not record.sink_failed:
                 self._annotate(item.run_uid, report)
+
+    def _compute_threads(self) -> int:
+        """Threads masking frames: the Dask workers' (while the cluster is used), else 1."""
+        fanout = self.fanout
+        if fanout is None or not fanout.active:
+            return 1
+        return max(1, sum(fanout.threads.values()))
 
     def _annotate(self, run_uid: str, fields: dict[str, Any]) -> None:
         """Progress fields for the run's metadata (a failure is logged, never the run's)."""

@@ -127,22 +127,25 @@ def process_chunk(task: ChunkTask, indices: list[int], masker: Any) -> list[dict
     return out
 
 
-def dask_client(dask: Any = None, workers: int | None = None) -> tuple[Any, Any]:
+def dask_client(dask: Any = None, workers: int | None = None, *,
+                default: bool = True) -> tuple[Any, Any]:
     """``(client, closer)``: a `distributed.Client` for ``dask`` (a scheduler address or a
-    Client, used as is) or a new `LocalCluster` of ``workers`` processes (1 thread each)."""
+    Client, used as is) or a new `LocalCluster` of ``workers`` processes (1 thread each).
+    ``default=False``: the client does not become this process's Dask scheduler (the live
+    worker's own Tiled reads, which go through dask, stay in its threads)."""
     try:
         from distributed import Client, LocalCluster
     except ImportError:
         raise MissingExtra(
-            "Dask reprocessing needs `distributed`: pip install 'xrd-bluesky-mask[dask]' "
-            "(or pip install 'dask[distributed]')."
+            "Dask scale-out (--dask, --workers) needs `distributed`: pip install "
+            "'xrd-bluesky-mask[dask]' (or pip install 'dask[distributed]')."
         ) from None
     if dask is not None and not isinstance(dask, str):
         return dask, lambda: None
     _quiet_dask_logs()
     if dask:
         try:
-            client = Client(dask, timeout="10s")
+            client = Client(dask, timeout="10s", set_as_default=default)
         except OSError as exc:
             raise DaskConnectionError(f"no Dask scheduler answers at {dask} ({exc}). Start one "
                                       "(`dask scheduler`, then `dask worker ADDRESS`) or use "
@@ -154,7 +157,7 @@ def dask_client(dask: Any = None, workers: int | None = None) -> tuple[Any, Any]
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                            dashboard_address=None,  # pyright: ignore[reportArgumentType]
                            host="127.0.0.1")
-    client = Client(cluster)
+    client = Client(cluster, set_as_default=default)
 
     def close() -> None:
         client.close()
