@@ -53,3 +53,18 @@ def test_a_live_scans_tables_are_complete_with_it_and_equal_reprocessing(
     again = load_tables(client, uid, root=root)
     for name in live:
         pd.testing.assert_frame_equal(again[name], live[name])
+
+
+def test_tables_can_be_turned_off_for_a_live_scan(session, run_engine, tiled_server, make_det):
+    """``tables=False``: masks and patterns alone (no table nodes, no table time per frame)."""
+    det = make_det(presets=("rings_spots",), seed=31)
+    with session.masking("classical", frame_timeout=20, tables=False) as cb:
+        result = run_engine(count([det], num=3), **det.start_metadata())
+        assert session.stop_masking(120), "the callback did not finish"
+    uid = result.run_start_uids[0]
+    client = tiled_server.client()
+    node = find_results(client, uid)
+    assert node.metadata["status"] == "complete", node.metadata.get("errors")
+    assert all(len(t) == 0 for t in load_tables(client, uid).values())
+    assert load_patterns(client, uid).shape[0] == 3 and node["mask"].read().any()
+    assert all(r.timings["tables"] == 0.0 for r in cb.records[uid].frames.values())
