@@ -2,7 +2,7 @@
 annotated, the model fine-tuned on them, and both models scored on held-out frames of that
 scene and on the standard evaluation groups.
 
-    .venv/bin/python benchmarks/retraining_demo.py --size 768 --annotated 4 --epochs 8
+    .venv/bin/python benchmarks/retraining_demo.py --size 768 --annotated 4 --epochs 8 --lr 3e-4
 
 The scene is a preset of the simulator (default ``spots_texture``: grainy, textured Cu +
 graphite rings with arcs and single-crystal spots, where the packaged model masks grains and
@@ -95,12 +95,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--size", type=int, default=768, help="frame size, px (square)")
     ap.add_argument("--annotated", type=int, default=4,
                     help="frames of the scene annotated (a quarter held out by the gate)")
+    ap.add_argument("--spot-free", type=int, default=0,
+                    help="spot-free frames of the scene's rings annotated too (all 'not a spot')")
     ap.add_argument("--heldout", type=int, default=6,
                     help="frames of the scene never annotated, to score both models")
-    ap.add_argument("--group-frames", type=int, default=2, help="frames per other group")
+    ap.add_argument("--group-frames", type=int, default=3, help="frames per other group")
     ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    ap.add_argument("--lr", type=float, default=3e-4,
+                    help="Adam learning rate (a third of RetrainSettings' default: less drift)")
     ap.add_argument("--batch-size", type=int, default=8, help="tiles per step")
+    ap.add_argument("--target-tnr", type=float, default=0.998,
+                    help="validation TNR the retrained model's threshold is chosen for")
     ap.add_argument("--window", type=int, default=256, help="training tile size, px")
     ap.add_argument("--min-spot-px", type=int, default=500,
                     help="spot pixels needed in the training frames")
@@ -114,6 +119,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ap.error("--annotated needs at least 2 frames (one to train on, one held out)")
     if min(args.heldout, args.group_frames, args.epochs) < 1:
         ap.error("--heldout, --group-frames and --epochs must be at least 1")
+    if args.spot_free < 0:
+        ap.error("--spot-free cannot be negative")
     return args
 
 
@@ -128,12 +135,16 @@ def corrected_mask(sim: Any) -> np.ndarray:
     return np.where(sim.static_mask, 2, sim.labels.astype(np.uint8)).astype(np.uint8)
 
 
-def annotated_run(cfg: SceneConfig, n: int) -> AnnotatedFrames:
-    """Frames ``1..n`` of the scene with their corrected masks, as `retrain.prepare` reads an
-    annotated run from Tiled (``heldout`` still empty)."""
+def annotated_run(cfg: SceneConfig, n: int, spot_free: int = 0) -> AnnotatedFrames:
+    """Frames ``1..n`` of the scene and ``spot_free`` frames of its rings without spots (the
+    same powder with no crystallite in the beam, indices ``n+1..``) with their corrected
+    masks, as `retrain.prepare` reads an annotated run from Tiled (``heldout`` still empty)."""
+    free = cfg.updated(spots={"count": 0})
     sims = [simulate_frame(cfg, seed=s) for s in range(1, n + 1)]
-    return AnnotatedFrames(f"demo-{cfg.name}", list(range(1, n + 1)), [s.image for s in sims],
-                           [corrected_mask(s) for s in sims], sims[0].geometry)
+    sims += [simulate_frame(free, seed=s) for s in range(n + 1, n + spot_free + 1)]
+    return AnnotatedFrames(f"demo-{cfg.name}", list(range(1, len(sims) + 1)),
+                           [s.image for s in sims], [corrected_mask(s) for s in sims],
+                           sims[0].geometry)
 
 
 def group_cases(frames: int) -> list[tuple[str, Any]]:
@@ -218,8 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = scene(args.scene, args.size)
     settings = RetrainSettings(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                                window=args.window, min_spot_px=args.min_spot_px,
+                               target_tnr=args.target_tnr,
                                seed=args.seed, device="cpu")
-    run = annotated_run(cfg, args.annotated)
+    run = annotated_run(cfg, args.annotated, args.spot_free)
     split_heldout([run], settings.heldout_fraction, settings.seed)
     spot_px = check_labels([run], min_spot_px=settings.min_spot_px, window=settings.window)
     print(f"{machine()}\nscene {args.scene} at {args.size}x{args.size} px; annotated frames "
@@ -242,8 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = score_all(maskers, cfg, args)
     rows = comparison(report)
     scene_group = f"scene/{args.scene}"
-    print(f"\nbase {base.card.model_id} (packaged default); retrained {result.n_tiles} tiles, "
-          f"{len(result.history)} epochs in {train_s:.0f} s (the best epoch kept)\n")
+    print(f"\nbase {base.card.model_id} (packaged default, threshold {base.card.threshold:.3f}); "
+          f"retrained on {result.n_tiles} tiles, {len(result.history)} epochs in {train_s:.0f} s "
+          f"(the best epoch kept, threshold {result.card.threshold:.3f})\n")
     print(table(rows))
     print(f"\n{summary(rows, scene_group)}")
     print(f"activation gate (judge, on the {result.new['frames']} annotated frame(s) held out): "
