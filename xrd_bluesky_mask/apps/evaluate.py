@@ -357,14 +357,19 @@ def evaluate(
     for case in tqdm(heldout_cases(frames_per_set, sets), desc="evaluating", unit="frame",
                      disable=not progress):
         sim = simulate_case(case, size)
-        _, static = prepare_frame(sim.image, sim.geometry, extra_static=sim.static_mask)
-        truth = integrate(sim.spot_free, sim.geometry, mask=static, settings=settings)
-        clear = clear_spot_image(sim)
-        row = {"set": case.set_name, "style": case.style, "seed": case.seed, "size_px": size,
-               "maskers": {name: score(sim, m, truth, settings, clear_ids=clear)
-                           for name, m in maskers.items()}}
-        report.rows.append(row)
+        report.rows.append({"set": case.set_name, "style": case.style, "seed": case.seed,
+                            "size_px": size, "maskers": score_frame(sim, maskers, settings)})
     return report
+
+
+def score_frame(sim, maskers: Mapping[str, Masker | str | None],
+                settings: IntegrationSettings | None = None) -> dict[str, dict[str, Any]]:
+    """Metrics (`score`) of each masker on one simulated frame, ``{name: metrics}``: the row
+    `evaluate` stores per frame under ``"maskers"``, for frames of any scene."""
+    _, static = prepare_frame(sim.image, sim.geometry, extra_static=sim.static_mask)
+    truth = integrate(sim.spot_free, sim.geometry, mask=static, settings=settings)
+    clear = clear_spot_image(sim)
+    return {name: score(sim, m, truth, settings, clear_ids=clear) for name, m in maskers.items()}
 
 
 def write_report(report: Report, out_dir: str | Path, extra: Mapping[str, Any]) -> Path:
