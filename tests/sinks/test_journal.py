@@ -133,3 +133,30 @@ def test_what_waits_on_disk_is_this_user_s_alone(tmp_path):
     assert len(entries) == 2
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in entries)
     journal.release()
+
+
+def test_a_full_disk_refuses_frames_clearly_and_leaves_no_half_written_file(tmp_path):
+    """A real full disk (a 256 KiB tmpfs, tests/full_disk.py): the frames that do not fit are
+    refused with the disk named (ENOSPC) and nothing partial is left; the run's closing, which
+    the disk cannot take either, is kept in memory; the replay writes every frame kept."""
+    import json
+    from pathlib import Path
+
+    from tests.full_disk import run_on_small_disk
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = Path(__file__).with_name("journal_on_full_disk.py")
+    done = run_on_small_disk(disk, "256k", [str(script), str(disk)], timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    kept, refused = out["kept"], {int(k): v for k, v in out["refused"].items()}
+    assert out["free"] == 0 and kept and refused  # the disk did fill
+    assert sorted(kept + list(refused)) == list(range(40))
+    first = min(refused)
+    assert "ENOSPC" in refused[first] and f"frame {first} of run run-a" in refused[first]
+    assert "xrd-mask reprocess run-a" in refused[first]
+    assert not any(name.endswith(".tmp") for name in out["files"])  # nothing half written
+    assert len([n for n in out["files"] if n.endswith("-write.npz")]) == len(kept)
+    assert out["in_memory"] and out["replayed"]
+    assert out["written"] == kept and out["status"] == "success"
