@@ -12,6 +12,12 @@ another key) is not a reason to drop anything: the replay logs the refusal once,
 problem and the command to give the right key (``xrd-mask replay --tiled URI --api-key KEY``),
 and keeps the files, trying again every ``max_wait`` seconds until the journal closes.
 
+A frame's file goes only once the store reports the frame among those it has written for
+good (its ``done(run)``: `TiledResultSink` writes pattern rows and progress every second, not
+with each frame); until then it is held, and the replay asks the store to ``flush`` when it
+has nothing else to do. So a process killed between a frame's write and the store's flush
+leaves the frame's file, and the next replay writes it again.
+
 Writes are idempotent: a frame replayed twice is written at the same row. Without a
 concluding ``close`` (the process died before the scan's stop document), replayed runs are
 closed ``interrupted`` with the command that recovers the missing frames.
@@ -39,6 +45,9 @@ if TYPE_CHECKING:
 __all__ = ["JournaledSink", "replay_journal"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds without new operations after which frames written but held are flushed.
+_FLUSH_IDLE_S = 1.0
 
 
 class JournaledSink(SinkWrapper[RetryingSink[ResultSink]]):
@@ -71,6 +80,8 @@ class JournaledSink(SinkWrapper[RetryingSink[ResultSink]]):
         self._failed_runs: dict[str, str] = {}
         self._frame_errors: dict[str, dict[int, str]] = {}
         self._refused_since: float | None = None
+        self._held: dict[str, list[Op]] = {}  # written frames the store has not flushed yet
+        self._waiters = 0
         self._close_leftovers()
         self._thread = threading.Thread(target=self._loop, name="xrd-mask-journal", daemon=True)
         self._thread.start()
@@ -129,7 +140,13 @@ class JournaledSink(SinkWrapper[RetryingSink[ResultSink]]):
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every kept operation is applied; False if ``timeout`` s passed."""
         with self._cond:
-            return self._cond.wait_for(lambda: not self.journal.ops, timeout=timeout)
+            self._waiters += 1
+            self._cond.notify_all()
+            try:
+                return self._cond.wait_for(lambda: not self.journal.ops and not self._held,
+                                           timeout=timeout)
+            finally:
+                self._waiters -= 1
 
     def close(self, timeout: float | None = None) -> bool:
         """Apply what is kept (up to ``timeout`` s), then stop; what is left stays on disk
@@ -153,10 +170,18 @@ class JournaledSink(SinkWrapper[RetryingSink[ResultSink]]):
     def _loop(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self.journal.ops or self._stopping)
+                self._cond.wait_for(lambda: self.journal.ops or self._stopping
+                                    or (self._held and self._waiters), timeout=_FLUSH_IDLE_S
+                                    if self._held else None)
                 if self._stopping:
                     return
-                op = self.journal.ops[0]
+                if not self.journal.ops:  # idle with written frames not flushed yet
+                    op = None
+                else:
+                    op = self.journal.ops[0]
+            if op is None:
+                self._flush_held()
+                continue
             try:
                 done = self._apply(op)
             except Exception:  # never let the replay thread die
@@ -189,6 +214,12 @@ class JournaledSink(SinkWrapper[RetryingSink[ResultSink]]):
                 codes, pattern, tables = payload
                 store.annotate(run, {"frames_pending": self.journal.frames_waiting(run) - 1})
                 store.write(run, int(op.index or 0), codes, pattern, tables=tables)
+                if hasattr(store.inner, "done"):  # its file goes once the store flushed it
+                    self.journal.hold(op)
+                    self._held.setdefault(run, []).append(op)
+                    self._release_flushed(run)
+                    self._applied(op)
+                    return True
             elif op.kind == "note":
                 store.annotate(run, payload["fields"])
             elif op.kind == "close":
@@ -198,7 +229,9 @@ class JournaledSink(SinkWrapper[RetryingSink[ResultSink]]):
                 if status == "complete" and errors:
                     status = "complete_with_errors"
                 store.annotate(run, {"frames_pending": 0})
-                store.close_run(run, status, errors)
+                store.close_run(run, status, errors)  # flushes everything
+                for held in self._held.pop(run, []):
+                    self._forget(held)
                 opening = self._open_ops.pop(run, None)
                 if opening is not None:
                     self._forget(opening)
@@ -211,14 +244,57 @@ class JournaledSink(SinkWrapper[RetryingSink[ResultSink]]):
                     self._cond.wait_for(lambda: self._stopping, timeout=self.max_wait)
                 return None
             self._permanent(op, exc)
+            self._forget(op)
+            return True
+        self._applied(op)
+        self._forget(op)
+        return True
+
+    def _applied(self, op: Op) -> None:
         if self.on_applied is not None:
-            self.on_applied(op.kind, run, op.index)
+            self.on_applied(op.kind, op.run, op.index)
         if self._refused_since is not None:
             log.warning("xrd-mask: the result store accepts the API key again; writing the "
                         "%d frame results waiting in the journal", self.journal.frames_waiting())
             self._refused_since = None
-        self._forget(op)
-        return True
+
+    def _release_flushed(self, run: str) -> None:
+        """Remove the held files of frames the store now reports written for good."""
+        held = self._held.get(run)
+        if not held:
+            return
+        done = self.inner.inner.done(run)  # type: ignore[attr-defined]
+        for op in [op for op in held if op.index in done]:
+            held.remove(op)
+            self._forget(op)
+        if not held:
+            del self._held[run]
+
+    def _flush_held(self) -> None:
+        """Ask the store to write what it buffers for runs with held frames, then release
+        them (retried while unreachable; on another error the files stay, retried later)."""
+        store = self.inner.inner
+        for run in list(self._held):
+            flush = getattr(store, "flush", None)
+            try:
+                if flush is not None:
+                    self.inner._call(f"flush results of {run}",
+                                     lambda r=run, f=flush: f(r))
+                self._release_flushed(run)
+                if flush is None or run not in self._held:
+                    continue
+                raise RuntimeError(f"frames {[op.index for op in self._held[run]]} not "
+                                   "reported written after a flush")
+            except Exception as exc:
+                if self._stopping:
+                    return
+                log.warning("xrd-mask: flushing the results of run %s failed (%s: %s); its "
+                            "last frames stay in the journal and are tried again", run,
+                            type(exc).__name__, exc)
+                with self._cond:
+                    self._cond.wait_for(lambda: self._stopping, timeout=self.max_wait)
+        with self._cond:
+            self._cond.notify_all()
 
     def _key_refused(self, exc: BaseException) -> None:
         """Log the first refusal of a series: what it means, and how to give the right key."""
