@@ -65,5 +65,5 @@ def assert_all_in_tiled(client: Any, uid: str, n: int) -> dict[str, Any]:
     for i in range(n):
         np.testing.assert_array_equal(
             masks[i] != 0, predict_mask(as_frame(frames[i]), md["poni"], masker="classical"))
-    assert not np.isnan(node["pattern"][:]).any()  # every pattern row written
+    assert not np.isnan(node["pattern"]["intensity"][:]).any()  # every pattern row written
     return dict(md)
