@@ -1,14 +1,17 @@
-"""What the outage tests share: a scan during which the only Tiled server (raw runs and
-results) is SIGKILLed, and the check that everything reached Tiled in the end. The server is
+"""What the outage, backup and leftover tests share: run documents and their backup files,
+a scan during which the only Tiled server (raw runs and results) is SIGKILLed, and the check
+that everything reached Tiled in the end. The server is
 `xrd_bluesky_mask.testing.serve_tiled(..., process=True)`; the fixture cutting the Tiled
 client's own retries is in tests/bluesky/conftest.py."""
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import event_model
 import numpy as np
 from bluesky.plans import count
 
@@ -17,6 +20,27 @@ from xrd_bluesky_mask.tiled.frames import as_frame
 from xrd_bluesky_mask.tiled.results import find_results
 
 SHAPE = (96, 96)
+
+
+def run_documents(n: int = 3) -> list[tuple[str, dict]]:
+    """A small run with scalar data: start, descriptor, ``n`` events, stop."""
+    run = event_model.compose_run()
+    docs: list[tuple[str, dict]] = [("start", dict(run.start_doc))]
+    stream = run.compose_descriptor(
+        name="primary", data_keys={"x": {"source": "sim", "dtype": "number", "shape": []}})
+    docs.append(("descriptor", dict(stream.descriptor_doc)))
+    for i in range(n):
+        docs.append(("event", dict(stream.compose_event(data={"x": float(i)},
+                                                        timestamps={"x": 0.0}))))
+    docs.append(("stop", dict(run.compose_stop())))
+    return docs
+
+
+def write_backup(path: Any, docs: list[tuple[str, dict]]) -> None:
+    """Write ``docs`` as TiledWriter's backup does (JSON Lines of name and document)."""
+    with open(path, "w") as fh:
+        for name, doc in docs:
+            fh.write(json.dumps({"name": name, "doc": doc}) + "\n")
 
 
 @dataclass
