@@ -153,18 +153,23 @@ def leftover_at(folder: str | Path) -> Leftover | None:
 
 
 def find_leftovers(journal_root: str | Path | None = None,
-                   backup_root: str | Path | None = None) -> list[Leftover]:
+                   backup_root: str | Path | None = None,
+                   skip: Iterable[Path] = ()) -> list[Leftover]:
     """Every folder under the journals' and the run backups' roots that holds something
-    (defaults: `default_journal_dir`, `default_backup_dir`), oldest first."""
+    (defaults: `default_journal_dir`, `default_backup_dir`), oldest first; folders in
+    ``skip`` (resolved paths) are not read."""
     from ..sinks.journal import default_journal_dir
     from .backup import default_backup_dir
 
+    skipped = set(skip)
     found = []
     for root in (Path(journal_root or default_journal_dir()),
                  Path(backup_root or default_backup_dir())):
         if not root.is_dir():
             continue
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            if folder.resolve() in skipped:
+                continue
             try:
                 leftover = leftover_at(folder)
             except OSError as exc:
@@ -186,8 +191,10 @@ def report_leftovers(exclude: Iterable[str | Path] = ()) -> list[Leftover]:
     that this process does not replay itself (``exclude``, and folders noted by `in_use`)."""
     for folder in exclude:
         in_use(folder)
+    with _lock:
+        skip = _in_use | _reported
     try:
-        found = find_leftovers()
+        found = find_leftovers(skip=skip)
     except OSError as exc:
         log.warning("xrd-mask: could not look for results left for other servers (%s)", exc)
         return []

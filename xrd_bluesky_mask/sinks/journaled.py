@@ -356,9 +356,11 @@ def replay_journal(folder: str | Path, store: Callable[[], ResultSink], *,
         operations the store refused for good (as ``"run R frame I: message"``).
     """
     problems: list[str] = []
+    refused_frames = [0]
 
     def on_error(run: str, index: int | None, message: str) -> None:
         problems.append(f"run {run}{'' if index is None else f' frame {index}'}: {message}")
+        refused_frames[0] += index is not None
 
     written = left = 0
     for slot in Journal.slots_with_files(folder):
@@ -372,5 +374,6 @@ def replay_journal(folder: str | Path, store: Callable[[], ResultSink], *,
                              on_applied=on_applied)
         sink.close(timeout)
         after = journal.frames_waiting()
-        written, left = written + before - after, left + after
+        written, left = written + before - after - refused_frames[0], left + after
+        refused_frames[0] = 0
     return written, left, problems
