@@ -303,13 +303,13 @@ class JournaledSink(SinkWrapper[RetryingSink[ResultSink]]):
         import time
 
         self._refused_since = time.monotonic()
-        uri = getattr(self.inner.inner, "uri", "the result store")
+        uri = getattr(self.inner.inner, "uri", None)
         log.error("xrd-mask: %s refuses this process's API key (%s). Nothing is lost: %d "
                   "frame results wait in the journal at %s, retried every %g s. Give the "
                   "right key: `xrd-mask replay --tiled %s --api-key KEY` (or restart the "
-                  "session or worker with it) writes them.", uri,
+                  "session or worker with it) writes them.", uri or "the result store",
                   str(exc).splitlines()[0][:300], self.journal.frames_waiting(),
-                  self.journal.directory, self.max_wait, uri)
+                  self.journal.directory, self.max_wait, uri or "URI")
     def _permanent(self, op: Op, exc: BaseException) -> None:
         what = f"{type(exc).__name__}: {exc}"
         if op.kind == "open":
