@@ -138,7 +138,8 @@ class JournaledSink(SinkWrapper[RetryingSink[ResultSink]]):
         return len(self.journal)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until every kept operation is applied; False if ``timeout`` s passed."""
+        """Block until every kept operation is applied and the store has flushed the frames
+        written (their files gone); False if ``timeout`` s passed."""
         with self._cond:
             self._waiters += 1
             self._cond.notify_all()
