@@ -4,35 +4,15 @@ path with a killed server and a RunEngine: tests/bluesky/test_outage.py."""
 
 from __future__ import annotations
 
-import json
 import uuid
 
-import event_model
 from bluesky_tiled_plugins import TiledWriter
 
+from tests.bluesky.outage_helpers import run_documents as _run_documents
+from tests.bluesky.outage_helpers import write_backup as _write
 from xrd_bluesky_mask.bluesky.backup import RunBackups, backup_folder_for, default_backup_dir
 from xrd_bluesky_mask.cli import main
 from xrd_bluesky_mask.tiled.nodes import container_at
-
-
-def _run_documents(n: int = 3) -> list[tuple[str, dict]]:
-    """A small run with scalar data: start, descriptor, ``n`` events, stop."""
-    run = event_model.compose_run()
-    docs: list[tuple[str, dict]] = [("start", dict(run.start_doc))]
-    stream = run.compose_descriptor(
-        name="primary", data_keys={"x": {"source": "sim", "dtype": "number", "shape": []}})
-    docs.append(("descriptor", dict(stream.descriptor_doc)))
-    for i in range(n):
-        docs.append(("event", dict(stream.compose_event(data={"x": float(i)},
-                                                        timestamps={"x": 0.0}))))
-    docs.append(("stop", dict(run.compose_stop())))
-    return docs
-
-
-def _write(path, docs) -> None:
-    with open(path, "w") as fh:
-        for name, doc in docs:
-            fh.write(json.dumps({"name": name, "doc": doc}) + "\n")
 
 
 def test_backups_say_what_waits_complete_or_not(tmp_path):

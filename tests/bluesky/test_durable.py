@@ -219,3 +219,47 @@ def test_a_killed_process_leaves_its_journal_to_the_next(session, run_engine, ti
     node = find_results(results_server.client(), uid)
     assert node.metadata["status"] == "complete"
     _check(tiled_server.client(), results_server.client(), uid, n)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # a child process: a session, two scans; then a reprocess
+def test_a_full_journal_disk_costs_no_scan_names_the_frames_and_reprocess_recovers_them(
+        tmp_path, tiled_server, raw_dir, capsys):
+    """The journal's disk is really full (a 512 KiB tmpfs filled up, tests/full_disk.py):
+    the scan finishes, each of its frames is reported "not kept" with the disk named and the
+    command that recovers it, no partial file is left, the derived node says so; once there is
+    room the next scan is complete, and ``xrd-mask reprocess`` completes the first."""
+    from pathlib import Path
+
+    from tests.bluesky.outage_helpers import assert_all_in_tiled
+    from tests.full_disk import run_on_small_disk
+    from xrd_bluesky_mask.cli import main
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = Path(__file__).with_name("scan_on_full_disk.py")
+    done = run_on_small_disk(disk, "512k", [str(script), str(disk), tiled_server.uri,
+                                            tiled_server.api_key, str(raw_dir)], timeout=240)
+    assert done.returncode == 0, done.stderr[-4000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    full, freed = out["full"], out["freed"]
+    assert full["exit"] == "success" and freed["exit"] == "success"  # the scans go on
+    assert out["full_free_blocks"] == 0 and out["full_delivered"] and out["freed_delivered"]
+    assert full["done"] == [] and sorted(full["errors"]) == ["0", "1", "2", "3"]
+    for index, message in full["errors"].items():
+        assert message.startswith("result not kept:") and "ENOSPC" in message
+        assert f"frame {index} of run {full['uid']}" in message
+        assert f"xrd-mask reprocess {full['uid']}" in message
+    assert "cannot take frame" in done.stderr  # told in the log too
+    assert freed["done"] == [0, 1, 2, 3]
+    assert not [f for f in out["files"] if f.endswith(".tmp")]  # nothing half written
+
+    client = tiled_server.client()
+    md = find_results(client, full["uid"]).metadata
+    assert md["status"] != "complete" and md["frames_done"] == []
+    assert "ENOSPC" in json.dumps(md["errors"])
+    assert_all_in_tiled(client, freed["uid"], 4)
+    capsys.readouterr()
+    assert main(["reprocess", full["uid"], "--tiled", tiled_server.uri, "--api-key",
+                 tiled_server.api_key, "--masker", "classical", "--no-progress"]) == 0
+    assert_all_in_tiled(client, full["uid"], 4)  # every frame once, after all

@@ -133,3 +133,74 @@ def test_what_waits_on_disk_is_this_user_s_alone(tmp_path):
     assert len(entries) == 2
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in entries)
     journal.release()
+
+
+def test_a_full_disk_refuses_frames_clearly_and_leaves_no_half_written_file(tmp_path):
+    """A real full disk (a 256 KiB tmpfs, tests/full_disk.py): the frames that do not fit are
+    refused with the disk named (ENOSPC) and nothing partial is left; the run's closing, which
+    the disk cannot take either, is kept in memory; the replay writes every frame kept."""
+    import json
+    from pathlib import Path
+
+    from tests.full_disk import run_on_small_disk
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = Path(__file__).with_name("journal_on_full_disk.py")
+    done = run_on_small_disk(disk, "256k", [str(script), str(disk)], timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    kept, refused = out["kept"], {int(k): v for k, v in out["refused"].items()}
+    assert out["free"] == 0 and kept and refused  # the disk did fill
+    assert sorted(kept + list(refused)) == list(range(40))
+    first = min(refused)
+    assert "ENOSPC" in refused[first] and f"frame {first} of run run-a" in refused[first]
+    assert "xrd-mask reprocess run-a" in refused[first]
+    assert not any(name.endswith(".tmp") for name in out["files"])  # nothing half written
+    assert len([n for n in out["files"] if n.endswith("-write.npz")]) == len(kept)
+    assert out["in_memory"] and out["replayed"]
+    assert out["written"] == kept and out["status"] == "success"
+
+
+class KeyRefusing(InMemoryResultSink):
+    """An in-memory store that refuses the key (as Tiled does: `TiledAuthError`) until
+    ``key_ok``, and buffers frames like `TiledResultSink`: ``done`` lists them only once
+    ``flush`` (or the run's closing) has written them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.key_ok, self.refusals, self.flushed = False, 0, set()
+
+    def open_run(self, source_uid, metadata):
+        from xrd_bluesky_mask.errors import TiledAuthError
+
+        if not self.key_ok:
+            self.refusals += 1
+            raise TiledAuthError("the Tiled server at http://t refused the API key (HTTP 401)")
+        super().open_run(source_uid, metadata)
+
+    def done(self, source_uid):
+        return set(self.flushed)
+
+    def flush(self, source_uid):
+        self.flushed |= super().done(source_uid)
+
+
+def test_a_refused_key_keeps_every_result_and_a_frame_file_goes_once_flushed(tmp_path,
+                                                                             caplog):
+    store = KeyRefusing()
+    sink = JournaledSink(store, Journal(tmp_path), first_wait=0.01, max_wait=0.05)
+    sink.open_run("r3", {"source_uid": "r3"})
+    for i in range(3):
+        sink.write("r3", i, _codes(i), _pattern(i))
+    wait_for(lambda: store.refusals >= 3, 10, "the store to refuse the key thrice")
+    assert sink.journal.frames_waiting("r3") == 3 and not sink.wait(0.1)  # nothing dropped
+    assert caplog.text.count("refuses this process's API key") == 1  # said once, clearly
+    assert "Nothing is lost:" in caplog.text and "frame results wait in the journal" in caplog.text
+    assert "xrd-mask replay --tiled URI --api-key KEY" in caplog.text
+    store.key_ok = True  # the right key
+    assert sink.wait(30)  # written, flushed (the replay asks when idle), files gone
+    assert store.flushed == {0, 1, 2}
+    assert not list((tmp_path / "slot-0").glob("*-write.npz"))
+    assert "accepts the API key again" in caplog.text
+    assert sink.close(5)

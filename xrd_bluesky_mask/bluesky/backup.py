@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..tiled.retry import Outage, unreachable
+from ..tiled.retry import Outage, refused, unreachable
 
 __all__ = ["BackupFile", "BackupReplayer", "ENV_VAR", "RunBackups", "backup_folder_for",
            "default_backup_dir", "replay_file"]
@@ -342,6 +342,13 @@ class BackupReplayer:
                     self.outage.failed(f"replay run {backup.uid}", exc, self.first_wait)
                     return True
                 self._failed[backup.path] = _mtime(backup.path)
+                if refused(exc):
+                    log.error("xrd-mask: Tiled refuses this session's API key (%s): run %s "
+                              "stays in %s, nothing is lost. Give the right key: `xrd-mask "
+                              "replay --tiled URI --api-key KEY --backup %s`.",
+                              str(exc).splitlines()[0][:300], backup.uid, backup.path,
+                              self.backups.directory)
+                    continue
                 log.error("xrd-mask: run %s could not be replayed from %s (%s: %s); the file "
                           "stays. Fix the cause, then run `xrd-mask replay`.", backup.uid,
                           backup.path, type(exc).__name__, exc)

@@ -41,7 +41,13 @@ from ..geometry import poni_text_from
 from ..pipeline.items import CloseRun, FrameItem, OpenRun, RunSpec
 from ..pipeline.worker import Worker
 from ..protocols import FrameSource, Masker, ResultSink
-from ..sinks.journal import DEFAULT_MAX_BYTES, Journal, default_journal_dir, journal_name
+from ..sinks.journal import (
+    DEFAULT_MAX_BYTES,
+    Journal,
+    default_journal_dir,
+    journal_name,
+    write_origin,
+)
 
 if TYPE_CHECKING:
     from ..azimuthal import IntegrationSettings
@@ -251,6 +257,11 @@ class XRDMaskCallback:
             sink = TiledResultSink(client, root=root)
         if journal is not None and not isinstance(journal, Journal):
             journal = Journal(journal, max_bytes=journal_max_bytes)
+        if journal is not None and hasattr(sink, "uri") and hasattr(sink, "root"):
+            write_origin(journal.root, str(sink.uri), str(sink.root))  # type: ignore[attr-defined]
+            from .leftovers import report_leftovers
+
+            report_leftovers(exclude=[journal.root])
         self.field, self.stream, self.poni = field, stream, poni_text_from(poni)
         self.poni_path = (str(poni) if isinstance(poni, str | os.PathLike)
                           and "\n" not in str(poni) else None)

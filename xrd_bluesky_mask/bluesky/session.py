@@ -240,6 +240,7 @@ class Session:
             self.runs = container_at(self.client, runs_path)
             if backup_directory is not None:
                 self.backups = RunBackups(self._backup_folder(backup_directory, runs_path))
+                self._note_backup_folder(runs_path)
             self.RE, self.tiled_writer = self._make_run_engine(metadata, md_store,
                                                                call_returns_result)
             if self.backups is not None:
@@ -277,6 +278,17 @@ class Session:
         if self.server is not None:
             return backup_folder_for(f"embedded:{self.server.directory.resolve()}", runs_path)
         return backup_folder_for(self.uri, runs_path)
+
+    def _note_backup_folder(self, runs_path: str) -> None:
+        """Record which server the backup folder is for, and that this session replays it."""
+        from ..sinks.journal import write_origin
+        from .leftovers import in_use
+
+        assert self.backups is not None
+        where = (f"embedded:{self.server.directory.resolve()}" if self.server is not None
+                 else self.uri)
+        write_origin(self.backups.directory, where, runs_path)
+        in_use(self.backups.directory)
 
     def _make_run_engine(self, metadata: Mapping[str, Any] | None, md_store: str | Path | None,
                          call_returns_result: bool) -> tuple[Any, Any]:

@@ -31,7 +31,8 @@ import numpy as np
 from ..errors import TiledAuthError, TiledConnectionError
 from ..protocols import FrameSource
 
-__all__ = ["Outage", "RetryingSource", "backoff_attempts", "retry_unreachable", "unreachable"]
+__all__ = ["Outage", "RetryingSource", "backoff_attempts", "refused", "retry_unreachable",
+           "unreachable"]
 
 if TYPE_CHECKING:  # stamina (the live extra) loads with the first retried call
     import stamina
@@ -50,6 +51,15 @@ def unreachable(exc: BaseException) -> bool:
         return True
     status = getattr(getattr(exc, "response", None), "status_code", None)
     return status in (502, 503, 504)
+
+
+def refused(exc: BaseException) -> bool:
+    """True for errors meaning "the server answers but refuses our API key" (HTTP 401/403):
+    e.g. a server restarted with another key. Not an outage, and not a reason to drop data."""
+    if isinstance(exc, TiledAuthError):
+        return True
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    return status in (401, 403)
 
 
 class Outage:
