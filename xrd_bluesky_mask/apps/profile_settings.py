@@ -130,6 +130,8 @@ class MaskingSettings(_Section):
     poni: str = Field(default="", description="PONI file overriding the geometry the runs carry")
     root: str = Field(default="derived/xrd_mask", description="Where results go")
     frame_timeout_s: float = Field(default=30.0, gt=0)
+    live_view: bool = Field(default=True, description="Plot spot count, masked share and "
+                            "texture index against frame while a scan runs")
 
 
 #: The settings file and environment that `ProfileSettings` reads (set by `load_settings`;
