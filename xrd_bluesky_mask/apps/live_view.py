@@ -58,6 +58,7 @@ class LiveSpotView(CallbackBase):
             self._timer = self.fig.canvas.new_timer(interval=500)
             self._timer.add_callback(self._redraw_if_dirty)
             self._timer.start()
+            self.fig.show()  # a window of its own, beside the session
         self.redraw()  # the empty panels, labelled
 
     def _interactive(self) -> bool:
