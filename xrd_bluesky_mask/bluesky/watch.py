@@ -29,7 +29,6 @@ callback would write (same provenance, same ``settings_id``, same result version
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import queue
 import threading
@@ -40,15 +39,12 @@ from typing import Any, TypeAlias
 
 from ..errors import GeometryError, UnknownSource
 from ..pipeline.items import CloseRun, FrameItem, OpenRun, RunSpec
-from ..provenance import VOLATILE_MASKER_KEYS
-from ..tiled.results import DEFAULT_ROOT
+from ..tiled.results import DEFAULT_ROOT, FINAL_STATUSES, finished_sources
 
-__all__ = ["FINAL_STATUSES", "TiledRunWatcher"]
+__all__ = ["TiledRunWatcher"]
 
 log = logging.getLogger(__name__)
 
-#: Result statuses after which a run is left alone (``interrupted`` and ``running`` are not).
-FINAL_STATUSES = frozenset({"complete", "complete_with_errors", "aborted", "failed"})
 #: Runs whose start document is older than the watcher by more than this (s) are not followed
 #: by subscription when the server replays its cache; catch-up covers them.
 _REPLAY_SLACK_S = 300.0
@@ -93,13 +89,6 @@ class _Reconnected:
 
 
 _Event: TypeAlias = "_Grew | _MetadataChanged | _Reconnected"
-
-
-def _recipe(masker: dict[str, Any], integration: dict[str, Any]) -> str:
-    """Masker (without volatile keys) and integration settings, as one comparable string."""
-    kept = {k: v for k, v in (masker or {}).items() if k not in VOLATILE_MASKER_KEYS}
-    return json.dumps({"masker": kept, "integration": integration or {}}, sort_keys=True,
-                      default=str)
 
 
 class TiledRunWatcher:
@@ -158,7 +147,6 @@ class TiledRunWatcher:
         self.worker = self.callback.worker
         self.masker_settings = self.worker.masker().settings()  # unusable: fails here
         self._integration_md = self.integration.model_dump(mode="json")
-        self._recipe = _recipe(self.masker_settings, self._integration_md)
         self.active: dict[str, _Run] = {}
         self.finished: set[str] = set()  # closed by us, or already done: left alone
         self.followed: set[str] = set()  # runs whose frames notifications announced
@@ -352,21 +340,6 @@ class TiledRunWatcher:
                     f"{_count(len(record.done), 'frame')} masked, {len(record.errors)} failed"
                     f"{median}")
 
-    def _finished_in_tiled(self) -> set[str]:
-        """Runs with a result version of these masker and integration settings whose status
-        is final (one listing of the results root)."""
-        try:
-            results = self.client[self.root]
-        except KeyError:
-            return set()
-        done = set()
-        for _, node in results.items():
-            md = node.metadata or {}
-            if md.get("status") in FINAL_STATUSES and \
-                    _recipe(md.get("masker") or {}, md.get("integration") or {}) == self._recipe:
-                done.add(str(md.get("source_uid")))
-        return done
-
     def catch_up(self) -> int:
         """Queue the missing frames of every run without a finished result; returns how many
         runs were opened or synced. Runs already being masked are counted again."""
@@ -375,7 +348,8 @@ class TiledRunWatcher:
         from ..reprocess.sources import _is_run
 
         self.catch_ups += 1
-        done = self._finished_in_tiled()
+        done = finished_sources(self.client, self.masker_settings, self._integration_md,
+                                root=self.root)
         container = self.runs if self.since is None else \
             self.runs.search(Key("start.time") >= self.since)
         touched = 0
