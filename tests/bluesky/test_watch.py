@@ -167,3 +167,25 @@ def test_watch_loses_nothing_when_tiled_restarts_mid_scan(served, tmp_path):
     assert code == 0, watch.output()[-3000:]
     assert "stopped" in watch.output()
     _assert_same_results(client, uid, n)
+
+
+def test_watch_on_an_empty_container_subscribes_catches_up_and_closes(tiled_client, tmp_path):
+    """Against the session's embedded server (its streaming cache is on): nothing to catch up
+    with, and closing returns with nothing left (no slow test needed for the basics)."""
+    container = tiled_client.create_container(f"empty-{tmp_path.name[-12:]}")
+    lines: list[str] = []
+    with TiledRunWatcher(container, masker="classical", journal=tmp_path / "journal",
+                         report=lines.append) as watcher:
+        watcher.start()
+        watcher.step(0.1)
+        assert watcher.catch_ups == 1 and not watcher.active and not lines
+        assert len(watcher._subscriptions) == 2  # the container's updates, the runs' arrays
+    assert watcher.waiting() == ""
+
+
+def test_watch_without_a_server_says_how_to_name_one(monkeypatch, capsys):
+    from xrd_bluesky_mask.cli import main
+
+    monkeypatch.delenv("TILED_URI", raising=False)
+    assert main(["watch", "--masker", "classical"]) == 2
+    assert "no Tiled server given" in capsys.readouterr().err

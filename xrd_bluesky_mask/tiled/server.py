@@ -8,6 +8,11 @@ opens a client on any server by URI and API key and turns the usual failures int
 `TiledConnectionError` / `TiledAuthError` quickly: it probes ``/healthz`` with a short timeout
 first, instead of sitting through the Tiled client's ~24 s of retries.
 
+Every server started here streams updates to websocket subscribers (``xrd-mask watch``):
+SimpleTiledServer (the thread mode: the demo's, the beamline profile's, ``xrd-mask serve``'s)
+turns tiled's in-memory streaming cache on itself, and `TiledProcess` serves a catalog through a
+config file that does (`TiledProcess.catalog_config`).
+
 Example
 -------
 >>> with start_local_server(readable_storage=["/data/raw"]) as server:  # doctest: +SKIP
