@@ -7,8 +7,8 @@ before timing): **callback**, with `XRDMaskCallback` subscribed in that process 
 process from Tiled's notifications (the two write to separate containers, so each run is
 masked once). A frame's latency is from its event document (the scan
 process's clock) to the moment its results were handed to the result journal (`Worker`
-listener; same machine, same clock). Prints a Markdown table: median and largest latency per
-mode, and the scan's duration. Run:
+listener; same machine, same clock). Prints Markdown tables: median and largest latency per
+mode and the scan's duration; the median latency of each frame of a scan. Run:
 
     .venv/bin/python benchmarks/bench_watch.py [--frames 5] [--size 1024] [--exposure 1.0]
 """
@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     loop.start()
     latencies: dict[str, list[float]] = {"callback": [], "watch": []}
     scans: dict[str, list[float]] = {"callback": [], "watch": []}
+    by_frame: dict[str, list[list[float]]] = {"callback": [], "watch": []}
     try:
         for r in range(args.repeats):
             for mode in ("watch", "callback") if r % 2 else ("callback", "watch"):
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
                 else:
                     done = {int(k): v for k, v in got["written"].items()}
                 latencies[mode] += [done[i] - events[i] for i in sorted(events)]
+                by_frame[mode].append([done[i] - events[i] for i in sorted(events)])
                 scans[mode].append(got["scan_s"])
     finally:
         stop.set()
@@ -126,6 +128,12 @@ def main(argv: list[str] | None = None) -> None:
         lat = latencies[mode]
         print(f"| {mode} | {statistics.median(lat):.2f} | {max(lat):.2f} | "
               f"{statistics.median(scans[mode]):.1f} |")
+    print("\n| trigger | " + " | ".join(f"frame {i}" for i in range(args.frames)) + " |")
+    print("|---|" + "---:|" * args.frames)
+    for mode in ("callback", "watch"):
+        cols = [statistics.median(scan[i] for scan in by_frame[mode])
+                for i in range(args.frames)]
+        print(f"| {mode} | " + " | ".join(f"{c:.2f}" for c in cols) + " |")
 
 
 if __name__ == "__main__":

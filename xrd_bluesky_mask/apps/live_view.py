@@ -11,8 +11,8 @@ ones greyed), as bluesky's LivePlot draws them::
     RE(count([det], 20))              # the panels grow frame by frame
     view.save("spots.png")
 
-The documents arrive on the masking worker's thread. The figure is redrawn there only with a
-non-interactive backend (Agg: nothing but this object touches it); with a GUI backend the rows
+The documents arrive on the masking worker's thread. With a non-interactive backend (Agg) the
+lines are updated there (cheap: nothing is rendered until `save`); with a GUI backend the rows
 are kept and a timer of the figure's canvas, on the GUI's own thread, redraws twice a second.
 """
 
@@ -113,7 +113,8 @@ class LiveSpotView(CallbackBase):
         with self._lock:
             runs = {uid[:8]: list(rows) for uid, rows in self.rows.items()}
         draw_frame_panels(self.axes, runs)
-        self.fig.canvas.draw_idle()
+        if self._timer is not None:  # a window to update; Agg renders only when saved
+            self.fig.canvas.draw_idle()
 
     def save(self, path: str | Path) -> Path:
         """Write the panels as a PNG (redrawn first)."""
