@@ -96,6 +96,10 @@ def test_live_demo_against_a_running_server(tiled_server, live_base, capsys):
     assert summary["status"] == "complete" and summary["exit_status"] == "success"
     assert [f["index"] for f in summary["frames"]] == [0, 1]
     assert summary["png"] and summary["png"].endswith(".png")
+    # frame, zoom, patterns, and the spot count / masked share / texture index panels
+    import matplotlib.image
+
+    assert matplotlib.image.imread(summary["png"]).shape[1] == 4 * 6 * 110
     out = capsys.readouterr().out
     assert summary["run_uid"] in out and "from tiled.client import from_uri" in out
     # the printed export lines and curl command run as printed, against the server

@@ -160,7 +160,12 @@ def test_startup_files_headless_then_count_gives_derived_results(
         tmp_path, monkeypatch, capsys, caplog, tiled_server, live_base):
     """Against a running server named by the environment (the session's, which reads
     ``live_base/raw``); the embedded fallback is what the IPython test below uses."""
-    from xrd_bluesky_mask.tiled.results import find_results, load_masks, load_patterns
+    from xrd_bluesky_mask.tiled.results import (
+        find_results,
+        load_masks,
+        load_patterns,
+        load_tables,
+    )
 
     monkeypatch.setenv("XRD_SETTINGS", str(_settings_file(tmp_path)))
     monkeypatch.setenv("XRD_TILED_URI", tiled_server.uri)
@@ -207,6 +212,11 @@ def test_startup_files_headless_then_count_gives_derived_results(
         patterns = load_patterns(client, uids[0])
         assert patterns.sizes["frame"] == 3 and "two_theta" in patterns.coords
         assert client[uids[0]].metadata["start"]["beamline_id"] == "test"
+        # the live view drew a point per frame of the scan, from the result documents
+        view = ns["xrd_view"]
+        assert [r["frame"] for r in view.rows[uids[0]]] == [0, 1, 2]
+        assert [r["spot_count"] for r in view.rows[uids[0]]] == \
+            load_tables(client, uids[0])["frames"]["spot_count"].tolist()
         _check_readme_http(xrd.uri, tiled_server.api_key, uids[0])
         _check_readme_retrain(ns, tmp_path, monkeypatch, caplog)
     finally:

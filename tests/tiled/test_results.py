@@ -156,3 +156,25 @@ def test_plain_tiled_client_reads_results(tiled_server):
     assert isinstance(ds, xr.Dataset)
     assert sorted(ds.data_vars) == ["intensity", "sigma"]
     assert sorted(ds.coords) == ["q", "two_theta"]
+
+
+def test_finished_sources_are_those_with_a_final_status_and_these_settings(tiled_server):
+    from xrd_bluesky_mask.tiled.results import finished_sources
+
+    root = f"finished/{uuid.uuid4().hex[:8]}"
+    sink = TiledResultSink(tiled_server.client(), root=root)
+    done, running, other = (str(uuid.uuid4()) for _ in range(3))
+    for uid, status in ((done, "complete"), (running, None), (other, "complete")):
+        md = _metadata(uid, expected=1)
+        if uid == other:  # another masker threshold: not this recipe's result
+            md = provenance(uid, stream="primary", field="det", poni="Distance: 0.1\n",
+                            masker_settings={"masker": "classical", "n_sigma": 5.0},
+                            integration={"npt": BINS})
+        sink.open_run(uid, md)
+        sink.write(uid, 0, _codes(0), _pattern(0))
+        if status:
+            sink.close_run(uid, status, {})  # `running` stays open: not finished
+    masker = {"masker": "classical", "n_sigma": 3.0, "device": "cuda"}  # device aside
+    assert finished_sources(tiled_server.client(), masker, {"npt": BINS}, root=root) == {done}
+    assert finished_sources(tiled_server.client(), masker, {"npt": BINS},
+                            root="finished/none") == set()

@@ -67,7 +67,7 @@ def _write_png(client: Any, uid: str, field: str, node: Any, record: Any, masker
     from ..pipeline import process_frame
     from ..protocols import MaskCode
     from ..tiled.frames import as_frame
-    from ..tiled.results import load_patterns
+    from ..tiled.results import load_patterns, load_tables
     from .plotting import save_overlay
 
     done = record.done
@@ -84,8 +84,10 @@ def _write_png(client: Any, uid: str, field: str, node: Any, record: Any, masker
     if masker.name != "classical":
         patterns["classical masked"] = process_frame(frame, geometry,
                                                      get_masker("classical")).pattern
+    frames_table = load_tables(client, uid).get("frames")
     return save_overlay(out_dir / f"live_{uid[:8]}_frame{i:03d}.png", frame, codes == MaskCode.SPOT,
                         static=static, patterns=patterns,
+                        summary=None if frames_table is None else {uid[:8]: frames_table},
                         title=f"run {uid[:8]}, frame {i}: {masker.name} spots in red, "
                               "read back from Tiled")
 

@@ -158,7 +158,7 @@ def predict_files(
                 elif outcome.warning:
                     log.info("%s: %s", path, outcome.warning)
             res = process_frame(frame, geometry, masker, settings=settings,
-                                extra_static=static_in)
+                                extra_static=static_in, tables=png)
             stem = output_stem(path, out_dir, index)
             provenance = _provenance(used, outcome.verdict, outcome.applied_from)
             header = {"source": str(path), **masker.settings()}
@@ -183,7 +183,7 @@ def predict_files(
                         frame, geometry, mask=res.mask.static, settings=settings),
                         "spots masked": res.pattern},
                     title=f"{stem.name}: {masker.name}, orientation {used.name}",
-                    note=_overlay_note(outcome),
+                    note=_overlay_note(outcome), rings=res.tables,
                 ))
             outcome.spot_fraction = res.mask.spot_fraction
             outcome.static_fraction = float(res.mask.static.mean())

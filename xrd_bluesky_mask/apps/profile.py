@@ -224,6 +224,18 @@ class Beamline:
                                           frame_timeout=m.frame_timeout_s,
                                           if_misoriented=m.if_misoriented)
 
+    def live_view(self) -> Any:
+        """Subscribe a `LiveSpotView` to the masking callback's result documents: spot count,
+        masked share and texture index against frame, drawn as each frame's results are
+        written (None when masking is off or ``masking.live_view = false``)."""
+        if self.callback is None or not self.settings.masking.live_view:
+            return None
+        from .live_view import LiveSpotView
+
+        view = LiveSpotView()
+        self.callback.subscribe(view)
+        return view
+
     def results(self, uid: Any = -1, timeout: float = 60.0) -> Any:
         """The derived container of run ``uid``: a uid, a BlueskyRun, or -1 for the latest run in
         ``runs`` (-2 the one before, ...); first waits (up to ``timeout`` s) until the results

@@ -134,6 +134,8 @@ class MaskingSettings(_Section):
         default="refuse",
         description="A run whose frames fit the PONI only flipped or transposed: no mask "
                     "(refuse), masked in the orientation that fits (apply), or as given (keep)")
+    live_view: bool = Field(default=True, description="Plot spot count, masked share and "
+                            "texture index against frame while a scan runs")
 
 
 #: The settings file and environment that `ProfileSettings` reads (set by `load_settings`;

@@ -48,6 +48,7 @@ from ..sinks.journal import (
     journal_name,
     write_origin,
 )
+from .result_docs import ResultDocuments
 
 if TYPE_CHECKING:
     from ..azimuthal import IntegrationSettings
@@ -276,6 +277,7 @@ class XRDMaskCallback:
                              if_misoriented=if_misoriented, dask=dask,
                              tables=tables).start()
         self._runs: dict[str, _RunMasker] = {}
+        self._documents: ResultDocuments | None = None
         self._by_descriptor: dict[str, str] = {}
         self._by_resource: dict[str, str] = {}
 
@@ -329,6 +331,22 @@ class XRDMaskCallback:
             for table in (self._by_descriptor, self._by_resource):
                 for key in [k for k, v in table.items() if v == uid]:
                     del table[key]
+
+    def subscribe(self, callback: Any) -> int:
+        """Send the results as Bluesky documents to ``callback(name, doc)``: per source run a
+        derived run with an ``xrd_mask`` event per frame written (spot count, masked share,
+        texture index: `xrd_bluesky_mask.bluesky.result_docs`), e.g. a
+        `~xrd_bluesky_mask.apps.live_view.LiveSpotView` or bluesky's ``LivePlot``. Called on
+        the worker's write thread; returns a token for `unsubscribe`."""
+        if self._documents is None:
+            self._documents = ResultDocuments()
+            self.worker.add_listener(self._documents)
+        return self._documents.subscribe(callback)
+
+    def unsubscribe(self, token: int) -> None:
+        """Stop sending result documents to the callback ``token`` names."""
+        if self._documents is not None:
+            self._documents.unsubscribe(token)
 
     def set_masker(self, masker: Any) -> Any:
         """Mask with ``masker`` (name, instance, None = active U-Net) from the next run on.

@@ -54,7 +54,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard
 
 import numpy as np
 
@@ -86,7 +86,12 @@ if TYPE_CHECKING:  # xarray, pydantic and pyFAI load with the first run, not on 
     from .fanout import FanOut
     from .process import FrameResult, Pipeline
 
-__all__ = ["AUTO_FAST_S", "AUTO_QUIET_S", "IF_MISORIENTED", "Worker"]
+__all__ = ["AUTO_FAST_S", "AUTO_QUIET_S", "IF_MISORIENTED", "Listener", "Worker"]
+
+#: Told ``(run uid, frame index, its summary row)`` once a frame's results are handed to the
+#: sink (the row: `xrd_bluesky_mask.spots.summary.SUMMARY_COLUMNS`; empty without tables),
+#: and ``(run uid, None, {"status": ...})`` once the run is closed. Called on the write thread.
+Listener: TypeAlias = "Callable[[str, int | None, dict[str, Any]], None]"
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +209,7 @@ class Worker:
             from .fanout import FanOut
 
             self.fanout = FanOut(self, dask, per_thread=per_thread)
+        self._listeners: list[Listener] = []
 
     # -- public -------------------------------------------------------------------------
     def start(self) -> Worker:
@@ -230,6 +236,18 @@ class Worker:
         with self._cond:
             self._pending += 1
         self._inbox.put(item)
+
+    def add_listener(self, listener: Listener) -> None:
+        """Tell ``listener`` about every frame written and run closed (see `Listener`); a
+        listener that raises is logged and kept."""
+        self._listeners.append(listener)
+
+    def _notify(self, run_uid: str, index: int | None, payload: dict[str, Any]) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(run_uid, index, payload)
+            except Exception:
+                log.exception("xrd-mask: a result listener failed on run %s", run_uid)
 
     def poke(self) -> None:
         """Note that the RunEngine just emitted a document (called by the callback)."""
@@ -614,6 +632,9 @@ class Worker:
                            "tables": result.timings.get("tables", 0.0),
                            "batch": computed.batch, "write": t1 - t0,
                            "latency": t1 - item.t_submitted}
+            if rec.error is None and self._listeners:
+                row = dict(tables.summary) if tables is not None else {}
+                self._notify(item.run_uid, item.index, row)
         finally:
             cost = (computed.result.timings.get("total")
                     if not isinstance(computed.result, Failure) else None)
@@ -658,6 +679,7 @@ class Worker:
         self.lag.forget(item.run_uid)
         self._pipelines.pop(item.run_uid, None)
         self.source.forget(item.run_uid)
+        self._notify(item.run_uid, None, {"status": status})
         if record.sink_failed:
             return  # the sink never opened this run
         fields: dict[str, Any] = {"n_frames": n_frames, "lag_frames": 0}

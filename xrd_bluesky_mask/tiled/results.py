@@ -74,8 +74,10 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_ROOT",
+    "FINAL_STATUSES",
     "SPEC",
     "find_results",
+    "finished_sources",
     "frames_done",
     "load_masks",
     "load_patterns",
@@ -229,6 +231,33 @@ def find_results(client: Any, source: Any = None, *, root: str = DEFAULT_ROOT,
         f"results of {sid} have no version {version}; versions: "
         f"{', '.join(str(n) for n, _ in versions)}"
     )
+
+
+#: Result statuses after which a source is left alone (not ``running`` nor ``interrupted``).
+FINAL_STATUSES = frozenset({"complete", "complete_with_errors", "aborted", "failed"})
+
+
+def finished_sources(client: Any, masker: dict[str, Any], integration: dict[str, Any], *,
+                     root: str = DEFAULT_ROOT) -> set[str]:
+    """The ``source_uid`` of every result under ``root`` with a final status
+    (`FINAL_STATUSES`) made with these masker settings (``device`` aside) and integration
+    settings: one listing of the results root, for ``xrd-mask watch``'s catch-up."""
+    import json
+
+    from ..provenance import VOLATILE_MASKER_KEYS
+
+    def recipe(m: dict[str, Any], i: dict[str, Any]) -> str:
+        kept = {k: v for k, v in (m or {}).items() if k not in VOLATILE_MASKER_KEYS}
+        return json.dumps({"masker": kept, "integration": i or {}}, sort_keys=True, default=str)
+
+    try:
+        results = _root_client(client)[root]
+    except KeyError:
+        return set()
+    wanted = recipe(masker, integration)
+    return {str(md.get("source_uid")) for md in (node.metadata or {} for _, node in results.items())
+            if md.get("status") in FINAL_STATUSES
+            and recipe(md.get("masker") or {}, md.get("integration") or {}) == wanted}
 
 
 def frames_done(node: Any) -> list[int]:

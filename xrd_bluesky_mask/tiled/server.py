@@ -8,6 +8,11 @@ opens a client on any server by URI and API key and turns the usual failures int
 `TiledConnectionError` / `TiledAuthError` quickly: it probes ``/healthz`` with a short timeout
 first, instead of sitting through the Tiled client's ~24 s of retries.
 
+Every server started here streams updates to websocket subscribers (``xrd-mask watch``):
+SimpleTiledServer (the thread mode: the demo's, the beamline profile's, ``xrd-mask serve``'s)
+turns tiled's in-memory streaming cache on itself, and `TiledProcess` serves a catalog through a
+config file that does (`TiledProcess.catalog_config`).
+
 Example
 -------
 >>> with start_local_server(readable_storage=["/data/raw"]) as server:  # doctest: +SKIP
@@ -18,6 +23,7 @@ Example
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -306,7 +312,9 @@ class TiledProcess:
         Alphanumeric key; None: a random one.
     config
         Serve this config file (``tiled serve config``) instead of a catalog in ``directory``;
-        the file decides storage and adapters (``env`` can fill its ``${VARIABLES}``).
+        the file decides storage, adapters and streaming (``streaming_cache: {uri: memory}``
+        for subscriptions; ``env`` can fill its ``${VARIABLES}``). A catalog in ``directory``
+        is served with the in-memory streaming cache (`catalog_config`).
     env
         Extra environment variables for the server.
     """
@@ -340,13 +348,30 @@ class TiledProcess:
         common = ["--api-key", self.api_key, "--host", "127.0.0.1", "--port", str(self.port)]
         if self.config is not None:
             return [tiled, "serve", "config", str(self.config), *common]
-        db = self.directory / "catalog.db"
-        cmd = [tiled, "serve", "catalog", str(db), *([] if db.exists() else ["--init"]),
-               "-w", str(self.directory / "data"),
-               "-w", f"duckdb:///{self.directory / 'storage.duckdb'}", *common]
-        for path in self.readable_storage:
-            cmd += ["-r", str(path)]
-        return cmd
+        return [tiled, "serve", "config", str(self.catalog_config()), *common]
+
+    def catalog_config(self) -> Path:
+        """Write and return ``directory/serve.json``: the ``tiled serve config`` file of a
+        writable catalog in ``directory`` with the in-memory streaming cache.
+
+        The cache is what websocket subscriptions (``xrd-mask watch``) need; one server
+        process, so memory rather than Redis. A config file rather than ``tiled serve catalog
+        --cache memory``: with tiled 0.2.20 that option fails for any catalog but ``--temp``
+        (``StreamingCacheConfig`` is imported in the ``--temp`` branch only).
+        """
+        config = {
+            "trees": [{"path": "/", "tree": "catalog", "args": {
+                "uri": f"sqlite:///{self.directory.resolve() / 'catalog.db'}",
+                "writable_storage": [str(self.directory.resolve() / "data"),
+                                     f"duckdb:///{self.directory.resolve() / 'storage.duckdb'}"],
+                "readable_storage": [str(p) for p in self.readable_storage],
+                "init_if_not_exists": True}}],
+            "streaming_cache": {"uri": "memory"},
+        }
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / "serve.json"
+        path.write_text(json.dumps(config, indent=2))
+        return path
 
     def start(self, timeout: float = 90.0) -> TiledProcess:
         """Start the server and return once it answers ``/healthz`` (5-15 s on 2 cores).
