@@ -267,7 +267,8 @@ def fine_tune(
     """Fine-tune ``base`` (a `LoadedModel`) on the training frames, then score both models.
 
     Every epoch trains on the annotated tiles and, making ``settings.rehearsal`` of all tiles,
-    simulated rehearsal tiles (`xrd_bluesky_mask.training.rehearsal`); both models are then
+    simulated rehearsal tiles (`xrd_bluesky_mask.training.rehearsal`; trained on, never
+    validated, so the threshold is still chosen on the annotated tiles); both models are then
     scored on the held-out frames and, with ``settings.guard``, on the spot-free guard frames
     (`xrd_bluesky_mask.training.guard`), and `judge` decides.
 
@@ -285,7 +286,6 @@ def fine_tune(
     """
     from .masking.unet import UNetMasker
     from .training.annotated import score_masker, tiles_from_annotated
-    from .training.dataset import TileSet
     from .training.guard import guard_verdict, score_guard
     from .training.loop import TrainConfig, train
     from .training.rehearsal import REHEARSAL_STYLES, rehearsal_count, rehearsal_tiles
@@ -300,10 +300,11 @@ def fine_tune(
                                  bin_px=bin_px)
     n_annotated = len(tiles)
     n_rehearsal = rehearsal_count(n_annotated, settings.rehearsal)
-    if n_rehearsal:
+    rehearsal = None
+    if n_rehearsal:  # trained on, never validated: the threshold stays the user's scene's
         check()
-        tiles = TileSet.concat([tiles, rehearsal_tiles(n_rehearsal, window=settings.window,
-                                                       seed=settings.seed, bin_px=bin_px)])
+        rehearsal = rehearsal_tiles(n_rehearsal, window=settings.window, seed=settings.seed,
+                                    bin_px=bin_px)
     check()
     config = TrainConfig(epochs=1, batch_size=settings.batch_size, lr=settings.lr,
                          lr_schedule="constant", class_weights=settings.class_weights,
@@ -328,7 +329,7 @@ def fine_tune(
                            config.model_copy(update={"epochs": epoch}), model_id="retrained",
                            init_state=init, parent=base.card.model_id, card_extra=extra,
                            resume=True, progress=False, log_level=logging.DEBUG,
-                           decision=base.card.decision)
+                           decision=base.card.decision, rehearsal=rehearsal)
         except ModelError:
             if (Path(workdir) / "train" / "best").exists():
                 raise
@@ -353,5 +354,6 @@ def fine_tune(
                                 masked_tolerance=settings.guard_masked_tolerance,
                                 rwp_tolerance=settings.guard_rwp_tolerance)
     better, why = judge(new, old, settings.target_tnr, settings.tnr_tolerance, verdict)
-    return FineTuneResult(result.model_dir, result.card, result.history, len(tiles), new, old,
-                          better, frames, why, n_rehearsal, guard)
+    return FineTuneResult(result.model_dir, result.card, result.history,
+                          n_annotated + n_rehearsal, new, old, better, frames, why, n_rehearsal,
+                          guard)

@@ -62,6 +62,8 @@ def test_fine_tuning_mixes_them_in_at_the_given_share(tmp_path):
     assert data["rehearsal"]["share"] == 0.5 and "negative_grainy" in data["rehearsal"]["scenes"]
     assert result.card.training["train_tiles"] + result.card.training["val_tiles"] == (
         result.n_tiles)
+    # trained on, never validated: the threshold is chosen on the annotated tiles alone
+    assert result.card.training["val_tiles"] == round(settings.val_fraction * annotated)
     assert result.guard == {} and "guard" not in result.verdict
 
     off = fine_tune([run], base, settings.model_copy(update={"rehearsal": 0.0}),
