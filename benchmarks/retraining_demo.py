@@ -109,6 +109,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--window", type=int, default=256, help="training tile size, px")
     ap.add_argument("--min-spot-px", type=int, default=500,
                     help="spot pixels needed in the training frames")
+    ap.add_argument("--rehearsal", type=float, default=RetrainSettings().rehearsal,
+                    help="share of the training tiles that are simulated rehearsal tiles "
+                    "(RetrainSettings.rehearsal; 0: none)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the split and of training")
     ap.add_argument("--workdir", type=Path, default=None,
                     help="where the retrained model is written (default: a temporary folder)")
@@ -121,6 +124,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ap.error("--heldout, --group-frames and --epochs must be at least 1")
     if args.spot_free < 0:
         ap.error("--spot-free cannot be negative")
+    if not 0 <= args.rehearsal <= 0.9:
+        ap.error(f"--rehearsal {args.rehearsal} is outside 0-0.9 (a share of the tiles)")
     return args
 
 
@@ -223,20 +228,31 @@ def summary(rows: Sequence[Row], scene_group: str) -> str:
             f"worse beyond tolerance: {', '.join(worse) or 'no group'}")
 
 
+def guard_table(guard: dict[str, list[dict[str, Any]]]) -> str:
+    """The gate's guard frames (`FineTuneResult.guard`) as a Markdown table."""
+    lines = ["| guard frame | px | masked % base | retrained | Rwp base | retrained |",
+             "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {b['style']} (seed {b['seed']}) | {b['size_px']} | {b['masked_pct']:.3f} | "
+              f"{n['masked_pct']:.3f} | {b['rwp']:.4f} | {n['rwp']:.4f} |"
+              for n, b in zip(guard["new"], guard["base"], strict=True)]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     t0 = time.perf_counter()
     cfg = scene(args.scene, args.size)
     settings = RetrainSettings(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                                window=args.window, min_spot_px=args.min_spot_px,
-                               target_tnr=args.target_tnr,
+                               target_tnr=args.target_tnr, rehearsal=args.rehearsal,
                                seed=args.seed, device="cpu")
     run = annotated_run(cfg, args.annotated, args.spot_free)
     split_heldout([run], settings.heldout_fraction, settings.seed)
     spot_px = check_labels([run], min_spot_px=settings.min_spot_px, window=settings.window)
     print(f"{machine()}\nscene {args.scene} at {args.size}x{args.size} px; annotated frames "
           f"{run.indices} (training {run.train_indices}, held out by the gate {run.heldout}, "
-          f"{spot_px} spot px to train on); {args.epochs} epochs at lr {args.lr:g}", flush=True)
+          f"{spot_px} spot px to train on); {args.epochs} epochs at lr {args.lr:g}, rehearsal "
+          f"{args.rehearsal:g}", flush=True)
     base = load_model(DEFAULT_MODEL_DIR, device="cpu")
     with tempfile.TemporaryDirectory(prefix="retraining-demo-") as tmp:
         workdir = args.workdir or Path(tmp)
@@ -255,11 +271,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = comparison(report)
     scene_group = f"scene/{args.scene}"
     print(f"\nbase {base.card.model_id} (packaged default, threshold {base.card.threshold:.3f}); "
-          f"retrained on {result.n_tiles} tiles, {len(result.history)} epochs in {train_s:.0f} s "
+          f"retrained on {result.n_tiles} tiles ({result.n_rehearsal} of them rehearsal), "
+          f"{len(result.history)} epochs and the gate's scoring in {train_s:.0f} s "
           f"(the best epoch kept, threshold {result.card.threshold:.3f})\n")
     print(table(rows))
     print(f"\n{summary(rows, scene_group)}")
-    print(f"activation gate (judge, on the {result.new['frames']} annotated frame(s) held out): "
+    if result.guard:
+        print(f"\n{guard_table(result.guard)}\n")
+    print(f"activation gate (judge, on the {result.new['frames']} annotated frame(s) held out "
+          f"and {len(result.guard.get('new', []))} spot-free guard frames): "
           f"{'activate' if result.better else 'keep the base model'}: {result.verdict}")
     print(f"total {time.perf_counter() - t0:.0f} s")
     return 0

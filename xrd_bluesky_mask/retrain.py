@@ -3,8 +3,11 @@
 `prepare` reads the annotations and frames of runs from Tiled, refuses what cannot be trained
 on (guard rails, all failures reported together) and holds out frames for scoring; `fine_tune`
 trains from a base model one epoch at a time into a work folder (so the caller sees every
-epoch and can stop between epochs) and scores the new and the base model on the held-out
-frames. Neither touches the model registry: registering is the caller's decision.
+epoch and can stop between epochs), with simulated rehearsal tiles mixed into every epoch so
+the model keeps what it knew of other scenes, and scores the new and the base model on the
+held-out frames and on spot-free guard frames unlike any user's; `judge` says whether the new
+model may be activated. Neither touches the model registry: registering is the caller's
+decision.
 """
 
 from __future__ import annotations
@@ -52,6 +55,20 @@ class RetrainSettings(BaseModel):
     window: int = Field(default=256, ge=32, description="training tile size, px")
     negative_keep: float = Field(default=0.3, ge=0, le=1,
                                  description="share of spot-free tiles kept")
+    rehearsal: float = Field(
+        default=0.5, ge=0, le=0.9,
+        description="share of the training tiles that are simulated rehearsal tiles (the "
+        "scenes the packaged model was trained on, half of them spot-free; "
+        "training.rehearsal), so fine-tuning keeps what the model knew; 0: none")
+    guard: bool = Field(default=True,
+                        description="score both models on the spot-free guard frames "
+                        "(training.guard) and refuse a candidate worse there")
+    guard_size: int = Field(default=512, ge=128, le=2048, description="guard frame size, px")
+    guard_masked_tolerance: float = Field(
+        default=0.01, ge=0,
+        description="masked share (points of %) a candidate may add on a guard frame")
+    guard_rwp_tolerance: float = Field(
+        default=0.02, ge=0, description="relative Rwp rise a candidate may add on a guard frame")
     augment: bool = True
     seed: int = 0
     device: str | None = Field(default=None, description="torch device; None: CUDA if usable")
@@ -71,6 +88,10 @@ class FineTuneResult:
     frames: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     #: Why the new model is (not) better: `judge`'s sentence.
     verdict: str = ""
+    #: Rehearsal tiles among the ``n_tiles`` (`RetrainSettings.rehearsal`).
+    n_rehearsal: int = 0
+    #: `score_guard` rows of both models (``"new"``, ``"base"``); empty without the guard.
+    guard: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def prepare(client: Any, uids: Sequence[str], settings: RetrainSettings) -> tuple[
@@ -188,15 +209,30 @@ def unchanged_predictions(client: Any, runs: Sequence[AnnotatedFrames], *,
 
 
 def judge(new: dict[str, Any], base: dict[str, Any], target_tnr: float,
-          tnr_tolerance: float) -> tuple[bool, str]:
-    """Whether the new model beats the base model on the held-out frames, and why (a sentence).
+          tnr_tolerance: float, guard: tuple[bool, str] | None = None) -> tuple[bool, str]:
+    """Whether the new model beats the base model, and why (a sentence).
 
-    Better = higher recall, with a true-negative rate at least ``min(base TNR, target_tnr) -
-    tnr_tolerance``: a model that meets the operating point it was trained for is not refused
-    because the base model happened to mask less (and found fewer spots) on these frames.
-    No spot or no background pixel held out (NaN) is never better. "Held-out" always means the
-    annotated frames kept out of training (not the validation tiles scored after each epoch).
+    Better = higher recall on the held-out frames, with a true-negative rate at least
+    ``min(base TNR, target_tnr) - tnr_tolerance``: a model that meets the operating point it
+    was trained for is not refused because the base model happened to mask less (and found
+    fewer spots) on these frames. No spot or no background pixel held out (NaN) is never
+    better. "Held-out" always means the annotated frames kept out of training (not the
+    validation tiles scored after each epoch). ``guard``: `guard_verdict` on the spot-free guard
+    frames; a refusal there refuses the new model whatever the held-out frames say, and its
+    sentence comes first.
     """
+    better, why = _judge_heldout(new, base, target_tnr, tnr_tolerance)
+    if guard is None:
+        return better, why
+    passed, guard_why = guard
+    if not passed:
+        return False, f"{guard_why}; {why}"
+    return better, f"{why}; {guard_why}"
+
+
+def _judge_heldout(new: dict[str, Any], base: dict[str, Any], target_tnr: float,
+                   tnr_tolerance: float) -> tuple[bool, str]:
+    """`judge` on the held-out frames alone."""
     values = (new.get("recall"), base.get("recall"), new.get("tnr"), base.get("tnr"))
     if any(not isinstance(v, int | float) or v != v for v in values):  # None or NaN
         return False, ("the held-out frames hold no spot pixel or no background pixel, so the "
@@ -214,9 +250,9 @@ def judge(new: dict[str, Any], base: dict[str, Any], target_tnr: float,
 
 
 def is_better(new: dict[str, Any], base: dict[str, Any], target_tnr: float,
-              tnr_tolerance: float) -> bool:
-    """Whether the new model beats the base model on the held-out frames (see `judge`)."""
-    return judge(new, base, target_tnr, tnr_tolerance)[0]
+              tnr_tolerance: float, guard: tuple[bool, str] | None = None) -> bool:
+    """Whether the new model beats the base model (see `judge`)."""
+    return judge(new, base, target_tnr, tnr_tolerance, guard)[0]
 
 
 def fine_tune(
@@ -229,6 +265,12 @@ def fine_tune(
     stop: threading.Event | None = None,
 ) -> FineTuneResult:
     """Fine-tune ``base`` (a `LoadedModel`) on the training frames, then score both models.
+
+    Every epoch trains on the annotated tiles and, making ``settings.rehearsal`` of all tiles,
+    simulated rehearsal tiles (`xrd_bluesky_mask.training.rehearsal`; trained on, never
+    validated, so the threshold is still chosen on the annotated tiles); both models are then
+    scored on the held-out frames and, with ``settings.guard``, on the spot-free guard frames
+    (`xrd_bluesky_mask.training.guard`), and `judge` decides.
 
     Parameters
     ----------
@@ -244,7 +286,9 @@ def fine_tune(
     """
     from .masking.unet import UNetMasker
     from .training.annotated import score_masker, tiles_from_annotated
+    from .training.guard import guard_verdict, score_guard
     from .training.loop import TrainConfig, train
+    from .training.rehearsal import REHEARSAL_STYLES, rehearsal_count, rehearsal_tiles
 
     def check() -> None:
         if stop is not None and stop.is_set():
@@ -254,6 +298,13 @@ def fine_tune(
     tiles = tiles_from_annotated(runs, window=settings.window,
                                  negative_keep=settings.negative_keep, seed=settings.seed,
                                  bin_px=bin_px)
+    n_annotated = len(tiles)
+    n_rehearsal = rehearsal_count(n_annotated, settings.rehearsal)
+    rehearsal = None
+    if n_rehearsal:  # trained on, never validated: the threshold stays the user's scene's
+        check()
+        rehearsal = rehearsal_tiles(n_rehearsal, window=settings.window, seed=settings.seed,
+                                    bin_px=bin_px)
     check()
     config = TrainConfig(epochs=1, batch_size=settings.batch_size, lr=settings.lr,
                          lr_schedule="constant", class_weights=settings.class_weights,
@@ -263,7 +314,12 @@ def fine_tune(
                          ring_bin_px=bin_px)
     init = {k: v.detach().cpu().clone() for k, v in base.net.state_dict().items()}
     frames = {r.uid: {"train": r.train_indices, "heldout": list(r.heldout)} for r in runs}
-    extra = {"data": {"source": "annotated runs", "frames": frames, "tiles": len(tiles)}}
+    extra = {"data": {"source": "annotated runs", "frames": frames, "tiles": n_annotated,
+                      "rehearsal": {"tiles": n_rehearsal, "share": settings.rehearsal,
+                                    "seed": settings.seed, "frame_px": 2 * settings.window,
+                                    "scenes": "simulate.random_scene(scenes='v4'), styles "
+                                    f"{', '.join(dict.fromkeys(REHEARSAL_STYLES))} cycled, "
+                                    "phases except simulate.presets.HELD_OUT_PHASES"}}}
     result = None
     for epoch in range(1, settings.epochs + 1):
         check()
@@ -273,7 +329,7 @@ def fine_tune(
                            config.model_copy(update={"epochs": epoch}), model_id="retrained",
                            init_state=init, parent=base.card.model_id, card_extra=extra,
                            resume=True, progress=False, log_level=logging.DEBUG,
-                           decision=base.card.decision)
+                           decision=base.card.decision, rehearsal=rehearsal)
         except ModelError:
             if (Path(workdir) / "train" / "best").exists():
                 raise
@@ -286,8 +342,18 @@ def fine_tune(
             on_epoch(dict(result.history[-1]))
     assert result is not None
     check()
-    new = score_masker(UNetMasker(result.model_dir, device=settings.device), runs)
-    old = score_masker(UNetMasker(base, device=settings.device), runs)
-    better, verdict = judge(new, old, settings.target_tnr, settings.tnr_tolerance)
-    return FineTuneResult(result.model_dir, result.card, result.history, len(tiles), new, old,
-                          better, frames, verdict)
+    maskers = {"new": UNetMasker(result.model_dir, device=settings.device),
+               "base": UNetMasker(base, device=settings.device)}
+    new = score_masker(maskers["new"], runs)
+    old = score_masker(maskers["base"], runs)
+    guard, verdict = {}, None
+    if settings.guard:
+        check()
+        guard = score_guard(maskers, settings.guard_size)
+        verdict = guard_verdict(guard["new"], guard["base"],
+                                masked_tolerance=settings.guard_masked_tolerance,
+                                rwp_tolerance=settings.guard_rwp_tolerance)
+    better, why = judge(new, old, settings.target_tnr, settings.tnr_tolerance, verdict)
+    return FineTuneResult(result.model_dir, result.card, result.history,
+                          n_annotated + n_rehearsal, new, old, better, frames, why, n_rehearsal,
+                          guard)

@@ -95,6 +95,7 @@ def test_validation_tiles_without_spots_are_a_clear_error(tmp_path):
     codes[0][100:110, 100:110] = 1
     run = AnnotatedFrames("u", [0, 1, 2], [s.image for s in sims], codes, sims[0].geometry,
                           heldout=[2])
-    settings = RetrainSettings(epochs=1, batch_size=2, negative_keep=1.0, seed=1)
+    settings = RetrainSettings(epochs=1, batch_size=2, negative_keep=1.0, seed=1,
+                               rehearsal=0.0)  # simulated tiles would bring spots
     with pytest.raises(AnnotationError, match="validation hold no spot pixels"):
         fine_tune([run], load_model(device="cpu"), settings, tmp_path)

@@ -80,7 +80,8 @@ def test_a_tiny_run_prints_the_table_and_the_gate(demo, tmp_path, capsys):
                       "--group-frames", "1", "--epochs", "1", "--workdir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     rows = [line.split(" | ") for line in out.splitlines()
-            if line.startswith("| ") and not line.startswith("| group")]
+            if line.startswith("| ") and not line.startswith(("| group", "| guard"))
+            and "(seed " not in line]  # the comparison table, not the guard frames
     groups = [r[0].lstrip("| ") for r in rows]
     assert groups[0] == "scene/spots_texture"  # the scene first, then every other group
     assert sorted(set(groups)) == sorted({"scene/spots_texture"} | {
@@ -91,10 +92,13 @@ def test_a_tiny_run_prints_the_table_and_the_gate(demo, tmp_path, capsys):
     assert metrics["scene/spots_texture"] == ["spot recall", "pixel recall", "TNR", "Rwp"]
     assert metrics["presets/perfect"] == ["masked % (all false)", "Rwp"]
     assert all(r[1] == "1" for r in rows)  # frames per group
-    assert re.search(r"activation gate \(judge, on the 1 annotated frame\(s\) held out\): "
-                     r"(activate|keep the base model): held-out", out)
+    assert re.search(r"activation gate \(judge, on the 1 annotated frame\(s\) held out and 5 "
+                     r"spot-free guard frames\): (activate|keep the base model): "
+                     r"(held-out|spot-free guard frame)", out)
+    assert "| guard frame | px | masked % base | retrained | Rwp base | retrained |" in out
     from xrd_bluesky_mask.models.store import read_card
 
+    assert re.search(r"retrained on \d+ tiles \(\d+ of them rehearsal\)", out)
     card = json.loads((tmp_path / "train" / "best" / "model_card.json").read_text())
     assert card["parent"] == read_card(DEFAULT_MODEL_DIR).model_id  # fine-tuned from it
     assert card["training"]["data"]["source"] == "annotated runs"

@@ -6,8 +6,9 @@
 `retrain` is a Bluesky run of its own: the start document holds the training settings, the
 source runs and their train/held-out frames and the base model; the ``primary`` stream has one
 event per epoch (``loss``, ``val_recall``, ``val_tnr``, ``threshold``, ...); the ``result``
-stream one event comparing the new and the base model on the held-out frames; the stop
-document's ``reason`` names the registered model. TiledWriter stores it like any run.
+stream one event comparing the new and the base model on the held-out frames and the spot-free
+guard frames; the stop document's ``reason`` names the registered model and says why it was (not)
+activated. TiledWriter stores it like any run.
 
 Refusals come first: calling ``retrain(...)`` reads the annotations and frames, checks them
 (`xrd_bluesky_mask.retrain.prepare`) and loads the base model, so an `AnnotationError` or a
@@ -253,7 +254,8 @@ def _commit(outcome: Any, base: Any, uids: list[str], settings: Any, mode: str, 
                  for u, f in outcome.frames.items()],
         "metrics": {**card.metrics, "heldout_annotated": {
             "new": new, "base": {**old, "model_id": base.card.model_id,
-                                 "sha256": base.card.sha256}, "better": outcome.better}},
+                                 "sha256": base.card.sha256}, "better": outcome.better},
+            **({"guard_spot_free": outcome.guard} if outcome.guard else {})},
         "training": {**card.training, "plan": "xrd_bluesky_mask.bluesky.plans.retrain",
                      "bluesky_run_uid": run_uid, "settings": settings.model_dump(mode="json"),
                      "history": outcome.history},
@@ -275,7 +277,8 @@ def _commit(outcome: Any, base: Any, uids: list[str], settings: Any, mode: str, 
                   "reason": verdict,
                   "heldout_frames": outcome.new["frames"],
                   "heldout_recall": outcome.new["recall"], "heldout_tnr": outcome.new["tnr"],
-                  "base_recall": outcome.base["recall"], "base_tnr": outcome.base["tnr"]}
+                  "base_recall": outcome.base["recall"], "base_tnr": outcome.base["tnr"],
+                  **_guard_values(outcome.guard)}
         keys: dict[str, Dtype] = {k: ("string" if isinstance(v, str) else
                     "integer" if isinstance(v, int) else "number") for k, v in values.items()}
         yield from _emit(_Values("retrain_result", keys), values, "result")
@@ -284,6 +287,16 @@ def _commit(outcome: Any, base: Any, uids: list[str], settings: Any, mode: str, 
     result = RetrainResult(run_uid, entry.model_id, entry.version, do_activate, outcome.better,
                            {"new": new, "base": old}, outcome.history, verdict)
     return result, masker
+
+
+def _guard_values(guard: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The result event's guard columns: frames scored and each model's largest masked share
+    (%) over the spot-free guard frames (none without the guard)."""
+    if not guard:
+        return {}
+    return {"guard_frames": len(guard["new"]),
+            "guard_max_masked_pct": max(r["masked_pct"] for r in guard["new"]),
+            "base_guard_max_masked_pct": max(r["masked_pct"] for r in guard["base"])}
 
 
 def _checked_plan(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -328,10 +341,11 @@ def retrain(
         `xrd_bluesky_mask.retrain.RetrainSettings` (held-out share, minimum spot pixels,
         target TNR, ...); None for the defaults.
     activate
-        ``"if_better"``: activate the new model when its held-out recall is higher and its
+        ``"if_better"``: activate the new model when its held-out recall is higher, its
         true-negative rate at most ``settings.tnr_tolerance`` below the lower of the base
-        model's and ``settings.target_tnr`` (`xrd_bluesky_mask.retrain.is_better`); True:
-        always; False: register only.
+        model's and ``settings.target_tnr``, and it masks no more of the spot-free guard
+        frames than the base model (`xrd_bluesky_mask.retrain.judge`); True: always; False:
+        register only.
     callback
         An `XRDMaskCallback` to switch to the new model (from its next run) when activated.
     client

@@ -274,6 +274,7 @@ def train(
     progress: bool = True,
     log_level: int = logging.INFO,
     decision: dict[str, Any] | None = None,
+    rehearsal: TileSet | None = None,
 ) -> TrainResult:
     """Train a U-Net on ``tiles``; the best epoch is saved as a model folder in ``out_dir/best``.
 
@@ -295,6 +296,10 @@ def train(
     decision
         The decision step written to each card (`masking.decision.DecisionRule` fields; a
         fine-tuned model keeps its base model's): none when None.
+    rehearsal
+        Tiles trained on every epoch beside ``tiles``' training share but never validated
+        (fine-tuning's simulated rehearsal tiles): the threshold and the best epoch stay
+        chosen on tiles of the data being learnt.
     teacher
         A trained network (any architecture with the same input) to distil: its spot
         probability on each training tile joins the labels in the loss, weighted by
@@ -313,6 +318,8 @@ def train(
     torch.manual_seed(cfg.seed)
     device = select_device(cfg.device)
     train_set, val_set = tiles.split(cfg.val_fraction, cfg.seed)
+    if rehearsal is not None and len(rehearsal):
+        train_set = TileSet.concat([train_set, rehearsal])
     soft = None
     if teacher is not None:
         log.info("teacher probabilities for %d training tiles", len(train_set))
