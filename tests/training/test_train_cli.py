@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -51,10 +52,17 @@ def test_ring_width_and_bf16_training_reach_the_card_and_the_masker(tmp_path):
                                                                               sim.geometry)
     width_px = stats.ring.bins.bin_width_deg / sim.geometry.tth_per_pixel_deg()
     assert width_px == pytest.approx(0.5) and not stats.same_bins
+    # the base model's decision step travels with its weights into the new cards
+    card_file = out / "best" / "model_card.json"
+    card_json = json.loads(card_file.read_text())
+    card_json["decision"] = {"extreme_z": 40.0, "extreme_ratio": 30.0, "level": "local"}
+    card_file.write_text(json.dumps(card_json))
     again = tmp_path / "again"
     assert main(["train", "--out", str(again), "--frames", "2", "--size", "256", "--epochs",
                  "1", "--batch-size", "2", "--seed", "3", "--init", str(out / "best")]) == 0
     assert read_card(again / "best").input.ring_bin_px == 0.5
+    assert read_card(again / "best").decision == read_card(out / "best").decision
+    assert read_card(again / "best").decision["extreme_z"] == 40.0
 
 
 @pytest.mark.parametrize(("option", "default"), [

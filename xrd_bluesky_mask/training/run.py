@@ -54,10 +54,12 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
     shape = {k: v for k in ("depth", "base_channels", "growth_rate")
              if (v := getattr(args, k, None)) is not None}
     architecture = NetworkConfig(**shape)
-    init_state, parent = None, None
+    init_state, parent, decision = None, None, None
     if args.init is not None:
         base = load_model(args.init, device="cpu")
-        init_state, parent = base.net.state_dict(), base.card.model_id
+        # the base model's decision step travels with its weights, as in retraining
+        init_state, parent, decision = (base.net.state_dict(), base.card.model_id,
+                                        base.card.decision)
         if shape and base.card.architecture != architecture:
             raise ModelError(f"--init {args.init} has architecture "
                              f"{base.card.architecture.model_dump()}; fine-tuning keeps it, so "
@@ -91,7 +93,7 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
     )
     result = train(
         tiles, out, cfg, model_id=args.model_id, resume=not args.no_resume,
-        init_state=init_state, parent=parent, teacher=teacher,
+        init_state=init_state, parent=parent, teacher=teacher, decision=decision,
         card_extra={"command": command, "data": data},
     )
     val = result.card.metrics["val"]
