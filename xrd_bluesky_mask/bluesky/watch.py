@@ -102,7 +102,7 @@ class TiledRunWatcher:
         As for `XRDMaskCallback` (``poni`` overrides what each run carries).
     stream
         The stream holding the frames (subscriptions follow only this one); ``primary``.
-    quiet_s, frame_timeout, retry_for, journal, journal_max_bytes
+    quiet_s, frame_timeout, retry_for, journal, journal_max_bytes, if_misoriented, dask, workers
         The worker's, as for ``xrd-mask worker`` (`make_callback`).
     since
         Catch up only with runs whose start document is this recent (Unix seconds); None: all.
@@ -124,7 +124,8 @@ class TiledRunWatcher:
                  journal: Any = None, journal_max_bytes: int | None = None,
                  since: float | None = None, resync_s: float = 2.0, health_s: float = 1.0,
                  max_size: int = 64_000_000,
-                 report: Callable[[str], None] | None = None) -> None:
+                 report: Callable[[str], None] | None = None, if_misoriented: str = "refuse",
+                 dask: Any = None, workers: int | None = None) -> None:
         from tiled.client import from_context
 
         from ..azimuthal import IntegrationSettings
@@ -143,7 +144,9 @@ class TiledRunWatcher:
                                       integration=self.integration, root=root,
                                       quiet_s=quiet_s, frame_timeout=frame_timeout,
                                       retry_for=retry_for, journal=journal,
-                                      journal_max_bytes=journal_max_bytes)
+                                      journal_max_bytes=journal_max_bytes,
+                                      if_misoriented=if_misoriented, dask=dask,
+                                      workers=workers)
         self.worker = self.callback.worker
         self.masker_settings = self.worker.masker().settings()  # unusable: fails here
         self._integration_md = self.integration.model_dump(mode="json")

@@ -163,6 +163,42 @@ def add_dask(p: argparse.ArgumentParser, what: str = "frames processed") -> None
                    help="start a local Dask cluster of N worker processes")
 
 
+def add_service(p: argparse.ArgumentParser, waits_for: str = "document") -> None:
+    """The options of the long-running masking services (``worker`` and ``watch``): geometry
+    override, yielding, read retries, the results journal, orientation and scale-out."""
+    p.add_argument("--poni", default=None,
+                   help="PONI file overriding the geometry each run carries")
+    p.add_argument("--quiet-s", type=float, default=0.0,
+                   help=f"wait until no {waits_for} came for this many seconds before working "
+                        "(0: at once; ~0.5 on the RunEngine's own machine)")
+    p.add_argument("--retry-for", type=float, default=600.0,
+                   help="seconds to keep retrying a frame read while Tiled is unreachable "
+                        "(results wait in the journal as long as it takes)")
+    p.add_argument("--journal", default=None, metavar="DIR",
+                   help="folder of the results journal (default: per server and root under "
+                        "$XRD_MASK_JOURNAL or the user state folder, shared by the callback, "
+                        "`xrd-mask worker` and `xrd-mask watch`); a restarted service writes "
+                        "what its predecessor left there")
+    p.add_argument("--journal-max-gb", type=float, default=2.0,
+                   help="most GB of results the journal holds while Tiled is away (2)")
+    add_if_misoriented(p, "a run")
+    add_dask(p, what="frames masked and integrated (results written here, in order)")
+
+
+def service_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """`xrd_bluesky_mask.bluesky.remote.make_callback`'s keywords from `add_service`'s
+    options (the PONI file read now: a `GeometryError` before anything starts)."""
+    check_workers(args)
+    poni = None
+    if args.poni is not None:
+        from ..geometry import poni_text_from
+
+        poni = poni_text_from(args.poni)
+    return {"poni": poni, "quiet_s": args.quiet_s, "retry_for": args.retry_for,
+            "journal": args.journal, "journal_max_bytes": int(args.journal_max_gb * 1e9),
+            "if_misoriented": args.if_misoriented, "dask": args.dask, "workers": args.workers}
+
+
 def check_workers(args: argparse.Namespace) -> None:
     """``--workers`` is at least 1 (a `ConfigError` otherwise)."""
     from ..errors import ConfigError

@@ -12,10 +12,12 @@ from typing import Any
 from ._options import (
     add_integration,
     add_masker,
+    add_service,
     add_tiled,
     connect_from_args,
     integration_from_args,
     masker_from_options,
+    service_from_args,
 )
 
 ORDER = 6
@@ -33,22 +35,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_tiled(p)
     p.add_argument("--stream", default="primary",
                    help="stream holding the frames (primary)")
-    p.add_argument("--poni", default=None,
-                   help="PONI file overriding the geometry each run carries")
     p.add_argument("--since", type=float, default=None, metavar="HOURS",
                    help="catch up only with runs started in the last HOURS (default: every "
                         "run of the container without a finished result)")
-    p.add_argument("--quiet-s", type=float, default=0.0,
-                   help="wait until no frame came for this many seconds before working "
-                        "(0: at once; ~0.5 on the RunEngine's own machine)")
-    p.add_argument("--retry-for", type=float, default=600.0,
-                   help="seconds to keep retrying a frame read while Tiled is unreachable")
-    p.add_argument("--journal", default=None, metavar="DIR",
-                   help="folder of the results journal (default: per server and root under "
-                        "$XRD_MASK_JOURNAL or the user state folder, shared with the callback "
-                        "and `xrd-mask worker`)")
-    p.add_argument("--journal-max-gb", type=float, default=2.0,
-                   help="most GB of results the journal holds while Tiled is away (2)")
+    add_service(p, waits_for="frame")
     add_masker(p)
     add_integration(p)
     return p
@@ -57,10 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     from ..bluesky.watch import TiledRunWatcher
 
-    if args.poni is not None:
-        from ..geometry import poni_text_from
-
-        args.poni = poni_text_from(args.poni)  # GeometryError if missing
+    service = service_from_args(args)
     integration = integration_from_args(args)
     _, runs = connect_from_args(args)
     masker = masker_from_options(args)
@@ -73,11 +60,8 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
         print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
 
     since = None if args.since is None else time.time() - 3600.0 * args.since
-    watcher = TiledRunWatcher(runs, masker=masker, poni=args.poni, integration=integration,
-                              root=args.root, stream=args.stream, quiet_s=args.quiet_s,
-                              retry_for=args.retry_for, journal=args.journal,
-                              journal_max_bytes=int(args.journal_max_gb * 1e9), since=since,
-                              report=say)
+    watcher = TiledRunWatcher(runs, masker=masker, integration=integration, root=args.root,
+                              stream=args.stream, since=since, report=say, **service)
     where = f"{args.tiled}{'/' + args.catalog if args.catalog else ''}"
     stop = threading.Event()
     previous = _on_signals(stop)
