@@ -115,8 +115,23 @@ def test_a_minute_without_tiled_mid_scan_loses_nothing(session, run_engine, tile
     det = make_det(presets="rings_spots", seed=9)
     killed: list[float] = []
 
+    started: list[str] = []
+
+    def made() -> bool:
+        """The run's result arrays exist (a server SIGKILLed while tiled creates an array
+        leaves its storage without its catalog entry, which no client can repair; the outage
+        this test is about comes after)."""
+        try:
+            node = find_results(results_server.client(), started[0])
+            return "pattern" in node and {"intensity", "sigma"} <= set(node["pattern"])
+        except Exception:  # not there yet
+            return False
+
     def outage(name, doc):  # after the second frame's event, the results server goes away
+        if name == "start":
+            started.append(doc["uid"])
         if name == "event" and doc["seq_num"] == 2 and not killed:
+            wait_for(made, 60, "the result arrays made")
             results_server.kill()
             killed.append(time.monotonic())
 
