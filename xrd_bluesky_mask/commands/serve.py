@@ -40,6 +40,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
                           "banner prints)")
     key = (args.api_key or kept_api_key(args.directory, create=False)
            or os.environ.get("TILED_API_KEY") or kept_api_key(args.directory))
+    _stop_on_signals()
     server = start_local_server(args.directory, api_key=key, readable_storage=args.readable)
     with server:
         quoted = shlex.quote(server.api_key)
@@ -56,3 +57,15 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
         except KeyboardInterrupt:
             print("stopping the Tiled server", flush=True)
     return 0
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM (a service manager's stop) both stop the server cleanly, also when
+    it was started in the background, where the shell leaves SIGINT ignored."""
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, stop)
