@@ -9,7 +9,9 @@ what is waiting in batches (`Worker`'s ``batch``). The lag is reported on the de
 
 Sizing: the report also carries the rate the frames come at (``frame_rate_hz``, from their
 announcements), what one frame costs to compute (``frame_cost_s``, mask + integrate + tables on
-one thread, a running mean) and from both the threads that keep up with the scan:
+one thread: the median of the last `COST_WINDOW` frames, so a Dask worker's first frame, which
+also builds the run's engine and tables there, does not count for a dozen) and from both the
+threads that keep up with the scan:
 ``workers_needed`` = ceil(rate x cost), against ``workers`` (1 in-process; the Dask workers'
 threads when the frames fan out over a cluster). The lag stays flat while ``workers`` >=
 ``workers_needed``; the warning says how many more it takes.
@@ -17,16 +19,21 @@ threads when the frames fan out over a cluster). The lag stays flat while ``work
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
+import statistics
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["LagMeter"]
+__all__ = ["COST_WINDOW", "LagMeter"]
 
 log = logging.getLogger(__name__)
+
+#: Frames whose compute seconds make ``frame_cost_s`` (their median).
+COST_WINDOW = 16
 
 
 @dataclass
@@ -36,8 +43,8 @@ class _RunLag:
     top: int = -1  # highest frame index announced
     first_t: float = 0.0  # when the first frame was announced (perf_counter)
     last_t: float = 0.0  # when the last one was
-    cost: float = 0.0  # running mean of a frame's compute seconds
-    costs: int = 0
+    costs: collections.deque[float] = field(
+        default_factory=lambda: collections.deque(maxlen=COST_WINDOW))  # compute seconds
     last_report: float = float("-inf")
     last_log: float = float("-inf")
     warned: bool = False
@@ -77,8 +84,7 @@ class LagMeter:
             lag = self._runs.setdefault(run, _RunLag())
             lag.finished += 1
             if cost_s is not None and cost_s > 0:
-                lag.costs += 1
-                lag.cost += (cost_s - lag.cost) / lag.costs
+                lag.costs.append(cost_s)
             behind = max(0, lag.announced - lag.finished)
             sizing = self._sizing(lag, workers)
             if seconds >= self.warn_after_s and now - lag.last_log >= self.log_every_s:
@@ -106,8 +112,9 @@ class LagMeter:
         if lag.announced < 2 or lag.last_t <= lag.first_t or not lag.costs:
             return {}
         rate = (lag.announced - 1) / (lag.last_t - lag.first_t)
-        return {"frame_rate_hz": round(rate, 3), "frame_cost_s": round(lag.cost, 3),
-                "workers": workers, "workers_needed": max(1, math.ceil(rate * lag.cost))}
+        cost = statistics.median(lag.costs)
+        return {"frame_rate_hz": round(rate, 3), "frame_cost_s": round(cost, 3),
+                "workers": workers, "workers_needed": max(1, math.ceil(rate * cost))}
 
     def sizing(self, run: str, workers: int = 1) -> dict[str, Any]:
         """``frame_rate_hz``, ``frame_cost_s``, ``workers`` and ``workers_needed`` of ``run``
