@@ -51,6 +51,8 @@ from ..sinks.journal import (
 from .result_docs import ResultDocuments
 
 if TYPE_CHECKING:
+    from event_model import EventDescriptor, EventPage, RunStop, StreamDatum, StreamResource
+
     from ..azimuthal import IntegrationSettings
 
 __all__ = ["XRDMaskCallback", "find_image_field", "find_poni"]
@@ -66,10 +68,10 @@ class _RunMasker(DocumentRouter):
         self.uid: str = start["uid"]
         self.spec: RunSpec | None = None
         self.descriptors: dict[str, bool] = {}  # descriptor uid -> is the image stream
-        self.resources: dict[str, dict[str, Any]] = {}  # stream_resource uid -> document
+        self.resources: dict[str, StreamResource] = {}  # stream_resource uid -> document
         self.rows = 0  # frames announced so far by stream_datum
 
-    def descriptor(self, doc: dict[str, Any]) -> None:
+    def descriptor(self, doc: EventDescriptor) -> None:
         owner = self.owner
         if owner.stream is not None and doc.get("name") != owner.stream:
             self.descriptors[doc["uid"]] = False
@@ -85,7 +87,7 @@ class _RunMasker(DocumentRouter):
                 log.warning("xrd-mask: run %s stream %r has no data key %r (keys: %s)",
                             self.uid, doc.get("name"), owner.field, sorted(doc["data_keys"]))
             return
-        shape = [int(n) for n in doc["data_keys"][field].get("shape") or []][-2:]
+        shape = [int(n) for n in doc["data_keys"][field].get("shape") or [] if n is not None][-2:]
         poni, where = find_poni(self.start_doc, doc, owner.poni)
         if where == "callback" and owner.poni_path:
             where = owner.poni_path  # names the file in messages
@@ -96,7 +98,9 @@ class _RunMasker(DocumentRouter):
         self.descriptors[doc["uid"]] = True
         owner.worker.submit(OpenRun(self.spec))
 
-    def event_page(self, doc: dict[str, Any]) -> None:
+    # event_model's stubs say the page must come back; its dispatcher passes None through
+    # as the page unchanged
+    def event_page(self, doc: EventPage) -> None:  # pyright: ignore[reportIncompatibleMethodOverride]
         spec = self.spec
         if spec is None or not self.descriptors.get(doc["descriptor"]):
             return
@@ -105,10 +109,10 @@ class _RunMasker(DocumentRouter):
         for seq in doc["seq_num"]:
             self.owner.worker.submit(FrameItem(self.uid, spec.stream, spec.field, int(seq) - 1))
 
-    def stream_resource(self, doc: dict[str, Any]) -> None:
+    def stream_resource(self, doc: StreamResource) -> None:
         self.resources[doc["uid"]] = doc
 
-    def stream_datum(self, doc: dict[str, Any]) -> None:
+    def stream_datum(self, doc: StreamDatum) -> None:
         spec = self.spec
         if spec is None or not self.descriptors.get(doc["descriptor"]):
             return
@@ -127,7 +131,7 @@ class _RunMasker(DocumentRouter):
             self.owner.worker.submit(FrameItem(self.uid, spec.stream, spec.field, self.rows + k))
         self.rows += n
 
-    def stop(self, doc: dict[str, Any]) -> None:
+    def stop(self, doc: RunStop) -> None:
         if self.spec is not None:
             self.owner.worker.submit(CloseRun(self.uid, str(doc.get("exit_status", "")),
                                               str(doc.get("reason") or "")))

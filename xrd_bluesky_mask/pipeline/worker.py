@@ -613,6 +613,7 @@ class Worker:
             rec.spot_fraction = result.mask.spot_fraction
             rec.static_fraction = float(np.mean(result.mask.static))
             t0 = time.perf_counter()
+            tables = None
             try:
                 tables = result.tables.at(item.index) if result.tables is not None else None
                 self.sink.write(item.run_uid, item.index, result.mask.codes, result.pattern,
