@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from event_model import DocumentRouter
 
@@ -58,6 +58,16 @@ if TYPE_CHECKING:
 __all__ = ["XRDMaskCallback", "find_image_field", "find_poni"]
 
 log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class _Located(Protocol):
+    """A sink that says where it writes (`TiledResultSink`): the journal records it."""
+
+    @property
+    def uri(self) -> str: ...
+    @property
+    def root(self) -> str: ...
 
 class _RunMasker(DocumentRouter):
     """Turns one run's documents into work items (one instance per run)."""
@@ -262,8 +272,8 @@ class XRDMaskCallback:
             sink = TiledResultSink(client, root=root)
         if journal is not None and not isinstance(journal, Journal):
             journal = Journal(journal, max_bytes=journal_max_bytes)
-        if journal is not None and hasattr(sink, "uri") and hasattr(sink, "root"):
-            write_origin(journal.root, str(sink.uri), str(sink.root))  # type: ignore[attr-defined]
+        if journal is not None and isinstance(sink, _Located):
+            write_origin(journal.root, str(sink.uri), str(sink.root))
             from .leftovers import report_leftovers
 
             report_leftovers(exclude=[journal.root])

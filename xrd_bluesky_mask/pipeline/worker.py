@@ -174,7 +174,7 @@ class Worker:
                               f"got {if_misoriented!r}")
         self.if_misoriented = if_misoriented
         self.batch = batch
-        self.policy = ExecutionPolicy(batch=batch)  # type: ignore[arg-type]
+        self.policy = ExecutionPolicy(batch=batch)
         self._pipelines: dict[str, Pipeline] = {}  # run uid -> its pipeline
         self.source, self.sink = source, sink
         self.journaled: JournaledSink | None = None
