@@ -148,7 +148,7 @@ class TiledRunWatcher:
                                       if_misoriented=if_misoriented, dask=dask,
                                       workers=workers)
         self.worker = self.callback.worker
-        self.masker_settings = self.worker.masker().settings()  # unusable: fails here
+        self.masker_settings = self.worker.compute.masker().settings()  # unusable: fails here
         self._integration_md = self.integration.model_dump(mode="json")
         self.active: dict[str, _Run] = {}
         self.finished: set[str] = set()  # closed by us, or already done: left alone
