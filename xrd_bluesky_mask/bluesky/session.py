@@ -139,7 +139,7 @@ class Session:
         A Tiled client to use (not closed by the session). Give at most one of ``client`` and
         ``uri``; with neither, the session starts an embedded server and owns it.
     uri
-        A Tiled server to connect to (`xrd_bluesky_mask.tiled.server.connect`: fails within
+        A Tiled server to connect to (`xrd_bluesky_mask.tiled.connect.connect`: fails within
         seconds with `TiledConnectionError` / `TiledAuthError`).
     api_key
         The key for ``uri`` (None: the one in ``uri`` or ``$TILED_API_KEY``), or the embedded
@@ -255,7 +255,8 @@ class Session:
     def _open_tiled(self, client: Any, uri: str | None, api_key: str | None,
                     directory: str | Path | None, server_mode: str) -> tuple[Any, str, str | None]:
         """``(client, uri without key, api key)`` from a client, a URI or a new server."""
-        from ..tiled.server import connect, start_local_server
+        from ..tiled.connect import connect
+        from ..tiled.server import start_local_server
 
         if client is not None:
             context = client.context

@@ -370,7 +370,7 @@ class TiledRunWatcher:
 
     def _probe_loop(self) -> None:
         from ..errors import TiledConnectionError
-        from ..tiled.server import probe
+        from ..tiled.connect import probe
 
         up = True
         while not self._stop.wait(self.health_s):

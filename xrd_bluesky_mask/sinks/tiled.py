@@ -147,7 +147,7 @@ class TiledResultSink:
                  progress_interval: float = 1.0) -> None:
         from tiled.client import from_context
 
-        from ..tiled.server import tiled_errors
+        from ..tiled.connect import tiled_errors
 
         self._errors = tiled_errors
         self.uri = str(client.context.api_uri)
