@@ -321,7 +321,7 @@ class Beamline:
     def close_at_exit(self) -> None:
         """Run `close` when the interpreter exits, before it waits for the embedded server's
         (non-daemon) thread: with `atexit` alone, exiting IPython would hang."""
-        from ..bluesky.session import close_at_exit
+        from ..bluesky.shutdown import close_at_exit
 
         close_at_exit(self.close)
 
