@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
 
     from xrd_bluesky_mask.bluesky.watch import TiledRunWatcher
-    from xrd_bluesky_mask.tiled.server import TiledProcess
+    from xrd_bluesky_mask.tiled.serve_process import TiledProcess
 
     base = Path(tempfile.mkdtemp(prefix="bench_watch_"))
     raw = base / "raw"

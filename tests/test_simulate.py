@@ -317,7 +317,7 @@ def test_v4_scenes_hold_faint_spots_and_spot_free_hard_negatives():
     """The v4 styles are what they say: faint spots 0.3-2x the local powder level on rings;
     spot-free sharp, oriented and grainy rings at low or high counts; integer counts on a
     share of frames (whole numbers in the image)."""
-    from xrd_bluesky_mask.simulate.presets import V4_STYLES
+    from xrd_bluesky_mask.simulate.random_scenes import V4_STYLES
 
     rng = np.random.default_rng(5)
     scenes = {s: [random_scene(rng, shape=SMALL, preset=s) for _ in range(12)]

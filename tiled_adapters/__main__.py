@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ[COUNTER_ENV] = str(args.counter)
         os.execv(cmd[0], cmd) if os.path.isabs(cmd[0]) else os.execvp(cmd[0], cmd)
         return 1  # not reached
-    from xrd_bluesky_mask.tiled.server import connect
+    from xrd_bluesky_mask.tiled.connect import connect
 
     from .walkers import register_frames
 

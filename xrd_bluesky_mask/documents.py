@@ -7,6 +7,7 @@ Plain dict logic: no bluesky, tiled or pyFAI import.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["PONI_KEY", "find_image_field", "find_poni"]
@@ -35,7 +36,7 @@ def find_image_field(data_keys: dict[str, Any], field: str | None = None) -> str
     return best
 
 
-def find_poni(start: dict[str, Any], descriptor: dict[str, Any],
+def find_poni(start: Mapping[str, Any], descriptor: Mapping[str, Any],
               given: str | None = None) -> tuple[str | None, str]:
     """PONI text and where it came from: ``given`` > start metadata > device configuration."""
     if given:

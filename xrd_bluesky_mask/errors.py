@@ -6,6 +6,10 @@ Messages say what was expected, what arrived and what to do.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class XRDMaskError(Exception):
@@ -48,7 +52,7 @@ class ConfigError(XRDMaskError, ValueError):
     """A bad option or setting: an unknown name, a value out of range, options that clash."""
 
     @classmethod
-    def from_validation(cls, exc: Exception, options: Mapping[str, str] | None = None, *,
+    def from_validation(cls, exc: ValidationError, options: Mapping[str, str] | None = None, *,
                         what: str = "settings") -> ConfigError:
         """The `ConfigError` for a pydantic ``ValidationError``: one line per bad field.
 
@@ -58,7 +62,7 @@ class ConfigError(XRDMaskError, ValueError):
         """
         options = options or {}
         lines = []
-        for err in exc.errors():  # type: ignore[attr-defined]
+        for err in exc.errors():
             field = ".".join(str(part) for part in err.get("loc", ())) or what
             name = options.get(field, field)
             cause = (err.get("ctx") or {}).get("error")

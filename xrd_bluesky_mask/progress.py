@@ -44,7 +44,9 @@ class progress(tqdm):  # noqa: N801 (used like tqdm)
         self._shown: int | None = None
         super().__init__(*args, **kwargs)
 
-    def display(self, msg: str | None = None, pos: int | None = None) -> bool | None:
+    # tqdm's stubs say display returns None; tqdm returns True, or False for a hidden bar
+    def display(  # pyright: ignore[reportIncompatibleMethodOverride]
+            self, msg: str | None = None, pos: int | None = None) -> bool | None:
         """One whole line in a log file; tqdm's own bar in a terminal."""
         if not self._as_lines:
             return super().display(msg, pos)

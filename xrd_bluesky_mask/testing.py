@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 
 from .bluesky.session import Session
-from .tiled.server import TiledProcess, free_port
+from .tiled.serve_process import TiledProcess, free_port
 
 if TYPE_CHECKING:
     from .bluesky.devices import SimXRDDetector

@@ -164,9 +164,9 @@ def test_garbage_documents_are_logged_not_raised(caplog):
 
 
 class _Clock:
-    """Stands in for the worker module's `time`: ``monotonic()`` moves only when the test says
-    so, ``sleep()`` yields for 2 ms of real time and counts the calls (so the test can see the
-    worker waiting); everything else is the real `time`."""
+    """Stands in for the `time` of the worker's quiet gaps (`pipeline.quiet`): ``monotonic()``
+    moves only when the test says so, ``sleep()`` yields for 2 ms of real time and counts the
+    calls (so the test can see the worker waiting); everything else is the real `time`."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -196,7 +196,7 @@ def test_worker_waits_while_documents_keep_coming(scene, monkeypatch):
     image, poni = scene
     cb, src, sink = _callback(quiet_s=0.3)
     clock = _Clock()
-    monkeypatch.setattr(sys.modules[type(cb.worker).__module__], "time", clock)
+    monkeypatch.setattr(sys.modules[type(cb.worker.gaps).__module__], "time", clock)
     uid = _feed_stream_run(cb, src, [image], poni=poni)  # its documents come at t = 0
     clock.waited()
     clock.now += 0.2

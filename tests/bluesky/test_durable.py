@@ -162,7 +162,7 @@ _CHILD = """
 import json, pathlib, sys, time
 from xrd_bluesky_mask.bluesky.callback import XRDMaskCallback
 from xrd_bluesky_mask.tiled.frames import TiledFrameSource
-from xrd_bluesky_mask.tiled.server import connect
+from xrd_bluesky_mask.tiled.connect import connect
 from xrd_bluesky_mask.sinks.tiled import TiledResultSink
 args = json.load(open(sys.argv[1]))
 raw = connect(args["raw_uri"], args["raw_key"])

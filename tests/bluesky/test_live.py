@@ -11,7 +11,8 @@ from bluesky.plans import count
 
 from xrd_bluesky_mask.api import predict_mask
 from xrd_bluesky_mask.azimuthal import integrate
-from xrd_bluesky_mask.bluesky.session import Session, stop_run_engine
+from xrd_bluesky_mask.bluesky.session import Session
+from xrd_bluesky_mask.bluesky.shutdown import stop_run_engine
 from xrd_bluesky_mask.geometry import as_geometry
 from xrd_bluesky_mask.masking import get_masker
 from xrd_bluesky_mask.protocols import MaskCode

@@ -29,7 +29,7 @@ from xrd_bluesky_mask.protocols import encode_mask as mask_codes
 from xrd_bluesky_mask.retrain import RetrainSettings
 from xrd_bluesky_mask.simulate import preset, simulate_frame
 from xrd_bluesky_mask.testing import wait_for
-from xrd_bluesky_mask.tiled.annotations import annotate_run
+from xrd_bluesky_mask.tiled.annotate import annotate_run
 from xrd_bluesky_mask.tiled.results import find_results
 
 SHAPE = (256, 256)

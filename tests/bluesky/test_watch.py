@@ -179,7 +179,7 @@ def test_watch_on_an_empty_container_subscribes_catches_up_and_closes(tiled_clie
         watcher.start()
         watcher.step(0.1)
         assert watcher.catch_ups == 1 and not watcher.active and not lines
-        assert len(watcher._subscriptions) == 2  # the container's updates, the runs' arrays
+        assert len(watcher.feed.subscriptions) == 2  # the container's updates, the runs' arrays
     assert watcher.waiting() == ""
 
 

@@ -44,7 +44,7 @@ def test_the_worker_warms_a_run_when_it_opens_before_any_frame():
                    shape=SHAPE, frames_expected=1)
     worker.submit(OpenRun(spec))
     assert worker.wait(60)
-    pipeline = worker._pipelines[uid]  # opened: no frame submitted yet
+    pipeline = worker.compute.pipelines[uid]  # opened: no frame submitted yet
     assert ("warm", True, id(pipeline.masker)) in pipeline.geometry._cache
     assert cached_integrator(pipeline.geometry, None)._n_builds == 1
     src.put(uid, "primary", "det", 0, sim.image.astype(np.float32))

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from xrd_bluesky_mask.apps.profile_settings import load_settings
-from xrd_bluesky_mask.tiled.server import API_KEY_FILE, kept_api_key
+from xrd_bluesky_mask.tiled.api_keys import API_KEY_FILE, kept_api_key
 
 
 def test_a_kept_key_is_made_once_private_and_read_back(tmp_path, caplog) -> None:
@@ -29,7 +29,7 @@ def test_a_kept_key_is_made_once_private_and_read_back(tmp_path, caplog) -> None
     assert kept_api_key(tmp_path / "other") != key
 
     path.chmod(0o644)  # e.g. copied with a permissive umask
-    with caplog.at_level(logging.WARNING, logger="xrd_bluesky_mask.tiled.server"):
+    with caplog.at_level(logging.WARNING, logger="xrd_bluesky_mask.tiled.api_keys"):
         assert kept_api_key(folder) == key
     assert path.stat().st_mode & 0o777 == 0o600
     assert "readable by others" in caplog.text

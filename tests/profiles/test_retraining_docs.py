@@ -15,7 +15,8 @@ import pytest
 
 from xrd_bluesky_mask.errors import AnnotationError
 from xrd_bluesky_mask.models.registry import ModelRegistry
-from xrd_bluesky_mask.tiled.annotations import annotate_run, load_annotations
+from xrd_bluesky_mask.tiled.annotate import annotate_run
+from xrd_bluesky_mask.tiled.annotations import load_annotations
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE = ROOT / "profiles" / "profile_xrd"

@@ -8,9 +8,8 @@ from bluesky.plans import count
 
 from xrd_bluesky_mask.errors import AnnotationError, FrameError
 from xrd_bluesky_mask.protocols import MaskCode
+from xrd_bluesky_mask.tiled.annotate import accept_masks, annotate_run
 from xrd_bluesky_mask.tiled.annotations import (
-    accept_masks,
-    annotate_run,
     annotated_runs,
     find_annotations,
     load_annotations,

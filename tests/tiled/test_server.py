@@ -8,7 +8,8 @@ import pytest
 
 from xrd_bluesky_mask.errors import TiledAuthError, TiledConnectionError
 from xrd_bluesky_mask.testing import free_port
-from xrd_bluesky_mask.tiled.server import connect, start_local_server
+from xrd_bluesky_mask.tiled.connect import connect
+from xrd_bluesky_mask.tiled.server import start_local_server
 
 
 def test_non_alphanumeric_key_is_refused_before_starting():

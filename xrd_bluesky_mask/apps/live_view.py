@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bluesky.callbacks.core import CallbackBase
 
 from .plotting import PANELS, draw_frame_panels
+
+if TYPE_CHECKING:
+    from event_model import Event, EventDescriptor, RunStart, RunStop
 
 __all__ = ["LiveSpotView"]
 
@@ -68,7 +71,7 @@ class LiveSpotView(CallbackBase):
                                                         "template")
 
     # -- documents -----------------------------------------------------------------------
-    def start(self, doc: dict[str, Any]) -> None:
+    def start(self, doc: RunStart) -> None:
         """A derived run begins: a new line per panel."""
         source = str(doc.get("original_run_uid") or doc["uid"])
         with self._lock:
@@ -78,7 +81,9 @@ class LiveSpotView(CallbackBase):
                 del self.rows[old]
         self._changed()
 
-    def event(self, doc: dict[str, Any]) -> None:
+    # event_model's stubs say the event must come back; its dispatcher passes None through as
+    # the event unchanged
+    def event(self, doc: Event) -> None:  # pyright: ignore[reportIncompatibleMethodOverride]
         """A frame's results: a point per panel."""
         with self._lock:
             source = self._run_of.get(self._descriptors.get(doc["descriptor"], ""))
@@ -87,12 +92,12 @@ class LiveSpotView(CallbackBase):
             self.rows[source].append(dict(doc["data"]))
         self._changed()
 
-    def descriptor(self, doc: dict[str, Any]) -> None:
+    def descriptor(self, doc: EventDescriptor) -> None:
         """Note which derived run the stream belongs to."""
         with self._lock:
             self._descriptors[doc["uid"]] = doc["run_start"]
 
-    def stop(self, doc: dict[str, Any]) -> None:
+    def stop(self, doc: RunStop) -> None:
         """The run's results are complete: draw them."""
         self._changed()
 

@@ -148,9 +148,10 @@ class Beamline:
 
     def _kept_key(self, directory: Path) -> str | None:
         """The embedded server's API key, kept in its catalog folder across sessions
-        (`xrd_bluesky_mask.tiled.server.kept_api_key`); None (share the running key) when a
+        (`xrd_bluesky_mask.tiled.api_keys.kept_api_key`); None (share the running key) when a
         server with another key already runs on a thread of this process."""
-        from ..tiled.server import in_process_api_key, kept_api_key
+        from ..tiled.api_keys import kept_api_key
+        from ..tiled.server import in_process_api_key
 
         key = kept_api_key(directory)
         running = in_process_api_key()
@@ -320,7 +321,7 @@ class Beamline:
     def close_at_exit(self) -> None:
         """Run `close` when the interpreter exits, before it waits for the embedded server's
         (non-daemon) thread: with `atexit` alone, exiting IPython would hang."""
-        from ..bluesky.session import close_at_exit
+        from ..bluesky.shutdown import close_at_exit
 
         close_at_exit(self.close)
 

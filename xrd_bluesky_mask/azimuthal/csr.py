@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from .integrate1d import IntegrationSettings, Integrator
+from .integrate1d import Integrator
+from .settings import IntegrationSettings
 
 
 class _Result:

@@ -21,9 +21,9 @@ Nothing is lost when Tiled goes away: results are kept in a local journal on dis
 answers again, also by the next callback or ``xrd-mask worker`` started on the same journal
 if this process dies. The same path serves ``xrd-mask worker`` (`bluesky.remote`).
 
-Documents are routed per run by a small router of our own rather than `event_model.RunRouter`:
-RunRouter's Filler copies every event page, which for images carried inline in events means a
-full copy of each frame on the RunEngine's thread.
+Documents are routed per run (`xrd_bluesky_mask.bluesky.run_masker`) by a small router of our
+own rather than `event_model.RunRouter`: RunRouter's Filler copies every event page, which for
+images carried inline in events means a full copy of each frame on the RunEngine's thread.
 
 This module imports no torch (nor tiled, pyFAI or xarray) at import time.
 """
@@ -32,13 +32,10 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, Any
-
-from event_model import DocumentRouter
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..documents import find_image_field, find_poni
 from ..geometry import poni_text_from
-from ..pipeline.items import CloseRun, FrameItem, OpenRun, RunSpec
 from ..pipeline.worker import Worker
 from ..protocols import FrameSource, Masker, ResultSink
 from ..sinks.journal import (
@@ -49,6 +46,7 @@ from ..sinks.journal import (
     write_origin,
 )
 from .result_docs import ResultDocuments
+from .run_masker import RunMasker
 
 if TYPE_CHECKING:
     from ..azimuthal import IntegrationSettings
@@ -57,80 +55,15 @@ __all__ = ["XRDMaskCallback", "find_image_field", "find_poni"]
 
 log = logging.getLogger(__name__)
 
-class _RunMasker(DocumentRouter):
-    """Turns one run's documents into work items (one instance per run)."""
 
-    def __init__(self, owner: XRDMaskCallback, start: dict[str, Any]) -> None:
-        super().__init__()
-        self.owner, self.start_doc = owner, start
-        self.uid: str = start["uid"]
-        self.spec: RunSpec | None = None
-        self.descriptors: dict[str, bool] = {}  # descriptor uid -> is the image stream
-        self.resources: dict[str, dict[str, Any]] = {}  # stream_resource uid -> document
-        self.rows = 0  # frames announced so far by stream_datum
+@runtime_checkable
+class _Located(Protocol):
+    """A sink that says where it writes (`TiledResultSink`): the journal records it."""
 
-    def descriptor(self, doc: dict[str, Any]) -> None:
-        owner = self.owner
-        if owner.stream is not None and doc.get("name") != owner.stream:
-            self.descriptors[doc["uid"]] = False
-            return
-        if self.spec is not None:  # a later descriptor of the same stream
-            self.descriptors[doc["uid"]] = (doc.get("name") == self.spec.stream
-                                            and self.spec.field in doc["data_keys"])
-            return
-        field = find_image_field(doc["data_keys"], owner.field)
-        if field is None:
-            self.descriptors[doc["uid"]] = False
-            if owner.field is not None:
-                log.warning("xrd-mask: run %s stream %r has no data key %r (keys: %s)",
-                            self.uid, doc.get("name"), owner.field, sorted(doc["data_keys"]))
-            return
-        shape = [int(n) for n in doc["data_keys"][field].get("shape") or []][-2:]
-        poni, where = find_poni(self.start_doc, doc, owner.poni)
-        if where == "callback" and owner.poni_path:
-            where = owner.poni_path  # names the file in messages
-        num = self.start_doc.get("num_points")
-        self.spec = RunSpec(self.uid, doc.get("name", "primary"), field, poni,
-                            (shape[0], shape[1]) if len(shape) == 2 else None,
-                            int(num) if isinstance(num, int) else None, where)
-        self.descriptors[doc["uid"]] = True
-        owner.worker.submit(OpenRun(self.spec))
-
-    def event_page(self, doc: dict[str, Any]) -> None:
-        spec = self.spec
-        if spec is None or not self.descriptors.get(doc["descriptor"]):
-            return
-        if spec.field not in doc.get("data", {}):
-            return  # external STREAM: data comes as stream_datum
-        for seq in doc["seq_num"]:
-            self.owner.worker.submit(FrameItem(self.uid, spec.stream, spec.field, int(seq) - 1))
-
-    def stream_resource(self, doc: dict[str, Any]) -> None:
-        self.resources[doc["uid"]] = doc
-
-    def stream_datum(self, doc: dict[str, Any]) -> None:
-        spec = self.spec
-        if spec is None or not self.descriptors.get(doc["descriptor"]):
-            return
-        resource = self.resources.get(doc["stream_resource"]) or {}
-        if resource.get("data_key", "") != spec.field:
-            return
-        start = int(doc["indices"]["start"])
-        n = int(doc["indices"]["stop"]) - start
-        locator = self.owner.locator
-        if locator is not None:  # where the frames are, without asking Tiled
-            locator.note_file(self.uid, spec.stream, spec.field, self.rows, n,
-                              uri=str(resource.get("uri", "")),
-                              parameters=resource.get("parameters"),
-                              mimetype=str(resource.get("mimetype", "")), file_first=start)
-        for k in range(n):
-            self.owner.worker.submit(FrameItem(self.uid, spec.stream, spec.field, self.rows + k))
-        self.rows += n
-
-    def stop(self, doc: dict[str, Any]) -> None:
-        if self.spec is not None:
-            self.owner.worker.submit(CloseRun(self.uid, str(doc.get("exit_status", "")),
-                                              str(doc.get("reason") or "")))
+    @property
+    def uri(self) -> str: ...
+    @property
+    def root(self) -> str: ...
 
 
 class XRDMaskCallback:
@@ -258,8 +191,8 @@ class XRDMaskCallback:
             sink = TiledResultSink(client, root=root)
         if journal is not None and not isinstance(journal, Journal):
             journal = Journal(journal, max_bytes=journal_max_bytes)
-        if journal is not None and hasattr(sink, "uri") and hasattr(sink, "root"):
-            write_origin(journal.root, str(sink.uri), str(sink.root))  # type: ignore[attr-defined]
+        if journal is not None and isinstance(sink, _Located):
+            write_origin(journal.root, str(sink.uri), str(sink.root))
             from .leftovers import report_leftovers
 
             report_leftovers(exclude=[journal.root])
@@ -276,7 +209,7 @@ class XRDMaskCallback:
                              journal=journal, retry_max_wait=retry_max_wait,
                              if_misoriented=if_misoriented, dask=dask,
                              tables=tables).start()
-        self._runs: dict[str, _RunMasker] = {}
+        self._runs: dict[str, RunMasker] = {}
         self._documents: ResultDocuments | None = None
         self._by_descriptor: dict[str, str] = {}
         self._by_resource: dict[str, str] = {}
@@ -313,7 +246,7 @@ class XRDMaskCallback:
 
     def _route(self, name: str, doc: dict[str, Any]) -> None:
         if name == "start":
-            self._runs[doc["uid"]] = _RunMasker(self, doc)
+            self._runs[doc["uid"]] = RunMasker(self, doc)
             return
         uid = self._run_of(name, doc)
         if not uid:

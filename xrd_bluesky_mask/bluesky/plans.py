@@ -24,20 +24,18 @@ failed plan leaves the registry as it was.
 from __future__ import annotations
 
 import logging
-import queue
-import shutil
 import tempfile
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import bluesky.plan_stubs as bps
-from bluesky.protocols import Reading
 from bluesky.utils import MsgGenerator, plan
-from event_model.documents.event_descriptor import DataKey, Dtype
+from event_model.documents.event_descriptor import Dtype
+
+from .jobs import Job, cleanup_after, wait_job
+from .readable_values import Values, emit
 
 __all__ = ["RetrainResult", "retrain", "set_model"]
 
@@ -64,95 +62,7 @@ class RetrainResult:
     reason: str = ""
 
 
-class _Job:
-    """A function run in a daemon thread; the plan polls it and receives its progress."""
-
-    def __init__(self, fn: Callable[..., Any], *args: Any, name: str) -> None:
-        self.progress: queue.SimpleQueue = queue.SimpleQueue()
-        self.stop = threading.Event()
-        self._ack = threading.Event()
-        self._result: Any = None
-        self._error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(fn, args), daemon=True,
-                                       name=f"xrd-mask-{name}")
-        self.thread.start()
-
-    def _run(self, fn: Callable[..., Any], args: tuple) -> None:
-        try:
-            self._result = fn(self, *args)
-        except BaseException as exc:  # handed to the plan
-            self._error = exc
-
-    def publish(self, record: Any) -> None:
-        """From the thread: hand ``record`` to the plan and wait until it is emitted (so a
-        paused plan holds the work)."""
-        from ..errors import Cancelled
-
-        self._ack.clear()
-        self.progress.put(record)
-        while not self._ack.wait(0.2):
-            if self.stop.is_set():
-                raise Cancelled("stopped while waiting for the plan")
-
-    def acknowledge(self) -> None:
-        """From the plan: the last record is emitted; the thread may go on."""
-        self._ack.set()
-
-    def result(self) -> Any:
-        """The function's return value, or its exception raised."""
-        if self._error is not None:
-            raise self._error
-        return self._result
-
-
-def _wait(job: _Job, poll_s: float,
-          on_progress: Callable[[Any], MsgGenerator] | None = None) -> MsgGenerator:
-    """Poll ``job`` until it ends (emitting its progress), then return its result."""
-    while True:
-        finished = not job.thread.is_alive()
-        while True:
-            try:
-                record = job.progress.get_nowait()
-            except queue.Empty:
-                break
-            if on_progress is not None:
-                yield from on_progress(record)
-            job.acknowledge()
-        if finished:
-            return job.result()
-        yield from bps.checkpoint()
-        yield from bps.sleep(poll_s)
-
-
-class _Values:
-    """A Bluesky readable of plain numbers/strings: ``set`` them, then read them as an event."""
-
-    def __init__(self, name: str, keys: dict[str, Dtype]) -> None:
-        self.name, self.parent, self._keys = name, None, keys
-        self._values: dict[str, Any] = {}
-
-    def set(self, values: dict[str, Any]) -> None:
-        self._values = {k: values.get(k) for k in self._keys}
-
-    def describe(self) -> dict[str, DataKey]:
-        return {k: {"source": f"xrd-mask:{self.name}", "dtype": dtype, "shape": []}
-                for k, dtype in self._keys.items()}
-
-    def read(self) -> dict[str, Reading[Any]]:
-        now = time.time()
-        return {k: {"value": self._values.get(k), "timestamp": now} for k in self._keys}
-
-
-def _emit(readable: _Values, values: dict[str, Any], stream: str) -> MsgGenerator:
-    """One event of ``values`` in ``stream`` (after a checkpoint: a pause re-emits it once)."""
-    readable.set(values)
-    yield from bps.checkpoint()
-    yield from bps.create(stream)
-    yield from bps.read(readable)
-    yield from bps.save()
-
-
-def _epoch_done(readable: _Values, record: dict[str, Any], epochs: int) -> MsgGenerator:
+def _epoch_done(readable: Values, record: dict[str, Any], epochs: int) -> MsgGenerator:
     """Log one training epoch (the plan's progress in a terminal or a log file), then emit it.
 
     The epoch's recall is the validation recall (tiles kept from the training frames), not the
@@ -160,7 +70,7 @@ def _epoch_done(readable: _Values, record: dict[str, Any], epochs: int) -> MsgGe
     log.info("retrain: epoch %d/%d  loss %.4f  validation recall %.3f at TNR %.4f  (%.0f s)",
              record["epoch"], epochs, record["loss"], record["val_recall"], record["val_tnr"],
              record["seconds"])
-    yield from _emit(readable, record, "primary")
+    yield from emit(readable, record, "primary")
 
 
 def _registry(registry: Any) -> Any:
@@ -201,7 +111,7 @@ def _prepare(client: Any, uids: list[str], base_ref: Any, registry: Any,
     return runs, spot_px, base
 
 
-def _train_job(job: _Job, runs: list, base: Any, settings: Any, workdir: Path) -> Any:
+def _train_job(job: Job, runs: list, base: Any, settings: Any, workdir: Path) -> Any:
     from ..retrain import fine_tune
 
     return fine_tune(runs, base, settings, workdir, on_epoch=job.publish, stop=job.stop)
@@ -266,9 +176,9 @@ def _commit(outcome: Any, base: Any, uids: list[str], settings: Any, mode: str, 
         if do_activate:
             registry.activate(entry.version)
             if callback is not None:
-                job = _Job(lambda _job, path: get_masker("unet", model=path), entry.path,
+                job = Job(lambda _job, path: get_masker("unet", model=path), entry.path,
                            name="load-model")
-                masker = yield from _wait(job, poll_s)
+                masker = yield from wait_job(job, poll_s)
         verdict = ("activated" if do_activate else "not activated") + (
             " (activate=True)" if mode == "always" else
             " (activate=False)" if mode == "never" else "") + f": {outcome.verdict}"
@@ -281,7 +191,7 @@ def _commit(outcome: Any, base: Any, uids: list[str], settings: Any, mode: str, 
                   **_guard_values(outcome.guard)}
         keys: dict[str, Dtype] = {k: ("string" if isinstance(v, str) else
                     "integer" if isinstance(v, int) else "number") for k, v in values.items()}
-        yield from _emit(_Values("retrain_result", keys), values, "result")
+        yield from emit(Values("retrain_result", keys), values, "result")
         yield from bps.close_run(exit_status="success", reason=(
             f"registered {entry.model_id} as version {entry.version}; {verdict}"))
     result = RetrainResult(run_uid, entry.model_id, entry.version, do_activate, outcome.better,
@@ -303,7 +213,7 @@ def _checked_plan(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Mark a plain function that checks its arguments and returns a plan as a plan (bluesky's
     ``is_plan``); unlike ``@plan``, a refusal raised by its checks leaves no half-made ``Plan``
     behind (whose ``__del__`` would print "Exception ignored")."""
-    fn._is_plan_ = True  # type: ignore[attr-defined]
+    vars(fn)["_is_plan_"] = True  # what bluesky.utils.is_plan looks for
     return fn
 
 
@@ -401,20 +311,20 @@ def _retrain_run(start: dict[str, Any], runs: list, base: Any, uids: list[str], 
                  poll_s: float) -> MsgGenerator:
     """The retraining run itself, from checked data: train, score, register, maybe activate."""
     workdir = Path(tempfile.mkdtemp(prefix="xrd-mask-retrain-"))
-    jobs: list[_Job] = []
+    jobs: list[Job] = []
     try:
         run_uid = yield from bps.open_run(md=start)
-        jobs.append(_Job(_train_job, runs, base, cfg, workdir, name="retrain"))
-        epoch_values = _Values("retrain", {k: "integer" if k == "epoch" else "number"
+        jobs.append(Job(_train_job, runs, base, cfg, workdir, name="retrain"))
+        epoch_values = Values("retrain", {k: "integer" if k == "epoch" else "number"
                                            for k in _EPOCH_KEYS})
-        outcome = yield from _wait(jobs[-1], poll_s,
+        outcome = yield from wait_job(jobs[-1], poll_s,
                                    lambda rec: _epoch_done(epoch_values, rec, cfg.epochs))
         result, masker = yield from _commit(outcome, base, uids, cfg, mode, callback, reg,
                                             model_id, description, run_uid, poll_s)
     finally:
         for job in jobs:
             job.stop.set()
-        _cleanup(jobs[-1] if jobs else None, workdir)
+        cleanup_after(jobs[-1] if jobs else None, workdir)
     if masker is not None:
         callback.set_masker(masker)  # the callback's next run uses the new model
     log.info("retrain: registered %s as version %d, %s", result.model_id, result.version,
@@ -455,25 +365,12 @@ def set_model(model_id: Any = "active", *, callback: Any = None, registry: Any =
     entry = reg.get(model_id)
     masker = None
     if callback is not None:  # load (and verify) first: a bad model changes nothing
-        job = _Job(lambda _job, path: get_masker("unet", model=path), entry.path,
+        job = Job(lambda _job, path: get_masker("unet", model=path), entry.path,
                    name="load-model")
-        masker = yield from _wait(job, poll_s)
+        masker = yield from wait_job(job, poll_s)
     else:
         yield from bps.null()
     reg.activate(entry.version)
     if callback is not None:
         callback.set_masker(masker)
     return entry.model_id
-
-
-def _cleanup(job: _Job | None, workdir: Path) -> None:
-    """Delete the work folder once the training thread (if still running) has stopped."""
-    if job is None or not job.thread.is_alive():
-        shutil.rmtree(workdir, ignore_errors=True)
-        return
-
-    def later() -> None:
-        job.thread.join()
-        shutil.rmtree(workdir, ignore_errors=True)
-
-    threading.Thread(target=later, daemon=True, name="xrd-mask-retrain-cleanup").start()

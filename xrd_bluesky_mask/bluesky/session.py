@@ -42,92 +42,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..tiled.nodes import container_at
 from .backup import BackupReplayer, RunBackups
+from .shutdown import close_at_exit, stop_run_engine
 
 if TYPE_CHECKING:
-    from bluesky import RunEngine
 
     from ..tiled.server import LocalTiledServer
     from .callback import XRDMaskCallback
     from .devices import SimXRDDetector
 
-__all__ = ["Session", "close_at_exit", "stop_run_engine"]
+__all__ = ["Session"]
 
 log = logging.getLogger(__name__)
-
-
-def stop_run_engine(RE: RunEngine, timeout: float = 5.0) -> bool:
-    """Halt ``RE`` if a plan is open, stop its event loop and join the loop's thread.
-
-    A RunEngine runs its asyncio loop on a daemon thread for as long as the process lives; a
-    program (or test session) that makes several RunEngines should stop each one, or their
-    loops and the ophyd-async tasks on them pile up. Once the thread has ended, the tasks still
-    pending on the loop are cancelled and the loop is closed. Idempotent.
-
-    Parameters
-    ----------
-    RE
-        The RunEngine.
-    timeout
-        Seconds to wait for the loop thread to end, and again for pending tasks to cancel.
-
-    Returns
-    -------
-    bool
-        True if the loop thread has ended (False: still running after ``timeout`` s).
-    """
-    if RE.state not in ("idle", "panicked"):
-        try:
-            RE.halt()
-        except Exception as exc:  # e.g. TransitionError: it went idle meanwhile
-            log.debug("RunEngine halt: %s", exc)
-    loop = RE.loop
-    thread: threading.Thread | None = getattr(RE, "_th", None)  # bluesky has no public name
-    if not loop.is_closed():
-        loop.call_soon_threadsafe(loop.stop)
-    if thread is not None and thread is not threading.current_thread():
-        thread.join(timeout)
-    stopped = thread is None or not thread.is_alive()
-    if stopped and not loop.is_closed() and not loop.is_running():
-        _close_loop(loop, timeout)
-    return stopped
-
-
-def _close_loop(loop: asyncio.AbstractEventLoop, timeout: float) -> None:
-    """Cancel what is still pending on a stopped loop, then close it (as `asyncio.run` does)."""
-    try:
-        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.wait(pending, timeout=timeout))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-    except Exception as exc:
-        log.debug("closing the RunEngine's event loop: %s", exc)
-    finally:
-        loop.close()
-
-
-def close_at_exit(close: Callable[[], object]) -> None:
-    """Call ``close()`` when the interpreter exits, before it waits for non-daemon threads.
-
-    The embedded Tiled server runs uvicorn on a non-daemon thread, and the interpreter joins
-    those *before* `atexit` handlers run: with `atexit` alone, exiting IPython would hang.
-    """
-    register = getattr(threading, "_register_atexit", None)
-    if register is not None:
-        register(close)
-    else:  # pragma: no cover (Python without threading._register_atexit)
-        import atexit
-
-        atexit.register(close)
 
 
 class Session:
@@ -139,7 +71,7 @@ class Session:
         A Tiled client to use (not closed by the session). Give at most one of ``client`` and
         ``uri``; with neither, the session starts an embedded server and owns it.
     uri
-        A Tiled server to connect to (`xrd_bluesky_mask.tiled.server.connect`: fails within
+        A Tiled server to connect to (`xrd_bluesky_mask.tiled.connect.connect`: fails within
         seconds with `TiledConnectionError` / `TiledAuthError`).
     api_key
         The key for ``uri`` (None: the one in ``uri`` or ``$TILED_API_KEY``), or the embedded
@@ -255,7 +187,8 @@ class Session:
     def _open_tiled(self, client: Any, uri: str | None, api_key: str | None,
                     directory: str | Path | None, server_mode: str) -> tuple[Any, str, str | None]:
         """``(client, uri without key, api key)`` from a client, a URI or a new server."""
-        from ..tiled.server import connect, start_local_server
+        from ..tiled.connect import connect
+        from ..tiled.server import start_local_server
 
         if client is not None:
             context = client.context
@@ -429,7 +362,8 @@ class Session:
             set_bluesky_event_loop(previous)
 
     def close_at_exit(self) -> None:
-        """Run `close` when the interpreter exits (see the function `close_at_exit`)."""
+        """Run `close` when the interpreter exits
+        (`xrd_bluesky_mask.bluesky.shutdown.close_at_exit`)."""
         close_at_exit(self.close)
 
     @property

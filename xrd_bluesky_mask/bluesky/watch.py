@@ -22,8 +22,9 @@ writes the runs (TiledWriter in another process, on another machine) is not told
   open by a catch-up are followed that way, not by subscription).
 
 Work on the watcher's own state happens on one thread (`run`): the subscriptions' threads only
-put notifications on a queue. A run is identified by its start uid; the results are those the
-callback would write (same provenance, same ``settings_id``, same result version).
+put notifications on a queue (`xrd_bluesky_mask.bluesky.watch_feed`). A run is identified by
+its start uid; the results are those the callback would write (same provenance, same
+``settings_id``, same result version).
 """
 
 from __future__ import annotations
@@ -35,19 +36,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any
 
 from ..errors import GeometryError, UnknownSource
 from ..pipeline.items import CloseRun, FrameItem, OpenRun, RunSpec
 from ..tiled.results import DEFAULT_ROOT, FINAL_STATUSES, finished_sources
+from .watch_feed import Event, Grew, MetadataChanged, Reconnected, RunFeed
 
 __all__ = ["TiledRunWatcher"]
 
 log = logging.getLogger(__name__)
-
-#: Runs whose start document is older than the watcher by more than this (s) are not followed
-#: by subscription when the server replays its cache; catch-up covers them.
-_REPLAY_SLACK_S = 300.0
 
 
 @dataclass
@@ -63,32 +61,6 @@ class _Run:
     live: bool = False  # its arrays notify us
     closed: bool = False
     seen: float = dataclasses.field(default_factory=time.monotonic)
-
-
-@dataclass(frozen=True)
-class _Grew:
-    """A stream's array of run ``uid`` now holds ``rows`` frames (``keys``: its data key)."""
-
-    uid: str
-    stream: str
-    keys: tuple[str, ...]
-    rows: int
-
-
-@dataclass(frozen=True)
-class _MetadataChanged:
-    """Run ``uid``'s metadata is now ``metadata`` (with ``stop`` once the scan ended)."""
-
-    uid: str
-    metadata: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class _Reconnected:
-    """The server answers again after an outage."""
-
-
-_Event: TypeAlias = "_Grew | _MetadataChanged | _Reconnected"
 
 
 class TiledRunWatcher:
@@ -148,71 +120,22 @@ class TiledRunWatcher:
                                       if_misoriented=if_misoriented, dask=dask,
                                       workers=workers)
         self.worker = self.callback.worker
-        self.masker_settings = self.worker.masker().settings()  # unusable: fails here
+        self.masker_settings = self.worker.compute.masker().settings()  # unusable: fails here
         self._integration_md = self.integration.model_dump(mode="json")
         self.active: dict[str, _Run] = {}
         self.finished: set[str] = set()  # closed by us, or already done: left alone
         self.followed: set[str] = set()  # runs whose frames notifications announced
         self._skipped: set[str] = set()  # not maskable (no image, no geometry): said once
-        self._events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
-        self._subscriptions: list[Any] = []
+        self.feed = RunFeed(runs, stream=stream, wanted=lambda uid: uid not in self.finished,
+                            health_s=health_s, max_size=max_size, report=self.report)
         self._stop = threading.Event()
-        self._health: threading.Thread | None = None
-        self._t_started = time.time()
         self.catch_ups = 0
-
-    # -- subscriptions (their threads only enqueue) ---------------------------------------
-    def _on_data(self, update: Any) -> None:
-        shape = getattr(update.update, "shape", None)
-        if shape:
-            self._events.put(_Grew(update.run_uid, update.stream_name,
-                                   tuple(update.data_keys), int(shape[0])))
-
-    def _on_metadata(self, update: Any) -> None:
-        self._events.put(_MetadataChanged(update.key, dict(update.metadata or {})))
-
-    def _follows(self, update: Any) -> bool:
-        """Subscribe to a run that the server announces (also replayed from its cache)?"""
-        start = (update.metadata or {}).get("start") or {}
-        recent = float(start.get("time") or 0.0) >= self._t_started - _REPLAY_SLACK_S
-        return recent and update.key not in self.finished
-
-    def subscribe(self) -> None:
-        """(Re)open the subscriptions: the container's updates, and every new run's arrays.
-
-        Raises
-        ------
-        TiledConnectionError
-            The server cannot stream updates (no streaming cache) or does not answer.
-        """
-        from bluesky_tiled_plugins import subscribe_to_streams
-
-        from ..tiled.streaming import check_streaming
-
-        self.unsubscribe()
-        check_streaming(self.runs)
-        container = self.runs.subscribe()
-        container.child_metadata_updated.add_callback(self._on_metadata)  # held weakly
-        container.start_in_thread(None, max_size=self.max_size)
-        self._subscriptions.append(container)
-        self._subscriptions.append(subscribe_to_streams(
-            self.runs, self._on_data, streams={self.stream: None}, start=0,
-            max_size=self.max_size, run_filter=self._follows))
-
-    def unsubscribe(self) -> None:
-        """Close the subscriptions (in the background: a dead server's sockets take a while)."""
-        old, self._subscriptions = self._subscriptions, []
-        for sub in old:
-            threading.Thread(target=_disconnect, args=(sub,), daemon=True,
-                             name="xrd-mask-watch-unsubscribe").start()
 
     # -- the watcher's thread -------------------------------------------------------------
     def start(self) -> TiledRunWatcher:
         """Subscribe, start probing the server, and catch up (queue what was missed)."""
-        self.subscribe()
-        self._health = threading.Thread(target=self._probe_loop, daemon=True,
-                                        name="xrd-mask-watch-health")
-        self._health.start()
+        self.feed.subscribe()
+        self.feed.start_probing()
         self.catch_up()
         return self
 
@@ -225,14 +148,14 @@ class TiledRunWatcher:
     def step(self, timeout: float = 0.0) -> None:
         """Handle the notifications waiting (the first up to ``timeout`` s), then the timers."""
         try:
-            event: _Event | None = self._events.get(timeout=timeout) \
-                if timeout > 0 else self._events.get_nowait()
+            event: Event | None = self.feed.events.get(timeout=timeout) \
+                if timeout > 0 else self.feed.events.get_nowait()
         except queue.Empty:
             event = None
         while event is not None:
             self._guarded(self._handle, event)
             try:
-                event = self._events.get_nowait()
+                event = self.feed.events.get_nowait()
             except queue.Empty:
                 event = None
         self._guarded(self._tick)
@@ -249,18 +172,18 @@ class TiledRunWatcher:
             else:
                 log.exception("xrd-mask watch: error handling %s", args[0] if args else fn)
 
-    def _handle(self, event: _Event) -> None:
-        if isinstance(event, _Reconnected):
+    def _handle(self, event: Event) -> None:
+        if isinstance(event, Reconnected):
             self.report(f"Tiled at {self.uri} answers again: subscribing and catching up")
-            self.subscribe()
+            self.feed.subscribe()
             self.catch_up()
-        elif isinstance(event, _Grew) and event.uid not in self.finished:
+        elif isinstance(event, Grew) and event.uid not in self.finished:
             run = self.active.get(event.uid) or self._open(event.uid)
             if run is not None and event.stream == run.stream and run.field in event.keys:
                 run.live, run.seen = True, time.monotonic()
                 self.followed.add(run.uid)
                 self._queue_frames(run, event.rows)
-        elif isinstance(event, _MetadataChanged) and event.uid not in self.finished \
+        elif isinstance(event, MetadataChanged) and event.uid not in self.finished \
                 and "stop" in event.metadata:
             self.sync(event.uid)
 
@@ -368,24 +291,6 @@ class TiledRunWatcher:
                         "being masked")
         return touched
 
-    def _probe_loop(self) -> None:
-        from ..errors import TiledConnectionError
-        from ..tiled.server import probe
-
-        up = True
-        while not self._stop.wait(self.health_s):
-            try:
-                probe(self.uri, timeout=max(self.health_s, 1.0))
-            except TiledConnectionError:
-                if up:
-                    self.report(f"Tiled at {self.uri} does not answer; frames queued so far "
-                                "are masked meanwhile, results wait in the journal")
-                up = False
-                continue
-            if not up:
-                self._events.put(_Reconnected())
-            up = True
-
     # -- ending ---------------------------------------------------------------------------
     def waiting(self) -> str:
         """What is not in Tiled yet and where it waits (`XRDMaskCallback.waiting`)."""
@@ -399,9 +304,7 @@ class TiledRunWatcher:
         """Stop following the server, finish the queued work (up to ``timeout`` s) and stop
         the worker; False when work was left (in the journal, for the next start)."""
         self._stop.set()
-        old, self._subscriptions = self._subscriptions, []
-        for sub in old:
-            _disconnect(sub)
+        self.feed.close()
         return self.callback.close(timeout)
 
     def __enter__(self) -> TiledRunWatcher:
@@ -413,10 +316,3 @@ class TiledRunWatcher:
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-def _disconnect(subscription: Any) -> None:
-    try:
-        subscription.disconnect()
-    except Exception as exc:  # a dead server's socket
-        log.debug("xrd-mask watch: closing a subscription: %s", exc)

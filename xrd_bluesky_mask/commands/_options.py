@@ -230,7 +230,7 @@ def masker_from_options(args: argparse.Namespace) -> Any:
 def connect_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
     """``(root client, runs container)`` from --tiled/--api-key/--catalog, with clear errors."""
     from ..errors import TiledConnectionError
-    from ..tiled.server import connect
+    from ..tiled.connect import connect
 
     if not args.tiled:
         raise TiledConnectionError(

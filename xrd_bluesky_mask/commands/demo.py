@@ -49,7 +49,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     from ..apps.live import run_live_demo
 
     if args.tiled:
-        from ..tiled.server import connect
+        from ..tiled.connect import connect
 
         # A dead URI or a refused key fails here in seconds, not after the model has loaded.
         connect(args.tiled, args.api_key)

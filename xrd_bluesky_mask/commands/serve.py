@@ -32,7 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     from ..errors import ConfigError
-    from ..tiled.server import kept_api_key, start_local_server
+    from ..tiled.api_keys import kept_api_key
+    from ..tiled.server import start_local_server
 
     if not (args.directory / "catalog.db").is_file():
         raise ConfigError(f"{args.directory} holds no catalog.db: give the folder an embedded "

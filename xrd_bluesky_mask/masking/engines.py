@@ -259,8 +259,8 @@ def measure_engines(run: Runner, engines: tuple[str, ...], timing_x: torch.Tenso
         for e, s in samples.items():
             timings[e].ms = 1000.0 * statistics.median(s)
         base = timings["fp32"].ms
-        needs = [e for e in engines if e != "fp32" and timings[e].ms is not None and (
-            check_all or base is None or timings[e].ms < base)]  # type: ignore[operator]
+        needs = [e for e in engines if e != "fp32" and (ms := timings[e].ms) is not None and (
+            check_all or base is None or ms < base)]
         if needs:
             x, static = check_x()
             ref = _spots(run("fp32", x), static, logit_cut)

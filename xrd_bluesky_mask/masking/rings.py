@@ -96,8 +96,8 @@ class SectorBins(RingBins):
         int64 ``(n_cells,)``: the cell at χ + 180° on the same ring.
     """
 
-    ring_of_cell: np.ndarray = None  # type: ignore[assignment]
-    opposite: np.ndarray = None  # type: ignore[assignment]
+    ring_of_cell: np.ndarray
+    opposite: np.ndarray
 
     @functools.cached_property
     def opposite_index_tensor(self):

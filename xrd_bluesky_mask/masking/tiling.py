@@ -163,11 +163,12 @@ class HaloPredictor:
                 c1: int) -> tuple[int, int, int, int] | None:
         """The part of tile ``[r0:r1, c0:c1]`` to run: all of it, the bounding box of its
         active blocks (over the batch), or None (no candidate)."""
-        if active is None:
+        rule = self.candidates
+        if active is None or rule is None:  # active blocks come only from a rule
             return r0, r1, c0, c1
         import torch
 
-        b = self.candidates.block  # type: ignore[union-attr]  # active implies a rule
+        b = rule.block
         sub = active[:, r0 // b : -(-r1 // b), c0 // b : -(-c1 // b)].any(0)
         if not bool(sub.any()):
             return None

@@ -16,7 +16,6 @@ softmax, no probability image) ▸ the same decision step. Same masks as `predic
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import threading
@@ -32,7 +31,8 @@ from ..geometry import Geometry
 from ..models.network import fold_batchnorm
 from ..protocols import ExecutionPolicy, MaskResult
 from .decision import DecisionRule, decide
-from .engines import ENGINES, EngineChoice, candidate_engines, check_frame, choose_engine
+from .engine_nets import EngineNets
+from .engines import EngineChoice, candidate_engines, check_frame, choose_engine
 from .fused import fuse_tunet
 from .preprocess import SECTOR_ARC_PX, network_input, prepare_frame
 from .rings import LocalStats, local_stats, ring_stats
@@ -162,12 +162,12 @@ class UNetMasker:
             from ..malloc import retain_freed_memory
 
             retain_freed_memory()  # feature maps reused, not page-faulted in anew (1.3x here)
-        self._net: Any = plan if plan is not None else self.module
         self.engine = "fused" if plan is not None else "module"
         self._precision = precision
         self._choice: EngineChoice | None = None
         self._choice_lock = threading.Lock()
-        self._engine_nets: dict[str, Any] = {"fp32": self._net}
+        self._nets = EngineNets(self.module, plan if plan is not None else self.module,
+                                self.device.type)
         self.threshold = float(threshold if threshold is not None else self.model.card.threshold)
         self.decision = (decision if decision is not None
                          else DecisionRule.from_dict(self.model.card.decision))
@@ -181,7 +181,6 @@ class UNetMasker:
                                            candidates=rule if candidates == "on" else None)
         self.inference, self.tta = inference, s.tta
         self._pool: ThreadPoolExecutor | None = None
-        self._compiled: Any = None
         self._halo: dict[tuple[int | None, int], HaloPredictor] = {}
         #: share of the pixels of the last `predict_batch` call the network ran on
         self.network_coverage = 1.0
@@ -370,42 +369,6 @@ class UNetMasker:
 
     def network(self, engine: str, *, compile: bool = False) -> Any:
         """The network as a callable ``net(x) -> logits`` running in ``engine``
-        (`engines.ENGINES`); ``compile`` wraps the module in ``torch.compile``. A RuntimeError
-        where the engine cannot run here (``bf16-fused`` off the CPU)."""
-        import torch
-
-        key = engine + (" compiled" if compile else "")
-        net = self._engine_nets.get(key)
-        if net is not None:
-            return net
-        if engine not in ENGINES:
-            raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
-        if engine == "bf16-fused":
-            plan = fuse_tunet(copy.deepcopy(self.module).to(torch.bfloat16))
-            if plan is None or compile:
-                raise RuntimeError("bf16-fused needs the fused oneDNN plan on the CPU, "
-                                   "without compile")
-            net = plan
-        else:
-            base = self._net if engine == "fp32" and not compile else self.module
-            if compile:
-                if self._compiled is None:
-                    self._compiled = torch.compile(self.module)
-                base = self._compiled
-            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(engine)
-            net = base if dtype is None else _Autocast(base, self.device.type, dtype)
-        self._engine_nets[key] = net
-        return net
-
-
-class _Autocast:
-    """``net`` called under ``torch.autocast(device_type, dtype)``."""
-
-    def __init__(self, net: Any, device_type: str, dtype: Any) -> None:
-        self.net, self.device_type, self.dtype = net, device_type, dtype
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        import torch
-
-        with torch.autocast(self.device_type, dtype=self.dtype):
-            return self.net(x)
+        (`engines.ENGINES`; `EngineNets`); ``compile`` wraps the module in ``torch.compile``.
+        A RuntimeError where the engine cannot run here (``bf16-fused`` off the CPU)."""
+        return self._nets.get(engine, compile=compile)

@@ -24,7 +24,6 @@ refuses a model id or weights already registered. Loading verifies the weights' 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
@@ -32,7 +31,6 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +38,7 @@ import platformdirs
 from filelock import FileLock
 
 from ..errors import ModelError
+from .active_pointer import ActivePointer
 from .card import ModelCard
 from .store import (
     CARD_FILE,
@@ -64,7 +63,6 @@ log = logging.getLogger(__name__)
 #: Environment variable naming the registry directory.
 ENV_VAR = "XRD_MASK_MODELS"
 _VERSION_DIR = re.compile(r"^v(\d+)$")
-_ACTIVE = "active.json"
 
 
 def default_registry_dir() -> Path:
@@ -118,14 +116,6 @@ class ModelEntry:
         return self.card.sha256
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _user() -> str:
-    return os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
-
-
 class ModelRegistry:
     """Numbered model versions in a directory (see the module docstring).
 
@@ -149,23 +139,13 @@ class ModelRegistry:
         return self.root / "versions"
 
     # -- reading --------------------------------------------------------------------------
-    def _pointer(self) -> dict[str, Any] | None:
-        path = self.root / _ACTIVE
-        if not path.is_file():
-            return None
-        try:
-            data = json.loads(path.read_text())
-            int(data["version"])
-            return data
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ModelError(
-                f"{path} is damaged ({exc}); choose the active model again with "
-                "`xrd-mask models activate ID`"
-            ) from exc
+    @property
+    def pointer(self) -> ActivePointer:
+        """The active-model pointer (``active.json``)."""
+        return ActivePointer(self.root)
 
     def _active_version(self) -> int:
-        pointer = self._pointer()
-        return int(pointer["version"]) if pointer else 0
+        return self.pointer.version()
 
     def _folder(self, version: int) -> Path:
         return DEFAULT_MODEL_DIR if version == 0 else self.versions_dir / f"v{version}"
@@ -239,25 +219,17 @@ class ModelRegistry:
                 raise ModelError(f"no model version {version} in {self.root}; {self._known()}")
             entry = self._entry(version, active)
             if entry.active and version != 0:
-                self._check_pointer(entry)
+                self.pointer.check(entry.version, entry.sha256)
             return entry
         for entry in self.entries():
             if entry.model_id == ref:
                 if entry.active and entry.version != 0:
-                    self._check_pointer(entry)
+                    self.pointer.check(entry.version, entry.sha256)
                 return entry
         for entry in self.packaged():
             if ref in (entry.name, entry.model_id):
                 return entry
         raise ModelError(f"no model {ref!r} in {self.root}; {self._known()}")
-
-    def _check_pointer(self, entry: ModelEntry) -> None:
-        pointer = self._pointer() or {}
-        if pointer.get("sha256") and pointer["sha256"] != entry.sha256:
-            raise ModelError(
-                f"the active model version {entry.version} in {self.root} has changed since it "
-                "was activated (sha256 differs); activate it again if that was intended"
-            )
 
     def _known(self) -> str:
         rows = ", ".join(f"{e.version} ({e.model_id})" for e in self.entries())
@@ -372,23 +344,10 @@ class ModelRegistry:
         if entry.sha256 and digest != entry.sha256:
             raise ModelError(f"checksum mismatch for version {entry.version} ({entry.path}); "
                              "not activated")
-        pointer = {"version": entry.version, "model_id": entry.model_id, "sha256": digest,
-                   "activated": _now(), "by": _user()}
         with self._locked():
-            self._write_pointer(json.dumps(pointer, indent=2) + "\n")
+            self.pointer.point_at(entry.version, entry.model_id, digest)
         log.info("active model: version %d (%s)", entry.version, entry.model_id)
         return ModelEntry(entry.version, entry.path, entry.card, True)
-
-    def _write_pointer(self, text: str | None) -> None:
-        path = self.root / _ACTIVE
-        if text is None:
-            path.unlink(missing_ok=True)
-            return
-        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
 
     def remove(self, ref: int | str) -> None:
         """Delete a version (not version 0, not the active one), e.g. to undo a registration."""
@@ -410,14 +369,13 @@ class ModelRegistry:
         Used by the ``retrain`` plan so that an abort after registering leaves the registry as
         it was.
         """
-        path = self.root / _ACTIVE
-        before = path.read_text() if path.is_file() else None
+        before = self.pointer.text()
         self._txn = []
         try:
             yield self
         except BaseException:
             with self._locked():
-                self._write_pointer(before)
+                self.pointer.write(before)
                 for n in self._txn:
                     shutil.rmtree(self._folder(n), ignore_errors=True)
             log.info("model registry %s: rolled back versions %s", self.root, self._txn)

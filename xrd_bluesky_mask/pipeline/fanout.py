@@ -190,9 +190,9 @@ class FanOut:
                 self._order.append(entry)
                 self._submit(entry)
             elif isinstance(got, FrameRead):  # a read failure, a failed run, or in-process
-                self._order.append(_Entry(out=list(w._compute([got]))))
+                self._order.append(_Entry(out=list(w.compute.compute([got]))))
             else:
-                out = w._step(got)
+                out = w.compute.step(got)
                 if isinstance(got, OpenRun):
                     self._open(got)
                 elif isinstance(got, CloseRun):
@@ -217,12 +217,12 @@ class FanOut:
     # -- runs ---------------------------------------------------------------------------
     def _open(self, item: OpenRun) -> None:
         """Send the run's masker and geometry to every Dask worker, once."""
-        spec, w = item.spec, self.worker
-        pipeline = w._pipelines.get(spec.uid)
+        spec, stage = item.spec, self.worker.compute
+        pipeline = stage.pipelines.get(spec.uid)
         if pipeline is None or not self.active or spec.poni is None:
             return  # a run that failed to open fails in-process, with its own reason
         task = RunTask(spec.uid, pipeline.masker, spec.poni, spec.shape, spec.geometry_source,
-                       w.integration, w.policy, w.tables)
+                       stage.integration, stage.policy, stage.tables)
         try:
             self._refresh_workers()
             self._tasks[spec.uid] = (task, self.client.scatter(task, broadcast=True,
@@ -244,10 +244,10 @@ class FanOut:
         False when the run was refused (its frames then fail in-process, with the reason);
         when the orientation that fits is applied, the Dask workers get the turned run."""
         uid = read.item.run_uid
-        pipeline = self.worker._pipelines.get(uid)
+        pipeline = self.worker.compute.pipelines.get(uid)
         if pipeline is None or not isinstance(read.frame, np.ndarray):
             return False
-        used = self.worker._check_geometry(uid, pipeline, read.frame)
+        used = self.worker.compute.check_geometry(uid, pipeline, read.frame)
         if used is None:
             self._release(uid)
             return False
@@ -324,7 +324,7 @@ class FanOut:
                 entry.future.cancel()
             except Exception:
                 pass
-        entry.future, entry.out = None, list(self.worker._compute([entry.read]))
+        entry.future, entry.out = None, list(self.worker.compute.compute([entry.read]))
 
     def _off(self, why: str) -> None:
         """Stop using the cluster: this and every later frame in-process."""

@@ -16,7 +16,8 @@ if TYPE_CHECKING:  # xarray loads with the first run, not on import
     from .process import FrameResult
 
 __all__ = ["CloseRun", "Computed", "Failure", "FrameItem", "FrameRead", "FrameRecord", "OpenRun",
-           "Opened", "RunRecord", "RunSpec", "ToCompute", "ToWrite", "UseMasker", "WorkItem"]
+           "Opened", "RunRecord", "RunSpec", "ToCompute", "ToWrite", "UseMasker", "WorkItem",
+           "describe"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,11 @@ class UseMasker:
 WorkItem: TypeAlias = "OpenRun | FrameItem | CloseRun | UseMasker"
 
 
+def describe(exc: BaseException) -> str:
+    """``"TypeName: text"``: an error as recorded for a frame or run, and logged."""
+    return f"{type(exc).__name__}: {exc}"
+
+
 @dataclass(frozen=True)
 class Failure:
     """Why a frame could not be read or computed, or a run not opened: the error raised."""
@@ -102,7 +108,7 @@ class Failure:
     @property
     def message(self) -> str:
         """``"TypeName: text"``, as recorded for the frame or run."""
-        return f"{type(self.error).__name__}: {self.error}"
+        return describe(self.error)
 
 
 @dataclass(frozen=True)

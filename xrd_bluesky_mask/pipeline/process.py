@@ -86,7 +86,7 @@ class Pipeline:
         self.masker = masker
         self.geometry: Geometry = as_geometry(geometry)
         self.policy = resolve(policy, masker)
-        self._batched = isinstance(masker, BatchMasker)
+        self._batch_masker = masker if isinstance(masker, BatchMasker) else None
         self.tables = bool(tables)
         self.orientation = Orientation.parse(orientation)
         if self.policy.integrate_on_device:
@@ -100,7 +100,7 @@ class Pipeline:
     @property
     def batch(self) -> int:
         """Frames the pipeline prefers to get per `process` call."""
-        return int(self.policy.batch)  # type: ignore[arg-type]
+        return int(self.policy.batch)
 
     def warm(self) -> float:
         """Build now what the first frame would otherwise wait for, once per geometry: pyFAI's
@@ -139,9 +139,8 @@ class Pipeline:
 
     def _process(self, frames: Sequence[np.ndarray]) -> list[FrameResult]:
         t0 = time.perf_counter()
-        if self._batched:
-            masks = self.masker.predict_batch(frames, self.geometry,  # type: ignore[attr-defined]
-                                              policy=self.policy)
+        if self._batch_masker is not None:
+            masks = self._batch_masker.predict_batch(frames, self.geometry, policy=self.policy)
         else:
             masks = [self.masker.predict(f, self.geometry) for f in frames]
         t1 = time.perf_counter()

@@ -79,7 +79,7 @@ def reprocess_run(
     """
     from ..reprocess import reprocess
     from ..tiled.access import check_writable
-    from ..tiled.server import connect
+    from ..tiled.connect import connect
 
     logger = get_run_logger()
     client = connect(tiled_uri, api_key)

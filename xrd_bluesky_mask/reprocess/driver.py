@@ -88,7 +88,7 @@ def reprocess(
 
     from ..azimuthal import IntegrationSettings
     from ..masking import get_masker
-    from ..tiled.server import tiled_errors
+    from ..tiled.connect import tiled_errors
     from .plan import plan_jobs
     from .sources import resolve_sources
 

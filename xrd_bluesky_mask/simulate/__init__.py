@@ -6,7 +6,7 @@
 (dtype('float32'), (512, 512))
 
 Modules: `phases` (d-spacings, Å), `scene` (`SceneConfig`), `detector` (noise, beamstop,
-gaps, defects), `presets` (presets and `random_scene`), `powder` (rings, PO, texture,
+gaps, defects), `presets` (presets), `random_scenes` (`random_scene`), `powder` (rings, PO, texture,
 background), `spots` (spot shapes), `frame` (rendering, labels, noise).
 """
 
@@ -14,7 +14,8 @@ from .detector import Beamstop, Detector, Noise
 from .frame import SimulatedFrame, SpotInfo, simulate_frame
 from .phases import Phase, Reflection, get_phase, known_phases, two_theta_deg
 from .powder import RingInfo
-from .presets import PRESETS, STYLES, preset, random_scene
+from .presets import PRESETS, preset
+from .random_scenes import STYLES, random_scene
 from .scene import (
     SPOT_KINDS,
     Background,

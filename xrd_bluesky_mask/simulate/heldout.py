@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from .frame import SimulatedFrame, simulate_frame
-from .presets import HELD_OUT_PHASES, preset, random_scene
+from .presets import HELD_OUT_PHASES, preset
+from .random_scenes import random_scene
 from .scene import SceneConfig
 
 SEED_BASE = 1_000_000  #: held-out seeds start here; training uses seeds below it

@@ -91,6 +91,7 @@ def place_spots(config: SceneConfig, spot_free: np.ndarray, static: np.ndarray,
     if cand.size == 0:
         return placed
     cand_tth = tth.ravel()[cand]
+    edge_cand = corner_cand = cand[:0]  # drawn from only with near_edge_fraction > 0
     if sp.near_edge_fraction > 0:
         edge_cand, corner_cand = _near_edge_candidates(
             config, cand, gaps if gaps is not None else np.zeros((h, w), dtype=bool))

@@ -264,7 +264,7 @@ class JournaledSink(SinkWrapper[RetryingSink[ResultSink]]):
         held = self._held.get(run)
         if not held:
             return
-        done = self.inner.inner.done(run)  # type: ignore[attr-defined]
+        done = self.inner.inner.done(run)
         for op in [op for op in held if op.index in done]:
             held.remove(op)
             self._forget(op)

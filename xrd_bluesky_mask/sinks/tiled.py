@@ -46,15 +46,24 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..protocols import MaskCode
-from ..provenance import settings_id
-from ..tiled.nodes import conflict, container_at, get_or_create
-from ..tiled.results import DEFAULT_ROOT, SPEC, node_path, result_key, version_of
+from ..tiled.nodes import conflict, container_at
+from ..tiled.results import DEFAULT_ROOT, node_path, version_of
+from .tiled_layout import (
+    KEPT_ON_RESUME,
+    Arrays,
+    RunState,
+    ensure_mask,
+    ensure_pattern,
+    load_arrays,
+    load_tables,
+    merge_metadata,
+    open_version,
+)
 
 if TYPE_CHECKING:
     from ..spots import FrameTables
@@ -63,71 +72,10 @@ __all__ = ["TiledResultSink"]
 
 log = logging.getLogger(__name__)
 
-#: Metadata a resumed version keeps from its earlier session (not overwritten by `open_run`).
-_KEPT_ON_RESUME = ("frames_done", "n_frames_done", "errors", "created", "result_version")
 #: Rows filled per request when marking frames without a result.
 _FILL_ROWS = 8
 #: Table writes take at most this share of the time between them.
 _TABLE_SHARE = 0.1
-
-
-@dataclass
-class _Arrays:
-    client: Any
-    length: int
-
-
-@dataclass
-class _RunState:
-    node: Any
-    expected: int | None
-    version: int = 1
-    owner: bool = True  # writes metadata (False: attached, arrays only)
-    done: set[int] = field(default_factory=set)
-    mask: _Arrays | None = None
-    pattern: dict[str, _Arrays] = field(default_factory=dict)
-    pending: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    last_progress: float = field(default_factory=time.monotonic)
-    filled: set[int] = field(default_factory=set)  # rows written as "not computed"
-    extra: dict[str, Any] = field(default_factory=dict)  # from annotate, with the progress
-    frame_shape: tuple[int, int] | None = None
-    tables: dict[int, FrameTables] = field(default_factory=dict)  # frame -> its rows
-    intensities: dict[int, np.ndarray] = field(default_factory=dict)  # frame -> stored row
-    tables_changed: bool = False
-    tables_cost: float = 0.0  # seconds the last table write took
-    tables_written: float = 0.0  # monotonic time of the last table write
-
-
-def _preallocate(parent: Any, key: str, shape: tuple[int, ...], dims: tuple[str, ...], dtype: str,
-                 specs: list[str] | None = None,
-                 metadata: dict | None = None) -> tuple[Any, bool]:
-    """``(array, created)``: ``parent[key]``, or a new array of ``shape`` with one chunk per
-    frame (axis 0) and no data written yet (another writer may have created it first)."""
-    from tiled.client.utils import ClientError
-    from tiled.structures.array import ArrayStructure, BuiltinDtype
-    from tiled.structures.core import StructureFamily
-    from tiled.structures.data_source import DataSource
-
-    chunks = ((1,) * shape[0], *((n,) for n in shape[1:]))
-    structure = ArrayStructure(shape=shape, chunks=chunks, dims=dims,
-                               data_type=BuiltinDtype.from_numpy_dtype(np.dtype(dtype)))
-    source = DataSource(structure=structure, structure_family=StructureFamily.array)
-    try:
-        return parent.new(StructureFamily.array, [source], key=key, metadata=metadata or {},
-                          specs=specs or []), True
-    except ClientError as exc:
-        if not conflict(exc):
-            raise
-        return parent[key], False
-
-
-def _merge_metadata(node: Any, metadata: dict[str, Any], *, drop_revision: bool = False) -> None:
-    """JSON merge patch (RFC 7386): dicts merge, lists and values are replaced, None deletes.
-    Sending it twice has the effect of sending it once."""
-    from tiled.utils import patch_mimetypes
-
-    node.patch_metadata(metadata_patch=metadata, content_type=patch_mimetypes.MERGE_PATCH,
-                        drop_revision=drop_revision)
 
 
 class TiledResultSink:
@@ -147,7 +95,7 @@ class TiledResultSink:
                  progress_interval: float = 1.0) -> None:
         from tiled.client import from_context
 
-        from ..tiled.server import tiled_errors
+        from ..tiled.connect import tiled_errors
 
         self._errors = tiled_errors
         self.uri = str(client.context.api_uri)
@@ -155,7 +103,7 @@ class TiledResultSink:
             self.client = from_context(client.context)
         self.root = root.strip("/")
         self.progress_interval = progress_interval
-        self._runs: dict[str, _RunState] = {}
+        self._runs: dict[str, RunState] = {}
         self._lock = threading.Lock()
         self._root_node: Any = None
 
@@ -169,80 +117,28 @@ class TiledResultSink:
         """Open the version of ``source_uid``'s results matching ``metadata``'s settings:
         resume it (``frames_done`` kept) or create the next version (status "running")."""
         with self._lock, self._errors(self.uri, f"create results for run {source_uid}"):
-            node, created = self._open_version(source_uid, metadata)
-            state = _RunState(node, metadata.get("frames_expected"),
-                              version=version_of(node.metadata))
+            node, created = open_version(self._root(), source_uid, metadata, self.root)
+            state = RunState(node, metadata.get("frames_expected"),
+                             version=version_of(node.metadata))
             shape = metadata.get("frame_shape_px")
             state.frame_shape = (int(shape[0]), int(shape[1])) if shape else None
             if not created:  # resumed (a restarted worker, a repeated reprocess)
                 state.done = {int(i) for i in node.metadata.get("frames_done", [])}
                 node.update_metadata({k: v for k, v in metadata.items()
-                                      if k not in _KEPT_ON_RESUME})
-                self._load_arrays(state)
-                self._load_tables(state)
+                                      if k not in KEPT_ON_RESUME})
+                load_arrays(state)
+                load_tables(state)
             self._runs[source_uid] = state
-
-    def _open_version(self, source_uid: str, metadata: dict[str, Any]) -> tuple[Any, bool]:
-        """``(node, created)``: the matching version, or a new one."""
-        from tiled.client.utils import ClientError
-        from tiled.queries import Key, SpecsQuery
-
-        root = self._root()
-        wanted = settings_id(metadata)
-        md = {**metadata, "settings_id": wanted}
-        version = 1
-        for _ in range(64):
-            try:
-                node = root.create_container(result_key(source_uid, version),
-                                             metadata={**md, "result_version": version},
-                                             specs=[SPEC])
-                return node, True
-            except ClientError as exc:
-                if not conflict(exc):
-                    raise
-            # the key is taken: by a version of this source (same settings: resume) or not
-            versions = list(root.search(Key("source_uid") == source_uid)
-                            .search(SpecsQuery([SPEC])).values())
-            matching = [n for n in versions if settings_id(n.metadata) == wanted]
-            if matching:
-                return max(matching, key=lambda n: version_of(n.metadata)), False
-            numbers = [version_of(n.metadata) for n in versions]
-            version = max([*numbers, version]) + 1
-        raise RuntimeError(f"could not allocate a result version for {source_uid} under "
-                           f"{self.root}: 64 keys taken")
 
     def attach(self, source_uid: str, path: str, frames_expected: int | None = None) -> None:
         """Write arrays into an existing version at ``path`` (from the server root), opened by
         another process's `open_run`; this sink then writes no metadata."""
         with self._lock, self._errors(self.uri, f"open results {path}"):
             node = self.client[path]
-            state = _RunState(node, frames_expected, version=version_of(node.metadata),
-                              owner=False)
-            self._load_arrays(state)
+            state = RunState(node, frames_expected, version=version_of(node.metadata),
+                             owner=False)
+            load_arrays(state)
             self._runs[source_uid] = state
-
-    @staticmethod
-    def _load_arrays(state: _RunState) -> None:
-        children = set(state.node)
-        if "mask" in children:
-            mask = state.node["mask"]
-            state.mask = _Arrays(mask, mask.shape[0])
-        if "pattern" in children:
-            pat = state.node["pattern"]
-            for key in set(pat) & {"intensity", "sigma"}:
-                state.pattern[key] = _Arrays(pat[key], pat[key].shape[0])
-
-    @staticmethod
-    def _load_tables(state: _RunState) -> None:
-        """The table rows of a resumed version, keyed by frame (frames written again in this
-        session replace theirs)."""
-        from ..spots import tables_by_frame
-
-        children = set(state.node)
-        stored = {name: state.node[name].read() for name in ("spots", "frames", "texture")
-                  if name in children}
-        if "frames" in stored:
-            state.tables.update(tables_by_frame(stored))
 
     def result_path(self, source_uid: str) -> str:
         """Path from the server root of the version opened for ``source_uid``."""
@@ -258,66 +154,26 @@ class TiledResultSink:
         state = self._runs.get(source_uid)
         return set(state.done) if state is not None else set()
 
-    def _state(self, source_uid: str) -> _RunState:
+    def _state(self, source_uid: str) -> RunState:
         state = self._runs.get(source_uid)
         if state is None:
             raise RuntimeError(f"results of {source_uid!r} used before open_run/attach")
         return state
 
     # -- writing ------------------------------------------------------------------------
-    def _ensure_arrays(self, state: _RunState, index: int, shape: tuple[int, ...],
+    def _ensure_arrays(self, state: RunState, index: int, shape: tuple[int, ...],
                        pattern: Any) -> None:
-        """Create the mask (and, given a ``pattern``, the pattern) arrays if missing: the
-        owner's with the rows up to ``index``, an attached writer's preallocated."""
-        rows, cols = shape
-        n = max(state.expected or 0, index + 1) if not state.owner else index + 1
-        if state.mask is None:
-            mask, created = _preallocate(
-                state.node, "mask", (n, rows, cols), ("frame", "y", "x"), "uint8",
-                metadata={"mask_codes": {str(k): v for k, v in MaskCode.result_codes().items()},
-                          "attrs": {"flag_values": sorted(MaskCode.result_codes()),
-                                    "flag_meanings": " ".join(
-                                        v.replace(" ", "_")
-                                        for _, v in sorted(MaskCode.result_codes().items()))}})
-            state.mask = _Arrays(mask, mask.shape[0])
-            if state.owner and created:  # rows before ``index`` hold no result yet
-                self._fill(state, list(range(min(index, state.mask.length))))
-        if len(state.pattern) == 2 or pattern is None:
-            return
-        attrs = {k: v for k, v in pattern.attrs.items()
-                 if k not in ("masked_pixels", "masked_fraction")}
-        pat, _ = get_or_create(state.node, "pattern", create_first=True,
-                                specs=["xarray_dataset"], metadata={"attrs": attrs})
-        bins = int(pattern.sizes["radial"])
-        n = max(state.expected or 0, index + 1) if not state.owner else 1
-        for key, long_name in (("intensity", "azimuthally averaged intensity"),
-                               ("sigma", "standard error of intensity")):
-            arr, created = _preallocate(
-                pat, key, (n, bins), ("frame", "radial"), "float32", specs=["xarray_data_var"],
-                metadata={"attrs": {"units": "counts", "long_name": long_name}})
-            state.pattern[key] = _Arrays(arr, arr.shape[0])
-            if state.owner and created:  # its row 0 reads NaN until written
-                arr.write_block(np.full((n, bins), np.nan, np.float32), block=(0, 0))
-        for name in ("two_theta", "q"):
-            if name in pattern.coords:
-                self._write_coord(pat, name, pattern.coords[name])
+        """Create the mask (and, given a ``pattern``, the pattern) arrays if missing
+        (`ensure_mask`, `ensure_pattern`); a new mask's rows before ``index`` hold no result
+        yet."""
+        if ensure_mask(state, index, shape) and state.owner:
+            assert state.mask is not None
+            self._fill(state, list(range(min(index, state.mask.length))))
+        if pattern is not None:
+            ensure_pattern(state, index, pattern)
 
     @staticmethod
-    def _write_coord(pat: Any, name: str, coord: Any) -> None:
-        from tiled.client.utils import ClientError
-
-        try:
-            pat.write_array(np.asarray(coord.values, dtype=np.float64), key=name,
-                            dims=["radial"], specs=["xarray_coord"],
-                            metadata={"attrs": {"units": coord.attrs.get("units", ""),
-                                                "long_name": coord.attrs.get("long_name",
-                                                                             name)}})
-        except ClientError as exc:
-            if not conflict(exc):  # another writer wrote the same coordinate
-                raise
-
-    @staticmethod
-    def _put(arrays: _Arrays, index: int, rows: np.ndarray, fill: Any = None) -> list[int]:
+    def _put(arrays: Arrays, index: int, rows: np.ndarray, fill: Any = None) -> list[int]:
         """Write ``rows`` (frames ``index, index+1, ...``), extending the array if needed; rows
         between the end and ``index`` are written as ``fill`` (one request). Returns them."""
         gap = list(range(arrays.length, index)) if fill is not None else []
@@ -401,7 +257,7 @@ class TiledResultSink:
                 state.tables[int(index)] = rows.at(index)
             state.tables_changed = True
 
-    def _write_tables(self, state: _RunState, *, final: bool = False) -> None:
+    def _write_tables(self, state: RunState, *, final: bool = False) -> None:
         """Rewrite the version's ``spots``, ``frames`` and ``texture`` tables whole from the
         rows held; while the run goes on, at most as often as `_TABLE_SHARE` allows. At close
         (``final``) the patterns of frames this sink did not write itself (a resumed version,
@@ -437,7 +293,7 @@ class TiledResultSink:
         state.tables_written = time.monotonic()
         state.tables_cost = state.tables_written - now
 
-    def _flush(self, state: _RunState) -> None:
+    def _flush(self, state: RunState) -> None:
         """Write queued pattern rows (one request per array per run of consecutive frames),
         then the progress metadata. Rows leave the queue only once written."""
         order = sorted(state.pending)
@@ -458,14 +314,14 @@ class TiledResultSink:
         state.last_progress = time.monotonic()
         self._write_tables(state)
         if state.owner:
-            _merge_metadata(state.node, self._progress(state), drop_revision=True)
+            merge_metadata(state.node, self._progress(state), drop_revision=True)
 
     @staticmethod
-    def _progress(state: _RunState) -> dict[str, Any]:
+    def _progress(state: RunState) -> dict[str, Any]:
         return {**state.extra, "frames_done": sorted(state.done),
                 "n_frames_done": len(state.done), "updated": time.time()}
 
-    def _fill(self, state: _RunState, indices: list[int]) -> None:
+    def _fill(self, state: RunState, indices: list[int]) -> None:
         """Write rows ``indices`` as "not computed": mask code 3, NaN pattern rows."""
         groups: list[list[int]] = []
         for i in sorted(indices):
@@ -485,11 +341,11 @@ class TiledResultSink:
                           np.nan)
             state.filled.update(group)
 
-    def _finish_rows(self, state: _RunState) -> None:
+    def _finish_rows(self, state: RunState) -> None:
         """At close: rows for every frame the source has (``n_frames``), every row without a
         result marked "not computed"."""
         if state.mask is None:
-            self._load_arrays(state)
+            load_arrays(state)
         n = int(state.extra.get("n_frames") or 0)
         if state.mask is None:
             if n == 0 or state.frame_shape is None:
@@ -516,6 +372,6 @@ class TiledResultSink:
                 new = {str(k): str(v) for k, v in errors.items()}
                 md = {**self._progress(state), "status": status,
                       "errors": {**{k: None for k in old if k not in new}, **new}}
-                _merge_metadata(state.node, md)
+                merge_metadata(state.node, md)
         with self._lock:
             self._runs.pop(source_uid, None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["conflict", "container_at", "get_or_create"]
+__all__ = ["conflict", "container_at", "get_or_create", "server_root"]
 
 
 def conflict(exc: Exception) -> bool:
@@ -42,3 +42,10 @@ def container_at(client: Any, path: str) -> Any:
     for segment in [s for s in path.split("/") if s]:
         node, _ = get_or_create(node, segment)
     return node
+
+
+def server_root(client: Any) -> Any:
+    """The server's root container, from any client node."""
+    from tiled.client import from_context
+
+    return from_context(client.context)

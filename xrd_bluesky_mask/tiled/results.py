@@ -286,6 +286,17 @@ def load_tables(client: Any, source: Any = None, *, root: str = DEFAULT_ROOT,
             if name in children}
 
 
+def _read_growing(node: Any, tries: int = 5) -> Any:
+    """``node.read()``, tried again 0.1 s later while it fails: a read racing a growing array
+    sees unequal sizes (ValueError); the last try's error is raised."""
+    for _ in range(tries - 1):
+        try:
+            return node.read()
+        except ValueError:
+            time.sleep(0.1)
+    return node.read()
+
+
 def load_patterns(client: Any, source: Any = None, *, root: str = DEFAULT_ROOT,
                   only_done: bool = True, version: int | None = None) -> Any:
     """The masked 1D patterns as an `xarray.DataArray` ``(frame, radial)``, counts.
@@ -297,14 +308,7 @@ def load_patterns(client: Any, source: Any = None, *, root: str = DEFAULT_ROOT,
     import xarray as xr
 
     node = find_results(client, source, root=root, version=version)
-    for attempt in range(5):  # a read racing a growing array sees unequal sizes
-        try:
-            ds = node["pattern"].read()
-            break
-        except ValueError:
-            if attempt == 4:
-                raise
-            time.sleep(0.1)
+    ds = _read_growing(node["pattern"])
     da = ds["intensity"]
     if "sigma" in ds:
         da = da.assign_coords(sigma=ds["sigma"])

@@ -3,7 +3,7 @@
 A Tiled server streams "a child was created", "metadata changed" and "an array grew" to
 subscribers only when it runs a *streaming cache*: ``tiled serve catalog --temp`` and
 `tiled.server.SimpleTiledServer` (the embedded server) turn an in-memory one on; a persistent
-catalog needs ``--cache memory`` (what `~xrd_bluesky_mask.tiled.server.TiledProcess` passes)
+catalog needs ``--cache memory`` (what `~xrd_bluesky_mask.tiled.serve_process.TiledProcess` passes)
 or ``streaming_cache: {uri: memory}`` in its config file, and a Redis URI where a facility runs
 several server processes behind one address. Without it the server answers the websocket
 with HTTP 500, and tiled's `Subscription.start_in_thread` then waits forever for a connection

@@ -15,11 +15,8 @@ else:
     try:
         from xrd_bluesky_mask.bluesky.plans import retrain, set_model  # noqa: F401
         from xrd_bluesky_mask.reprocess import reprocess  # noqa: F401
-        from xrd_bluesky_mask.tiled.annotations import (  # noqa: F401
-            accept_masks,
-            annotate_run,
-            annotated_runs,
-        )
+        from xrd_bluesky_mask.tiled.annotate import accept_masks, annotate_run  # noqa: F401
+        from xrd_bluesky_mask.tiled.annotations import annotated_runs  # noqa: F401
 
         xrd_plans += ["retrain", "set_model", "reprocess(tiled_client, [uid])"]
     except ImportError as exc:
