@@ -209,3 +209,36 @@ def test_worker_waits_while_documents_keep_coming(scene, monkeypatch):
     assert cb.wait(30)
     cb.close()
     assert sink.metadata[uid]["frames_done"] == [0]
+
+
+def test_a_start_document_with_the_poni_warms_the_geometry_before_the_first_frame():
+    """With the PONI and frame shape in the start document, the engine and tables are built
+    while the first frame is being exposed: the descriptor that opens the run comes with it."""
+    shape = (48, 56)  # a geometry no other test warms
+    poni = simulate_frame("rings_spots", seed=4, shape=shape).geometry.poni_text
+    cb, _, _ = _callback(quiet_s=0)
+    geometry = as_geometry(poni, shape, source="start:xrd_mask_poni")  # the run's, when opened
+    masker = cb.worker.compute.masker()
+    assert ("warm", True, id(masker)) not in geometry._cache
+    run = compose_run(metadata={"xrd_mask_poni": poni,
+                                "xrd_mask_detector": {"shape_px": list(shape)}})
+    cb("start", run.start_doc)
+    assert cb.worker.wait(60)
+    assert ("warm", True, id(masker)) in geometry._cache  # no descriptor yet
+    assert run.start_doc["uid"] not in cb.worker.compute.pipelines  # nor an opened run
+    cb("stop", run.compose_stop())
+    cb.close()
+
+
+def test_a_start_document_without_a_usable_geometry_warms_nothing_and_fails_nothing(scene):
+    _, poni = scene
+    cb, _, _ = _callback(quiet_s=0)
+    bad = compose_run(metadata={"xrd_mask_poni": "Distance: not a number\n"})
+    cb("start", bad.start_doc)
+    none = compose_run(metadata={})  # no PONI at all: nothing to warm
+    cb("start", none.start_doc)
+    assert cb.worker.wait(60)
+    assert all(not record.run_errors for record in cb.worker.records.values())
+    cb("stop", bad.compose_stop())
+    cb("stop", none.compose_stop())
+    cb.close()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from event_model import DocumentRouter
 
 from ..documents import find_image_field, find_poni
-from ..pipeline.items import CloseRun, FrameItem, OpenRun, RunSpec
+from ..pipeline.items import CloseRun, FrameItem, OpenRun, RunSpec, WarmGeometry
 
 if TYPE_CHECKING:
     from event_model import EventDescriptor, EventPage, RunStop, StreamDatum, StreamResource
@@ -39,6 +39,24 @@ class RunMasker(DocumentRouter):
         self.descriptors: dict[str, bool] = {}  # descriptor uid -> is the image stream
         self.resources: dict[str, StreamResource] = {}  # stream_resource uid -> document
         self.rows = 0  # frames announced so far by stream_datum
+        self._warm_from_start()
+
+    def _warm_from_start(self) -> None:
+        """Have the worker build the run's engine and tables now when the start document (or
+        the callback) already gives the PONI: the descriptor that opens the run comes only
+        with the first frame. The frame shape is the start document's
+        ``xrd_mask_detector.shape_px`` or the PONI's detector's."""
+        owner = self.owner
+        poni, where = find_poni(self.start_doc, {}, owner.poni)
+        if poni is None:
+            return
+        if where == "callback" and owner.poni_path:
+            where = owner.poni_path
+        detector = self.start_doc.get("xrd_mask_detector")
+        shape = detector.get("shape_px") if isinstance(detector, dict) else None
+        rows_cols = (int(shape[-2]), int(shape[-1])) if (
+            isinstance(shape, (list, tuple)) and len(shape) >= 2) else None
+        owner.worker.submit(WarmGeometry(self.uid, poni, rows_cols, where))
 
     def descriptor(self, doc: EventDescriptor) -> None:
         owner = self.owner

@@ -31,6 +31,7 @@ from .items import (
     RunSpec,
     ToWrite,
     UseMasker,
+    WarmGeometry,
     describe,
 )
 from .run_geometry import IF_MISORIENTED, check_run_geometry
@@ -105,9 +106,12 @@ class ComputeStage:
         """The run closed: its pipeline goes."""
         self.pipelines.pop(run_uid, None)
 
-    def step(self, got: OpenRun | CloseRun | UseMasker) -> list[ToWrite]:
+    def step(self, got: OpenRun | CloseRun | UseMasker | WarmGeometry) -> list[ToWrite]:
         """The compute stage's part in a run step: open the run's pipeline, take up a masker,
-        pass a close on; what goes on to the write stage."""
+        warm a geometry, pass a close on; what goes on to the write stage."""
+        if isinstance(got, WarmGeometry):
+            self._prewarm(got)
+            return [got]
         if isinstance(got, OpenRun):
             try:
                 return [Opened(got, self._open(got.spec))]
@@ -159,6 +163,21 @@ class ComputeStage:
 
         return Pipeline(masker, geometry, self.integration, policy=self.policy,
                         tables=self.tables, orientation=orientation)
+
+    def _prewarm(self, item: WarmGeometry) -> None:
+        """Warm the geometry a run's start document names, with the masker its `OpenRun`
+        will take up (the run's own opening then finds it warm). Nothing is recorded on
+        failure: opening the run checks the same geometry and says what is wrong."""
+        from ..geometry import as_geometry
+
+        try:
+            masker = self._pending_masker or self.masker()
+            geometry = as_geometry(item.poni, item.shape, source=item.source or None)
+        except Exception as exc:
+            log.debug("xrd-mask: run %s: nothing warmed from its start document (%s)",
+                      item.run_uid, describe(exc))
+            return
+        self._warm(item.run_uid, self._pipeline(masker, geometry))
 
     @staticmethod
     def _warm(run_uid: str, pipeline: Pipeline) -> None:

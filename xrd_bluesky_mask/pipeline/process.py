@@ -106,7 +106,8 @@ class Pipeline:
         """Build now what the first frame would otherwise wait for, once per geometry: pyFAI's
         engine (an empty frame integrated), the masker's per-geometry tables (its ``warm``,
         where it has one) and the rings and sectors of the tables. The worker calls it when a
-        run opens (its start and descriptor documents), before the first frame arrives.
+        run opens (its descriptor) and, when the start document names the geometry, already
+        at the start (`WarmGeometry`), before the first frame arrives.
         Returns the seconds it took (0 when the geometry was warm already)."""
         key = ("warm", self.tables, id(self.masker))
         if self.geometry._cache.get(key):
