@@ -10,6 +10,7 @@ file without Tiled); the stop document closes the run (`CloseRun`, with its exit
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from event_model import DocumentRouter
@@ -46,17 +47,22 @@ class RunMasker(DocumentRouter):
         the callback) already gives the PONI: the descriptor that opens the run comes only
         with the first frame. The frame shape is the start document's
         ``xrd_mask_detector.shape_px`` or the PONI's detector's."""
-        owner = self.owner
-        poni, where = find_poni(self.start_doc, {}, owner.poni)
+        poni, where = self._poni({})
         if poni is None:
             return
-        if where == "callback" and owner.poni_path:
-            where = owner.poni_path
         detector = self.start_doc.get("xrd_mask_detector")
         shape = detector.get("shape_px") if isinstance(detector, dict) else None
         rows_cols = (int(shape[-2]), int(shape[-1])) if (
             isinstance(shape, (list, tuple)) and len(shape) >= 2) else None
-        owner.worker.submit(WarmGeometry(self.uid, poni, rows_cols, where))
+        self.owner.worker.submit(WarmGeometry(self.uid, poni, rows_cols, where))
+
+    def _poni(self, descriptor: Mapping[str, Any]) -> tuple[str | None, str]:
+        """The run's PONI text and where it came from (the file, for a callback's PONI),
+        named in messages."""
+        poni, where = find_poni(self.start_doc, descriptor, self.owner.poni)
+        if where == "callback" and self.owner.poni_path:
+            where = self.owner.poni_path
+        return poni, where
 
     def descriptor(self, doc: EventDescriptor) -> None:
         owner = self.owner
@@ -75,9 +81,7 @@ class RunMasker(DocumentRouter):
                             self.uid, doc.get("name"), owner.field, sorted(doc["data_keys"]))
             return
         shape = [int(n) for n in doc["data_keys"][field].get("shape") or [] if n is not None][-2:]
-        poni, where = find_poni(self.start_doc, doc, owner.poni)
-        if where == "callback" and owner.poni_path:
-            where = owner.poni_path  # names the file in messages
+        poni, where = self._poni(doc)
         num = self.start_doc.get("num_points")
         self.spec = RunSpec(self.uid, doc.get("name", "primary"), field, poni,
                             (shape[0], shape[1]) if len(shape) == 2 else None,
