@@ -58,3 +58,13 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     net = build_network(cfg)
     folder = tmp_path_factory.mktemp("tiny_model")
     return save_model(net, ModelCard(model_id="tiny-untrained", architecture=cfg), folder)
+
+
+@pytest.fixture
+def short_client_retries(monkeypatch):
+    """Two attempts per Tiled request instead of ten (TiledWriter fails over in ~1 s rather
+    than ~24 s; a server error is given up in ~1 s rather than ~45 s):
+    `tiled.client.utils.TILED_RETRY_ATTEMPTS` is read at each request."""
+    import tiled.client.utils
+
+    monkeypatch.setattr(tiled.client.utils, "TILED_RETRY_ATTEMPTS", 2)

@@ -2,7 +2,7 @@
 a scan during which the only Tiled server (raw runs and results) is SIGKILLed, and the check
 that everything reached Tiled in the end. The server is
 `xrd_bluesky_mask.testing.serve_tiled(..., process=True)`; the fixture cutting the Tiled
-client's own retries is in tests/bluesky/conftest.py."""
+client's own retries is in tests/conftest.py."""
 
 from __future__ import annotations
 

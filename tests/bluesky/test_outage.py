@@ -5,7 +5,7 @@ the same key, or with another one).
 Real parts throughout: a `Session` (RunEngine, TiledWriter with its backup, the masking
 callback) on that server, ophyd-async's blob detector writing SWMR HDF5, ``xrd-mask replay``
 in a child process killed with SIGKILL. The Tiled client's own retries are cut to two attempts
-(tests/bluesky/conftest.py) so that TiledWriter gives up on the dead server in about a second
+(tests/conftest.py) so that TiledWriter gives up on the dead server in about a second
 rather than 24 s; every wait for a condition polls with a deadline. Longer outages (60 s,
 5 minutes): benchmarks/bench_outage.py.
 """

@@ -11,6 +11,7 @@ import pytest
 from tests.tiled.test_results import BINS, H, W, _codes, _pattern
 from xrd_bluesky_mask.provenance import provenance, settings_id
 from xrd_bluesky_mask.sinks.tiled import TiledResultSink
+from xrd_bluesky_mask.sinks.tiled_layout import StorageBlocked
 from xrd_bluesky_mask.tiled.results import (
     find_results,
     load_masks,
@@ -147,3 +148,55 @@ def test_attached_writers_fill_arrays_the_owner_records_progress(tiled_server):
     assert node["mask"].shape == (4, H, W)
     np.testing.assert_array_equal(node["mask"][3], _codes(3))
     np.testing.assert_allclose(node["pattern"].read()["intensity"][2], 12.0)
+
+
+def _orphan_storage(server, path: str) -> None:
+    """What a server SIGKILLed while creating the array at ``path`` leaves: its zarr store on
+    disk (tiled writes it before committing the node), no node in the catalog."""
+    import zarr
+
+    directory = server.directory / "data" / path
+    zarr.create_array(str(directory), shape=(1, H, W), chunks=(1, H, W), dtype="uint8")
+
+
+@pytest.mark.parametrize("blocked", ["mask", "pattern/intensity", "pattern/q"])
+def test_storage_left_by_a_killed_creation_moves_the_run_to_a_new_version(
+        tiled_server, short_client_retries, caplog, blocked):
+    uid = str(uuid.uuid4())
+    root = f"derived/blocked-{uuid.uuid4().hex[:6]}"
+    sink = TiledResultSink(tiled_server.client(), root=root)
+    sink.open_run(uid, _md(uid))
+    _orphan_storage(tiled_server, f"{sink.result_path(uid)}/{blocked}")
+    with caplog.at_level("WARNING", logger="xrd_bluesky_mask"):
+        for i in range(3):
+            sink.write(uid, i, _codes(i), _pattern(i))
+    assert sink.result_version(uid) == 2
+    sink.close_run(uid, "complete", {})
+    assert f"{root}/{uid}/{blocked}" in caplog.text and "version 2" in caplog.text
+
+    fresh = tiled_server.client()
+    old, new = (node for _, node in result_versions(fresh, uid, root=root))
+    assert old.metadata["status"] == "superseded"
+    assert old.metadata["superseded_by"] == f"{root}/{uid}_v2"
+    assert new.metadata["status"] == "complete" and new.metadata["frames_done"] == [0, 1, 2]
+    assert new.metadata["settings_id"] == old.metadata["settings_id"]
+    assert find_results(fresh, uid, root=root).metadata["result_version"] == 2
+    np.testing.assert_array_equal(load_masks(fresh, uid, root=root),
+                                  np.stack([_codes(i) for i in range(3)]))
+    again = TiledResultSink(fresh, root=root)  # the same settings resume the new version
+    again.open_run(uid, _md(uid))
+    assert again.result_version(uid) == 2 and again.done(uid) == {0, 1, 2}
+    again.close_run(uid, "complete", {})
+
+
+def test_an_attached_writer_cannot_move_the_run_and_says_why(
+        tiled_server, short_client_retries):
+    uid = str(uuid.uuid4())
+    root = f"derived/blocked-{uuid.uuid4().hex[:6]}"
+    owner = TiledResultSink(tiled_server.client(), root=root, progress_interval=0)
+    owner.open_run(uid, _md(uid))
+    helper = TiledResultSink(tiled_server.client(), root=root)  # a Dask task's writer
+    helper.attach(uid, owner.result_path(uid), 3)
+    _orphan_storage(tiled_server, f"{owner.result_path(uid)}/mask")
+    with pytest.raises(StorageBlocked, match="holds data left by a creation"):
+        helper.write(uid, 0, _codes(0), _pattern(0))

@@ -15,6 +15,9 @@ announcing 30 frames and aborted after 14 ends with 14 rows.) Attached writers (
 whose frames all exist) preallocate to ``frames_expected`` and fill blocks with ``write_block``;
 the owner's `close_run` marks the rows that got no result. Frames may arrive in any order.
 Arrays (and the pattern's coordinates) are get-or-create, so several writers may share a version.
+A version whose arrays the server cannot create (`StorageBlocked`: storage left by a server killed
+mid-creation) before any frame is written in it is marked ``superseded`` and the run goes on in
+the next version, which `find_results` returns from then on.
 
 To spare the server (which also serves TiledWriter during the scan), a frame's mask is written
 at once but its pattern rows are queued and flushed every ``progress_interval`` seconds (one
@@ -57,12 +60,14 @@ from .tiled_layout import (
     KEPT_ON_RESUME,
     Arrays,
     RunState,
+    StorageBlocked,
     ensure_mask,
     ensure_pattern,
     load_arrays,
     load_tables,
     merge_metadata,
     open_version,
+    supersede,
 )
 
 if TYPE_CHECKING:
@@ -165,7 +170,18 @@ class TiledResultSink:
                        pattern: Any) -> None:
         """Create the mask (and, given a ``pattern``, the pattern) arrays if missing
         (`ensure_mask`, `ensure_pattern`); a new mask's rows before ``index`` hold no result
-        yet."""
+        yet. Storage the server cannot create (`StorageBlocked`) in a version of this owner
+        with no frame written yet: the run moves to a new version (`supersede`)."""
+        try:
+            self._create_arrays(state, index, shape, pattern)
+        except StorageBlocked as exc:
+            if not state.owner or state.done or state.pending:
+                raise
+            supersede(self._root(), self.root, state, exc)
+            self._create_arrays(state, index, shape, pattern)
+
+    def _create_arrays(self, state: RunState, index: int, shape: tuple[int, ...],
+                       pattern: Any) -> None:
         if ensure_mask(state, index, shape) and state.owner:
             assert state.mask is not None
             self._fill(state, list(range(min(index, state.mask.length))))

@@ -7,10 +7,16 @@ legend in its metadata) and the ``pattern`` dataset (float32 ``intensity`` and `
 ``two_theta`` / ``q`` coordinates), all get-or-create so several writers may share a version
 (`ensure_mask`, `ensure_pattern`); a resumed version's arrays and table rows are read back
 (`load_arrays`, `load_tables`). `RunState` is what the sink keeps about each open version.
+
+A server killed while it creates an array can leave the array's storage on its disk with no
+node for it (tiled writes the zarr store, then commits the node); every later attempt to create
+that array answers HTTP 500. `preallocate` and the coordinates raise `StorageBlocked` for it,
+and the sink moves the run to a new version (`open_version(..., fresh=True)`).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -20,16 +26,45 @@ import numpy as np
 from ..protocols import MaskCode
 from ..provenance import settings_id
 from ..tiled.nodes import conflict, get_or_create
-from ..tiled.results import SPEC, result_key, version_of
+from ..tiled.results import SPEC, node_path, result_key, version_of
 
 if TYPE_CHECKING:
     from ..spots import FrameTables
 
-__all__ = ["KEPT_ON_RESUME", "Arrays", "RunState", "ensure_mask", "ensure_pattern",
-           "load_arrays", "load_tables", "merge_metadata", "open_version"]
+__all__ = ["KEPT_ON_RESUME", "SUPERSEDED", "Arrays", "RunState", "StorageBlocked", "ensure_mask",
+           "ensure_pattern", "load_arrays", "load_tables", "merge_metadata", "open_version",
+           "supersede"]
+
+log = logging.getLogger(__name__)
 
 #: Metadata a resumed version keeps from its earlier session (not overwritten by `open_run`).
 KEPT_ON_RESUME = ("frames_done", "n_frames_done", "errors", "created", "result_version")
+#: Status of a version given up for a newer one (`StorageBlocked`); never resumed.
+SUPERSEDED = "superseded"
+
+
+class StorageBlocked(RuntimeError):
+    """The server cannot create the array at ``path`` (HTTP 500 while no node is there): its
+    storage already holds data no node owns, left by a creation the server did not finish
+    (killed mid-request). Only someone on the server can remove it, so the sink writes the run
+    into a new version instead."""
+
+    def __init__(self, path: str, cause: BaseException) -> None:
+        super().__init__(
+            f"the Tiled server cannot create {path}: its storage holds data left by a creation "
+            f"it did not finish (the server was stopped mid-request?); HTTP 500: "
+            f"{str(cause).splitlines()[0][:200]}")
+        self.path = path
+
+
+def _blocked(parent: Any, key: str, exc: BaseException) -> StorageBlocked | None:
+    """`StorageBlocked` when ``exc`` is a server error from creating ``parent[key]`` and no node
+    ``key`` exists; None otherwise (``exc`` should be raised as it is)."""
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status != 500 or key in parent:
+        return None
+    path = "/".join([*(getattr(parent, "path_parts", None) or []), key])
+    return StorageBlocked(path, exc)
 
 
 @dataclass
@@ -69,6 +104,7 @@ def preallocate(parent: Any, key: str, shape: tuple[int, ...], dims: tuple[str, 
                 metadata: dict | None = None) -> tuple[Any, bool]:
     """``(array, created)``: ``parent[key]``, or a new array of ``shape`` with one chunk per
     frame (axis 0) and no data written yet (another writer may have created it first)."""
+    import httpx
     from tiled.client.utils import ClientError
     from tiled.structures.array import ArrayStructure, BuiltinDtype
     from tiled.structures.core import StructureFamily
@@ -85,6 +121,11 @@ def preallocate(parent: Any, key: str, shape: tuple[int, ...], dims: tuple[str, 
         if not conflict(exc):
             raise
         return parent[key], False
+    except httpx.HTTPStatusError as exc:
+        blocked = _blocked(parent, key, exc)
+        if blocked is None:
+            raise
+        raise blocked from exc
 
 
 def merge_metadata(node: Any, metadata: dict[str, Any], *, drop_revision: bool = False) -> None:
@@ -96,11 +137,11 @@ def merge_metadata(node: Any, metadata: dict[str, Any], *, drop_revision: bool =
                         drop_revision=drop_revision)
 
 
-def open_version(root: Any, source_uid: str, metadata: dict[str, Any], where: str
-                 ) -> tuple[Any, bool]:
+def open_version(root: Any, source_uid: str, metadata: dict[str, Any], where: str, *,
+                 fresh: bool = False) -> tuple[Any, bool]:
     """``(node, created)``: the version of ``source_uid``'s results under ``root`` (the
     container at path ``where``) whose settings match ``metadata``'s, or a new one with the next
-    version number."""
+    version number. ``fresh``: always a new one. A `SUPERSEDED` version is never resumed."""
     from tiled.client.utils import ClientError
     from tiled.queries import Key, SpecsQuery
 
@@ -119,13 +160,34 @@ def open_version(root: Any, source_uid: str, metadata: dict[str, Any], where: st
         # the key is taken: by a version of this source (same settings: resume) or not
         versions = list(root.search(Key("source_uid") == source_uid)
                         .search(SpecsQuery([SPEC])).values())
-        matching = [n for n in versions if settings_id(n.metadata) == wanted]
-        if matching:
+        matching = [n for n in versions if settings_id(n.metadata) == wanted
+                    and n.metadata.get("status") != SUPERSEDED]
+        if matching and not fresh:
             return max(matching, key=lambda n: version_of(n.metadata)), False
         numbers = [version_of(n.metadata) for n in versions]
         version = max([*numbers, version]) + 1
     raise RuntimeError(f"could not allocate a result version for {source_uid} under "
                        f"{where}: 64 keys taken")
+
+
+def supersede(root: Any, where: str, state: RunState, exc: StorageBlocked) -> None:
+    """Open a new version (same metadata and settings) under ``root`` (the container at path
+    ``where``) for the run of ``state``, and mark its old one `SUPERSEDED`, pointing at the new
+    one; ``state`` then refers to the new version, with no arrays yet."""
+    old = state.node
+    skipped = {*KEPT_ON_RESUME, "settings_id", "status"} - {"created"}
+    metadata = {k: v for k, v in old.metadata.items() if k not in skipped}
+    source_uid = str(metadata["source_uid"])
+    node, _ = open_version(root, source_uid, {**metadata, "status": "running"}, where,
+                           fresh=True)
+    merge_metadata(old, {"status": SUPERSEDED, "superseded_by": node_path(node),
+                         "errors": {"storage": str(exc)}})
+    log.warning("xrd-mask: %s. The results of run %s go to version %d at %s instead; %s is "
+                "marked %r (whoever runs the server may delete it and its storage).",
+                exc, source_uid, version_of(node.metadata), node_path(node), node_path(old),
+                SUPERSEDED)
+    state.node, state.version = node, version_of(node.metadata)
+    state.mask, state.pattern, state.filled = None, {}, set()
 
 
 def load_arrays(state: RunState) -> None:
@@ -196,6 +258,7 @@ def ensure_pattern(state: RunState, index: int, pattern: Any) -> None:
 
 def _write_coord(pat: Any, name: str, coord: Any) -> None:
     """The pattern's coordinate ``name`` (another writer may have written it first)."""
+    import httpx
     from tiled.client.utils import ClientError
 
     try:
@@ -207,3 +270,8 @@ def _write_coord(pat: Any, name: str, coord: Any) -> None:
     except ClientError as exc:
         if not conflict(exc):  # another writer wrote the same coordinate
             raise
+    except httpx.HTTPStatusError as exc:
+        blocked = _blocked(pat, name, exc)
+        if blocked is None:
+            raise
+        raise blocked from exc

@@ -48,9 +48,11 @@ tasks have not written yet read 0.)
 message), ``failed`` (``errors["run"]`` says why: no geometry, masker or results store unusable),
 ``aborted`` (the scan stopped early: ``scan_exit_status`` and ``scan_reason`` from its stop
 document) or ``interrupted`` (the writing process died before the scan ended; its journal was
-replayed, ``xrd-mask reprocess`` completes it). While a run is written, ``lag_frames`` and
-``lag_s`` say how far the worker is behind the scan and ``frames_pending`` how many results wait
-in its local journal (Tiled unreachable).
+replayed, ``xrd-mask reprocess`` completes it) or ``superseded`` (the server could not create
+its arrays, storage left by a server killed mid-request; ``superseded_by`` is the path of the
+version holding the results, ``errors["storage"]`` says what). While a run is written,
+``lag_frames`` and ``lag_s`` say how far the worker is behind the scan and ``frames_pending``
+how many results wait in its local journal (Tiled unreachable).
 
 The tables (columns, units and formulas: `xrd_bluesky_mask.spots`, docs/live-and-tiled.md)
 hold the frames written so far, keyed by frame (a frame written again replaces its rows); they
