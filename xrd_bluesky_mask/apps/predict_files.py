@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ..azimuthal import IntegrationSettings, integrate
-from ..azimuthal.geometry_check import GeometryVerdict, check_geometry
+from ..azimuthal.geometry_check import IF_MISORIENTED, GeometryVerdict, check_geometry
 from ..azimuthal.orientation import Orientation
 from ..errors import GeometryError, XRDMaskError
 from ..geometry import as_geometry
@@ -51,10 +51,6 @@ from ..masking import Masker
 from ..pipeline import process_frame
 
 log = logging.getLogger(__name__)
-
-#: What `predict_files` does when another orientation clearly fits better.
-IF_MISORIENTED = ("refuse", "apply", "keep")
-
 
 @dataclass
 class FileOutcome:

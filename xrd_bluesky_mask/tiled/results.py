@@ -74,6 +74,8 @@ from typing import Any
 
 import numpy as np
 
+from .nodes import server_root
+
 __all__ = [
     "DEFAULT_ROOT",
     "FINAL_STATUSES",
@@ -147,13 +149,6 @@ def run_uid_of(run_or_uid: Any) -> str:
     return source_id_of(run_or_uid)
 
 
-def _root_client(client: Any) -> Any:
-    """The server's root container, from any client node."""
-    from tiled.client import from_context
-
-    return from_context(client.context)
-
-
 def _is_result(node: Any) -> bool:
     return SPEC in [getattr(s, "name", s) for s in node.specs]
 
@@ -173,7 +168,7 @@ def result_versions(client: Any, source: Any = None, *, root: str = DEFAULT_ROOT
     from tiled.queries import Key, SpecsQuery
 
     sid = source_id_of(client if source is None else source)
-    top = _root_client(client)
+    top = server_root(client)
     found: list[Any] = []
     try:
         parent = top[root]
@@ -253,7 +248,7 @@ def finished_sources(client: Any, masker: dict[str, Any], integration: dict[str,
         return json.dumps({"masker": kept, "integration": i or {}}, sort_keys=True, default=str)
 
     try:
-        results = _root_client(client)[root]
+        results = server_root(client)[root]
     except KeyError:
         return set()
     wanted = recipe(masker, integration)
