@@ -89,7 +89,7 @@ def test_extreme_rule_from_ring_stats_equals_the_image_rule(small_geometry, rng)
         assert local[30, 40] and not local[10, 10]
 
 
-def _po_scene(geometry, rng, *, integer: bool, width_deg: float = 0.1):
+def _po_scene(geometry, rng, *, integer: bool, width_deg: float = 0.1, po_width_deg: float = 6.0):
     """One ring (FWHM 1.4 px by default: sharp) with a strong preferred-orientation band
     (crests 80x the ring between the bands, narrower than a χ sector) on a low background, no
     spot; float32 or integer counts."""
@@ -98,7 +98,7 @@ def _po_scene(geometry, rng, *, integer: bool, width_deg: float = 0.1):
     from .frames import ring_frame
 
     frame, _ = ring_frame(geometry, rng, level=2.0, ring_tth=8.0, ring_peak=400.0,
-                          width_deg=width_deg, po_strength=80.0, po_width_deg=6.0)
+                          width_deg=width_deg, po_strength=80.0, po_width_deg=po_width_deg)
     raw = frame.astype(np.int32) if integer else frame * np.float32(1.37)
     return prepare_frame(raw, geometry)
 
@@ -157,3 +157,46 @@ def test_a_rule_level_other_than_local_or_ring_is_refused():
 
     with pytest.raises(ValueError, match="local, ring"):
         DecisionRule(extreme_z=50.0, level="sector")
+
+
+def test_veto_drops_band_crests_the_network_took_for_spots_and_keeps_spots_on_the_band(
+        small_geometry, rng):
+    """Components along a preferred-orientation band's crest sit at their local level (cell,
+    opposite cell, window around the peak), so the veto drops them; a spot 3x the band beside
+    them stays, and so does a faint spot (3x) on the dim ring between the bands. The band spans
+    more of χ than the 64 px window around a pixel, as bands do on full-size frames (on this
+    256 px detector the ring is short: a 6° band would be narrower than the window)."""
+    from scipy import ndimage
+
+    from xrd_bluesky_mask.masking.decision import decide, veto_components
+
+    f32, static = _po_scene(small_geometry, rng, integer=False, po_width_deg=25.0)
+    on_ring = (np.abs(small_geometry.tth_deg() - 8.0) < 0.03) & ~static
+    crest = float(np.percentile(f32[on_ring], 99))
+    band = on_ring & (f32 > 0.5 * crest)
+    dim = on_ring & (f32 < 0.02 * crest) & (f32 > 0)
+    crest_px = np.argwhere(band)
+    spot_on_band = tuple(crest_px[len(crest_px) // 3])
+    spot_between = tuple(np.argwhere(dim)[len(np.argwhere(dim)) // 2])
+    stats0 = _local(f32, static, small_geometry)
+    flat = np.array([r * f32.shape[1] + c for r, c in (spot_on_band, spot_between)])
+    levels = stats0.neighbourhood_level(f32, ~static, flat)
+    for (r, c), lv in zip((spot_on_band, spot_between), levels, strict=True):
+        f32[r - 1:r + 2, c - 1:c + 2] = 3.0 * max(float(lv), 1.0)
+    stats = _local(f32, static, small_geometry)
+    spots = np.zeros(f32.shape, bool)
+    for r, c in (spot_on_band, spot_between):
+        spots[r - 1:r + 2, c - 1:c + 2] = True
+    top = on_ring & (f32 > 0.8 * crest)  # the network's mistake: the band's crest for spots
+    crest_only = top & ~ndimage.binary_dilation(spots, iterations=3)
+    network = crest_only | spots
+    _, n_before = ndimage.label(crest_only, structure=np.ones((3, 3), bool))
+    assert n_before >= 2 and crest_only.sum() > 20
+
+    out = veto_components(network, f32, static, stats, 1.5)
+    assert (out & spots).sum() == spots.sum()  # both spots kept whole
+    assert (out & crest_only).sum() < 0.2 * crest_only.sum()  # the crest is dropped
+    assert not (out & ~network).any()  # a veto never adds a pixel
+    rule = DecisionRule(veto_ratio=1.5)
+    assert rule.active and np.array_equal(decide(network, f32, static, stats, rule), out)
+    assert np.array_equal(veto_components(network, f32, static, stats, 0.5), network)

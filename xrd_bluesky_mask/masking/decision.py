@@ -14,6 +14,13 @@ z of its ring):
     ``extreme_ratio`` times it are spots whatever the network says: a single pixel hundreds of
     times brighter than its sharp ring is never powder signal, but a network that learnt that
     bright rings are powder can miss it.
+``veto`` (the extreme rule's converse)
+    A component the network found whose brightest pixel is less than ``veto_ratio`` times its
+    local level (`veto_components`: the opposite cell, the ring, a window around that pixel,
+    without the pixels the network found) is dropped: a
+    single-crystal spot stands above the powder around it, while the crest of a
+    preferred-orientation band or a grain of a textured ring sits close to the level of its
+    neighbourhood and its centro-symmetric opposite. Applied before growing.
 
 Why local: on a ring with strong preferred orientation most of the ring is the dim part
 between the bands, so against the whole ring's median a band's crest is more than 50 sigma and
@@ -36,7 +43,8 @@ from scipy import ndimage
 
 from .rings import LocalStats
 
-__all__ = ["LEVELS", "DecisionRule", "apply_decision", "component_labels", "decide"]
+__all__ = ["LEVELS", "DecisionRule", "apply_decision", "component_labels", "decide",
+           "veto_components"]
 
 #: What a pixel is compared with: its neighbourhood (``"local"``) or its whole ring (``"ring"``).
 LEVELS = ("local", "ring")
@@ -59,6 +67,9 @@ class DecisionRule:
         ``"local"`` (the default): the level of the pixel's (ring, χ-sector) cell and its
         opposite; ``"ring"``: the whole ring's median, which cuts preferred-orientation bands
         (kept to measure that, never in a card).
+    veto_ratio
+        A network component whose brightest pixel is below this many times its refined local
+        level is dropped; 0 turns the veto off. Always judged on the local level.
     """
 
     grow_z: float = 0.0
@@ -66,6 +77,7 @@ class DecisionRule:
     extreme_z: float = 0.0
     extreme_ratio: float = 50.0
     level: str = "local"
+    veto_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
@@ -79,7 +91,7 @@ class DecisionRule:
 
     @property
     def active(self) -> bool:
-        return self.grow_z > 0 or self.extreme_z > 0
+        return self.grow_z > 0 or self.extreme_z > 0 or self.veto_ratio > 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,13 +139,42 @@ def decide(spots: np.ndarray, frame32: np.ndarray, static: np.ndarray, stats: Lo
     if not rule.active:
         return spots
     out = spots
+    if rule.veto_ratio > 0:
+        out = veto_components(out, frame32, static, stats, rule.veto_ratio)
     if rule.grow_z > 0:
         z, level = _excess_and_level(frame32, stats, rule)
-        out = apply_decision(spots, z, level, frame32, static,
+        out = apply_decision(out, z, level, frame32, static,
                              DecisionRule(grow_z=rule.grow_z, grow_px=rule.grow_px))
     if rule.extreme_z > 0:
         out = out | _extreme_pixels(frame32, static, stats, rule)
     return out
+
+
+def veto_components(spots: np.ndarray, frame32: np.ndarray, static: np.ndarray,
+                    stats: LocalStats, ratio: float) -> np.ndarray:
+    """``spots`` without the components (8-connected) whose brightest valid pixel is below
+    ``ratio`` times its level (counts): the larger of the opposite cell's median, the ring's
+    median and the median of a window on the ring around that pixel, all without the pixels
+    the network found. Neither the pixel's own cell nor the window may count the component
+    itself: a spot larger than them would set its own level and be dropped."""
+    labels, n = component_labels(spots)
+    if n == 0:
+        return spots
+    index = np.arange(1, n + 1)
+    bright = np.where(spots & ~static, frame32, -np.inf)
+    peaks = np.asarray(ndimage.maximum_position(bright, labels, index), dtype=np.int64)
+    flat = np.ravel_multi_index((peaks[:, 0], peaks[:, 1]), frame32.shape)
+    cells, ring = stats.cells, stats.ring
+    base = np.fmax(np.nan_to_num(stats.cell_median[cells.opposite[cells.index[flat]]], nan=0.0),
+                   np.nan_to_num(ring.median, nan=0.0)[ring.bins.index[flat]])
+    level = stats.neighbourhood_level(frame32, ~static & ~spots & (frame32 >= 0), flat,
+                                      base=base.astype(np.float32))
+    weak = frame32.ravel()[flat] < ratio * np.maximum(level, 1.0)
+    if not weak.any():
+        return spots
+    dropped = np.zeros(n + 1, bool)
+    dropped[1:] = weak
+    return spots & ~dropped[labels]
 
 
 def _excess_and_level(frame32: np.ndarray, stats: LocalStats,

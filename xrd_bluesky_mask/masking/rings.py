@@ -303,7 +303,8 @@ class LocalStats:
 
     def neighbourhood_level(self, frame: np.ndarray, valid: np.ndarray, flat: np.ndarray, *,
                             half_px: int = NEIGHBOURHOOD_HALF_PX,
-                            radial_px: float = NEIGHBOURHOOD_RADIAL_PX) -> np.ndarray:
+                            radial_px: float = NEIGHBOURHOOD_RADIAL_PX,
+                            base: np.ndarray | None = None) -> np.ndarray:
         """The local level of the pixels ``flat`` (row-major indices), refined: the larger of
         `level` and the median of the valid pixels on the pixel's own ring within a window
         centred on it.
@@ -322,12 +323,13 @@ class LocalStats:
         flat
             int64 row-major pixel indices.
         half_px
-            Half-width of the square window, px (the ring runs about 2 x ``half_px`` through
-            it).
+            Half-width of the square window, px (about 2 x ``half_px`` of ring run in it).
         radial_px
             Largest 2θ distance from the pixel's, px at the beam centre.
+        base
+            The level refined, at the pixels ``flat`` (default: `level` there).
         """
-        base = self.level(frame.shape).ravel()[flat]
+        base = self.level(frame.shape).ravel()[flat] if base is None else base
         if flat.size == 0:
             return base
         tth = self.geometry.tth_deg()

@@ -76,11 +76,17 @@ def calibrate_threshold(model: str | Path, *, frames: int = 8, size: int = 1024,
             "decision": masker.decision.to_dict() if masker.decision.active else "off"}
 
 
+#: Lowest threshold calibration tries when the decision step's veto removes components.
+VETO_FLOOR = 0.05
+
+
 def _with_decision(kept: list[tuple], rule: Any, target_tnr: float,
                    start: float, steps: int = 16) -> dict[str, float]:
-    """The lowest threshold (from ``start`` up, bisected in logit) whose mask after ``rule``
-    keeps ``target_tnr``; the decision step only adds spots, so the TNR falls as the
-    threshold falls."""
+    """The lowest threshold (bisected in logit) whose mask after ``rule`` keeps
+    ``target_tnr``; the TNR falls as the threshold falls. Growing and the extreme rule only
+    add spots, so without a veto the search goes up from ``start`` (the plain threshold's
+    point); the veto removes components, so with it the search also goes down, to
+    `VETO_FLOOR`."""
     from ..masking.decision import decide
     from ..metrics import pixel_metrics
 
@@ -96,9 +102,12 @@ def _with_decision(kept: list[tuple], rule: Any, target_tnr: float,
 
     best = point(start)
     if best["tnr"] >= target_tnr:
-        return best
-    lo, hi = logit(start), logit(1 - 1e-6)
-    best = point(1 - 1e-6)
+        if getattr(rule, "veto_ratio", 0) <= 0:
+            return best
+        lo, hi = logit(min(VETO_FLOOR, start)), logit(start)
+    else:
+        lo, hi = logit(start), logit(1 - 1e-6)
+        best = point(1 - 1e-6)
     for _ in range(steps):
         mid = (lo + hi) / 2
         cand = point(1 / (1 + math.exp(-mid)))
