@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ..azimuthal import IntegrationSettings, integrate
-from ..azimuthal.geometry_check import IF_MISORIENTED, GeometryVerdict, check_geometry
+from ..azimuthal.geometry_check import GeometryVerdict, check_geometry
 from ..azimuthal.orientation import Orientation
 from ..errors import GeometryError, XRDMaskError
 from ..geometry import as_geometry
@@ -49,6 +49,7 @@ from ..io import (
 )
 from ..masking import Masker
 from ..pipeline import process_frame
+from ..pipeline.run_geometry import IF_MISORIENTED
 
 log = logging.getLogger(__name__)
 

@@ -30,12 +30,7 @@ import numpy as np
 from ..geometry import Geometry
 from .orientation import AS_GIVEN, Orientation, candidate_orientations
 
-__all__ = ["CLEAR_RATIO", "IF_MISORIENTED", "SHARP", "GeometryVerdict", "check_geometry"]
-
-#: What becomes of frames (a run, a file) that fit the PONI only once turned: refused, masked
-#: with the turned geometry, or masked with the PONI as given (the ``if_misoriented`` setting of
-#: the live worker, reprocessing and ``xrd-mask predict``).
-IF_MISORIENTED = ("refuse", "apply", "keep")
+__all__ = ["CLEAR_RATIO", "SHARP", "GeometryVerdict", "check_geometry"]
 
 #: Ring sharpness (η²) below which no ring structure is taken as found.
 SHARP = 0.04

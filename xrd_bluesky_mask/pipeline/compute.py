@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..azimuthal.geometry_check import IF_MISORIENTED
 from ..errors import ConfigError, RunFailed
 from ..protocols import ExecutionPolicy, Masker
 from ..provenance import provenance
@@ -35,7 +34,7 @@ from .items import (
     WarmGeometry,
     describe,
 )
-from .run_geometry import check_run_geometry
+from .run_geometry import IF_MISORIENTED, check_run_geometry
 
 if TYPE_CHECKING:  # xarray, pydantic and pyFAI load with the first run, not on import
     from ..azimuthal import IntegrationSettings
@@ -64,7 +63,7 @@ class ComputeStage:
     tables
         Compute each frame's tables with its mask and pattern.
     if_misoriented
-        One of `IF_MISORIENTED` (`xrd_bluesky_mask.azimuthal.geometry_check`).
+        One of `IF_MISORIENTED` (`xrd_bluesky_mask.pipeline.run_geometry`).
     """
 
     def __init__(self, records: dict[str, RunRecord], *, masker: Masker | str | None,

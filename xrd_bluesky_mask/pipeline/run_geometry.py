@@ -3,8 +3,8 @@
 Once per run, on its first frame, the worker (and its Dask compute stage) asks whether the
 PONI's rings fit the frame (orientation, beam centre: `xrd_bluesky_mask.azimuthal.
 geometry_check`). The verdict goes to the run's record (and from there to its metadata); when
-another orientation clearly fits, ``if_misoriented`` (one of `IF_MISORIENTED`, from the same
-module) decides whether the run is refused, masked turned, or masked as given with a warning.
+another orientation clearly fits, ``if_misoriented`` (one of `IF_MISORIENTED`) decides whether
+the run is refused, masked turned, or masked as given with a warning.
 """
 
 from __future__ import annotations
@@ -21,9 +21,15 @@ if TYPE_CHECKING:
     from ..azimuthal.orientation import Orientation
     from .process import Pipeline
 
-__all__ = ["check_run_geometry"]
+__all__ = ["IF_MISORIENTED", "check_run_geometry"]
 
 log = logging.getLogger(__name__)
+
+#: What becomes of frames (a run, a file) that fit the PONI only once turned: refused, masked
+#: with the turned geometry, or masked with the PONI as given (the ``if_misoriented`` setting of
+#: the live worker, reprocessing and ``xrd-mask predict``). Here, not beside the geometry check,
+#: so that importing the live callback does not import pyFAI and xarray.
+IF_MISORIENTED = ("refuse", "apply", "keep")
 
 def check_run_geometry(run_uid: str, record: RunRecord, pipeline: Pipeline, frame: np.ndarray,
                        *, if_misoriented: str, turned: Callable[[Orientation], Pipeline]

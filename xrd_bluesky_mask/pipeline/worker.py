@@ -112,7 +112,7 @@ class Worker:
         that fits, recorded as ``orientation_applied`` on the run and logged; masks and spot
         positions stay in the stored frame's orientation) or ``"keep"`` (masked as given,
         with the warning on the run). One of
-        `xrd_bluesky_mask.azimuthal.geometry_check.IF_MISORIENTED`.
+        `xrd_bluesky_mask.pipeline.run_geometry.IF_MISORIENTED`.
     dask
         A `distributed.Client`: frames are masked and integrated on its cluster, results
         written here in frame order (`xrd_bluesky_mask.pipeline.fanout`); None: in this
