@@ -15,12 +15,13 @@ z of its ring):
     times brighter than its sharp ring is never powder signal, but a network that learnt that
     bright rings are powder can miss it.
 ``veto`` (the extreme rule's converse)
-    A component the network found whose brightest pixel is less than ``veto_ratio`` times its
-    local level (`veto_components`: the opposite cell, the ring, a window around that pixel,
-    without the pixels the network found) is dropped: a
-    single-crystal spot stands above the powder around it, while the crest of a
-    preferred-orientation band or a grain of a textured ring sits close to the level of its
-    neighbourhood and its centro-symmetric opposite. Applied before growing.
+    A component the network found is dropped when its brightest pixel is both below
+    ``veto_ratio`` times the bright end (90th percentile) of the ring at χ + 180° around the
+    mirrored pixel and below ``veto_local`` times its own local level (`veto_components`):
+    preferred orientation is centro-symmetric, so a band's crest has a twin as bright on the
+    other side of the ring and sits near the powder around it, while a single-crystal spot has
+    no twin. Where the ring has no other side on the detector nothing is dropped. Applied
+    before growing.
 
 Why local: on a ring with strong preferred orientation most of the ring is the dim part
 between the bands, so against the whole ring's median a band's crest is more than 50 sigma and
@@ -68,8 +69,12 @@ class DecisionRule:
         opposite; ``"ring"``: the whole ring's median, which cuts preferred-orientation bands
         (kept to measure that, never in a card).
     veto_ratio
-        A network component whose brightest pixel is below this many times its refined local
-        level is dropped; 0 turns the veto off. Always judged on the local level.
+        A network component whose brightest pixel is below this many times the 90th
+        percentile of its ring around the mirrored pixel (χ + 180°), and below ``veto_local``
+        times its own local level, is dropped; 0 turns the veto off.
+    veto_local
+        See ``veto_ratio``: a component this many times above the powder around it is kept
+        whatever its mirror holds.
     """
 
     grow_z: float = 0.0
@@ -78,6 +83,7 @@ class DecisionRule:
     extreme_ratio: float = 50.0
     level: str = "local"
     veto_ratio: float = 0.0
+    veto_local: float = 2.5
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
@@ -140,7 +146,7 @@ def decide(spots: np.ndarray, frame32: np.ndarray, static: np.ndarray, stats: Lo
         return spots
     out = spots
     if rule.veto_ratio > 0:
-        out = veto_components(out, frame32, static, stats, rule.veto_ratio)
+        out = veto_components(out, frame32, static, stats, rule.veto_ratio, rule.veto_local)
     if rule.grow_z > 0:
         z, level = _excess_and_level(frame32, stats, rule)
         out = apply_decision(out, z, level, frame32, static,
@@ -151,25 +157,36 @@ def decide(spots: np.ndarray, frame32: np.ndarray, static: np.ndarray, stats: Lo
 
 
 def veto_components(spots: np.ndarray, frame32: np.ndarray, static: np.ndarray,
-                    stats: LocalStats, ratio: float) -> np.ndarray:
+                    stats: LocalStats, ratio: float, local: float = 2.5) -> np.ndarray:
     """``spots`` without the components (8-connected) whose brightest valid pixel is below
-    ``ratio`` times its level (counts): the larger of the opposite cell's median, the ring's
-    median and the median of a window on the ring around that pixel, all without the pixels
-    the network found. Neither the pixel's own cell nor the window may count the component
-    itself: a spot larger than them would set its own level and be dropped."""
+    ``ratio`` times the 90th percentile of its ring around the pixel at χ + 180°
+    (`windows.opposite_pixels`, `windows.window_quantiles`) and below ``local`` times its own
+    level: the larger of the opposite cell's median, the ring's median and the median of the
+    ring around it without the pixels the network found (neither its own cell nor its window
+    may count the component itself: a spot larger than them would set its own level)."""
+    from . import windows
+
     labels, n = component_labels(spots)
     if n == 0:
         return spots
-    index = np.arange(1, n + 1)
-    bright = np.where(spots & ~static, frame32, -np.inf)
-    peaks = np.asarray(ndimage.maximum_position(bright, labels, index), dtype=np.int64)
-    flat = np.ravel_multi_index((peaks[:, 0], peaks[:, 1]), frame32.shape)
+    members = np.flatnonzero(labels)  # the brightest pixel of each component, from its pixels
+    label = labels.ravel()[members]  # only (ndimage.maximum_position sorts the whole frame)
+    order = np.lexsort((np.where(static.ravel()[members], -np.inf, frame32.ravel()[members]),
+                        label))
+    flat = members[order[np.r_[np.flatnonzero(np.diff(label[order])), len(order) - 1]]]
+    peak = frame32.ravel()[flat]
+    valid = ~static & (frame32 >= 0)
     cells, ring = stats.cells, stats.ring
-    base = np.fmax(np.nan_to_num(stats.cell_median[cells.opposite[cells.index[flat]]], nan=0.0),
-                   np.nan_to_num(ring.median, nan=0.0)[ring.bins.index[flat]])
-    level = stats.neighbourhood_level(frame32, ~static & ~spots & (frame32 >= 0), flat,
-                                      base=base.astype(np.float32))
-    weak = frame32.ravel()[flat] < ratio * np.maximum(level, 1.0)
+    twin = windows.opposite_pixels(stats.geometry, ring.bins, flat)
+    mirror = windows.window_quantiles(frame32, valid, stats.geometry, twin, q=0.9)
+    weak = np.isfinite(mirror) & (peak < ratio * np.nan_to_num(mirror))  # no twin: kept
+    if weak.any():
+        base = np.fmax(np.nan_to_num(stats.cell_median[cells.opposite[cells.index[flat]]],
+                                     nan=0.0),
+                       np.nan_to_num(ring.median, nan=0.0)[ring.bins.index[flat]])
+        level = stats.neighbourhood_level(frame32, valid & ~spots, flat[weak],
+                                          base=base[weak].astype(np.float32))
+        weak[weak] = peak[weak] < local * np.maximum(level, 1.0)
     if not weak.any():
         return spots
     dropped = np.zeros(n + 1, bool)

@@ -14,6 +14,7 @@ import numba
 import numpy as np
 
 from ..geometry import Geometry
+from . import windows
 
 MAD_TO_SIGMA = 1.4826
 
@@ -212,31 +213,6 @@ class RingStats:
 
 #: Radial width of the (ring, χ-sector) cells, px: what the sector channels were trained on.
 SECTOR_BIN_PX = 2.0
-#: Half-width of the window of `LocalStats.neighbourhood_level`, px, and the 2θ distance (px at
-#: the beam centre) within which its pixels count as the pixel's own ring.
-NEIGHBOURHOOD_HALF_PX = 32
-NEIGHBOURHOOD_RADIAL_PX = 0.5
-
-
-@numba.njit(cache=True, nogil=True)
-def _window_medians(frame, valid, tth, flat, half, dtth):  # pragma: no cover - numba
-    rows, cols = frame.shape
-    out = np.full(flat.shape[0], np.nan, dtype=np.float32)
-    buf = np.empty((2 * half + 1) ** 2, dtype=np.float32)
-    for k in range(flat.shape[0]):
-        r0, c0 = flat[k] // cols, flat[k] % cols
-        t0 = tth[r0, c0]
-        n = 0
-        for r in range(max(r0 - half, 0), min(r0 + half + 1, rows)):
-            for c in range(max(c0 - half, 0), min(c0 + half + 1, cols)):
-                if valid[r, c] and abs(tth[r, c] - t0) <= dtth:
-                    buf[n] = frame[r, c]
-                    n += 1
-        if n > 0:
-            out[k] = np.median(buf[:n])
-    return out
-
-
 @dataclass(frozen=True)
 class LocalStats:
     """The powder level of every pixel's neighbourhood on its ring.
@@ -302,8 +278,7 @@ class LocalStats:
         return level.reshape(shape)
 
     def neighbourhood_level(self, frame: np.ndarray, valid: np.ndarray, flat: np.ndarray, *,
-                            half_px: int = NEIGHBOURHOOD_HALF_PX,
-                            radial_px: float = NEIGHBOURHOOD_RADIAL_PX,
+                            half_px: int | None = None, radial_px: float | None = None,
                             base: np.ndarray | None = None) -> np.ndarray:
         """The local level of the pixels ``flat`` (row-major indices), refined: the larger of
         `level` and the median of the valid pixels on the pixel's own ring within a window
@@ -322,19 +297,19 @@ class LocalStats:
             float32 counts and bool valid pixels, ``(rows, cols)``.
         flat
             int64 row-major pixel indices.
-        half_px
-            Half-width of the square window, px (about 2 x ``half_px`` of ring run in it).
-        radial_px
-            Largest 2θ distance from the pixel's, px at the beam centre.
+        half_px, radial_px
+            The window (`windows.window_quantiles`; default `windows.NEIGHBOURHOOD_HALF_PX`,
+            `windows.NEIGHBOURHOOD_RADIAL_PX`).
         base
             The level refined, at the pixels ``flat`` (default: `level` there).
         """
         base = self.level(frame.shape).ravel()[flat] if base is None else base
         if flat.size == 0:
             return base
-        tth = self.geometry.tth_deg()
-        window = _window_medians(frame, valid, tth, flat.astype(np.int64), int(half_px),
-                                 np.float32(radial_px * self.geometry.tth_per_pixel_deg()))
+        window = windows.window_quantiles(
+            frame, valid, self.geometry, flat,
+            half_px=windows.NEIGHBOURHOOD_HALF_PX if half_px is None else half_px,
+            radial_px=windows.NEIGHBOURHOOD_RADIAL_PX if radial_px is None else radial_px)
         return np.fmax(base, window)
 
     def excess(self, frame: np.ndarray) -> np.ndarray:
