@@ -200,3 +200,44 @@ def test_an_attached_writer_cannot_move_the_run_and_says_why(
     _orphan_storage(tiled_server, f"{owner.result_path(uid)}/mask")
     with pytest.raises(StorageBlocked, match="holds data left by a creation"):
         helper.write(uid, 0, _codes(0), _pattern(0))
+
+
+def test_a_table_created_but_never_written_is_rewritten_and_its_frames_done_again(
+        tiled_server, short_client_retries, caplog):
+    """What a writer killed inside ``write_table`` leaves (the table created, its rows never
+    sent: the server answers HTTP 500 to every read) does not stop the version's resumption:
+    its frames are done again and the table rewritten whole."""
+    import pandas as pd
+    from tiled.structures.core import StructureFamily
+    from tiled.structures.data_source import DataSource
+    from tiled.structures.table import TableStructure
+
+    uid = str(uuid.uuid4())
+    root = f"derived/tables-{uuid.uuid4().hex[:6]}"
+    first = TiledResultSink(tiled_server.client(), root=root, progress_interval=0)
+    first.open_run(uid, _md(uid))
+    for i in range(3):
+        first.write(uid, i, _codes(i), _pattern(i))
+    node = tiled_server.client()[first.result_path(uid)]
+    assert node.metadata["frames_done"] == [0, 1, 2]
+    node["frames"].delete(external_only=False)  # the first write of the tables, cut short:
+    df = pd.DataFrame({"frame": [0], "n_spots": [1]})
+    node.new(StructureFamily.table, [DataSource(structure=TableStructure.from_pandas(df),
+                                                structure_family=StructureFamily.table)],
+             key="frames")  # ... and the writer is killed before its rows
+    with pytest.raises(Exception, match="500"):
+        node["frames"].read()
+
+    again = TiledResultSink(tiled_server.client(), root=root)
+    with caplog.at_level("WARNING", logger="xrd_bluesky_mask"):
+        again.open_run(uid, _md(uid))
+    assert again.result_version(uid) == 1 and again.done(uid) == set()
+    assert "frames table" in caplog.text and "done again" in caplog.text
+    for i in range(3):
+        again.write(uid, i, _codes(i), _pattern(i))
+    again.close_run(uid, "complete", {})
+    node = find_results(tiled_server.client(), uid, root=root)
+    assert node.metadata["status"] == "complete" and node.metadata["frames_done"] == [0, 1, 2]
+    assert len(node["frames"].read()) == 0  # readable again (no tables were given here)
+    np.testing.assert_array_equal(load_masks(tiled_server.client(), uid, root=root),
+                                  np.stack([_codes(i) for i in range(3)]))

@@ -204,12 +204,32 @@ def load_arrays(state: RunState) -> None:
 
 def load_tables(state: RunState) -> None:
     """The table rows of a resumed version, keyed by frame (frames written again in this
-    session replace theirs)."""
+    session replace theirs).
+
+    A writer killed between creating a table and writing its rows (tiled's ``write_table`` is
+    two requests) leaves a table the server cannot read (HTTP 500). Its rows are unknown, so
+    the version's frames are all taken as not done (``state.done`` emptied): they are done
+    again and the tables rewritten whole."""
+    import httpx
+
     from ..spots import tables_by_frame
 
     children = set(state.node)
-    stored = {name: state.node[name].read() for name in ("spots", "frames", "texture")
-              if name in children}
+    stored = {}
+    for name in ("spots", "frames", "texture"):
+        if name not in children:
+            continue
+        try:
+            stored[name] = state.node[name].read()
+        except httpx.HTTPStatusError as exc:
+            if getattr(exc.response, "status_code", None) != 500:
+                raise
+            log.warning("xrd-mask: the %s table of %s cannot be read (HTTP 500: a writer was "
+                        "stopped between creating it and writing its rows?); its %d frames "
+                        "done are done again and the tables rewritten", name,
+                        node_path(state.node), len(state.done))
+            state.done.clear()
+            return
     if "frames" in stored:
         state.tables.update(tables_by_frame(stored))
 
