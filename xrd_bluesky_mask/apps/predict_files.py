@@ -53,6 +53,7 @@ from ..pipeline.run_geometry import IF_MISORIENTED
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class FileOutcome:
     """What happened to one input file."""

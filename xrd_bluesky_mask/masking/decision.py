@@ -42,6 +42,7 @@ from typing import Any, cast
 import numpy as np
 from scipy import ndimage
 
+from . import windows
 from .rings import LocalStats
 
 __all__ = ["LEVELS", "DecisionRule", "apply_decision", "component_labels", "decide",
@@ -164,8 +165,6 @@ def veto_components(spots: np.ndarray, frame32: np.ndarray, static: np.ndarray,
     level: the larger of the opposite cell's median, the ring's median and the median of the
     ring around it without the pixels the network found (neither its own cell nor its window
     may count the component itself: a spot larger than them would set its own level)."""
-    from . import windows
-
     labels, n = component_labels(spots)
     if n == 0:
         return spots

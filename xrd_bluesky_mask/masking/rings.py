@@ -278,7 +278,8 @@ class LocalStats:
         return level.reshape(shape)
 
     def neighbourhood_level(self, frame: np.ndarray, valid: np.ndarray, flat: np.ndarray, *,
-                            half_px: int | None = None, radial_px: float | None = None,
+                            half_px: int = windows.NEIGHBOURHOOD_HALF_PX,
+                            radial_px: float = windows.NEIGHBOURHOOD_RADIAL_PX,
                             base: np.ndarray | None = None) -> np.ndarray:
         """The local level of the pixels ``flat`` (row-major indices), refined: the larger of
         `level` and the median of the valid pixels on the pixel's own ring within a window
@@ -298,18 +299,15 @@ class LocalStats:
         flat
             int64 row-major pixel indices.
         half_px, radial_px
-            The window (`windows.window_quantiles`; default `windows.NEIGHBOURHOOD_HALF_PX`,
-            `windows.NEIGHBOURHOOD_RADIAL_PX`).
+            The window (`windows.window_quantiles`).
         base
             The level refined, at the pixels ``flat`` (default: `level` there).
         """
         base = self.level(frame.shape).ravel()[flat] if base is None else base
         if flat.size == 0:
             return base
-        window = windows.window_quantiles(
-            frame, valid, self.geometry, flat,
-            half_px=windows.NEIGHBOURHOOD_HALF_PX if half_px is None else half_px,
-            radial_px=windows.NEIGHBOURHOOD_RADIAL_PX if radial_px is None else radial_px)
+        window = windows.window_quantiles(frame, valid, self.geometry, flat, half_px=half_px,
+                                          radial_px=radial_px)
         return np.fmax(base, window)
 
     def excess(self, frame: np.ndarray) -> np.ndarray:

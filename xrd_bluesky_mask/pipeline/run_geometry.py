@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 #: so that importing the live callback does not import pyFAI and xarray.
 IF_MISORIENTED = ("refuse", "apply", "keep")
 
+
 def check_run_geometry(run_uid: str, record: RunRecord, pipeline: Pipeline, frame: np.ndarray,
                        *, if_misoriented: str, turned: Callable[[Orientation], Pipeline]
                        ) -> Pipeline | None:

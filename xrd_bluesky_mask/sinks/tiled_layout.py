@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -57,14 +59,20 @@ class StorageBlocked(RuntimeError):
         self.path = path
 
 
-def _blocked(parent: Any, key: str, exc: BaseException) -> StorageBlocked | None:
-    """`StorageBlocked` when ``exc`` is a server error from creating ``parent[key]`` and no node
-    ``key`` exists; None otherwise (``exc`` should be raised as it is)."""
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    if status != 500 or key in parent:
-        return None
-    path = "/".join([*(getattr(parent, "path_parts", None) or []), key])
-    return StorageBlocked(path, exc)
+@contextmanager
+def _creating(parent: Any, key: str) -> Iterator[None]:
+    """Around a request that creates ``parent[key]``: a server error (HTTP 500) while no node
+    ``key`` exists is raised as `StorageBlocked`; any other error as it is."""
+    import httpx
+
+    try:
+        yield
+    except httpx.HTTPStatusError as exc:
+        status = getattr(exc.response, "status_code", None)
+        if status != 500 or key in parent:
+            raise
+        path = "/".join([*(getattr(parent, "path_parts", None) or []), key])
+        raise StorageBlocked(path, exc) from exc
 
 
 @dataclass
@@ -104,7 +112,6 @@ def preallocate(parent: Any, key: str, shape: tuple[int, ...], dims: tuple[str, 
                 metadata: dict | None = None) -> tuple[Any, bool]:
     """``(array, created)``: ``parent[key]``, or a new array of ``shape`` with one chunk per
     frame (axis 0) and no data written yet (another writer may have created it first)."""
-    import httpx
     from tiled.client.utils import ClientError
     from tiled.structures.array import ArrayStructure, BuiltinDtype
     from tiled.structures.core import StructureFamily
@@ -115,17 +122,13 @@ def preallocate(parent: Any, key: str, shape: tuple[int, ...], dims: tuple[str, 
                                data_type=BuiltinDtype.from_numpy_dtype(np.dtype(dtype)))
     source = DataSource(structure=structure, structure_family=StructureFamily.array)
     try:
-        return parent.new(StructureFamily.array, [source], key=key, metadata=metadata or {},
-                          specs=specs or []), True
+        with _creating(parent, key):
+            return parent.new(StructureFamily.array, [source], key=key,
+                              metadata=metadata or {}, specs=specs or []), True
     except ClientError as exc:
         if not conflict(exc):
             raise
         return parent[key], False
-    except httpx.HTTPStatusError as exc:
-        blocked = _blocked(parent, key, exc)
-        if blocked is None:
-            raise
-        raise blocked from exc
 
 
 def merge_metadata(node: Any, metadata: dict[str, Any], *, drop_revision: bool = False) -> None:
@@ -278,20 +281,15 @@ def ensure_pattern(state: RunState, index: int, pattern: Any) -> None:
 
 def _write_coord(pat: Any, name: str, coord: Any) -> None:
     """The pattern's coordinate ``name`` (another writer may have written it first)."""
-    import httpx
     from tiled.client.utils import ClientError
 
     try:
-        pat.write_array(np.asarray(coord.values, dtype=np.float64), key=name,
-                        dims=["radial"], specs=["xarray_coord"],
-                        metadata={"attrs": {"units": coord.attrs.get("units", ""),
-                                            "long_name": coord.attrs.get("long_name",
-                                                                         name)}})
+        with _creating(pat, name):
+            pat.write_array(np.asarray(coord.values, dtype=np.float64), key=name,
+                            dims=["radial"], specs=["xarray_coord"],
+                            metadata={"attrs": {"units": coord.attrs.get("units", ""),
+                                                "long_name": coord.attrs.get("long_name",
+                                                                             name)}})
     except ClientError as exc:
         if not conflict(exc):  # another writer wrote the same coordinate
             raise
-    except httpx.HTTPStatusError as exc:
-        blocked = _blocked(pat, name, exc)
-        if blocked is None:
-            raise
-        raise blocked from exc

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..progress import progress as tqdm
 from .operating_point import operating_point
+
+if TYPE_CHECKING:
+    from ..masking.decision import DecisionRule
 
 #: Calibration frames use seeds from here; training runs use seeds below it.
 CALIBRATION_SEED_BASE = 500_000
@@ -80,7 +83,7 @@ def calibrate_threshold(model: str | Path, *, frames: int = 8, size: int = 1024,
 VETO_FLOOR = 0.05
 
 
-def _with_decision(kept: list[tuple], rule: Any, target_tnr: float,
+def _with_decision(kept: list[tuple], rule: DecisionRule, target_tnr: float,
                    start: float, steps: int = 16) -> dict[str, float]:
     """The lowest threshold (bisected in logit) whose mask after ``rule`` keeps
     ``target_tnr``; the TNR falls as the threshold falls. Growing and the extreme rule only
@@ -102,7 +105,7 @@ def _with_decision(kept: list[tuple], rule: Any, target_tnr: float,
 
     best = point(start)
     if best["tnr"] >= target_tnr:
-        if getattr(rule, "veto_ratio", 0) <= 0:
+        if rule.veto_ratio <= 0:
             return best
         lo, hi = logit(min(VETO_FLOOR, start)), logit(start)
     else:
