@@ -67,3 +67,14 @@ def test_evaluations_of_other_frames_are_not_compared(scored):
         r["seed"] += 1
     with pytest.raises(ConfigError, match="other frames"):
         release_gate(_as(other, "truth"), _as(scored, "none"))
+
+
+def test_a_gate_that_did_not_see_every_group_refuses_to_judge(scored):
+    """Three frames per set skip the grainy spot-free groups: the gate says so, not passes."""
+    short = json.loads(json.dumps(scored))
+    short["rows"] = [r for r in short["rows"] if not r["style"].startswith("grainy")]
+    with pytest.raises(ConfigError, match="negatives/grainy_high, negatives/grainy_low.*"
+                                          "--frames-per-set 5"):
+        release_gate(_as(scored, "truth"), _as(short, "ring filter"))
+    with pytest.raises(ConfigError, match="negatives/grainy_high"):
+        release_gate(_as(short, "truth"), _as(scored, "ring filter"))

@@ -241,3 +241,36 @@ def test_a_table_created_but_never_written_is_rewritten_and_its_frames_done_agai
     assert len(node["frames"].read()) == 0  # readable again (no tables were given here)
     np.testing.assert_array_equal(load_masks(tiled_server.client(), uid, root=root),
                                   np.stack([_codes(i) for i in range(3)]))
+
+
+@pytest.mark.parametrize("coord", ["two_theta", "q"])
+def test_a_coordinate_created_but_never_written_is_written_again(tiled_server, caplog, coord):
+    """What a writer killed inside ``write_array`` leaves (the coordinate created, its values
+    never sent: it reads zeros) is written again by the next writer, not kept on the 409."""
+    from tiled.structures.array import ArrayStructure, BuiltinDtype
+    from tiled.structures.core import StructureFamily
+    from tiled.structures.data_source import DataSource
+
+    uid = str(uuid.uuid4())
+    root = f"derived/coords-{uuid.uuid4().hex[:6]}"
+    first = TiledResultSink(tiled_server.client(), root=root, progress_interval=0)
+    first.open_run(uid, _md(uid))
+    first.write(uid, 0, _codes(0), _pattern(0))
+    pattern = tiled_server.client()[first.result_path(uid)]["pattern"]
+    pattern[coord].delete(external_only=False)
+    structure = ArrayStructure(shape=(BINS,), chunks=((BINS,),), dims=("radial",),
+                               data_type=BuiltinDtype.from_numpy_dtype(np.dtype("float64")))
+    pattern.new(StructureFamily.array, [DataSource(structure=structure,
+                                                   structure_family=StructureFamily.array)],
+                key=coord, specs=["xarray_coord"])  # ... and the writer is killed here
+    assert not pattern[coord].read().any()
+
+    again = TiledResultSink(tiled_server.client(), root=root)
+    with caplog.at_level("WARNING", logger="xrd_bluesky_mask"):
+        again.open_run(uid, _md(uid))
+        for i in range(1, 3):
+            again.write(uid, i, _codes(i), _pattern(i))
+    again.close_run(uid, "complete", {})
+    assert f"{coord} coordinate" in caplog.text and "written again" in caplog.text
+    stored = find_results(tiled_server.client(), uid, root=root)["pattern"][coord].read()
+    np.testing.assert_array_equal(stored, _pattern(0).coords[coord].values)

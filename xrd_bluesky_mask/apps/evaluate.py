@@ -42,6 +42,7 @@ import numpy as np
 from ..azimuthal import IntegrationSettings
 from ..masking import Masker
 from ..simulate.heldout import (
+    FRAMES_FOR_EVERY_STYLE,
     NEGATIVE_STYLES,
     PRESET_STYLES,
     SEED_BASE,
@@ -171,7 +172,7 @@ def evaluate(
     maskers: Mapping[str, Masker | str | None],
     *,
     size: int = 2880,
-    frames_per_set: int = 4,
+    frames_per_set: int = FRAMES_FOR_EVERY_STYLE,
     settings: IntegrationSettings | None = None,
     progress: bool = True,
     sets: tuple[str, ...] = SETS,

@@ -10,7 +10,10 @@ Recall (``overall``; the candidate must be better on one and worse on none)
     Pixel recall and spot recall.
 
 Figures missing on either side (NaN: a group without PO, a spot-free group's recall) are not
-compared. "Worse" allows a relative slack of `SLACK` for float noise only: the frames are the
+compared. Every group of each set the evaluations hold must have a frame on both sides (one
+frame of every style: ``--frames-per-set`` at least the number of styles of the largest set):
+a gate that never saw the grainy spot-free frames cannot say the candidate leaves them alone.
+"Worse" allows a relative slack of `SLACK` for float noise only: the frames are the
 same, so the figures of one model are reproducible.
 
 The absolute targets of the spot-free frames (`TARGETS`) are reported beside the gate, so a
@@ -154,6 +157,16 @@ def _frames(data: Mapping[str, Any]) -> dict[str, list[tuple]]:
     return {g: sorted(v) for g, v in out.items()}
 
 
+def _missing_groups(data: Mapping[str, Any]) -> list[str]:
+    """``set/style`` groups of the sets ``data`` scored that have no frame in it."""
+    from ..simulate.heldout import STYLES_OF_SET
+
+    seen = {(r["set"], r["style"]) for r in data["rows"]}
+    sets = {s for s, _ in seen}
+    return [f"{s}/{style}" for s in sorted(sets) for style in STYLES_OF_SET.get(s, ())
+            if (s, style) not in seen]
+
+
 def release_gate(candidate: Mapping[str, Any], baseline: Mapping[str, Any], *,
                  masker: str = "unet", baseline_masker: str | None = None) -> GateResult:
     """Hold ``candidate`` against ``baseline`` (both ``evaluation.json`` contents).
@@ -162,10 +175,17 @@ def release_gate(candidate: Mapping[str, Any], baseline: Mapping[str, Any], *,
     ------
     ConfigError
         When a group both have was scored on other frames (other seeds or sizes): the figures
-        would not compare. Run both with the same ``--size`` and ``--frames-per-set``.
+        would not compare. Run both with the same ``--size`` and ``--frames-per-set``. Also
+        when a group of a set either scored has no frame (too few ``--frames-per-set``).
     """
     from ..errors import ConfigError
+    from ..simulate.heldout import FRAMES_FOR_EVERY_STYLE
 
+    missing = sorted(set(_missing_groups(candidate)) | set(_missing_groups(baseline)))
+    if missing:
+        raise ConfigError(f"the release gate needs a frame of every held-out group; missing: "
+                          f"{', '.join(missing)}. Evaluate both with --frames-per-set "
+                          f"{FRAMES_FOR_EVERY_STYLE} or more")
     fc, fb = _frames(candidate), _frames(baseline)
     common = [g for g in candidate["summary"] if g in baseline["summary"]]
     differ = [g for g in common if fc.get(g) != fb.get(g)]

@@ -13,8 +13,9 @@ ORDER = 3
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="score maskers on held-out simulated frames")
     e.add_argument("--size", type=int, default=2880, help="frame size, px (default 2880)")
-    e.add_argument("--frames-per-set", type=int, default=4,
-                   help="frames in each held-out set (presets, transfer); default 4")
+    e.add_argument("--frames-per-set", type=int, default=None,
+                   help="frames in each held-out set, its styles in turn; default: a frame of "
+                   "every style (5), which the release gate needs")
     e.add_argument("--sets", nargs="+", default=None, metavar="SET",
                    help="held-out sets: presets, transfer, shapes, negatives (default: all)")
     e.add_argument("--out", type=Path, default=Path("evaluation"), help="output folder")
@@ -35,6 +36,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     from ..apps.release_gate import load_evaluation, release_gate
     from ..errors import ConfigError
     from ..masking import get_masker
+    from ..simulate.heldout import FRAMES_FOR_EVERY_STYLE
 
     if args.candidate is not None and args.against is None:
         raise ConfigError("--candidate is gated against a baseline: add --against EVALUATION")
@@ -45,11 +47,12 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     baseline = load_evaluation(args.against) if args.against is not None else None
     if args.candidate is not None:
         return _gate(load_evaluation(args.candidate), baseline, release_gate)
+    frames_per_set = args.frames_per_set or FRAMES_FOR_EVERY_STYLE
     settings = integration_from_args(args)  # checked before the model loads
     unet = masker_from_args(argparse.Namespace(**{**vars(args), "masker": "unet"}))
     classical = get_masker("classical", n_sigma=args.n_sigma)
     maskers = {"unet": unet, "classical": classical, "none": None, "ground truth": ORACLE}
-    report = evaluate(maskers, size=args.size, frames_per_set=args.frames_per_set,
+    report = evaluate(maskers, size=args.size, frames_per_set=frames_per_set,
                       settings=settings, sets=sets)
     print(report.markdown())
     out = write_report(report, args.out, {"unet": unet.settings(),

@@ -28,6 +28,8 @@ SETS = ("presets", "transfer", "shapes", "negatives")
 SEED_OFFSET = {"presets": 0, "transfer": 500, "shapes": 1000, "negatives": 1500}
 STYLES_OF_SET = {"presets": PRESET_STYLES, "transfer": TRANSFER_STYLES,
                  "shapes": SHAPE_STYLES, "negatives": NEGATIVE_STYLES}
+#: Frames per set that draw a frame of every style of every set (`heldout_cases` cycles them).
+FRAMES_FOR_EVERY_STYLE = max(len(styles) for styles in STYLES_OF_SET.values())
 
 
 @dataclass
@@ -39,7 +41,8 @@ class Case:
     seed: int
 
 
-def heldout_cases(frames_per_set: int = 4, sets: tuple[str, ...] = SETS) -> list[Case]:
+def heldout_cases(frames_per_set: int = FRAMES_FOR_EVERY_STYLE,
+                  sets: tuple[str, ...] = SETS) -> list[Case]:
     """The held-out frames: ``frames_per_set`` of each of ``sets``, styles cycled."""
     unknown = set(sets) - set(SETS)
     if unknown:

@@ -105,6 +105,7 @@ class RunState:
     tables_changed: bool = False
     tables_cost: float = 0.0  # seconds the last table write took
     tables_written: float = 0.0  # monotonic time of the last table write
+    coords_written: bool = False  # the pattern's coordinates written or checked
 
 
 def preallocate(parent: Any, key: str, shape: tuple[int, ...], dims: tuple[str, ...], dtype: str,
@@ -257,8 +258,9 @@ def ensure_mask(state: RunState, index: int, shape: tuple[int, ...]) -> bool:
 
 def ensure_pattern(state: RunState, index: int, pattern: Any) -> None:
     """Create the pattern dataset's arrays and coordinates like ``pattern``'s if missing: the
-    owner's with one row (NaN until written), an attached writer's preallocated."""
-    if len(state.pattern) == 2:
+    owner's with one row (NaN until written), an attached writer's preallocated. The
+    coordinates are written, or checked once in a resumed version (`_write_coord`)."""
+    if len(state.pattern) == 2 and state.coords_written:
         return
     attrs = {k: v for k, v in pattern.attrs.items()
              if k not in ("masked_pixels", "masked_fraction")}
@@ -268,6 +270,8 @@ def ensure_pattern(state: RunState, index: int, pattern: Any) -> None:
     n = max(state.expected or 0, index + 1) if not state.owner else 1
     for key, long_name in (("intensity", "azimuthally averaged intensity"),
                            ("sigma", "standard error of intensity")):
+        if key in state.pattern:  # loaded with the version
+            continue
         arr, created = preallocate(
             pat, key, (n, bins), ("frame", "radial"), "float32", specs=["xarray_data_var"],
             metadata={"attrs": {"units": "counts", "long_name": long_name}})
@@ -277,19 +281,29 @@ def ensure_pattern(state: RunState, index: int, pattern: Any) -> None:
     for name in ("two_theta", "q"):
         if name in pattern.coords:
             _write_coord(pat, name, pattern.coords[name])
+    state.coords_written = True
 
 
 def _write_coord(pat: Any, name: str, coord: Any) -> None:
-    """The pattern's coordinate ``name`` (another writer may have written it first)."""
+    """The pattern's coordinate ``name``. Another writer may have created it first: its
+    values are kept when they are these, and written again when they are not (tiled's
+    ``write_array`` creates the node, then sends the values: a writer killed in between
+    leaves a coordinate that reads the fill value, zeros)."""
     from tiled.client.utils import ClientError
 
+    values = np.asarray(coord.values, dtype=np.float64)
     try:
         with _creating(pat, name):
-            pat.write_array(np.asarray(coord.values, dtype=np.float64), key=name,
-                            dims=["radial"], specs=["xarray_coord"],
+            pat.write_array(values, key=name, dims=["radial"], specs=["xarray_coord"],
                             metadata={"attrs": {"units": coord.attrs.get("units", ""),
                                                 "long_name": coord.attrs.get("long_name",
                                                                              name)}})
     except ClientError as exc:
-        if not conflict(exc):  # another writer wrote the same coordinate
+        if not conflict(exc):
             raise
+        stored = pat[name]
+        if stored.shape != values.shape or not np.array_equal(stored.read(), values):
+            log.warning("the pattern's %s coordinate at %s did not hold this run's values "
+                        "(a write cut short?); written again", name,
+                        "/".join(getattr(pat, "path_parts", None) or []))
+            stored.write(values)
