@@ -129,13 +129,23 @@ class Remote:
 def compute_frame(task: RunTask, frame: np.ndarray) -> Remote | Failure:
     """Run on a Dask worker: mask, integrate and tabulate one frame of ``task``'s run. The
     masker's or pyFAI's error comes back as the frame's `Failure` (it is the frame's, not the
-    cluster's)."""
+    cluster's).
+
+    The run's first frame on a Dask worker builds its engine and geometry tables there first
+    (`Pipeline.warm`): those seconds come back as ``timings["warm"]``, outside the frame's
+    ``"total"``, so the cost per frame the lag report sizes workers with is what every frame
+    costs, not the one-off build (which made a short scan ask for dozens of workers)."""
     try:
-        (result,) = task.pipeline().process([frame])
+        pipeline = task.pipeline()
+        try:
+            warm_s = pipeline.warm()
+        except Exception:  # the frame then builds it, and raises the real error if any
+            warm_s = 0.0
+        (result,) = pipeline.process([frame])
     except Exception as exc:
         return Failure(exc)
-    return Remote(result.mask.codes, result.pattern, result.timings, result.mask.timings,
-                  result.tables)
+    return Remote(result.mask.codes, result.pattern, {**result.timings, "warm": warm_s},
+                  result.mask.timings, result.tables)
 
 
 @dataclass

@@ -9,9 +9,9 @@ what is waiting in batches (`Worker`'s ``batch``). The lag is reported on the de
 
 Sizing: the report also carries the rate the frames come at (``frame_rate_hz``, from their
 announcements), what one frame costs to compute (``frame_cost_s``, mask + integrate + tables on
-one thread: the median of the last `COST_WINDOW` frames, so a Dask worker's first frame, which
-also builds the run's engine and tables there, does not count for a dozen) and from both the
-threads that keep up with the scan:
+one thread: the median of the last `COST_WINDOW` frames; a Dask worker builds the run's engine
+and tables before its first frame and reports those seconds apart, `fanout.compute_frame`)
+and from both the threads that keep up with the scan:
 ``workers_needed`` = ceil(rate x cost), against ``workers`` (1 in-process; the Dask workers'
 threads when the frames fan out over a cluster). The lag stays flat while ``workers`` >=
 ``workers_needed``; the warning says how many more it takes.
