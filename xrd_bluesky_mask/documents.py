@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["PONI_KEY", "find_image_field", "find_poni"]
+__all__ = ["PONI_KEY", "find_image_field", "find_poni", "start_frame_shape"]
 
 #: Start-document key holding the PONI text.
 PONI_KEY = "xrd_mask_poni"
@@ -48,3 +48,13 @@ def find_poni(start: Mapping[str, Any], descriptor: Mapping[str, Any],
             if key.endswith("poni") and isinstance(value, str) and "Distance" in value:
                 return value, f"configuration:{device}.{key}"
     return None, ""
+
+
+def start_frame_shape(start: Mapping[str, Any]) -> tuple[int, int] | None:
+    """The frame ``(rows, cols)`` a start document names (``xrd_mask_detector.shape_px``), or
+    None (the PONI's detector then gives it)."""
+    detector = start.get("xrd_mask_detector")
+    shape = detector.get("shape_px") if isinstance(detector, dict) else None
+    if isinstance(shape, (list, tuple)) and len(shape) >= 2:
+        return int(shape[-2]), int(shape[-1])
+    return None

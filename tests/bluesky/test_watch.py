@@ -90,6 +90,15 @@ def test_watch_catches_up_then_masks_a_scan_of_another_process_live(served, tmp_
     lines: list[str] = []
     watcher = TiledRunWatcher(client, masker="classical", integration=_integration(),
                               journal=tmp_path / "journal", report=lines.append)
+    submitted: list[tuple[str, str]] = []  # (item type, run uid) in the worker's order
+    submit = watcher.worker.submit
+
+    def noting(item):
+        submitted.append((type(item).__name__, getattr(item, "run_uid", "")
+                          or getattr(getattr(item, "spec", None), "uid", "")))
+        return submit(item)
+
+    watcher.worker.submit = noting
     try:
         watcher.start()  # subscribes, then catches up: `before` is queued at once
         assert before in watcher.active and watcher.catch_ups == 1
@@ -115,6 +124,11 @@ def test_watch_catches_up_then_masks_a_scan_of_another_process_live(served, tmp_
                for line in lines)
     assert any(line.startswith(f"run {live[:8]}: complete, 4 frames masked, 0 failed")
                for line in lines)
+    # the live run's geometry was warmed from its start document, before it opened with its
+    # first frame (the finished run, found by the catch-up, opens at once)
+    mine = [kind for kind, uid in submitted if uid == live]
+    assert mine[:2] == ["WarmGeometry", "OpenRun"], mine
+    assert "WarmGeometry" not in [kind for kind, uid in submitted if uid == before]
     _assert_same_results(client, before, 3)
     _assert_same_results(client, live, 4)
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from event_model import DocumentRouter
 
-from ..documents import find_image_field, find_poni
+from ..documents import find_image_field, find_poni, start_frame_shape
 from ..pipeline.items import CloseRun, FrameItem, OpenRun, RunSpec, WarmGeometry
 
 if TYPE_CHECKING:
@@ -50,11 +50,8 @@ class RunMasker(DocumentRouter):
         poni, where = self._poni({})
         if poni is None:
             return
-        detector = self.start_doc.get("xrd_mask_detector")
-        shape = detector.get("shape_px") if isinstance(detector, dict) else None
-        rows_cols = (int(shape[-2]), int(shape[-1])) if (
-            isinstance(shape, (list, tuple)) and len(shape) >= 2) else None
-        self.owner.worker.submit(WarmGeometry(self.uid, poni, rows_cols, where))
+        self.owner.worker.submit(WarmGeometry(self.uid, poni, start_frame_shape(self.start_doc),
+                                              where))
 
     def _poni(self, descriptor: Mapping[str, Any]) -> tuple[str | None, str]:
         """The run's PONI text and where it came from (the file, for a callback's PONI),

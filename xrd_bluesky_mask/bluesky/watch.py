@@ -38,10 +38,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..documents import find_poni, start_frame_shape
 from ..errors import GeometryError, UnknownSource
-from ..pipeline.items import CloseRun, FrameItem, OpenRun, RunSpec
+from ..pipeline.items import CloseRun, FrameItem, OpenRun, RunSpec, WarmGeometry
 from ..tiled.results import DEFAULT_ROOT, FINAL_STATUSES, finished_sources
-from .watch_feed import Event, Grew, MetadataChanged, Reconnected, RunFeed
+from .watch_feed import Event, Grew, MetadataChanged, Reconnected, RunFeed, Started
 
 __all__ = ["TiledRunWatcher"]
 
@@ -177,6 +178,9 @@ class TiledRunWatcher:
             self.report(f"Tiled at {self.uri} answers again: subscribing and catching up")
             self.feed.subscribe()
             self.catch_up()
+        elif isinstance(event, Started) and event.uid not in self.finished \
+                and event.uid not in self.active:
+            self._warm(event.uid, event.start)
         elif isinstance(event, Grew) and event.uid not in self.finished:
             run = self.active.get(event.uid) or self._open(event.uid)
             if run is not None and event.stream == run.stream and run.field in event.keys:
@@ -197,6 +201,14 @@ class TiledRunWatcher:
                 self.sync(run.uid)
 
     # -- runs -----------------------------------------------------------------------------
+    def _warm(self, uid: str, start: dict[str, Any]) -> None:
+        """Have the worker build the engine and tables of the geometry run ``uid``'s start
+        document (or ``--poni``) names, as the live callback does: the run opens only with
+        its first frame, which would otherwise wait for them (about 3 s at 2880x2880 px)."""
+        poni, where = find_poni(start, {}, self.poni)
+        if poni is not None:
+            self.worker.submit(WarmGeometry(uid, poni, start_frame_shape(start), where))
+
     def _open(self, uid: str) -> _Run | None:
         """Plan run ``uid`` and queue its `OpenRun`; None when there is nothing to do (yet)."""
         from ..reprocess.plan import plan_jobs

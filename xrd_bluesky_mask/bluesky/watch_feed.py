@@ -3,7 +3,9 @@
 `RunFeed` holds the watcher's subscriptions (`bluesky_tiled_plugins.subscribe_to_streams` on
 every new run's stream arrays, and the container's own metadata updates) and a thread probing
 the server every ``health_s`` seconds. Their threads only put events on one queue (`events`),
-which the watcher's own thread drains: `Grew` (an array holds more frames), `MetadataChanged`
+which the watcher's own thread drains: `Started` (a new run is announced, with its start
+document: its geometry can be warmed before its first frame), `Grew` (an array holds more
+frames), `MetadataChanged`
 (a run's metadata, with ``stop`` once the scan ended), `Reconnected` (the server answers again
 after an outage: subscribe afresh and catch up).
 """
@@ -18,13 +20,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-__all__ = ["Event", "Grew", "MetadataChanged", "Reconnected", "RunFeed"]
+__all__ = ["Event", "Grew", "MetadataChanged", "Reconnected", "RunFeed", "Started"]
 
 log = logging.getLogger(__name__)
 
 #: Runs whose start document is older than the watcher by more than this (s) are not followed
 #: by subscription when the server replays its cache; catch-up covers them.
 _REPLAY_SLACK_S = 300.0
+
+
+@dataclass(frozen=True)
+class Started:
+    """Run ``uid`` was announced, with its start document ``start``."""
+
+    uid: str
+    start: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -50,7 +60,7 @@ class Reconnected:
     """The server answers again after an outage."""
 
 
-Event: TypeAlias = "Grew | MetadataChanged | Reconnected"
+Event: TypeAlias = "Started | Grew | MetadataChanged | Reconnected"
 
 
 class RunFeed:
@@ -97,7 +107,10 @@ class RunFeed:
         """Subscribe to a run that the server announces (also replayed from its cache)?"""
         start = (update.metadata or {}).get("start") or {}
         recent = float(start.get("time") or 0.0) >= self._t_started - _REPLAY_SLACK_S
-        return recent and self.wanted(update.key)
+        follow = recent and self.wanted(update.key)
+        if follow:
+            self.events.put(Started(update.key, dict(start)))
+        return follow
 
     def subscribe(self) -> None:
         """(Re)open the subscriptions: the container's updates, and every new run's arrays.
