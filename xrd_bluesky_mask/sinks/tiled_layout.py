@@ -302,7 +302,8 @@ def _write_coord(pat: Any, name: str, coord: Any) -> None:
         if not conflict(exc):
             raise
         stored = pat[name]
-        if stored.shape != values.shape or not np.array_equal(stored.read(), values):
+        if stored.shape != values.shape or not np.allclose(stored.read(), values, rtol=1e-9,
+                                                           atol=0.0):
             log.warning("the pattern's %s coordinate at %s did not hold this run's values "
                         "(a write cut short?); written again", name,
                         "/".join(getattr(pat, "path_parts", None) or []))
