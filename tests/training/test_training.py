@@ -224,9 +224,21 @@ def test_hard_tiles_are_drawn_where_the_starting_network_is_wrong(tmp_path):
     assert wrong.shape == (12,) and (wrong >= 0).all()
     blank = TileSet(tiles.x[:2] * 0, torch.zeros_like(tiles.y[:2]))
     assert tile_errors(net, blank, "cpu", threshold=1.1).sum() == 0  # nothing predicted, no spot
+    # hard negatives: a network that calls every pixel a spot is wrong only where none is
+    labelled = (tiles.y == 1).flatten(1).sum(1).float()
+    unlabelled = (tiles.y == 0).flatten(1).sum(1).float()
+    everything = tile_errors(net, tiles, "cpu", threshold=0.0, kind="false_positives")
+    assert torch.equal(everything, unlabelled) and (unlabelled > 0).any()
+    assert torch.equal(tile_errors(net, tiles, "cpu", threshold=0.0), unlabelled)
+    assert torch.equal(tile_errors(net, tiles, "cpu", threshold=1.1), labelled)  # all missed
+    assert tile_errors(net, tiles, "cpu", threshold=1.1, kind="false_positives").sum() == 0
     cfg = TrainConfig(epochs=1, batch_size=4, architecture=TINY, hard_fraction=0.5)
     run = train(tiles, tmp_path / "b", cfg, init_state=net.state_dict(), progress=False)
     assert (tmp_path / "b" / "tile-errors.pt").exists() and run.card.training["config"][
         "hard_fraction"] == 0.5
     with pytest.raises(ModelError, match="--init"):
         train(tiles, tmp_path / "c", cfg, progress=False)
+    negatives = cfg.model_copy(update={"hard_errors": "false_positives"})
+    run = train(tiles, tmp_path / "d", negatives, init_state=net.state_dict(), progress=False)
+    assert (tmp_path / "d" / "tile-errors-false_positives.pt").exists()  # beside "all"'s
+    assert run.card.training["config"]["hard_errors"] == "false_positives"

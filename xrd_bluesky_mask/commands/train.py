@@ -81,6 +81,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="share of each epoch's tiles drawn where the --init network is wrong "
                    "(faint spots it misses, texture and bands it masks), in proportion to its "
                    "wrong pixels; the rest once each at random (default 0: uniform)")
+    t.add_argument("--hard-errors", choices=["all", "false-positives"], default="all",
+                   help="with --hard-fraction: which wrong pixels make a tile hard, all (missed "
+                   "and false, the default) or the false spot pixels only (texture, bands, "
+                   "rings the --init network masks: hard negatives)")
     t.add_argument("--ring-bin-px", type=float, default=None,
                    help="width of the 2θ rings of the ring-excess input channel, px of radius: "
                    "finer than the narrowest ring keeps sharp rings and grainy texture out of "

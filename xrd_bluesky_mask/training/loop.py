@@ -69,6 +69,11 @@ class TrainConfig(BaseModel):
         description="share of each epoch's tiles drawn where the starting network is wrong "
         "(in proportion to its wrong pixels on the tile, with replacement), the rest once "
         "each at random; needs starting weights (--init). 0: every tile once per epoch")
+    hard_errors: Literal["all", "false_positives"] = Field(
+        default="all",
+        description="what makes a tile hard: all the starting network's wrong pixels (missed "
+        "spot pixels, which large spots dominate, and false ones), or its false spot pixels "
+        "only (texture, bands and rings it masks: hard negatives)")
     ring_bin_px: float = Field(
         default=2.0, gt=0, le=8,
         description="width of the 2θ rings of the ring-excess channel the tiles were made "
@@ -163,15 +168,21 @@ def _resume(ckpt: Path, net: torch.nn.Module, opt: torch.optim.Optimizer,
     return history
 
 
-def tile_errors(net: torch.nn.Module, tiles: TileSet, device, threshold: float = 0.5
-                ) -> torch.Tensor:
-    """Wrong pixels (missed spot pixels + false spot pixels, labelled pixels only) of ``net``
-    on every tile, float32 ``(N,)``: where a network is wrong, for drawing hard tiles."""
+def tile_errors(net: torch.nn.Module, tiles: TileSet, device, threshold: float = 0.5,
+                kind: str = "all") -> torch.Tensor:
+    """Wrong pixels (labelled pixels only) of ``net`` on every tile, float32 ``(N,)``: where a
+    network is wrong, for drawing hard tiles. ``kind``: ``"all"`` counts missed and false spot
+    pixels, ``"false_positives"`` only the false ones (powder the network masks)."""
+    if kind not in ("all", "false_positives"):
+        raise ValueError(f"tile error kind must be 'all' or 'false_positives', got {kind!r}")
     out = []
     for i in range(0, len(tiles), 256):  # a chunk at a time: no (N, w, w) probability image
         pred = predict_tiles(net, tiles.x[i : i + 256], device) >= threshold
         y = tiles.y[i : i + 256]
-        wrong = (pred != (y == 1)) & (y != IGNORE)
+        truth = y == 1 if kind == "all" else torch.zeros_like(pred)
+        wrong = (pred != truth) & (y != IGNORE)
+        if kind == "false_positives":
+            wrong &= y != 1
         out.append(wrong.flatten(1).sum(1).float())
     return torch.cat(out) if out else torch.zeros(0)
 
@@ -247,13 +258,15 @@ def _starting_errors(net: torch.nn.Module, train_set: TileSet, cfg: TrainConfig,
 
         raise ModelError("hard tiles (hard_fraction > 0) are drawn where the starting network "
                          "is wrong: give starting weights (--init MODEL)")
-    cache = out / "tile-errors.pt"
+    cache = out / ("tile-errors.pt" if cfg.hard_errors == "all"
+                   else f"tile-errors-{cfg.hard_errors}.pt")
     if cache.exists():
         errors = torch.load(cache, weights_only=True)
         if len(errors) == len(train_set):
             return errors
-    log.info("errors of the starting network on %d training tiles (hard tiles)", len(train_set))
-    errors = tile_errors(net, train_set, device)
+    log.info("errors of the starting network on %d training tiles (hard tiles: %s)",
+             len(train_set), cfg.hard_errors.replace("_", " "))
+    errors = tile_errors(net, train_set, device, kind=cfg.hard_errors)
     torch.save(errors, cache)
     log.info("hard tiles: %d of %d tiles hold a wrong pixel (%.0f wrong pixels per tile)",
              int((errors > 0).sum()), len(errors), float(errors.mean()))

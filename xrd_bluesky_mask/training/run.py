@@ -90,6 +90,8 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
         architecture=architecture, distill_weight=getattr(args, "distill_weight", 1.0),
         ring_bin_px=_ring_bin_px(args), precision=getattr(args, "precision", "fp32"),
         hard_fraction=getattr(args, "hard_fraction", 0.0),
+        hard_errors=("false_positives" if getattr(args, "hard_errors", "all")
+                     == "false-positives" else "all"),
     )
     result = train(
         tiles, out, cfg, model_id=args.model_id, resume=not args.no_resume,
