@@ -56,3 +56,27 @@ def test_decision_step_is_calibrated_with_the_threshold(model, capsys):
     assert read_card(model).decision == {}
     assert main(["calibrate", str(model), "--decision", "grow_z=fast"]) != 0
     assert "give card, off or fields of the decision rule" in capsys.readouterr().err
+
+
+def test_a_spot_free_bound_keeps_every_style_within_the_reference(model, capsys):
+    """Calibrated against the packaged default, the model masks no more pixels than it on
+    any spot-free style; the threshold only rises for it, and recall is that of the final
+    threshold. The CLI prints both counts per style and writes them to the card."""
+    plain = calibrate_threshold(model, frames=2, size=256, target_tnr=0.99, progress=False)
+    bound = calibrate_threshold(model, frames=2, size=256, target_tnr=0.99,
+                                spot_free_against="default", progress=False)
+    styles = bound["spot_free"]["styles"]
+    assert set(styles) == {"sharp_rings", "sharp_rings_int", "po_sharp", "grainy_high",
+                           "grainy_low"}
+    assert all(v["masked_px"] <= v["against_px"] for v in styles.values())
+    assert sum(v["against_px"] for v in styles.values()) > 0  # the bound had something to say
+    # the same weights held against themselves: the bound lands at the reference's own
+    # threshold, far above the one the loose TNR asked for, and recall falls with it
+    reference = read_card(DEFAULT_MODEL_DIR).threshold
+    assert plain["threshold"] < bound["threshold"] <= reference + 1e-3
+    assert bound["recall"] < plain["recall"] and bound["tnr"] >= plain["tnr"]
+    assert main(["calibrate", str(model), "--frames", "2", "--size", "256", "--target-tnr",
+                 "0.99", "--spot-free-against", "default"]) == 0
+    assert "grainy_low" in capsys.readouterr().out
+    assert read_card(model).metrics["calibration"]["spot_free"]["against"] == "default"
+

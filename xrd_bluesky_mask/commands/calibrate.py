@@ -25,6 +25,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="decision step after the threshold, written to the card with it: "
                    "the card's (default), none (off), or DecisionRule fields, e.g. "
                    "grow_z=4,extreme_z=50")
+    c.add_argument("--spot-free-against", default=None, metavar="MODEL",
+                   help="also raise the threshold until the model masks no more pixels than "
+                   "MODEL (a name, e.g. default, or a folder) on frames of every spot-free "
+                   "style of the release gate: calibrate a candidate where the gate judges it")
+    c.add_argument("--spot-free-frames", type=int, default=1,
+                   help="with --spot-free-against: frames of each spot-free style (default 1)")
     c.add_argument("--dry-run", action="store_true", help="print, do not write the card")
     return c
 
@@ -36,12 +42,22 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
 
     if not 0.5 < args.target_tnr < 1:
         raise ConfigError(f"--target-tnr {args.target_tnr:g}: must be in (0.5, 1)")
+    if args.spot_free_frames < 1:
+        raise ConfigError(f"--spot-free-frames {args.spot_free_frames}: must be 1 or more")
     cal = calibrate_threshold(args.model, frames=args.frames, size=args.size,
                               target_tnr=args.target_tnr, scenes=args.scenes,
-                              decision=_rule(args.decision, DecisionRule))
+                              decision=_rule(args.decision, DecisionRule),
+                              spot_free_against=args.spot_free_against,
+                              spot_free_frames=args.spot_free_frames)
     print(f"threshold {cal['threshold']:.4f}: TNR {cal['tnr']:.5f}, recall {cal['recall']:.4f} "
           f"on {cal['frames']} {cal['scenes']} frames of {cal['size_px']} px "
           f"(decision step: {cal['decision']})")
+    if "spot_free" in cal:
+        bound = cal["spot_free"]
+        print(f"masked pixels on {bound['frames']} spot-free frame(s) of each style, this "
+              f"model / {bound['against']}: " + ", ".join(
+                  f"{style} {v['masked_px']} / {v['against_px']}"
+                  for style, v in bound["styles"].items()))
     if not args.dry_run:
         print(f"wrote {write_threshold(args.model, cal)}")
     return 0

@@ -8,6 +8,15 @@ use, so the evaluation stays a held-out test. The frames are of the scene set th
 trained on (the card's ``training.data.scene_set``), and the TNR is that of the final mask:
 where the card turns on a decision step (`masking.decision`), the threshold is raised until the
 mask after that step keeps the target.
+
+A TNR pooled over a few training-style frames says little about texture: they hold few
+spot-free grainy rings, so a candidate calibrated that way can be judged by the release gate
+at a threshold that masks texture its predecessor leaves alone. With ``spot_free_against``
+(``xrd-mask calibrate --spot-free-against default``), calibration also renders frames of every
+spot-free style of the release gate (`simulate.heldout.NEGATIVE_STYLES`, calibration seeds)
+and raises the threshold until the model masks no more pixels on any style than the model it
+is held against does at its own operating point: the candidate then meets the gate where the
+gate is strictest, and its recall there is what it has to offer.
 """
 
 from __future__ import annotations
@@ -42,14 +51,19 @@ def model_scene_set(model: str | Path) -> str:
 def calibrate_threshold(model: str | Path, *, frames: int = 8, size: int = 1024,
                         target_tnr: float = 0.999, seed: int = CALIBRATION_SEED_BASE,
                         scenes: str | None = None, decision: Any = None,
+                        spot_free_against: str | Path | None = None,
+                        spot_free_frames: int = 1,
                         progress: bool = True) -> dict[str, Any]:
     """Threshold reaching ``target_tnr`` on ``frames`` random training-style scenes.
 
     ``scenes``: the scene set (None: the one the model was trained on). ``decision``: a
-    `DecisionRule` applied after the threshold (None: the card's). Returns ``{"threshold",
-    "tnr", "recall", "target_tnr", "frames", "size_px", "seed", "scenes", "decision"}``
-    (recall and TNR of the final mask over the pixels of all frames, static pixels and
-    unlabelled margins left out).
+    `DecisionRule` applied after the threshold (None: the card's). ``spot_free_against``: a
+    model (name or folder) whose masked pixels on ``spot_free_frames`` frames of each spot-free
+    style the threshold must not exceed (module docstring; None: no such bound). Returns
+    ``{"threshold", "tnr", "recall", "target_tnr", "frames", "size_px", "seed", "scenes",
+    "decision"}`` (recall and TNR of the final mask over the pixels of all frames, static
+    pixels and unlabelled margins left out), and with a bound ``"spot_free"``: the model held
+    against and, per style, the masked pixels of both.
     """
     import torch
 
@@ -74,9 +88,87 @@ def calibrate_threshold(model: str | Path, *, frames: int = 8, size: int = 1024,
     point = operating_point(torch.cat(probs), torch.cat(labels), target_tnr)
     if masker.decision.active:
         point = _with_decision(kept, masker.decision, target_tnr, point["threshold"])
+    extra: dict[str, Any] = {}
+    if spot_free_against is not None:
+        bound = _spot_free_bound(masker, spot_free_against, spot_free_frames, size,
+                                 seed + SPOT_FREE_SEED_OFFSET, point["threshold"], progress)
+        if bound["threshold"] > point["threshold"]:
+            point = _point(kept, masker.decision, bound["threshold"])
+        extra["spot_free"] = {"against": str(spot_free_against), "frames": spot_free_frames,
+                              "styles": bound["styles"]}
     return {**point, "target_tnr": target_tnr, "frames": frames, "size_px": size, "seed": seed,
             "scenes": scenes,
-            "decision": masker.decision.to_dict() if masker.decision.active else "off"}
+            "decision": masker.decision.to_dict() if masker.decision.active else "off", **extra}
+
+
+#: Seeds of the spot-free frames of a bound (``seed`` + this + i), apart from the scenes'.
+SPOT_FREE_SEED_OFFSET = 10_000
+
+
+def _spot_free_bound(masker: Any, against: str | Path, n: int, size: int, seed: int,
+                     start: float, progress: bool, steps: int = 16) -> dict[str, Any]:
+    """The lowest threshold at or above ``start`` (bisected in logit) at which ``masker``
+    masks no more pixels on ``n`` frames of each spot-free style than ``against`` does with
+    its card; ``{"threshold", "styles": {style: {"masked_px", "against_px"}}}``."""
+    from ..masking.decision import decide
+    from ..masking.unet import UNetMasker
+    from ..simulate import simulate_frame
+    from ..simulate.heldout import NEGATIVE_STYLES, Case, negative_scene
+
+    reference = UNetMasker(against)
+    frames: list[tuple[str, tuple]] = []
+    limit: dict[str, int] = dict.fromkeys(NEGATIVE_STYLES, 0)
+    cases = [Case("negatives", style, seed + i) for i in range(n) for style in NEGATIVE_STYLES]
+    for case in tqdm(cases, desc="spot-free frames", unit="frame", disable=not progress):
+        sim = simulate_frame(negative_scene(case, size), seed=case.seed)
+        limit[case.style] += int(reference.predict(sim.image, sim.geometry,
+                                                   extra_static=sim.static_mask).spots.sum())
+        f32, static, x, stats = masker.inputs_and_stats(sim.image, sim.geometry,
+                                                        extra_static=sim.static_mask)
+        prob, _ = masker.probability(x)
+        frames.append((case.style, (prob, f32, static, stats)))
+
+    def masked(thr: float) -> dict[str, int]:
+        out: dict[str, int] = dict.fromkeys(NEGATIVE_STYLES, 0)
+        for style, (prob, f32, static, stats) in frames:
+            out[style] += int(decide((prob >= thr) & ~static, f32, static, stats,
+                                     masker.decision).sum())
+        return out
+
+    def within(counts: dict[str, int]) -> bool:
+        return all(counts[s] <= limit[s] for s in NEGATIVE_STYLES)
+
+    def logit(p: float) -> float:
+        return math.log(p / (1 - p))
+
+    best, counts = start, masked(start)
+    if not within(counts):
+        lo, hi = logit(start), logit(1 - 1e-6)
+        best, counts = 1 - 1e-6, masked(1 - 1e-6)
+        for _ in range(steps):
+            mid = (lo + hi) / 2
+            thr = 1 / (1 + math.exp(-mid))
+            cand = masked(thr)
+            if within(cand):
+                best, counts, hi = thr, cand, mid
+            else:
+                lo = mid
+    return {"threshold": best,
+            "styles": {s: {"masked_px": counts[s], "against_px": limit[s]}
+                       for s in NEGATIVE_STYLES}}
+
+
+def _point(kept: list[tuple], rule: DecisionRule, thr: float) -> dict[str, float]:
+    """TNR and recall of the mask after ``rule`` at threshold ``thr`` on the calibration
+    frames ``kept``."""
+    from ..masking.decision import decide
+    from ..metrics import pixel_metrics
+
+    counts = [pixel_metrics(decide((prob >= thr) & ~static, f32, static, stats, rule),
+                            y == 1, y >= 0) for prob, f32, static, stats, y in kept]
+    tp, fp, fn, tn = (sum(c[k] for c in counts) for k in ("tp", "fp", "fn", "tn"))
+    return {"threshold": thr, "tnr": tn / max(tn + fp, 1),
+            "recall": tp / (tp + fn) if tp + fn else float("nan")}
 
 
 #: Lowest threshold calibration tries when the decision step's veto removes components.
@@ -90,15 +182,8 @@ def _with_decision(kept: list[tuple], rule: DecisionRule, target_tnr: float,
     add spots, so without a veto the search goes up from ``start`` (the plain threshold's
     point); the veto removes components, so with it the search also goes down, to
     `VETO_FLOOR`."""
-    from ..masking.decision import decide
-    from ..metrics import pixel_metrics
-
     def point(thr: float) -> dict[str, float]:
-        counts = [pixel_metrics(decide((prob >= thr) & ~static, f32, static, stats, rule),
-                                y == 1, y >= 0) for prob, f32, static, stats, y in kept]
-        tp, fp, fn, tn = (sum(c[k] for c in counts) for k in ("tp", "fp", "fn", "tn"))
-        return {"threshold": thr, "tnr": tn / max(tn + fp, 1),
-                "recall": tp / (tp + fn) if tp + fn else float("nan")}
+        return _point(kept, rule, thr)
 
     def logit(p: float) -> float:
         return math.log(p / (1 - p))
