@@ -22,8 +22,9 @@ gate is strictest, and its recall there is what it has to offer.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -32,6 +33,8 @@ from .operating_point import operating_point
 
 if TYPE_CHECKING:
     from ..masking.decision import DecisionRule
+
+T = TypeVar("T")
 
 #: Calibration frames use seeds from here; training runs use seeds below it.
 CALIBRATION_SEED_BASE = 500_000
@@ -138,21 +141,9 @@ def _spot_free_bound(masker: Any, against: str | Path, n: int, size: int, seed: 
     def within(counts: dict[str, int]) -> bool:
         return all(counts[s] <= limit[s] for s in NEGATIVE_STYLES)
 
-    def logit(p: float) -> float:
-        return math.log(p / (1 - p))
-
     best, counts = start, masked(start)
     if not within(counts):
-        lo, hi = logit(start), logit(1 - 1e-6)
-        best, counts = 1 - 1e-6, masked(1 - 1e-6)
-        for _ in range(steps):
-            mid = (lo + hi) / 2
-            thr = 1 / (1 + math.exp(-mid))
-            cand = masked(thr)
-            if within(cand):
-                best, counts, hi = thr, cand, mid
-            else:
-                lo = mid
+        best, counts = _lowest_passing(start, 1 - 1e-6, masked, within, steps)
     return {"threshold": best,
             "styles": {s: {"masked_px": counts[s], "against_px": limit[s]}
                        for s in NEGATIVE_STYLES}}
@@ -185,24 +176,36 @@ def _with_decision(kept: list[tuple], rule: DecisionRule, target_tnr: float,
     def point(thr: float) -> dict[str, float]:
         return _point(kept, rule, thr)
 
+    def keeps(p: dict[str, float]) -> bool:
+        return p["tnr"] >= target_tnr
+
+    best = point(start)
+    if not keeps(best):
+        return _lowest_passing(start, 1 - 1e-6, point, keeps, steps)[1]
+    if rule.veto_ratio <= 0:
+        return best
+    return _lowest_passing(min(VETO_FLOOR, start), start, point, keeps, steps, at_hi=best)[1]
+
+
+def _lowest_passing(lo: float, hi: float, measure: Callable[[float], T],
+                    passes: Callable[[T], bool], steps: int,
+                    at_hi: T | None = None) -> tuple[float, T]:
+    """The lowest threshold in ``[lo, hi]`` (bisected ``steps`` times in logit) whose
+    ``measure`` ``passes``, with that measure; ``hi`` is taken to pass (``at_hi``: its
+    measure, when known). Used where the measure falls as the threshold falls."""
     def logit(p: float) -> float:
         return math.log(p / (1 - p))
 
-    best = point(start)
-    if best["tnr"] >= target_tnr:
-        if rule.veto_ratio <= 0:
-            return best
-        lo, hi = logit(min(VETO_FLOOR, start)), logit(start)
-    else:
-        lo, hi = logit(start), logit(1 - 1e-6)
-        best = point(1 - 1e-6)
+    best = (hi, at_hi if at_hi is not None else measure(hi))
+    a, b = logit(lo), logit(hi)
     for _ in range(steps):
-        mid = (lo + hi) / 2
-        cand = point(1 / (1 + math.exp(-mid)))
-        if cand["tnr"] >= target_tnr:
-            best, hi = cand, mid
+        mid = (a + b) / 2
+        thr = 1 / (1 + math.exp(-mid))
+        cand = measure(thr)
+        if passes(cand):
+            best, b = (thr, cand), mid
         else:
-            lo = mid
+            a = mid
     return best
 
 
