@@ -307,7 +307,7 @@ def _write_coord(pat: Any, name: str, coord: Any, *, check: bool) -> None:
             raise
     if not check:
         return
-    where = "/".join(getattr(pat, "path_parts", None) or [])
+    where = node_path(pat)
     try:
         stored = pat[name]
         if stored.shape == values.shape and np.allclose(stored.read(), values, rtol=1e-9,
