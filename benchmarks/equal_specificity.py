@@ -8,10 +8,14 @@ oriented sharp rings, integer-count sharp rings) and on v4 spot frames, all with
 training (below 500,000), the gate (from 1,000,000) nor the veto's settings use (spot frames
 are calibration frames, 500,000 + i), and prints the masked pixels per spot-free style with the
 pixel and spot recall on the spot frames: read the recall of each model where their
-false positives on the texture frames match.
+false positives on the texture frames match. ``A+B`` stands for the mean spot probability of
+two models (each with its own input statistics; the first one's decision step): does a pair
+find more at equal specificity than either alone?
 
     .venv/bin/python benchmarks/equal_specificity.py --model default \\
         --model runs/veto/v4=0.43,0.5,0.55,0.6 --frames 2 --size 2880
+    .venv/bin/python benchmarks/equal_specificity.py \\
+        --model default+runs/veto/v4-neg-sf=0.4,0.45,0.5,0.55,0.6 --frames 2 --size 2880
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ def frames(n: int, size: int) -> list[tuple[str, SimulatedFrame]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append", required=True, metavar="MODEL[=T1,T2,...]",
-                    help="a model and the thresholds to try (default: its card's)")
+                    help="a model (or A+B, the mean probability of two) and the thresholds "
+                         "to try (default: the (first) card's)")
     ap.add_argument("--frames", type=int, default=2)
     ap.add_argument("--size", type=int, default=2880)
     args = ap.parse_args()
@@ -62,7 +67,8 @@ def main() -> None:
     print("|---|---:|" + "---:|" * (len(SPOT_FREE) + 2))
     for spec in args.model:
         path, _, cuts = spec.partition("=")
-        masker = UNetMasker(path)
+        maskers = [UNetMasker(part) for part in path.split("+")]
+        masker = maskers[0]
         thresholds = [float(t) for t in cuts.split(",")] if cuts else [masker.threshold]
         fp = {t: dict.fromkeys(SPOT_FREE, 0) for t in thresholds}
         tp = dict.fromkeys(thresholds, 0)
@@ -72,6 +78,11 @@ def main() -> None:
             f32, static, x, stats = masker.inputs_and_stats(sim.image, sim.geometry,
                                                             extra_static=sim.static_mask)
             prob, _ = masker.probability(x)
+            for other in maskers[1:]:
+                x_other = other.inputs_and_stats(sim.image, sim.geometry,
+                                                 extra_static=sim.static_mask)[2]
+                prob = prob + other.probability(x_other)[0]
+            prob = prob / len(maskers)
             truth = sim.labels & ~static
             ids = sim.spot_ids[truth]
             count = np.bincount(ids)
