@@ -207,10 +207,14 @@ def _retrain_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("xrd-mask-retrain")]
 
 
-def test_an_aborted_retrain_changes_nothing(env, run_engine):
+def test_an_aborted_retrain_changes_nothing(env, run_engine, tmp_path, monkeypatch):
     RE, client, uid, reg = run_engine, env["client"], env["uid"], env["registry"]
     before = _tree(reg.root)
-    temp_before = set(Path(tempfile.gettempdir()).glob("xrd-mask-retrain-*"))
+    # the retrain's work folder goes to a temp folder of this test alone: another test process
+    # retraining at the same time leaves its own work folder in the system's
+    own_temp = tmp_path / "temp"
+    own_temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(own_temp))
     first_epoch = threading.Event()
     seen: list[tuple[str, dict]] = []
 
@@ -241,7 +245,7 @@ def test_an_aborted_retrain_changes_nothing(env, run_engine):
     # the training thread stops after its epoch; nothing registered, work folder removed
     wait_for(lambda: not _retrain_threads(), 120, "the training thread to stop")
     assert _tree(reg.root) == before
-    assert set(Path(tempfile.gettempdir()).glob("xrd-mask-retrain-*")) <= temp_before
+    assert not list(own_temp.glob("xrd-mask-retrain-*"))
 
 
 def test_abort_from_another_thread_while_running(env, run_engine):
