@@ -294,24 +294,25 @@ def fine_tune(
         if stop is not None and stop.is_set():
             raise Cancelled("fine-tuning stopped on request")
 
-    bin_px = base.card.input.ring_bin_px
+    spec = base.card.input
     tiles = tiles_from_annotated(runs, window=settings.window,
                                  negative_keep=settings.negative_keep, seed=settings.seed,
-                                 bin_px=bin_px)
+                                 spec=spec)
     n_annotated = len(tiles)
     n_rehearsal = rehearsal_count(n_annotated, settings.rehearsal)
     rehearsal = None
     if n_rehearsal:  # trained on, never validated: the threshold stays the user's scene's
         check()
         rehearsal = rehearsal_tiles(n_rehearsal, window=settings.window, seed=settings.seed,
-                                    bin_px=bin_px)
+                                    spec=spec)
     check()
     config = TrainConfig(epochs=1, batch_size=settings.batch_size, lr=settings.lr,
                          lr_schedule="constant", class_weights=settings.class_weights,
                          val_fraction=settings.val_fraction, target_tnr=settings.target_tnr,
                          augment=settings.augment, seed=settings.seed,
                          architecture=base.card.architecture, device=settings.device,
-                         ring_bin_px=bin_px)
+                         ring_bin_px=spec.ring_bin_px,
+                         coarse_ring_bin_px=spec.coarse_ring_bin_px)
     init = {k: v.detach().cpu().clone() for k, v in base.net.state_dict().items()}
     frames = {r.uid: {"train": r.train_indices, "heldout": list(r.heldout)} for r in runs}
     extra = {"data": {"source": "annotated runs", "frames": frames, "tiles": n_annotated,

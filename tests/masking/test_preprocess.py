@@ -142,3 +142,21 @@ def test_ring_excess_channel_is_the_excess_over_the_ring(small_geometry, rng):
     expected = np.arcsinh(stats.excess(f32) / 2) / 3
     np.testing.assert_allclose(x[1], np.where(static, 0.0, expected), rtol=1e-5, atol=1e-5)
     assert x[1, 50, 60] == x[1].max() > 1.0
+
+
+def test_coarse_ring_channel_is_the_excess_over_coarser_rings(small_geometry, rng):
+    """With a coarse ring width the input gains a fifth channel: the ring excess against rings
+    of that width; the first four channels are those of the fine width alone."""
+    from xrd_bluesky_mask.models.card import InputSpec
+
+    frame, _ = ring_frame(small_geometry, rng, level=30, ring_peak=300,
+                          spots=[(60, 60, 2, 300)])
+    f32, static = prepare_frame(frame, small_geometry)
+    both = network_input(f32, static, small_geometry,
+                         InputSpec(ring_bin_px=0.5, coarse_ring_bin_px=2.0))
+    fine = network_input(f32, static, small_geometry, InputSpec(ring_bin_px=0.5))
+    coarse = network_input(f32, static, small_geometry, InputSpec(ring_bin_px=2.0))
+    assert both.shape == (5, 256, 256) and fine.shape == (4, 256, 256)
+    np.testing.assert_array_equal(both[:4], fine)
+    np.testing.assert_array_equal(both[4], coarse[1])
+    assert not np.array_equal(both[4], both[1])  # two widths, two different channels

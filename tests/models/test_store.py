@@ -56,3 +56,24 @@ def test_input_mismatch_is_refused(tiny_model_dir, tmp_path):
 def test_card_rejects_unknown_keys():
     with pytest.raises(ValueError):
         ModelCard(model_id="x", colour="red")
+
+
+def test_a_card_of_version_4_reads_as_four_channels_and_names_the_fifth_when_set():
+    old = {"schema_version": 4, "model_id": "old", "input": {
+        "channels": ["log_frame", "ring_excess", "sector_excess", "opposite_sector_excess"],
+        "normalisation_version": 2, "ring_bin_px": 2.0}}
+    card = ModelCard.model_validate(old)
+    assert card.schema_version == 5 and card.input.coarse_ring_bin_px is None
+    assert tuple(card.input.channels) == card.input.expected_channels
+    two = ModelCard(model_id="two", input={"ring_bin_px": 0.5, "coarse_ring_bin_px": 2.0})
+    assert two.input.channels[-1] == "coarse_ring_excess" and len(two.input.channels) == 5
+
+
+def test_a_card_whose_input_does_not_fit_its_network_is_refused(tiny_model_dir, tmp_path):
+    """A card naming the coarse channel over four-channel weights: refused before loading."""
+    other = shutil.copytree(tiny_model_dir, tmp_path / "other")
+    card = read_card(other)
+    card.input = card.input.model_validate({"ring_bin_px": 0.5, "coarse_ring_bin_px": 2.0})
+    (other / "model_card.json").write_text(card.model_dump_json())
+    with pytest.raises(ModelError, match="takes 4 input channels, its card's input has 5"):
+        load_model(other, device="cpu")

@@ -65,6 +65,54 @@ def test_ring_width_and_bf16_training_reach_the_card_and_the_masker(tmp_path):
     assert read_card(again / "best").decision["extreme_z"] == 40.0
 
 
+def test_a_coarse_ring_channel_added_to_a_four_channel_model(tmp_path, tiny_model_dir):
+    """``--coarse-ring-bin-px`` on a four-channel ``--init`` model: the fine-tuned card reads
+    five channels, its network takes five, and its masker masks a frame from five."""
+    from xrd_bluesky_mask.masking.unet import UNetMasker
+
+    out = tmp_path / "dual"
+    assert main(["train", "--out", str(out), "--frames", "2", "--size", "256", "--epochs", "1",
+                 "--batch-size", "2", "--seed", "3", "--ring-bin-px", "0.5",
+                 "--coarse-ring-bin-px", "2", "--scenes", "v4",
+                 "--init", str(tiny_model_dir)]) == 0
+    card = read_card(out / "best")
+    assert card.input.ring_bin_px == 0.5 and card.input.coarse_ring_bin_px == 2.0
+    assert card.input.channels[-1] == "coarse_ring_excess"
+    assert card.architecture.in_channels == 5 and card.architecture.depth == 2
+    assert list(out.glob("tiles-2-256-3-v4-bin0.5-coarse2.pt"))
+    masker = UNetMasker(out / "best", device="cpu")
+    sim = simulate_frame(preset("rings_spots", shape=(256, 256)), seed=4)
+    _, _, x = masker.inputs(sim.image, sim.geometry)
+    assert x.shape == (5, 256, 256)
+    assert masker.predict(sim.image, sim.geometry).spots.shape == (256, 256)
+
+
+def test_a_widened_network_starts_as_its_parent():
+    """Zero weights on the new input channel: the five-channel network's output is the
+    four-channel one's whatever the new channel holds, and training reaches those weights."""
+    import torch
+
+    from xrd_bluesky_mask.models.network import build_network
+    from xrd_bluesky_mask.training.run import widen_input
+
+    torch.manual_seed(0)
+    four = build_network(NetworkConfig(depth=2, base_channels=4)).eval()
+    five = build_network(NetworkConfig(depth=2, base_channels=4, in_channels=5)).eval()
+    five.load_state_dict(widen_input(four.state_dict(), five.state_dict()))
+    x = torch.randn(1, 5, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(five(x), four(x[:, :4]))
+        torch.testing.assert_close(five(torch.cat([x[:, :4], x[:, 4:] + 1], 1)), five(x))
+    first = next(w for w in five.parameters() if w.ndim == 4 and w.shape[1] == 5)
+    assert not first[:, 4].any()
+    five.train()
+    five(x)[:, 1].mean().backward()
+    assert first.grad is not None and first.grad[:, 4].abs().sum() > 0
+    with pytest.raises(ValueError, match="cannot start"):
+        widen_input(build_network(NetworkConfig(depth=2, base_channels=8)).state_dict(),
+                    five.state_dict())
+
+
 @pytest.mark.parametrize(("option", "default"), [
     ("--epochs EPOCHS", lambda: TrainConfig().epochs),
     ("--spot-weight SPOT_WEIGHT", lambda: f"{TrainConfig().class_weights[1]:g}"),

@@ -89,6 +89,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="width of the 2θ rings of the ring-excess input channel, px of radius: "
                    "finer than the narrowest ring keeps sharp rings and grainy texture out of "
                    "it (default: the --init model's, else 2)")
+    t.add_argument("--coarse-ring-bin-px", type=float, default=None,
+                   help="add a fifth input channel, the ring excess against rings this wide, px "
+                   "of radius (e.g. 2 beside --ring-bin-px 0.5: coarse rings read low-count "
+                   "rings, fine ones sharp rings). With --init a four-channel model starts "
+                   "with zero weights on it (default: the --init model's, else none)")
     t.add_argument("--teacher", type=Path, default=None,
                    help="distil this trained model folder: its spot probability joins the "
                    "labels in the loss (to train a lighter network)")

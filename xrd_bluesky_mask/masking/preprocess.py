@@ -2,7 +2,8 @@
 
 `prepare_frame` turns any real-valued detector frame into float32 counts plus the static
 mask (invalid whatever the frame shows); `network_input` builds the scale-free channels the
-U-Net sees: a log-scaled frame and each pixel's excess over its own 2θ ring.
+U-Net sees: a log-scaled frame, each pixel's excess over its own 2θ ring (at one or two ring
+widths) and its (ring, χ-sector) cell's excess over the ring.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 
 from ..errors import FrameError
 from ..geometry import Geometry
+from ..models.card import InputSpec
 from .rings import LocalStats, RingStats, local_stats, ring_stats
 
 log = logging.getLogger(__name__)
@@ -141,25 +143,43 @@ def _compress(z, out) -> None:
     out.copysign_(z).mul_(1.0 / 3.0)
 
 
+def _ring_excess(f, stats: RingStats, out) -> None:
+    """Each pixel's ``asinh(z / 2) / 3``, z its excess over its ring's median in robust standard
+    deviations, into ``out`` (torch, flat)."""
+    import torch
+
+    med = np.nan_to_num(stats.median, nan=0.0)
+    sig = np.nan_to_num(stats.sigma, nan=1.0)
+    # z = f / sigma - median / sigma: two index_select gathers of per-ring tables into one
+    # buffer (advanced indexing and a temporary per operation took 2.5x as long)
+    z = torch.empty_like(f)
+    torch.index_select(torch.from_numpy((1.0 / sig).astype(np.float32)), 0,
+                       stats.bins.index_tensor, out=z)
+    z.mul_(f).add_(torch.index_select(torch.from_numpy((-med / sig).astype(np.float32)), 0,
+                                      stats.bins.index_tensor))
+    _compress(z, out)
+
+
 def network_input(
     frame32: np.ndarray,
     static: np.ndarray,
     geometry: Geometry,
+    spec: InputSpec | None = None,
     *,
     stats: RingStats | None = None,
     local: LocalStats | None = None,
-    bin_px: float = 2.0,
     max_per_bin: int | None = 256,
 ) -> np.ndarray:
-    """The U-Net's input, float32 ``(4, rows, cols)``; static and negative pixels are 0 in every
-    channel and left out of the ring statistics.
+    """The U-Net's input, float32 ``(C, rows, cols)`` with the channels of ``spec`` (a model
+    card's ``input``; None: the four channels with 2 px rings); static and negative pixels are 0
+    in every channel and left out of the ring statistics.
 
     ``log_frame``
         ``log1p(frame / level) / 2`` with ``level`` the frame's median valid pixel, so frames
         whose flux differs by orders of magnitude look alike.
     ``ring_excess``
-        The pixel's excess over the median of its 2θ ring (rings ``bin_px`` px of radius wide:
-        the model card's ``input.ring_bin_px``) in robust standard deviations z, compressed as
+        The pixel's excess over the median of its 2θ ring (rings ``spec.ring_bin_px`` px of
+        radius wide) in robust standard deviations z, compressed as
         ``asinh(z / 2) / 3``: spots are local positive excursions whatever the flux or
         geometry.
     ``sector_excess``
@@ -170,18 +190,25 @@ def network_input(
     ``opposite_sector_excess``
         ``sector_excess`` of the cell at χ + 180° on the same ring: preferred orientation is
         centro-symmetric, a single-crystal spot is not. 0 where that cell is off the detector.
+    ``coarse_ring_excess`` (only when ``spec.coarse_ring_bin_px`` is set)
+        ``ring_excess`` against rings ``spec.coarse_ring_bin_px`` px wide: fine rings keep sharp
+        rings and bright grains out of the excess, coarse rings give a low-count ring enough
+        pixels for its median and spread.
 
     ``local`` (its ring statistics and cell medians, `rings.local_stats`) or ``stats`` (ring
-    statistics only, of ``bin_px``) skip computing what the caller already has.
+    statistics only, of ``spec.ring_bin_px``) skip computing what the caller already has.
     """
     import torch
+
+    spec = spec or InputSpec()
 
     static = static | (frame32 < 0)  # read-noise negatives: zero input, as in training
     valid = ~static
     if local is not None:
         stats = local.ring
     elif stats is None:
-        stats = ring_stats(frame32, valid, geometry, bin_px=bin_px, max_per_bin=max_per_bin)
+        stats = ring_stats(frame32, valid, geometry, bin_px=spec.ring_bin_px,
+                           max_per_bin=max_per_bin)
     step = max(1, frame32.size // 65536)
     flat, ok = frame32.ravel()[::step], valid.ravel()[::step]
     sample = flat[ok]
@@ -191,20 +218,15 @@ def network_input(
         level = float(np.median(positive)) if positive.size else 1.0
     # elementwise work in torch: 5-10x faster than numpy's log1p/arcsinh on 8 Mpx
     f = torch.from_numpy(frame32).reshape(-1)
-    out = torch.empty((4, frame32.size), dtype=torch.float32)
+    n_channels = len(spec.expected_channels)
+    out = torch.empty((n_channels, frame32.size), dtype=torch.float32)
     torch.div(f, level, out=out[0])
     out[0].log1p_().mul_(0.5)
-    med = np.nan_to_num(stats.median, nan=0.0)
-    sig = np.nan_to_num(stats.sigma, nan=1.0)
-    # z = f / sigma - median / sigma: two index_select gathers of per-ring tables into one
-    # buffer (advanced indexing and a temporary per operation took 2.5x as long)
-    z = torch.empty_like(f)
-    torch.index_select(torch.from_numpy((1.0 / sig).astype(np.float32)), 0,
-                       stats.bins.index_tensor, out=z)
-    z.mul_(f).add_(torch.index_select(torch.from_numpy((-med / sig).astype(np.float32)), 0,
-                                      stats.bins.index_tensor))
-    _compress(z, out[1])
-    del z
+    _ring_excess(f, stats, out[1])
+    if spec.coarse_ring_bin_px is not None:
+        coarse = ring_stats(frame32, valid, geometry, bin_px=spec.coarse_ring_bin_px,
+                            max_per_bin=max_per_bin)
+        _ring_excess(f, coarse, out[4])
     if local is None:
         local = local_stats(frame32, valid, geometry, stats, arc_px=SECTOR_ARC_PX)
     cells = local.cells
@@ -220,4 +242,4 @@ def network_input(
     torch.index_select(compressed, 0, cidx, out=out[2])
     torch.index_select(compressed, 0, cells.opposite_index_tensor, out=out[3])
     out.masked_fill_(torch.from_numpy(static).reshape(1, -1), 0.0)
-    return out.reshape(4, *frame32.shape).numpy()
+    return out.reshape(n_channels, *frame32.shape).numpy()

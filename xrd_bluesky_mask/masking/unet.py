@@ -240,13 +240,15 @@ class UNetMasker:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, LocalStats]:
         """`inputs` and the ring and (ring, χ-sector) statistics the input was made from (the
         decision step compares pixels with the same local levels). Rings are the model
-        card's ``input.ring_bin_px`` wide."""
+        card's ``input.ring_bin_px`` wide (and ``input.coarse_ring_bin_px`` for the coarse
+        channel, when the card has one)."""
         f32, static = prepare_frame(frame, geometry, extra_static=extra_static)
         valid = ~static & (f32 >= 0)
         ring = ring_stats(f32, valid, geometry, bin_px=self.model.card.input.ring_bin_px,
                           max_per_bin=256)
         stats = local_stats(f32, valid, geometry, ring, arc_px=SECTOR_ARC_PX)
-        return f32, static, network_input(f32, static, geometry, local=stats), stats
+        return (f32, static,
+                network_input(f32, static, geometry, self.model.card.input, local=stats), stats)
 
     def warm(self, geometry: Geometry) -> None:
         """Build the geometry's ring and sector tables and input channels this masker uses

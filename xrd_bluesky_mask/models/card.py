@@ -14,6 +14,9 @@ Schema versions (each card carries ``schema_version``; older cards are upgraded 
    which cut preferred-orientation bands. A version-3 card's rule is read as local: the local
    rule fires on a subset of what the ring rule did (a cell's level is never below the
    ring's on a band), so its calibrated TNR can only rise.
+5. Adds ``input.coarse_ring_bin_px``: a fifth input channel, the ring excess against rings of
+   a second, coarser width (None: the four channels of before). A version-4 card reads as
+   version 5 without it.
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .network import CHANNELS, NORMALISATION_VERSION, NetworkConfig
+from .network import NORMALISATION_VERSION, NetworkConfig, channel_names
 
-CARD_SCHEMA_VERSION = 4
+CARD_SCHEMA_VERSION = 5
 
 
 class InputSpec(BaseModel):
@@ -33,9 +36,28 @@ class InputSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    channels: list[str] = Field(default_factory=lambda: list(CHANNELS))
+    channels: list[str] = Field(
+        default_factory=list, description="channel names in order; empty: those of the ring "
+        "widths below (`network.channel_names`)")
     normalisation_version: int = NORMALISATION_VERSION
-    ring_bin_px: float = 2.0
+    ring_bin_px: float = Field(default=2.0, gt=0, le=8,
+                               description="2θ ring width of ``ring_excess``, px of radius")
+    coarse_ring_bin_px: float | None = Field(
+        default=None, gt=0, le=16,
+        description="2θ ring width of the fifth channel ``coarse_ring_excess``, px of radius; "
+        "None: no fifth channel")
+
+    @model_validator(mode="after")
+    def _fill_channels(self) -> InputSpec:
+        if not self.channels:
+            self.channels = list(channel_names(self.coarse_ring_bin_px))
+        return self
+
+    @property
+    def expected_channels(self) -> tuple[str, ...]:
+        """The channels this package builds for these ring widths (a card whose ``channels``
+        differ was made by another version)."""
+        return channel_names(self.coarse_ring_bin_px)
 
 
 class RunFrames(BaseModel):
@@ -68,7 +90,13 @@ def _upgrade_v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "decision": decision, "schema_version": 4}
 
 
-_UPGRADES = {1: _upgrade_v1_to_v2, 2: _upgrade_v2_to_v3, 3: _upgrade_v3_to_v4}
+def _upgrade_v4_to_v5(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 5 only adds the optional ``input.coarse_ring_bin_px``."""
+    return {**data, "schema_version": 5}
+
+
+_UPGRADES = {1: _upgrade_v1_to_v2, 2: _upgrade_v2_to_v3, 3: _upgrade_v3_to_v4,
+             4: _upgrade_v4_to_v5}
 
 
 class ModelCard(BaseModel):

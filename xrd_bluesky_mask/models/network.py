@@ -18,6 +18,16 @@ log = logging.getLogger(__name__)
 #: The network's input channels, in order (built by `masking.preprocess.network_input`);
 #: stored in model cards so a model and its input stay matched.
 CHANNELS = ("log_frame", "ring_excess", "sector_excess", "opposite_sector_excess")
+#: The optional fifth channel: ``ring_excess`` against rings of a second, coarser width (a
+#: model card's ``input.coarse_ring_bin_px``). Fine rings keep sharp rings and bright grains out
+#: of the excess; coarse rings keep a low-count ring's median and spread from being noise.
+COARSE_RING_CHANNEL = "coarse_ring_excess"
+
+
+def channel_names(coarse_ring_bin_px: float | None = None) -> tuple[str, ...]:
+    """The input channels, in order, of a network with or without the coarse ring channel."""
+    return CHANNELS if coarse_ring_bin_px is None else (*CHANNELS, COARSE_RING_CHANNEL)
+
 #: Version of how those channels are computed; a card of another version is refused.
 NORMALISATION_VERSION = 2
 
@@ -27,7 +37,7 @@ class NetworkConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    in_channels: int = Field(default=4, ge=1, description="input channels (see CHANNELS)")
+    in_channels: int = Field(default=4, ge=1, description="input channels (see channel_names)")
     out_channels: int = Field(default=2, ge=2, description="classes: 0 = not a spot, 1 = spot")
     depth: int = Field(default=4, ge=2, le=6, description="levels of the U (max-pool steps + 1)")
     base_channels: int = Field(default=8, ge=1, description="feature maps at full resolution")

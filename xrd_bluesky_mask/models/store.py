@@ -124,7 +124,7 @@ def load_model(source: str | Path | None = None, device: str | None = None) -> L
     """
     from safetensors.torch import load_file
 
-    from .network import CHANNELS, NORMALISATION_VERSION, build_network, select_device
+    from .network import NORMALISATION_VERSION, build_network, select_device
 
     folder = Path(source) if source is not None else DEFAULT_MODEL_DIR
     card = read_card(folder)
@@ -137,14 +137,21 @@ def load_model(source: str | Path | None = None, device: str | None = None) -> L
             f"checksum mismatch for {weights}: card says {card.sha256[:12]}..., file is "
             f"{digest[:12]}... The weights were changed or damaged; restore or retrain them."
         )
-    if tuple(card.input.channels) != CHANNELS or (
+    expected = card.input.expected_channels
+    if tuple(card.input.channels) != expected or (
         card.input.normalisation_version != NORMALISATION_VERSION
     ):
         raise ModelError(
             f"model {card.model_id} expects input {card.input.channels} "
             f"(normalisation v{card.input.normalisation_version}); this version provides "
-            f"{list(CHANNELS)} (v{NORMALISATION_VERSION}). Retrain it with `xrd-mask train`."
+            f"{list(expected)} (v{NORMALISATION_VERSION}) for its ring widths. Retrain it with "
+            "`xrd-mask train`."
         )
+    if card.architecture.in_channels != len(expected):
+        raise ModelError(
+            f"model {card.model_id}: its network takes {card.architecture.in_channels} input "
+            f"channels, its card's input has {len(expected)} ({list(expected)}). The card does "
+            "not describe these weights; retrain it with `xrd-mask train`.")
     dev = select_device(device)
     net = build_network(card.architecture)
     try:

@@ -15,6 +15,7 @@ import numpy as np
 from ..errors import AnnotationError
 from ..geometry import Geometry
 from ..masking.preprocess import network_input, prepare_frame
+from ..models.card import InputSpec
 from .dataset import TileSet, tiles_from_pair
 
 
@@ -114,15 +115,15 @@ def _ignored(codes: np.ndarray, static: np.ndarray) -> np.ndarray:
 
 def tiles_from_annotated(runs: Sequence[AnnotatedFrames], *, window: int = 256,
                          negative_keep: float = 0.3, seed: int = 0,
-                         bin_px: float = 2.0) -> TileSet:
+                         spec: InputSpec | None = None) -> TileSet:
     """Training tiles from the training frames of annotated runs (see `tiles_from_pair`);
-    ``bin_px``: the ring width of the model being fine-tuned (its card's ``ring_bin_px``)."""
+    ``spec``: the input of the model being fine-tuned (its card's ``input``)."""
     rng = np.random.default_rng(seed)
     sets = []
     for r in runs:
         for frame, codes in r.pairs("train"):
             f32, static = prepare_frame(frame, r.geometry)
-            x = network_input(f32, static, r.geometry, bin_px=bin_px)
+            x = network_input(f32, static, r.geometry, spec)
             sets.append(tiles_from_pair(x, codes == 1, _ignored(codes, static), window=window,
                                         step=window, negative_keep=negative_keep, rng=rng))
     return TileSet.concat(sets)

@@ -11,6 +11,7 @@ from ..errors import FrameError
 from ..geometry import as_geometry
 from ..io import read_frame
 from ..masking.preprocess import network_input, prepare_frame
+from ..models.card import InputSpec
 from .dataset import TileSet, tiles_from_pair
 
 
@@ -22,10 +23,10 @@ def tiles_from_files(
     window: int = 256,
     negative_keep: float = 0.3,
     seed: int = 0,
-    bin_px: float = 2.0,
+    spec: InputSpec | None = None,
 ) -> TileSet:
     """Tiles from frames and their label masks (one mask file per frame, same order);
-    ``bin_px``: ring width of the ring-excess channel, px (the model's ``ring_bin_px``).
+    ``spec``: the network input (ring widths; the model card's ``input``).
 
     Mask files use the codes `xrd-mask predict` writes: 0 = not a spot, 1 = spot, 2 (or any
     other non-zero value) = static, carrying no label. Shapes must match frame by frame.
@@ -46,7 +47,7 @@ def tiles_from_files(
         f32, static = prepare_frame(frame, geometry)
         labels = codes == 1
         ignore = static | ((codes != 0) & (codes != 1))
-        x = network_input(f32, static, geometry, bin_px=bin_px)
+        x = network_input(f32, static, geometry, spec)
         sets.append(tiles_from_pair(x, labels, ignore, window=window, step=window,
                                     negative_keep=negative_keep, rng=rng))
     return TileSet.concat(sets)

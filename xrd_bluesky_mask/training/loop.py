@@ -78,6 +78,10 @@ class TrainConfig(BaseModel):
         default=2.0, gt=0, le=8,
         description="width of the 2θ rings of the ring-excess channel the tiles were made "
         "with, px of radius (recorded in the card's input; inference uses the same)")
+    coarse_ring_bin_px: float | None = Field(
+        default=None, gt=0, le=16,
+        description="width of the rings of the fifth input channel, coarse_ring_excess, px of "
+        "radius; None: four channels. The architecture's in_channels must match")
     device: str | None = None
 
 
@@ -326,6 +330,9 @@ def train(
         that reports epochs itself (the ``retrain`` plan) passes ``logging.DEBUG``.
     """
     cfg = config or TrainConfig()
+    if tiles.x.shape[1] != cfg.architecture.in_channels:
+        raise ValueError(f"the tiles have {tiles.x.shape[1]} input channels, the network "
+                         f"{cfg.architecture.in_channels}: make both from the same input spec")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -380,7 +387,8 @@ def train(
             model_id=model_id,
             parent=parent,
             architecture=cfg.architecture,
-            input=InputSpec(ring_bin_px=cfg.ring_bin_px),
+            input=InputSpec(ring_bin_px=cfg.ring_bin_px,
+                            coarse_ring_bin_px=cfg.coarse_ring_bin_px),
             threshold=min(max(rec["threshold"], 1e-4), 1 - 1e-4),
             decision=dict(decision or {}),
             training={

@@ -15,6 +15,7 @@ import functools
 import numpy as np
 
 from ..masking.preprocess import network_input, prepare_frame
+from ..models.card import InputSpec
 from .dataset import TileSet, tiles_from_pair
 
 #: Scene styles cycled frame by frame (``random_scene(scenes="v4")``): every other one is
@@ -39,10 +40,12 @@ def frame_seed(seed: int, k: int) -> int:
 
 
 @functools.lru_cache(maxsize=512)
-def frame_tiles(k: int, window: int, seed: int, bin_px: float) -> TileSet:
+def frame_tiles(k: int, window: int, seed: int, bin_px: float,
+                coarse_bin_px: float | None = None) -> TileSet:
     """The tiles of rehearsal frame ``k`` (style ``REHEARSAL_STYLES[k % 12]``, training phases
     only, ``2 * window`` px square): every tile with more than half its pixels labelled,
-    spot-free ones included. Cached: a process simulates each frame once."""
+    spot-free ones included. ``bin_px``, ``coarse_bin_px``: the ring widths of the network
+    input (a model card's ``input``). Cached: a process simulates each frame once."""
     from ..simulate import known_phases, random_scene, simulate_frame
     from ..simulate.presets import HELD_OUT_PHASES
 
@@ -54,21 +57,23 @@ def frame_tiles(k: int, window: int, seed: int, bin_px: float) -> TileSet:
                        scenes="v4")
     sim = simulate_frame(cfg, seed=s)
     f32, static = prepare_frame(sim.image, sim.geometry)
-    x = network_input(f32, static, sim.geometry, bin_px=bin_px)
+    x = network_input(f32, static, sim.geometry,
+                      InputSpec(ring_bin_px=bin_px, coarse_ring_bin_px=coarse_bin_px))
     return tiles_from_pair(x, sim.labels, static | sim.static_mask, window=window, step=window,
                            negative_keep=1.0, rng=rng)
 
 
 def rehearsal_tiles(n: int, *, window: int = 256, seed: int = 0,
-                    bin_px: float = 2.0) -> TileSet:
+                    spec: InputSpec | None = None) -> TileSet:
     """``n`` rehearsal tiles of ``window`` px: those of frames 0, 1, 2, ... (`frame_tiles`) in
     order, cut at ``n``. The same arguments give the same tiles; a larger ``n`` extends a
-    smaller one. ``bin_px``: ring width of the ring-excess channel (the base model's card)."""
+    smaller one. ``spec``: the network input (the base model's card's ``input``)."""
     if n <= 0:
         raise ValueError(f"rehearsal tiles asked for: {n}; ask for at least 1")
+    spec = spec or InputSpec()
     sets, have = [], 0
     for k in range(_MAX_FRAMES_PER_TILE * n + len(REHEARSAL_STYLES)):
-        tiles = frame_tiles(k, window, seed, float(bin_px))
+        tiles = frame_tiles(k, window, seed, spec.ring_bin_px, spec.coarse_ring_bin_px)
         sets.append(tiles)
         have += len(tiles)
         if have >= n:

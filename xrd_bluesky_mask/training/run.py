@@ -6,10 +6,15 @@ import argparse
 import logging
 import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ..models.card import InputSpec
 from .dataset import TileSet
 from .loop import TrainConfig, TrainResult, train
 from .simulated import simulated_tiles
+
+if TYPE_CHECKING:
+    import torch
 
 
 def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainResult:
@@ -24,6 +29,7 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
     logging.getLogger("xrd_bluesky_mask").setLevel(logging.INFO)
     command = "xrd-mask " + shlex.join(argv if argv is not None else sys.argv[1:])
     data: dict
+    spec = input_spec(args)
     if args.images:
         from ..errors import FrameError
         from .files import tiles_from_files
@@ -31,13 +37,12 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
         if not args.masks or args.poni is None:
             raise FrameError("training on --images needs --masks (one per image) and --poni")
         tiles = tiles_from_files(args.images, args.masks, args.poni, seed=args.seed,
-                                 bin_px=_ring_bin_px(args))
+                                 spec=spec)
         data = {"source": "files", "images": [str(p) for p in args.images],
                 "masks": [str(p) for p in args.masks], "poni": str(args.poni)}
     else:
         scenes = getattr(args, "scenes", "v2")
-        tiles = _cached_tiles(out, args.frames, args.size, args.seed, scenes,
-                              _ring_bin_px(args))
+        tiles = _cached_tiles(out, args.frames, args.size, args.seed, scenes, spec)
         data = {"source": "simulator", "frames": args.frames, "shape_px": [args.size, args.size],
                 "seed": args.seed, "scene_set": scenes,
                 "scenes": f"simulate.random_scene(scenes={scenes!r}), all "
@@ -53,18 +58,25 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
         raise ModelError("--prune-teacher starts from the teacher; leave out --init")
     shape = {k: v for k in ("depth", "base_channels", "growth_rate")
              if (v := getattr(args, k, None)) is not None}
-    architecture = NetworkConfig(**shape)
+    architecture = NetworkConfig(**shape, in_channels=len(spec.expected_channels))
     init_state, parent, decision = None, None, None
     if args.init is not None:
         base = load_model(args.init, device="cpu")
         # the base model's decision step travels with its weights, as in retraining
         init_state, parent, decision = (base.net.state_dict(), base.card.model_id,
                                         base.card.decision)
-        if shape and base.card.architecture != architecture:
+        if shape and base.card.architecture.model_copy(update=shape) != base.card.architecture:
             raise ModelError(f"--init {args.init} has architecture "
                              f"{base.card.architecture.model_dump()}; fine-tuning keeps it, so "
                              "leave out --depth/--base-channels/--growth-rate (or drop --init)")
-        architecture = base.card.architecture
+        if (base.card.input.coarse_ring_bin_px is not None
+                and spec.coarse_ring_bin_px is None):
+            raise ModelError(f"--init {args.init} reads a coarse ring channel "
+                             f"({base.card.input.coarse_ring_bin_px:g} px); fine-tuning keeps "
+                             "its input channels")
+        architecture = base.card.architecture.model_copy(update={
+            "in_channels": len(spec.expected_channels)})
+        init_state = widen_input(init_state, build_network(architecture).state_dict())
     teacher = None
     if getattr(args, "teacher", None) is not None:
         loaded = load_model(args.teacher, device="cpu")
@@ -88,7 +100,8 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
         lr_schedule=args.lr_schedule,
         class_weights=(1.0, args.spot_weight), max_minutes=args.max_minutes, device=args.device,
         architecture=architecture, distill_weight=getattr(args, "distill_weight", 1.0),
-        ring_bin_px=_ring_bin_px(args), precision=getattr(args, "precision", "fp32"),
+        ring_bin_px=spec.ring_bin_px, coarse_ring_bin_px=spec.coarse_ring_bin_px,
+        precision=getattr(args, "precision", "fp32"),
         hard_fraction=getattr(args, "hard_fraction", 0.0),
         hard_errors=("false_positives" if getattr(args, "hard_errors", "all")
                      == "false-positives" else "all"),
@@ -104,30 +117,61 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
     return result
 
 
-def _ring_bin_px(args: argparse.Namespace) -> float:
-    """The ring width of the ring-excess channel: ``--ring-bin-px``, else the ``--init``
-    model's (fine-tuning keeps its input), else 2 px."""
-    if getattr(args, "ring_bin_px", None) is not None:
-        return float(args.ring_bin_px)
+def input_spec(args: argparse.Namespace) -> InputSpec:
+    """The network input to train on: ring widths from ``--ring-bin-px`` and
+    ``--coarse-ring-bin-px``, else the ``--init`` model's (fine-tuning keeps its input), else
+    2 px rings and no coarse channel."""
+    base = InputSpec()
     if getattr(args, "init", None) is not None:
         from ..models.store import read_card
 
-        return read_card(args.init).input.ring_bin_px
-    return 2.0
+        base = read_card(args.init).input
+    fine = getattr(args, "ring_bin_px", None)
+    coarse = getattr(args, "coarse_ring_bin_px", None)
+    return InputSpec(
+        ring_bin_px=base.ring_bin_px if fine is None else float(fine),
+        coarse_ring_bin_px=base.coarse_ring_bin_px if coarse is None else float(coarse))
+
+
+def widen_input(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
+                ) -> dict[str, torch.Tensor]:
+    """``state`` (a trained network's weights) for a network with more input channels
+    (``target``'s shapes): each weight that reads the input gets zero weights for the new
+    channels, so the wider network computes what the trained one did and learns what the new
+    channels add. Other shapes must match."""
+    import torch
+
+    out = {}
+    for key, value in state.items():
+        want = target[key].shape
+        if value.shape == want:
+            out[key] = value
+        elif (value.ndim >= 2 and value.shape[0] == want[0] and value.shape[2:] == want[2:]
+              and value.shape[1] < want[1]):
+            pad = torch.zeros((want[0], want[1] - value.shape[1], *want[2:]), dtype=value.dtype)
+            out[key] = torch.cat([value, pad], dim=1)
+        else:
+            raise ValueError(f"weights {key}: shape {tuple(value.shape)} cannot start a network "
+                             f"whose {key} has shape {tuple(want)}")
+    return out
 
 
 def _cached_tiles(out: Path, frames: int, size: int, seed: int, scenes: str = "v2",
-                  bin_px: float = 2.0) -> TileSet:
-    """Simulated tiles, kept in ``out/tiles-<frames>-<size>-<seed>[-v3][-bin0.5].pt`` so a
-    resumed run does not simulate again (the simulation is deterministic, so this only saves
-    time)."""
+                  spec: InputSpec | None = None) -> TileSet:
+    """Simulated tiles, kept in ``out/tiles-<frames>-<size>-<seed>[-v3][-bin0.5][-coarse2].pt``
+    so a resumed run does not simulate again (the simulation is deterministic, so this only
+    saves time)."""
     import torch
 
-    suffix = ("" if scenes == "v2" else f"-{scenes}") + ("" if bin_px == 2.0 else f"-bin{bin_px:g}")
+    spec = spec or InputSpec()
+    suffix = (("" if scenes == "v2" else f"-{scenes}")
+              + ("" if spec.ring_bin_px == 2.0 else f"-bin{spec.ring_bin_px:g}")
+              + ("" if spec.coarse_ring_bin_px is None
+                 else f"-coarse{spec.coarse_ring_bin_px:g}"))
     cache = out / f"tiles-{frames}-{size}-{seed}{suffix}.pt"
     if cache.exists():
         data = torch.load(cache, weights_only=True)
         return TileSet(data["x"].to(torch.float16), data["y"])  # caches of float32 tiles too
-    tiles = simulated_tiles(frames, shape=(size, size), seed=seed, scenes=scenes, bin_px=bin_px)
+    tiles = simulated_tiles(frames, shape=(size, size), seed=seed, scenes=scenes, spec=spec)
     torch.save({"x": tiles.x, "y": tiles.y}, cache)
     return tiles

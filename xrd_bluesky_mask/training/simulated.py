@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..masking.preprocess import network_input, prepare_frame
+from ..models.card import InputSpec
 from ..progress import progress as tqdm
 from .dataset import TileSet, tiles_from_pair
 
@@ -19,7 +20,7 @@ def simulated_tiles(
     presets: list[str] | None = None,
     progress: bool = True,
     scenes: str = "v2",
-    bin_px: float = 2.0,
+    spec: InputSpec | None = None,
 ) -> TileSet:
     """Simulate ``n_frames`` random scenes (frame ``seed + i``) and cut them into tiles.
 
@@ -41,8 +42,8 @@ def simulated_tiles(
         ``"v3"`` on, every other frame takes another detector shape of about the same area
         (non-square, Pilatus-like, wide), so the network meets edges, gaps and aspect ratios
         other than ``shape``'s.
-    bin_px
-        Ring width of the ring-excess channel, px (the model card's ``input.ring_bin_px``).
+    spec
+        The network input: its ring widths (the model card's ``input``); None: 2 px rings.
     """
     from ..simulate import known_phases, random_scene, simulate_frame
     from ..simulate.presets import HELD_OUT_PHASES
@@ -62,7 +63,7 @@ def simulated_tiles(
         # the network sees the frame as it will at inference (only what prepare_frame can
         # tell is invalid is zeroed); the simulator's static pixels carry no label
         f32, static = prepare_frame(sim.image, sim.geometry)
-        x = network_input(f32, static, sim.geometry, bin_px=bin_px)
+        x = network_input(f32, static, sim.geometry, spec)
         sets.append(
             tiles_from_pair(x, sim.labels, static | sim.static_mask, window=window, step=window,
                             negative_keep=negative_keep, rng=rng)
