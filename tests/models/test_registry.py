@@ -202,7 +202,7 @@ def test_cards_of_schema_1_load_and_newer_ones_are_refused(tmp_path, tiny_model_
         old.pop(key, None)
     (v1 / "model_card.json").write_text(json.dumps(old))
     card = read_card(v1)
-    assert card.schema_version == CARD_SCHEMA_VERSION == 4
+    assert card.schema_version == CARD_SCHEMA_VERSION == 5
     assert card.runs == [] and card.decision == {}
     assert read_card(DEFAULT_MODEL_DIR).schema_version == CARD_SCHEMA_VERSION
     newer = shutil.copytree(tiny_model_dir, tmp_path / "newer")
