@@ -108,6 +108,15 @@ def test_a_widened_network_starts_as_its_parent():
     five.train()
     five(x)[:, 1].mean().backward()
     assert first.grad is not None and first.grad[:, 4].abs().sum() > 0
+    # shared: half of ring_excess's weights on the new channel; the same output where the two
+    # ring excesses agree, their mean's where they differ
+    five.load_state_dict(widen_input(four.state_dict(), five.state_dict(), share=1))
+    five.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(five(torch.cat([x[:, :4], x[:, 1:2]], 1)), four(x[:, :4]))
+        mean = x[:, :4].clone()
+        mean[:, 1] = (x[:, 1] + x[:, 4]) / 2
+        torch.testing.assert_close(five(x), four(mean))
     with pytest.raises(ValueError, match="cannot start"):
         widen_input(build_network(NetworkConfig(depth=2, base_channels=8)).state_dict(),
                     five.state_dict())

@@ -94,6 +94,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "of radius (e.g. 2 beside --ring-bin-px 0.5: coarse rings read low-count "
                    "rings, fine ones sharp rings). With --init a four-channel model starts "
                    "with zero weights on it (default: the --init model's, else none)")
+    t.add_argument("--coarse-init", choices=["zero", "ring"], default="zero",
+                   help="with --coarse-ring-bin-px and a four-channel --init: the new channel "
+                   "starts with zero weights (unused; the network is its parent), or with half "
+                   "of ring_excess's weights, ring_excess keeping the other half (default zero)")
     t.add_argument("--teacher", type=Path, default=None,
                    help="distil this trained model folder: its spot probability joins the "
                    "labels in the loss (to train a lighter network)")

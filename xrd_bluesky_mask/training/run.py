@@ -76,7 +76,12 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
                              "its input channels")
         architecture = base.card.architecture.model_copy(update={
             "in_channels": len(spec.expected_channels)})
-        init_state = widen_input(init_state, build_network(architecture).state_dict())
+        from ..models.network import CHANNELS
+
+        share = (CHANNELS.index("ring_excess")
+                 if getattr(args, "coarse_init", "zero") == "ring" else None)
+        init_state = widen_input(init_state, build_network(architecture).state_dict(),
+                                 share=share)
     teacher = None
     if getattr(args, "teacher", None) is not None:
         loaded = load_model(args.teacher, device="cpu")
@@ -133,12 +138,14 @@ def input_spec(args: argparse.Namespace) -> InputSpec:
         coarse_ring_bin_px=base.coarse_ring_bin_px if coarse is None else float(coarse))
 
 
-def widen_input(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
-                ) -> dict[str, torch.Tensor]:
+def widen_input(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor], *,
+                share: int | None = None) -> dict[str, torch.Tensor]:
     """``state`` (a trained network's weights) for a network with more input channels
-    (``target``'s shapes): each weight that reads the input gets zero weights for the new
-    channels, so the wider network computes what the trained one did and learns what the new
-    channels add. Other shapes must match."""
+    (``target``'s shapes). Each weight that reads the input gets, for the new channels, zero
+    weights (``share`` None: the wider network computes what the trained one did, and learns
+    what the new channels add), or half of input channel ``share``'s weights, which keeps the
+    other half (where the new channels equal channel ``share``, the output is the trained
+    one's; where they differ, the network starts from their mean). Other shapes must match."""
     import torch
 
     out = {}
@@ -148,7 +155,13 @@ def widen_input(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
             out[key] = value
         elif (value.ndim >= 2 and value.shape[0] == want[0] and value.shape[2:] == want[2:]
               and value.shape[1] < want[1]):
-            pad = torch.zeros((want[0], want[1] - value.shape[1], *want[2:]), dtype=value.dtype)
+            extra = want[1] - value.shape[1]
+            if share is None:
+                pad = torch.zeros((want[0], extra, *want[2:]), dtype=value.dtype)
+            else:
+                value = value.clone()
+                value[:, share] /= extra + 1
+                pad = value[:, share : share + 1].repeat(1, extra, *[1] * (value.ndim - 2))
             out[key] = torch.cat([value, pad], dim=1)
         else:
             raise ValueError(f"weights {key}: shape {tuple(value.shape)} cannot start a network "
