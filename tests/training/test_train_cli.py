@@ -65,26 +65,42 @@ def test_ring_width_and_bf16_training_reach_the_card_and_the_masker(tmp_path):
     assert read_card(again / "best").decision["extreme_z"] == 40.0
 
 
-def test_a_coarse_ring_channel_added_to_a_four_channel_model(tmp_path, tiny_model_dir):
-    """``--coarse-ring-bin-px`` on a four-channel ``--init`` model: the fine-tuned card reads
-    five channels, its network takes five, and its masker masks a frame from five."""
+def test_channels_added_to_a_four_channel_model(tmp_path, tiny_model_dir, capsys):
+    """``--coarse-ring-bin-px`` and ``--blob-sigmas-px`` on a four-channel ``--init`` model:
+    the fine-tuned card reads six channels, its network takes six, and its masker masks a
+    frame from six; a model cannot be fine-tuned without the channels it reads."""
     from xrd_bluesky_mask.masking.unet import UNetMasker
 
     out = tmp_path / "dual"
     assert main(["train", "--out", str(out), "--frames", "2", "--size", "256", "--epochs", "1",
                  "--batch-size", "2", "--seed", "3", "--ring-bin-px", "0.5",
-                 "--coarse-ring-bin-px", "2", "--scenes", "v4",
+                 "--coarse-ring-bin-px", "2", "--blob-sigmas-px", "1", "3", "--scenes", "v4",
                  "--init", str(tiny_model_dir)]) == 0
     card = read_card(out / "best")
     assert card.input.ring_bin_px == 0.5 and card.input.coarse_ring_bin_px == 2.0
-    assert card.input.channels[-1] == "coarse_ring_excess"
-    assert card.architecture.in_channels == 5 and card.architecture.depth == 2
-    assert list(out.glob("tiles-2-256-3-v4-bin0.5-coarse2.pt"))
+    assert card.input.blob_sigmas_px == [1.0, 3.0]
+    assert card.input.channels[-2:] == ["coarse_ring_excess", "blob_excess"]
+    assert card.architecture.in_channels == 6 and card.architecture.depth == 2
+    assert list(out.glob("tiles-2-256-3-v4-bin0.5-coarse2-blob1_3.pt"))
     masker = UNetMasker(out / "best", device="cpu")
     sim = simulate_frame(preset("rings_spots", shape=(256, 256)), seed=4)
     _, _, x = masker.inputs(sim.image, sim.geometry)
-    assert x.shape == (5, 256, 256)
+    assert x.shape == (6, 256, 256)
     assert masker.predict(sim.image, sim.geometry).spots.shape == (256, 256)
+    # a model reading the blob channel fifth: the coarse channel cannot come before it
+    from xrd_bluesky_mask.models import ModelCard, save_model
+    from xrd_bluesky_mask.models.card import InputSpec
+    from xrd_bluesky_mask.models.network import build_network
+
+    blob_cfg = NetworkConfig(depth=2, base_channels=4, in_channels=5)
+    blob_only = save_model(build_network(blob_cfg), ModelCard(
+        model_id="blob", architecture=blob_cfg, input=InputSpec(blob_sigmas_px=[1.0])),
+        tmp_path / "blob-only")
+    assert main(["train", "--out", str(tmp_path / "reordered"), "--frames", "2", "--size",
+                 "256", "--epochs", "1", "--batch-size", "2", "--seed", "3",
+                 "--coarse-ring-bin-px", "4", "--init", str(blob_only)]) == 2
+    assert "fine-tuning keeps them and may add channels after them" in capsys.readouterr().err
+    assert not (tmp_path / "reordered" / "best").exists()
 
 
 def test_a_widened_network_starts_as_its_parent():

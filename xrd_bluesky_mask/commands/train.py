@@ -94,6 +94,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "of radius (e.g. 2 beside --ring-bin-px 0.5: coarse rings read low-count "
                    "rings, fine ones sharp rings). With --init a four-channel model starts "
                    "with zero weights on it (default: the --init model's, else none)")
+    t.add_argument("--blob-sigmas-px", type=float, nargs="+", default=None,
+                   help="add a last input channel, blob_excess: the ring excess through "
+                   "Gaussian matched filters of these widths (sigma, px; e.g. 1 2 4), so faint "
+                   "spots several pixels wide stand out (default: the --init model's, else "
+                   "none)")
     t.add_argument("--coarse-init", choices=["zero", "ring"], default="zero",
                    help="with --coarse-ring-bin-px and a four-channel --init: the new channel "
                    "starts with zero weights (unused; the network is its parent), or with half "

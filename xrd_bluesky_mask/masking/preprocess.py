@@ -143,9 +143,9 @@ def _compress(z, out) -> None:
     out.copysign_(z).mul_(1.0 / 3.0)
 
 
-def _ring_excess(f, stats: RingStats, out) -> None:
+def _ring_excess(f, stats: RingStats, out):
     """Each pixel's ``asinh(z / 2) / 3``, z its excess over its ring's median in robust standard
-    deviations, into ``out`` (torch, flat)."""
+    deviations, into ``out`` (torch, flat); returns z (torch, flat)."""
     import torch
 
     med = np.nan_to_num(stats.median, nan=0.0)
@@ -158,6 +158,24 @@ def _ring_excess(f, stats: RingStats, out) -> None:
     z.mul_(f).add_(torch.index_select(torch.from_numpy((-med / sig).astype(np.float32)), 0,
                                       stats.bins.index_tensor))
     _compress(z, out)
+    return z
+
+
+def _blob_excess(z: np.ndarray, static: np.ndarray, sigmas_px, out) -> None:
+    """The ring excess z (``(rows, cols)``, robust sigmas) through Gaussian matched filters of
+    each width in ``sigmas_px`` (px), each scaled to unit noise for independent pixels
+    (``2 σ sqrt(π)``), the largest over the widths, compressed as the ring excess, into ``out``
+    (torch, flat). Static pixels count as 0."""
+    import torch
+    from scipy import ndimage
+
+    z = np.where(static, 0.0, z).astype(np.float32)
+    best = None
+    for sigma in sigmas_px:
+        snr = ndimage.gaussian_filter(z, float(sigma), mode="constant", truncate=3.0)
+        snr *= 2.0 * float(sigma) * np.sqrt(np.pi)
+        best = snr if best is None else np.maximum(best, snr, out=best)
+    _compress(torch.from_numpy(best).reshape(-1), out)
 
 
 def network_input(
@@ -194,6 +212,11 @@ def network_input(
         ``ring_excess`` against rings ``spec.coarse_ring_bin_px`` px wide: fine rings keep sharp
         rings and bright grains out of the excess, coarse rings give a low-count ring enough
         pixels for its median and spread.
+    ``blob_excess`` (last; only when ``spec.blob_sigmas_px`` is set)
+        The ring excess z through Gaussian matched filters of those widths (σ, px), each scaled
+        to unit noise, the largest over the widths, compressed as ``ring_excess``: a spot a few
+        pixels wide and 0.5x its ring is a small excess in each pixel, a large one over its
+        area.
 
     ``local`` (its ring statistics and cell medians, `rings.local_stats`) or ``stats`` (ring
     statistics only, of ``spec.ring_bin_px``) skip computing what the caller already has.
@@ -222,11 +245,15 @@ def network_input(
     out = torch.empty((n_channels, frame32.size), dtype=torch.float32)
     torch.div(f, level, out=out[0])
     out[0].log1p_().mul_(0.5)
-    _ring_excess(f, stats, out[1])
+    z = _ring_excess(f, stats, out[1])
     if spec.coarse_ring_bin_px is not None:
         coarse = ring_stats(frame32, valid, geometry, bin_px=spec.coarse_ring_bin_px,
                             max_per_bin=max_per_bin)
         _ring_excess(f, coarse, out[4])
+    if spec.blob_sigmas_px:
+        _blob_excess(z.numpy().reshape(frame32.shape), static, spec.blob_sigmas_px,
+                     out[n_channels - 1])
+    del z
     if local is None:
         local = local_stats(frame32, valid, geometry, stats, arc_px=SECTOR_ARC_PX)
     cells = local.cells

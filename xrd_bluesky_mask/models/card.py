@@ -14,9 +14,10 @@ Schema versions (each card carries ``schema_version``; older cards are upgraded 
    which cut preferred-orientation bands. A version-3 card's rule is read as local: the local
    rule fires on a subset of what the ring rule did (a cell's level is never below the
    ring's on a band), so its calibrated TNR can only rise.
-5. Adds ``input.coarse_ring_bin_px``: a fifth input channel, the ring excess against rings of
-   a second, coarser width (None: the four channels of before). A version-4 card reads as
-   version 5 without it.
+5. Adds ``input.coarse_ring_bin_px`` and ``input.blob_sigmas_px``: optional input channels, the
+   ring excess against rings of a second, coarser width, and the ring excess through matched
+   filters (None and empty: the four channels of before). A version-4 card reads as version 5
+   without them.
 """
 
 from __future__ import annotations
@@ -46,18 +47,22 @@ class InputSpec(BaseModel):
         default=None, gt=0, le=16,
         description="2θ ring width of the fifth channel ``coarse_ring_excess``, px of radius; "
         "None: no fifth channel")
+    blob_sigmas_px: list[float] = Field(
+        default_factory=list,
+        description="Gaussian widths (sigma, px) of the matched filters of the last channel "
+        "``blob_excess``; empty: no such channel")
 
     @model_validator(mode="after")
     def _fill_channels(self) -> InputSpec:
         if not self.channels:
-            self.channels = list(channel_names(self.coarse_ring_bin_px))
+            self.channels = list(channel_names(self.coarse_ring_bin_px, self.blob_sigmas_px))
         return self
 
     @property
     def expected_channels(self) -> tuple[str, ...]:
         """The channels this package builds for these ring widths (a card whose ``channels``
         differ was made by another version)."""
-        return channel_names(self.coarse_ring_bin_px)
+        return channel_names(self.coarse_ring_bin_px, self.blob_sigmas_px)
 
 
 class RunFrames(BaseModel):

@@ -22,11 +22,18 @@ CHANNELS = ("log_frame", "ring_excess", "sector_excess", "opposite_sector_excess
 #: model card's ``input.coarse_ring_bin_px``). Fine rings keep sharp rings and bright grains out
 #: of the excess; coarse rings keep a low-count ring's median and spread from being noise.
 COARSE_RING_CHANNEL = "coarse_ring_excess"
+#: The optional last channel: the ring excess through matched filters (Gaussians of a card's
+#: ``input.blob_sigmas_px``), the largest signal-to-noise ratio of the scales: a faint spot
+#: several pixels wide is a small excess in each pixel and a large one summed over its area.
+BLOB_CHANNEL = "blob_excess"
 
 
-def channel_names(coarse_ring_bin_px: float | None = None) -> tuple[str, ...]:
-    """The input channels, in order, of a network with or without the coarse ring channel."""
-    return CHANNELS if coarse_ring_bin_px is None else (*CHANNELS, COARSE_RING_CHANNEL)
+def channel_names(coarse_ring_bin_px: float | None = None,
+                  blob_sigmas_px: tuple[float, ...] | list[float] = ()) -> tuple[str, ...]:
+    """The input channels, in order: the four, then the coarse ring channel and the blob
+    channel when asked for."""
+    return (*CHANNELS, *([COARSE_RING_CHANNEL] if coarse_ring_bin_px is not None else []),
+            *([BLOB_CHANNEL] if blob_sigmas_px else []))
 
 #: Version of how those channels are computed; a card of another version is refused.
 NORMALISATION_VERSION = 2

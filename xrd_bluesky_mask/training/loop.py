@@ -81,7 +81,11 @@ class TrainConfig(BaseModel):
     coarse_ring_bin_px: float | None = Field(
         default=None, gt=0, le=16,
         description="width of the rings of the fifth input channel, coarse_ring_excess, px of "
-        "radius; None: four channels. The architecture's in_channels must match")
+        "radius; None: no such channel. The architecture's in_channels must match")
+    blob_sigmas_px: list[float] = Field(
+        default_factory=list,
+        description="Gaussian widths (sigma, px) of the matched filters of the blob_excess "
+        "input channel; empty: no such channel")
     device: str | None = None
 
 
@@ -388,7 +392,8 @@ def train(
             parent=parent,
             architecture=cfg.architecture,
             input=InputSpec(ring_bin_px=cfg.ring_bin_px,
-                            coarse_ring_bin_px=cfg.coarse_ring_bin_px),
+                            coarse_ring_bin_px=cfg.coarse_ring_bin_px,
+                            blob_sigmas_px=cfg.blob_sigmas_px),
             threshold=min(max(rec["threshold"], 1e-4), 1 - 1e-4),
             decision=dict(decision or {}),
             training={

@@ -41,10 +41,11 @@ def frame_seed(seed: int, k: int) -> int:
 
 @functools.lru_cache(maxsize=512)
 def frame_tiles(k: int, window: int, seed: int, bin_px: float,
-                coarse_bin_px: float | None = None) -> TileSet:
+                coarse_bin_px: float | None = None,
+                blob_sigmas_px: tuple[float, ...] = ()) -> TileSet:
     """The tiles of rehearsal frame ``k`` (style ``REHEARSAL_STYLES[k % 12]``, training phases
     only, ``2 * window`` px square): every tile with more than half its pixels labelled,
-    spot-free ones included. ``bin_px``, ``coarse_bin_px``: the ring widths of the network
+    spot-free ones included. ``bin_px``, ``coarse_bin_px``, ``blob_sigmas_px``: the network
     input (a model card's ``input``). Cached: a process simulates each frame once."""
     from ..simulate import known_phases, random_scene, simulate_frame
     from ..simulate.presets import HELD_OUT_PHASES
@@ -58,7 +59,8 @@ def frame_tiles(k: int, window: int, seed: int, bin_px: float,
     sim = simulate_frame(cfg, seed=s)
     f32, static = prepare_frame(sim.image, sim.geometry)
     x = network_input(f32, static, sim.geometry,
-                      InputSpec(ring_bin_px=bin_px, coarse_ring_bin_px=coarse_bin_px))
+                      InputSpec(ring_bin_px=bin_px, coarse_ring_bin_px=coarse_bin_px,
+                                blob_sigmas_px=list(blob_sigmas_px)))
     return tiles_from_pair(x, sim.labels, static | sim.static_mask, window=window, step=window,
                            negative_keep=1.0, rng=rng)
 
@@ -73,7 +75,8 @@ def rehearsal_tiles(n: int, *, window: int = 256, seed: int = 0,
     spec = spec or InputSpec()
     sets, have = [], 0
     for k in range(_MAX_FRAMES_PER_TILE * n + len(REHEARSAL_STYLES)):
-        tiles = frame_tiles(k, window, seed, spec.ring_bin_px, spec.coarse_ring_bin_px)
+        tiles = frame_tiles(k, window, seed, spec.ring_bin_px, spec.coarse_ring_bin_px,
+                            tuple(spec.blob_sigmas_px))
         sets.append(tiles)
         have += len(tiles)
         if have >= n:

@@ -69,11 +69,11 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
             raise ModelError(f"--init {args.init} has architecture "
                              f"{base.card.architecture.model_dump()}; fine-tuning keeps it, so "
                              "leave out --depth/--base-channels/--growth-rate (or drop --init)")
-        if (base.card.input.coarse_ring_bin_px is not None
-                and spec.coarse_ring_bin_px is None):
-            raise ModelError(f"--init {args.init} reads a coarse ring channel "
-                             f"({base.card.input.coarse_ring_bin_px:g} px); fine-tuning keeps "
-                             "its input channels")
+        have = base.card.input.expected_channels
+        if spec.expected_channels[: len(have)] != have:
+            raise ModelError(f"--init {args.init} reads the input channels {list(have)}; "
+                             "fine-tuning keeps them and may add channels after them, not "
+                             f"{list(spec.expected_channels)}")
         architecture = base.card.architecture.model_copy(update={
             "in_channels": len(spec.expected_channels)})
         from ..models.network import CHANNELS
@@ -106,6 +106,7 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
         class_weights=(1.0, args.spot_weight), max_minutes=args.max_minutes, device=args.device,
         architecture=architecture, distill_weight=getattr(args, "distill_weight", 1.0),
         ring_bin_px=spec.ring_bin_px, coarse_ring_bin_px=spec.coarse_ring_bin_px,
+        blob_sigmas_px=spec.blob_sigmas_px,
         precision=getattr(args, "precision", "fp32"),
         hard_fraction=getattr(args, "hard_fraction", 0.0),
         hard_errors=("false_positives" if getattr(args, "hard_errors", "all")
@@ -123,9 +124,9 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
 
 
 def input_spec(args: argparse.Namespace) -> InputSpec:
-    """The network input to train on: ring widths from ``--ring-bin-px`` and
-    ``--coarse-ring-bin-px``, else the ``--init`` model's (fine-tuning keeps its input), else
-    2 px rings and no coarse channel."""
+    """The network input to train on: ring widths and matched-filter widths from
+    ``--ring-bin-px``, ``--coarse-ring-bin-px`` and ``--blob-sigmas-px``, else the ``--init``
+    model's (fine-tuning keeps its input), else 2 px rings and the four channels."""
     base = InputSpec()
     if getattr(args, "init", None) is not None:
         from ..models.store import read_card
@@ -133,9 +134,11 @@ def input_spec(args: argparse.Namespace) -> InputSpec:
         base = read_card(args.init).input
     fine = getattr(args, "ring_bin_px", None)
     coarse = getattr(args, "coarse_ring_bin_px", None)
+    blob = getattr(args, "blob_sigmas_px", None)
     return InputSpec(
         ring_bin_px=base.ring_bin_px if fine is None else float(fine),
-        coarse_ring_bin_px=base.coarse_ring_bin_px if coarse is None else float(coarse))
+        coarse_ring_bin_px=base.coarse_ring_bin_px if coarse is None else float(coarse),
+        blob_sigmas_px=base.blob_sigmas_px if blob is None else [float(s) for s in blob])
 
 
 def widen_input(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor], *,
@@ -180,7 +183,9 @@ def _cached_tiles(out: Path, frames: int, size: int, seed: int, scenes: str = "v
     suffix = (("" if scenes == "v2" else f"-{scenes}")
               + ("" if spec.ring_bin_px == 2.0 else f"-bin{spec.ring_bin_px:g}")
               + ("" if spec.coarse_ring_bin_px is None
-                 else f"-coarse{spec.coarse_ring_bin_px:g}"))
+                 else f"-coarse{spec.coarse_ring_bin_px:g}")
+              + ("" if not spec.blob_sigmas_px
+                 else "-blob" + "_".join(f"{s:g}" for s in spec.blob_sigmas_px)))
     cache = out / f"tiles-{frames}-{size}-{seed}{suffix}.pt"
     if cache.exists():
         data = torch.load(cache, weights_only=True)
