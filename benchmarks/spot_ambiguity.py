@@ -22,6 +22,10 @@ decision step) per SNR band, and the same by photon SNR alone.
 
     .venv/bin/python benchmarks/spot_ambiguity.py --model default \\
         --model runs/veto/v4-neg-sf --frames 8 --size 2880
+
+``--list-missed`` also lists the first model's missed spots at SNR ≥ 5 (SNR, FWHM, peak over
+the ring level, on a ring or not, kind, share of its pixels masked, largest spot probability on
+it, labelled pixels, the frame's flux) and its recall at SNR ≥ 5 by FWHM and by peak.
 """
 
 from __future__ import annotations
@@ -87,10 +91,11 @@ def main() -> None:
     ap.add_argument("--model", action="append", required=True)
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--size", type=int, default=2880)
+    ap.add_argument("--list-missed", action="store_true")
     args = ap.parse_args()
 
     maskers = [UNetMasker(m) for m in args.model]
-    rows = []  # (combined, photon, texture, found per model)
+    rows = []  # (combined, photon, texture, found per model, details of the first model)
     others = 0
     for sim in spot_frames(args.frames, args.size):
         tth_px = sim.geometry.tth_deg() / sim.geometry.tth_per_pixel_deg()
@@ -106,7 +111,14 @@ def main() -> None:
             if not labelled.any():
                 continue
             found = [bool(res.spots[labelled].mean() >= 0.5) for res in masks]
-            rows.append((*snr(sim, spot, tth_px), found))
+            r, c = int(spot.row), int(spot.col)
+            level = float(np.median(sim.spot_free[max(r - 3, 0):r + 4, max(c - 3, 0):c + 4]))
+            prob = masks[0].probability
+            details = (spot.size_px, spot.peak_counts / max(level, 1e-9), spot.on_ring,
+                       spot.kind, float(masks[0].spots[labelled].mean()),
+                       float(prob[labelled].max()) if prob is not None else float("nan"),
+                       int(labelled.sum()), sim.config.flux)
+            rows.append((*snr(sim, spot, tth_px), found, details))
     print(f"{args.size} px, {args.frames} v4 spot frames: {len(rows)} labelled round spots "
           f"(Gaussian, Lorentzian; {others} streaks, clusters, pairs and extreme pixels left "
           "out)\n")
@@ -120,12 +132,36 @@ def main() -> None:
                 for k in range(len(maskers)))
             print(f"| {lo:g} - {hi:g} | {len(band)} | {cells} |")
         print()
+    if args.list_missed:
+        _list_missed(rows, args.model[0])
     for k, m in enumerate(args.model):
         missed = [r for r in rows if not r[3][k]]
         below = sum(r[0] < BANDS[1] for r in missed)
         print(f"{m}: spot recall {1 - len(missed) / max(len(rows), 1):.3f}; of its "
               f"{len(missed)} missed spots {below} are below SNR {BANDS[1]:g} against photons "
               "and texture")
+
+
+def _list_missed(rows: list, model: str) -> None:
+    """The first model's missed spots at SNR >= 5, and its recall there by FWHM and by peak."""
+    print(f"{model}: missed spots at SNR >= 5 against photons and texture\n")
+    print("| SNR | FWHM px | peak / ring level | on ring | kind | masked | max probability "
+          "| labelled px | flux |")
+    print("|---:|---:|---:|---|---|---:|---:|---:|---:|")
+    strong = [r for r in rows if r[0] >= 5]
+    for r in sorted(strong, key=lambda r: r[0]):
+        if not r[3][0]:
+            size, peak, on_ring, kind, masked, pmax, px, flux = r[4]
+            print(f"| {r[0]:.1f} | {size:.1f} | {peak:.2f} | {on_ring} | {kind} | {masked:.2f} "
+                  f"| {pmax:.2f} | {px} | {flux:.0f} |")
+    for title, col, edges in (("FWHM px", 0, (0, 2, 4, 8, np.inf)),
+                              ("peak / ring level", 1, (0, 0.5, 1, 2, 5, np.inf))):
+        print(f"\n| SNR >= 5, {title} | spots | found |\n|---|---:|---:|")
+        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+            band = [r for r in strong if lo <= r[4][col] < hi]
+            share = f"{np.mean([r[3][0] for r in band]):.2f}" if band else "-"
+            print(f"| {lo:g} - {hi:g} | {len(band)} | {share} |")
+    print()
 
 
 if __name__ == "__main__":

@@ -90,19 +90,20 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "finer than the narrowest ring keeps sharp rings and grainy texture out of "
                    "it (default: the --init model's, else 2)")
     t.add_argument("--coarse-ring-bin-px", type=float, default=None,
-                   help="add a fifth input channel, the ring excess against rings this wide, px "
-                   "of radius (e.g. 2 beside --ring-bin-px 0.5: coarse rings read low-count "
-                   "rings, fine ones sharp rings). With --init a four-channel model starts "
-                   "with zero weights on it (default: the --init model's, else none)")
+                   help="add an input channel after the four, the ring excess against rings "
+                   "this wide, px of radius (e.g. 2 beside --ring-bin-px 0.5: coarse rings "
+                   "read low-count rings, fine ones sharp rings). With --init a model "
+                   "without it starts with zero weights on it (default: the --init model's, "
+                   "else none)")
     t.add_argument("--blob-sigmas-px", type=float, nargs="+", default=None,
                    help="add a last input channel, blob_excess: the ring excess through "
                    "Gaussian matched filters of these widths (sigma, px; e.g. 1 2 4), so faint "
-                   "spots several pixels wide stand out (default: the --init model's, else "
-                   "none)")
+                   "spots several pixels wide stand out; with --init a model without it starts "
+                   "with zero weights on it (default: the --init model's, else none)")
     t.add_argument("--coarse-init", choices=["zero", "ring"], default="zero",
-                   help="with --coarse-ring-bin-px and a four-channel --init: the new channel "
-                   "starts with zero weights (unused; the network is its parent), or with half "
-                   "of ring_excess's weights, ring_excess keeping the other half (default zero)")
+                   help="with --coarse-ring-bin-px and an --init model without it: the new "
+                   "channels start with zero weights (unused; the network is its parent), or share "
+                   "ring_excess's weights equally with it")
     t.add_argument("--teacher", type=Path, default=None,
                    help="distil this trained model folder: its spot probability joins the "
                    "labels in the loss (to train a lighter network)")

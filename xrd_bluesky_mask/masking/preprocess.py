@@ -3,7 +3,8 @@
 `prepare_frame` turns any real-valued detector frame into float32 counts plus the static
 mask (invalid whatever the frame shows); `network_input` builds the scale-free channels the
 U-Net sees: a log-scaled frame, each pixel's excess over its own 2θ ring (at one or two ring
-widths) and its (ring, χ-sector) cell's excess over the ring.
+widths, and through matched filters when the model asks) and its (ring, χ-sector) cell's
+excess over the ring.
 """
 
 from __future__ import annotations

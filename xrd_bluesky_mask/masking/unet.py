@@ -240,8 +240,8 @@ class UNetMasker:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, LocalStats]:
         """`inputs` and the ring and (ring, χ-sector) statistics the input was made from (the
         decision step compares pixels with the same local levels). Rings are the model
-        card's ``input.ring_bin_px`` wide (and ``input.coarse_ring_bin_px`` for the coarse
-        channel, when the card has one)."""
+        card's ``input.ring_bin_px`` wide; the input holds the channels the card's ``input``
+        names."""
         f32, static = prepare_frame(frame, geometry, extra_static=extra_static)
         valid = ~static & (f32 >= 0)
         ring = ring_stats(f32, valid, geometry, bin_px=self.model.card.input.ring_bin_px,

@@ -45,8 +45,8 @@ class InputSpec(BaseModel):
                                description="2θ ring width of ``ring_excess``, px of radius")
     coarse_ring_bin_px: float | None = Field(
         default=None, gt=0, le=16,
-        description="2θ ring width of the fifth channel ``coarse_ring_excess``, px of radius; "
-        "None: no fifth channel")
+        description="2θ ring width of the channel ``coarse_ring_excess`` (after the four), px of "
+        "radius; None: no such channel")
     blob_sigmas_px: list[float] = Field(
         default_factory=list,
         description="Gaussian widths (sigma, px) of the matched filters of the last channel "
@@ -60,7 +60,7 @@ class InputSpec(BaseModel):
 
     @property
     def expected_channels(self) -> tuple[str, ...]:
-        """The channels this package builds for these ring widths (a card whose ``channels``
+        """The channels this package builds for this input (a card whose ``channels``
         differ was made by another version)."""
         return channel_names(self.coarse_ring_bin_px, self.blob_sigmas_px)
 
@@ -96,7 +96,7 @@ def _upgrade_v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _upgrade_v4_to_v5(data: dict[str, Any]) -> dict[str, Any]:
-    """Version 5 only adds the optional ``input.coarse_ring_bin_px``."""
+    """Version 5 only adds the optional ``input.coarse_ring_bin_px`` and ``blob_sigmas_px``."""
     return {**data, "schema_version": 5}
 
 
