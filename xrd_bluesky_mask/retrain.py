@@ -311,9 +311,7 @@ def fine_tune(
                          val_fraction=settings.val_fraction, target_tnr=settings.target_tnr,
                          augment=settings.augment, seed=settings.seed,
                          architecture=base.card.architecture, device=settings.device,
-                         ring_bin_px=spec.ring_bin_px,
-                         coarse_ring_bin_px=spec.coarse_ring_bin_px,
-                         blob_sigmas_px=spec.blob_sigmas_px)
+                         input=spec)
     init = {k: v.detach().cpu().clone() for k, v in base.net.state_dict().items()}
     frames = {r.uid: {"train": r.train_indices, "heldout": list(r.heldout)} for r in runs}
     extra = {"data": {"source": "annotated runs", "frames": frames, "tiles": n_annotated,

@@ -74,18 +74,11 @@ class TrainConfig(BaseModel):
         description="what makes a tile hard: all the starting network's wrong pixels (missed "
         "spot pixels, which large spots dominate, and false ones), or its false spot pixels "
         "only (texture, bands and rings it masks: hard negatives)")
-    ring_bin_px: float = Field(
-        default=2.0, gt=0, le=8,
-        description="width of the 2θ rings of the ring-excess channel the tiles were made "
-        "with, px of radius (recorded in the card's input; inference uses the same)")
-    coarse_ring_bin_px: float | None = Field(
-        default=None, gt=0, le=16,
-        description="width of the rings of the fifth input channel, coarse_ring_excess, px of "
-        "radius; None: no such channel. The architecture's in_channels must match")
-    blob_sigmas_px: list[float] = Field(
-        default_factory=list,
-        description="Gaussian widths (sigma, px) of the matched filters of the blob_excess "
-        "input channel; empty: no such channel")
+    input: InputSpec = Field(
+        default_factory=InputSpec,
+        description="the network input the tiles were made with: ring widths, channels "
+        "(recorded in the card; inference builds the same). The architecture's in_channels "
+        "must match its channels")
     device: str | None = None
 
 
@@ -391,9 +384,7 @@ def train(
             model_id=model_id,
             parent=parent,
             architecture=cfg.architecture,
-            input=InputSpec(ring_bin_px=cfg.ring_bin_px,
-                            coarse_ring_bin_px=cfg.coarse_ring_bin_px,
-                            blob_sigmas_px=cfg.blob_sigmas_px),
+            input=cfg.input,
             threshold=min(max(rec["threshold"], 1e-4), 1 - 1e-4),
             decision=dict(decision or {}),
             training={

@@ -105,8 +105,7 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
         lr_schedule=args.lr_schedule,
         class_weights=(1.0, args.spot_weight), max_minutes=args.max_minutes, device=args.device,
         architecture=architecture, distill_weight=getattr(args, "distill_weight", 1.0),
-        ring_bin_px=spec.ring_bin_px, coarse_ring_bin_px=spec.coarse_ring_bin_px,
-        blob_sigmas_px=spec.blob_sigmas_px,
+        input=spec,
         precision=getattr(args, "precision", "fp32"),
         hard_fraction=getattr(args, "hard_fraction", 0.0),
         hard_errors=("false_positives" if getattr(args, "hard_errors", "all")
