@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 #: The network's input channels, in order (built by `masking.preprocess.network_input`);
 #: stored in model cards so a model and its input stay matched.
 CHANNELS = ("log_frame", "ring_excess", "sector_excess", "opposite_sector_excess")
-#: The optional fifth channel: ``ring_excess`` against rings of a second, coarser width (a
+#: An optional channel after the four: ``ring_excess`` against rings of a second, coarser width (a
 #: model card's ``input.coarse_ring_bin_px``). Fine rings keep sharp rings and bright grains out
 #: of the excess; coarse rings keep a low-count ring's median and spread from being noise.
 COARSE_RING_CHANNEL = "coarse_ring_excess"
@@ -26,6 +26,8 @@ COARSE_RING_CHANNEL = "coarse_ring_excess"
 #: ``input.blob_sigmas_px``), the largest signal-to-noise ratio of the scales: a faint spot
 #: several pixels wide is a small excess in each pixel and a large one summed over its area.
 BLOB_CHANNEL = "blob_excess"
+#: Version of how those channels are computed; a card of another version is refused.
+NORMALISATION_VERSION = 2
 
 
 def channel_names(coarse_ring_bin_px: float | None = None,
@@ -34,9 +36,6 @@ def channel_names(coarse_ring_bin_px: float | None = None,
     channel when asked for."""
     return (*CHANNELS, *([COARSE_RING_CHANNEL] if coarse_ring_bin_px is not None else []),
             *([BLOB_CHANNEL] if blob_sigmas_px else []))
-
-#: Version of how those channels are computed; a card of another version is refused.
-NORMALISATION_VERSION = 2
 
 
 class NetworkConfig(BaseModel):

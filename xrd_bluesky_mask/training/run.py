@@ -48,7 +48,7 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
                 "scenes": f"simulate.random_scene(scenes={scenes!r}), all "
                 "styles, phases except simulate.presets.HELD_OUT_PHASES"}
     from ..errors import ModelError
-    from ..models.network import NetworkConfig, build_network
+    from ..models.network import CHANNELS, NetworkConfig, build_network
     from ..models.store import load_model
 
     prune = getattr(args, "prune_teacher", False)
@@ -76,8 +76,6 @@ def train_from_args(args: argparse.Namespace, argv: list[str] | None) -> TrainRe
                              f"{list(spec.expected_channels)}")
         architecture = base.card.architecture.model_copy(update={
             "in_channels": len(spec.expected_channels)})
-        from ..models.network import CHANNELS
-
         share = (CHANNELS.index("ring_excess")
                  if getattr(args, "coarse_init", "zero") == "ring" else None)
         init_state = widen_input(init_state, build_network(architecture).state_dict(),
@@ -145,9 +143,10 @@ def widen_input(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
     """``state`` (a trained network's weights) for a network with more input channels
     (``target``'s shapes). Each weight that reads the input gets, for the new channels, zero
     weights (``share`` None: the wider network computes what the trained one did, and learns
-    what the new channels add), or half of input channel ``share``'s weights, which keeps the
-    other half (where the new channels equal channel ``share``, the output is the trained
-    one's; where they differ, the network starts from their mean). Other shapes must match."""
+    what the new channels add), or an equal share of input channel ``share``'s weights, which
+    keeps one share (half each for one new channel: where the new channels equal channel
+    ``share``, the output is the trained one's; where they differ, the network starts from
+    their mean). Other shapes must match."""
     import torch
 
     out = {}
@@ -173,8 +172,9 @@ def widen_input(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
 
 def _cached_tiles(out: Path, frames: int, size: int, seed: int, scenes: str = "v2",
                   spec: InputSpec | None = None) -> TileSet:
-    """Simulated tiles, kept in ``out/tiles-<frames>-<size>-<seed>[-v3][-bin0.5][-coarse2].pt``
-    so a resumed run does not simulate again (the simulation is deterministic, so this only
+    """Simulated tiles, kept in
+    ``out/tiles-<frames>-<size>-<seed>[-v3][-bin0.5][-coarse2][-blob1_2_4].pt`` so a resumed
+    run does not simulate again (the simulation is deterministic, so this only
     saves time)."""
     import torch
 
